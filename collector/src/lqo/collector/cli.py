@@ -1,0 +1,149 @@
+"""``lqo collector`` and ``lqo query``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from lqo.collector.config import ConfigError, default_config, load_file
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+def _load(path: str | None) -> dict[str, Any]:
+    return load_file(path) if path else default_config()
+
+
+def _collector(args: argparse.Namespace) -> int:
+    from lqo.collector.exporters.clickhouse.backends import StoreError
+    from lqo.collector.service import Collector, validate_config
+
+    raw = _load(args.config)
+    level = (raw.get("service") or {}).get("telemetry", {}) or {}
+    level = ((level.get("logs") or {}).get("level") or "info").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.validate:
+        validate_config(raw)
+        print("config is valid")
+        return 0
+    try:
+        collector = Collector(raw)
+        collector.run_until_signal()
+    except ConfigError:
+        raise
+    except (StoreError, OSError, TimeoutError) as exc:
+        print(f"lqo collector: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0
+
+
+def _query_via_collector(raw: dict[str, Any], sql: str, fmt: str) -> bytes | None:
+    """Ask a running collector (it holds the embedded store); None if none is running."""
+    receivers = raw.get("receivers") or {}
+    for rcfg in receivers.values():
+        http = ((rcfg or {}).get("protocols") or {}).get("http", None) if isinstance(rcfg, dict) else None
+        if http is None and isinstance(rcfg, dict) and "http" in ((rcfg or {}).get("protocols") or {}):
+            http = {}
+        if http is None:
+            continue
+        endpoint = (http or {}).get("endpoint", "127.0.0.1:4318")
+        host, _, port = endpoint.rpartition(":")
+        if host in ("0.0.0.0", "", "::", "[::]"):
+            host = "127.0.0.1"
+        request = urllib.request.Request(
+            f"http://{host}:{port}/api/v1/query",
+            data=json.dumps({"sql": sql, "format": fmt}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            try:
+                detail = json.loads(detail)["error"]
+            except (ValueError, KeyError, TypeError):
+                pass
+            raise QueryFailed(detail) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            continue
+    return None
+
+
+class QueryFailed(Exception):
+    pass
+
+
+def _query(args: argparse.Namespace) -> int:
+    from lqo.collector.exporters.clickhouse.backends import StoreError, open_backend
+    from lqo.collector.query import QueryRefused, check_read_only, run_query
+    from lqo.collector.service import validate_config
+
+    raw = _load(args.config)
+    built = validate_config(raw)
+    stores = [c for cid, c in built.components["exporters"].items() if cid.split("/")[0] == "clickhouse"]
+    if not stores:
+        raise ConfigError("service.pipelines.traces.exporters: no clickhouse exporter to query")
+    store = stores[0]
+    try:
+        check_read_only(args.sql)
+        output = None
+        if store.endpoint.startswith("embedded://"):
+            output = _query_via_collector(raw, args.sql, args.format)
+        if output is None:
+            backend = open_backend(
+                store.endpoint, store.resolved_username(), store.resolved_password(), store.timeout
+            )
+            try:
+                output = run_query(backend, args.sql, args.format)
+            finally:
+                backend.close()
+    except (QueryRefused, StoreError, QueryFailed) as exc:
+        print(f"lqo query: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    sys.stdout.buffer.write(output)
+    sys.stdout.flush()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lqo", description="LLM Quality Observer")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    col = sub.add_parser("collector", help="run the collector (OTLP in, ClickHouse out)")
+    col.add_argument("--config", help="YAML config (default: built-in, embedded store in ./.lqo)")
+    col.add_argument("--validate", action="store_true", help="check the config and exit")
+    col.set_defaults(func=_collector)
+
+    q = sub.add_parser("query", help="run a read-only SQL query against the configured store")
+    q.add_argument("sql", help='e.g. "SELECT SpanName, count() FROM otel_traces GROUP BY 1"')
+    q.add_argument("--config", help="the collector's YAML config (default: built-in)")
+    q.add_argument("--format", choices=("table", "json", "csv", "tsv"), default="table")
+    q.set_defaults(func=_query)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"lqo: configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The component model: receivers, processors, exporters and their factories.
+
+As in the OpenTelemetry Collector, a component is built by a factory registered under
+its type name; the YAML names a component as ``type`` or ``type/name``. Other
+distributions (lqo-processors, …) add factories through the ``lqo.receivers``,
+``lqo.processors`` and ``lqo.exporters`` entry-point groups.
+
+Threading rules: ``Processor.process`` is called from one pipeline worker thread at a
+time. ``Exporter.export`` is called from the exporter's own sender thread, one call at a
+time. ``start``/``shutdown`` are called once each from the service thread.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel
+
+from lqo.collector.model.spanbatch import SpanBatch
+
+if TYPE_CHECKING:
+    from lqo.collector.pipeline import Pipeline
+    from lqo.collector.telemetry import SelfTelemetry
+
+
+class ExportStatus(enum.Enum):
+    SUCCESS = "success"
+    RETRYABLE = "retryable"  # transient: the helper retries with backoff
+    PERMANENT = "permanent"  # the data can never be written: counted and dropped
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    status: ExportStatus
+    message: str = ""
+
+    @classmethod
+    def ok(cls) -> ExportResult:
+        return cls(ExportStatus.SUCCESS)
+
+
+class Processor(Protocol):
+    def start(self) -> None: ...
+    def process(self, batch: SpanBatch) -> SpanBatch: ...
+    def shutdown(self) -> None: ...
+
+
+class Exporter(Protocol):
+    def start(self) -> None: ...
+    def export(self, batch: SpanBatch) -> ExportResult: ...
+    def shutdown(self) -> None: ...
+
+
+class Receiver(Protocol):
+    def start(self, pipeline: Pipeline) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ComponentContext:
+    """What every component is built with: its id and the collector's self-telemetry."""
+
+    component_id: str
+    telemetry: SelfTelemetry
+
+
+@dataclass(frozen=True)
+class Factory:
+    type: str
+    config_model: type[BaseModel]
+    create: Callable[[BaseModel, ComponentContext], Any]
+
+
+KINDS = ("receivers", "processors", "exporters")
+_REGISTRY: dict[str, dict[str, Factory]] = {kind: {} for kind in KINDS}
+_entry_points_loaded = False
+
+
+def register(kind: str, factory: Factory) -> Factory:
+    _REGISTRY[kind][factory.type] = factory
+    return factory
+
+
+def _load_plugins() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    # Built-ins register on import; third-party distributions through entry points.
+    import lqo.collector.exporters.clickhouse.factory
+    import lqo.collector.receivers.otlp  # noqa: F401
+
+    for kind in KINDS:
+        for ep in entry_points(group=f"lqo.{kind}"):
+            factory = ep.load()
+            register(kind, factory() if callable(factory) and not isinstance(factory, Factory) else factory)
+
+
+def factories(kind: str) -> dict[str, Factory]:
+    _load_plugins()
+    return _REGISTRY[kind]
+
+
+def component_type(component_id: str) -> str:
+    return component_id.split("/", 1)[0]

@@ -1,0 +1,126 @@
+"""The ``clickhouse`` exporter: spans → ``otel_traces`` on an embedded or remote store."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+from pydantic import Field, SecretStr, field_validator
+
+from lqo.collector.components import (
+    ComponentContext,
+    ExportResult,
+    ExportStatus,
+    Factory,
+    register,
+)
+from lqo.collector.config import Duration, StrictModel
+from lqo.collector.exporterhelper import BatchConfig, RetryConfig, SendingQueueConfig
+from lqo.collector.exporters.clickhouse.backends import Backend, StoreError, open_backend
+from lqo.collector.exporters.clickhouse.schema import SchemaSpec
+from lqo.collector.model.spanbatch import SpanBatch
+
+log = logging.getLogger(__name__)
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+USERNAME_ENV = "LQO_CLICKHOUSE_USERNAME"
+PASSWORD_ENV = "LQO_CLICKHOUSE_PASSWORD"
+
+
+class ClickHouseExporterConfig(StrictModel):
+    endpoint: str = "embedded://./.lqo/clickhouse"
+    database: str = "default"
+    traces_table_name: str = "otel_traces"
+    username: str = Field("", description=f"default: ${USERNAME_ENV}, else 'default'")
+    password: SecretStr = Field(SecretStr(""), description=f"default: ${PASSWORD_ENV}")
+    ttl: Duration = 0.0
+    create_schema: bool = True
+    cluster_name: str = ""
+    timeout: Duration = 30.0
+    compress: bool = True
+    sending_queue: SendingQueueConfig = SendingQueueConfig()
+    batch: BatchConfig = BatchConfig()
+    retry_on_failure: RetryConfig = RetryConfig()
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value.startswith("embedded://"):
+            if not value.removeprefix("embedded://"):
+                raise ValueError("embedded:// needs a directory, e.g. embedded://./.lqo/clickhouse")
+            return value
+        if re.match(r"^https?://[^/:]+(:\d+)?/?$", value):
+            return value
+        raise ValueError(
+            "use embedded://PATH for the built-in store, or http(s)://HOST:PORT for a server"
+        )
+
+    @field_validator("database", "traces_table_name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _IDENT.match(value):
+            raise ValueError("must be a plain identifier: letters, digits and '_'")
+        return value
+
+    def resolved_username(self) -> str:
+        return self.username or os.environ.get(USERNAME_ENV, "")
+
+    def resolved_password(self) -> str:
+        return self.password.get_secret_value() or os.environ.get(PASSWORD_ENV, "")
+
+    def schema(self) -> SchemaSpec:
+        return SchemaSpec(self.database, self.traces_table_name, self.ttl, self.cluster_name)
+
+
+class ClickHouseExporter:
+    def __init__(self, config: ClickHouseExporterConfig) -> None:
+        self.config = config
+        self.schema = config.schema()
+        self.backend: Backend | None = None
+
+    def start(self) -> None:
+        c = self.config
+        self.backend = open_backend(
+            c.endpoint, c.resolved_username(), c.resolved_password(), c.timeout, c.compress
+        )
+        if c.create_schema:
+            for statement in self.schema.statements():
+                self.backend.execute(statement)
+        else:
+            self._check_table_exists()
+        log.info("clickhouse exporter writing to %s, table %s", self.backend.description,
+                 self.schema.qualified_table)
+
+    def _check_table_exists(self) -> None:
+        assert self.backend is not None
+        sql = (
+            "SELECT count() FROM system.tables WHERE database = "
+            f"'{self.schema.database}' AND name = '{self.schema.table}'"
+        )
+        if self.backend.query(sql, "TSV").strip() != b"1":
+            raise StoreError(
+                f"table {self.schema.qualified_table} does not exist and create_schema is "
+                "false; create it (see deploy/clickhouse) or set create_schema: true",
+                permanent=True,
+            )
+
+    def export(self, batch: SpanBatch) -> ExportResult:
+        assert self.backend is not None, "export() before start()"
+        try:
+            self.backend.insert_arrow(self.schema.database, self.schema.table, batch.table)
+        except StoreError as exc:
+            status = ExportStatus.PERMANENT if exc.permanent else ExportStatus.RETRYABLE
+            return ExportResult(status, str(exc))
+        return ExportResult.ok()
+
+    def shutdown(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+
+def _create(config: ClickHouseExporterConfig, context: ComponentContext) -> ClickHouseExporter:
+    return ClickHouseExporter(config)
+
+
+FACTORY = register("exporters", Factory("clickhouse", ClickHouseExporterConfig, _create))

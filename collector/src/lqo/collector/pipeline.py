@@ -1,0 +1,128 @@
+"""The traces pipeline: receivers → bounded queue → processors → exporters (fan-out).
+
+Receivers call :meth:`Pipeline.offer`; a False answer means "full, tell the client to
+retry" and the receiver answers 503/UNAVAILABLE. One worker thread runs the processor
+chain (processors are plain Python and share the GIL, so one worker loses nothing) and
+hands the result to each exporter's :class:`QueuedExporter`, waiting for room there: a
+slow exporter slows the pipeline until receivers refuse, rather than losing spans.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from lqo.collector.components import Processor
+from lqo.collector.exporterhelper import QueuedExporter
+from lqo.collector.model.spanbatch import SpanBatch
+from lqo.collector.queue import BoundedBatchQueue
+from lqo.collector.telemetry import SelfTelemetry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NamedProcessor:
+    component_id: str
+    processor: Processor
+
+
+class Pipeline:
+    def __init__(
+        self,
+        name: str,
+        processors: list[NamedProcessor],
+        exporters: list[QueuedExporter],
+        telemetry: SelfTelemetry,
+        queue_spans: int,
+        queue_bytes: int,
+    ) -> None:
+        self.name = name
+        self.processors = processors
+        self.exporters = exporters
+        self.telemetry = telemetry
+        self.queue = BoundedBatchQueue(f"pipeline/{name}", queue_spans, queue_bytes, telemetry)
+        self._thread = threading.Thread(target=self._run, name=f"lqo-pipeline-{name}", daemon=True)
+        # Spans accepted but not yet handed to every exporter; flush() waits for zero.
+        self._pending = 0
+        self._pending_cond = threading.Condition()
+        self.accepting = False
+
+    def start(self) -> None:
+        for exporter in self.exporters:
+            exporter.start()
+        for p in self.processors:
+            p.processor.start()
+        self._thread.start()
+        self.accepting = True
+
+    def offer(self, batch: SpanBatch) -> bool:
+        """Queue a decoded batch; False when the pipeline is full or shutting down."""
+        if not self.accepting:
+            return False
+        if not len(batch):
+            return True
+        with self._pending_cond:
+            if not self.queue.offer(batch):
+                return False
+            self._pending += len(batch)
+            return True
+
+    def _run(self) -> None:
+        while True:
+            parts = self.queue.take(max_spans=20_000, max_bytes=64 * 1024**2, wait=0.2)
+            if not parts:
+                if self.queue.closed:
+                    return
+                continue
+            batch = SpanBatch.concat(parts)
+            received = len(batch)
+            batch = self._process(batch)
+            for exporter in self.exporters:
+                while not exporter.enqueue(batch, timeout=1.0):
+                    if exporter.queue.closed:
+                        break
+            with self._pending_cond:
+                self._pending -= received
+                self._pending_cond.notify_all()
+
+    def _process(self, batch: SpanBatch) -> SpanBatch:
+        for named in self.processors:
+            before = len(batch)
+            try:
+                batch = named.processor.process(batch)
+            except Exception:
+                # A failing processor must not lose the data: pass the batch on unprocessed.
+                log.exception("processor %s failed; batch passed on unprocessed", named.component_id)
+                continue
+            if len(batch) < before:
+                self.telemetry.processor_dropped.labels(named.component_id, "filtered").inc(
+                    before - len(batch)
+                )
+        return batch
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything accepted so far is written by every exporter."""
+        deadline = time.monotonic() + timeout
+        with self._pending_cond:
+            if not self._pending_cond.wait_for(lambda: self._pending == 0, timeout):
+                return False
+        return all(e.flush(max(0.0, deadline - time.monotonic())) for e in self.exporters)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop accepting, process what is queued, flush exporters, stop everything."""
+        self.accepting = False
+        deadline = time.monotonic() + timeout
+        self.queue.close()
+        self._thread.join(max(0.1, deadline - time.monotonic()))
+        leftover = self.queue.drain()
+        lost = sum(len(b) for b in leftover)
+        if lost:
+            log.error("pipeline %s: shutdown timed out with %d spans unprocessed", self.name, lost)
+            self.telemetry.processor_dropped.labels("pipeline", "shutdown").inc(lost)
+        for p in self.processors:
+            p.processor.shutdown()
+        for exporter in self.exporters:
+            exporter.shutdown(max(1.0, deadline - time.monotonic()))

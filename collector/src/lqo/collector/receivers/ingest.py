@@ -1,0 +1,72 @@
+"""What every OTLP transport does with a request body, independent of the wire.
+
+Decode → partial success for invalid spans → offer to the pipeline → count. The
+transports (gRPC, HTTP) only map :class:`Outcome` to their status codes.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lqo.collector.model.otlp import DecodeResult, PayloadError
+from lqo.collector.pipeline import Pipeline
+from lqo.collector.telemetry import SelfTelemetry
+
+log = logging.getLogger(__name__)
+
+
+class OutcomeKind(enum.Enum):
+    ACCEPTED = "accepted"  # all or some spans queued (rejected > 0 → partial success)
+    INVALID = "invalid"  # undecodable payload: not retryable
+    TOO_LARGE = "too_large"
+    UNAVAILABLE = "unavailable"  # queue full or shutting down: retry later
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    accepted: int = 0
+    rejected: int = 0
+    message: str = ""
+
+
+class Ingest:
+    def __init__(self, receiver_id: str, pipeline: Pipeline, telemetry: SelfTelemetry) -> None:
+        self.receiver_id = receiver_id
+        self.pipeline = pipeline
+        self.telemetry = telemetry
+
+    def refuse(self, transport: str, reason: str, spans: int = 0) -> None:
+        """Count a refusal; ``spans`` is 0 when the payload could not even be counted."""
+        self.telemetry.receiver_refused.labels(self.receiver_id, transport, reason).inc(spans)
+
+    def handle(self, body: bytes, decode: Callable[[bytes], DecodeResult], transport: str) -> Outcome:
+        if not self.pipeline.accepting:
+            self.refuse(transport, "shutting_down")
+            return Outcome(OutcomeKind.UNAVAILABLE, message="collector is shutting down")
+        try:
+            result = decode(body)
+        except PayloadError as exc:
+            self.refuse(transport, "invalid_payload")
+            log.info("%s/%s: refused undecodable payload: %s", self.receiver_id, transport, exc)
+            return Outcome(OutcomeKind.INVALID, message=str(exc))
+        except RecursionError:
+            self.refuse(transport, "invalid_payload")
+            return Outcome(OutcomeKind.INVALID, message="payload nests values too deeply")
+        batch = result.batch
+        if result.rejected:
+            self.refuse(transport, "invalid_span", result.rejected)
+        if not self.pipeline.offer(batch):
+            self.refuse(transport, "queue_full", len(batch))
+            return Outcome(
+                OutcomeKind.UNAVAILABLE,
+                message="collector queue is full; retry after backoff",
+            )
+        self.telemetry.receiver_accepted.labels(self.receiver_id, transport).inc(len(batch))
+        message = ""
+        if result.rejected:
+            message = f"{result.rejected} spans rejected: {result.rejected_reason}"
+        return Outcome(OutcomeKind.ACCEPTED, len(batch), result.rejected, message)

@@ -1,0 +1,81 @@
+"""OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``.
+
+The request arrives as raw bytes (no generated servicer), so decoding and its errors
+are ours. grpcio enforces ``max_receive_message_length`` on the decompressed message
+and answers RESOURCE_EXHAUSTED itself for larger ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+from lqo.collector.model.otlp import decode_protobuf
+from lqo.collector.receivers.ingest import Ingest, OutcomeKind
+
+log = logging.getLogger(__name__)
+
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+def _retry_status(message: str, delay_s: int) -> tuple[tuple[str, bytes], ...]:
+    retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=delay_s))
+    status = status_pb2.Status(code=code_pb2.UNAVAILABLE, message=message)
+    status.details.add().Pack(retry)
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+class OtlpGrpcServer:
+    def __init__(
+        self, ingest: Ingest, endpoint: str, max_recv_bytes: int, workers: int,
+        retry_after_s: int,
+    ) -> None:
+        self.ingest = ingest
+        self.endpoint = endpoint
+        self.retry_after_s = retry_after_s
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lqo-otlp-grpc"),
+            options=[
+                ("grpc.max_receive_message_length", max_recv_bytes),
+                ("grpc.max_send_message_length", 4 * 1024 * 1024),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=workers * 16,
+        )
+        handler = grpc.unary_unary_rpc_method_handler(self._export)
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),)
+        )
+        self.port = self._server.add_insecure_port(endpoint)
+        if self.port == 0:
+            raise OSError(f"cannot listen for OTLP/gRPC on {endpoint}: address in use or invalid")
+
+    def _export(self, body: bytes, context: grpc.ServicerContext) -> bytes:
+        outcome = self.ingest.handle(body, decode_protobuf, "grpc")
+        if outcome.kind is OutcomeKind.INVALID:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, outcome.message)
+        if outcome.kind is OutcomeKind.UNAVAILABLE:
+            context.set_trailing_metadata(_retry_status(outcome.message, self.retry_after_s))
+            context.abort(grpc.StatusCode.UNAVAILABLE, outcome.message)
+        response = ExportTraceServiceResponse()
+        if outcome.rejected:
+            response.partial_success.CopyFrom(
+                ExportTracePartialSuccess(
+                    rejected_spans=outcome.rejected, error_message=outcome.message
+                )
+            )
+        return response.SerializeToString()
+
+    def start(self) -> None:
+        self._server.start()
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        self._server.stop(grace).wait(grace + 1)

@@ -1,0 +1,149 @@
+"""OTLP/HTTP: ``POST /v1/traces`` with protobuf or JSON bodies, optionally gzip/deflate.
+
+The body limit applies after decompression and is enforced while inflating, so a
+small compressed body that would expand past it (a gzip bomb) is stopped at the limit
+without allocating more. Responses follow the OTLP/HTTP spec: 200 with an
+``ExportTraceServiceResponse`` (partial success when spans were rejected), 400 with a
+``google.rpc.Status`` for undecodable bodies, 413, 415, and 503 + Retry-After when
+the collector cannot take more right now.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request, Response
+from google.protobuf import json_format
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+from lqo.collector.model.otlp import decode_json, decode_protobuf
+from lqo.collector.receivers.ingest import Ingest, OutcomeKind
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_DECODERS = {PROTOBUF: decode_protobuf, JSON: decode_json}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BadEncoding(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, decompressed, never holding more than ``limit`` bytes of it."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    declared = request.headers.get("content-length")
+    if encoding in ("", "identity"):
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge
+        return await _collect(request.stream(), limit)
+    if encoding == "gzip":
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        inflater = zlib.decompressobj()
+    else:
+        raise BadEncoding(f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none")
+    out = bytearray()
+    raw = 0
+    try:
+        async for chunk in request.stream():
+            raw += len(chunk)
+            if raw > limit:
+                raise BodyTooLarge
+            data = chunk
+            while data:
+                out += inflater.decompress(data, limit + 1 - len(out))
+                if len(out) > limit:
+                    raise BodyTooLarge
+                data = inflater.unconsumed_tail
+        out += inflater.flush(limit + 1 - len(out))
+    except zlib.error as exc:
+        raise BadEncoding(f"body is not valid {encoding}: {exc}") from None
+    if len(out) > limit:
+        raise BodyTooLarge
+    if not inflater.eof:
+        raise BadEncoding(f"{encoding} body is truncated")
+    return bytes(out)
+
+
+async def _collect(stream: AsyncIterator[bytes], limit: int) -> bytes:
+    out = bytearray()
+    async for chunk in stream:
+        out += chunk
+        if len(out) > limit:
+            raise BodyTooLarge
+    return bytes(out)
+
+
+def _status_body(code: int, message: str, content_type: str) -> bytes:
+    status = status_pb2.Status(code=code, message=message)
+    if content_type == JSON:
+        return json.dumps({"code": code, "message": message}).encode()
+    return status.SerializeToString()
+
+
+def _error(http_status: int, grpc_code: int, message: str, content_type: str,
+           headers: dict[str, str] | None = None) -> Response:
+    media = content_type if content_type in _DECODERS else JSON
+    return Response(
+        _status_body(grpc_code, message, media), status_code=http_status,
+        media_type=media, headers=headers,
+    )
+
+
+def build_router(ingest: Ingest, path: str, max_body: int, retry_after_s: int) -> APIRouter:
+    router = APIRouter()
+
+    @router.post(path)
+    async def export_traces(request: Request) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        decode = _DECODERS.get(content_type)
+        if decode is None:
+            ingest.refuse("http", "unsupported_media_type")
+            return _error(
+                415, 3,
+                f"unsupported Content-Type {content_type or '(none)'!r}; "
+                f"send {PROTOBUF} or {JSON}",
+                JSON,
+            )
+        try:
+            body = await read_body(request, max_body)
+        except BodyTooLarge:
+            ingest.refuse("http", "too_large")
+            return _error(
+                413, 8, f"request body exceeds the {max_body}-byte limit after decompression; "
+                "send smaller batches or raise max_request_body_size", content_type,
+            )
+        except BadEncoding as exc:
+            ingest.refuse("http", "invalid_payload")
+            return _error(400, 3, str(exc), content_type)
+
+        outcome = ingest.handle(body, decode, "http")
+        if outcome.kind is OutcomeKind.INVALID:
+            return _error(400, 3, outcome.message, content_type)
+        if outcome.kind is OutcomeKind.UNAVAILABLE:
+            return _error(503, 14, outcome.message, content_type,
+                          {"Retry-After": str(retry_after_s)})
+        response = ExportTraceServiceResponse()
+        if outcome.rejected:
+            response.partial_success.CopyFrom(
+                ExportTracePartialSuccess(
+                    rejected_spans=outcome.rejected, error_message=outcome.message
+                )
+            )
+        if content_type == JSON:
+            payload = json_format.MessageToJson(response, indent=None).encode()
+        else:
+            payload = response.SerializeToString()
+        return Response(payload, status_code=200, media_type=content_type)
+
+    return router

@@ -1,0 +1,220 @@
+"""Build a running collector from a validated config, and stop it cleanly."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import Field
+
+from lqo.collector.components import ComponentContext, component_type, factories
+from lqo.collector.config import ByteSize, ConfigError, StrictModel, validate_section
+from lqo.collector.exporterhelper import (
+    BatchConfig,
+    QueuedExporter,
+    RetryConfig,
+    SendingQueueConfig,
+)
+from lqo.collector.exporters.clickhouse.backends import Backend
+from lqo.collector.exporters.clickhouse.factory import ClickHouseExporter
+from lqo.collector.http_server import ThreadedServer, split_endpoint
+from lqo.collector.pipeline import NamedProcessor, Pipeline
+from lqo.collector.query import build_query_router
+from lqo.collector.telemetry import SelfTelemetry
+
+log = logging.getLogger("lqo.collector")
+
+
+class PipelineConfig(StrictModel):
+    receivers: list[str] = Field(min_length=1)
+    processors: list[str] = Field(default_factory=list)
+    exporters: list[str] = Field(min_length=1)
+
+
+class QueueConfig(StrictModel):
+    queue_size: int = Field(100_000, gt=0, description="spans between receivers and processors")
+    max_bytes: ByteSize = Field(256 * 1024**2, gt=0)
+
+
+class MetricsTelemetry(StrictModel):
+    address: str = "127.0.0.1:8888"
+
+
+class LogsTelemetry(StrictModel):
+    level: str = Field("info", pattern="(?i)^(debug|info|warning|error)$")
+
+
+class TelemetryConfig(StrictModel):
+    metrics: MetricsTelemetry = MetricsTelemetry()
+    logs: LogsTelemetry = LogsTelemetry()
+
+
+class ServiceConfig(StrictModel):
+    pipelines: dict[str, PipelineConfig]
+    telemetry: TelemetryConfig = TelemetryConfig()
+    queue: QueueConfig = QueueConfig()
+    shutdown_timeout: float = Field(30.0, gt=0)
+
+
+_TOP_LEVEL = ("receivers", "processors", "exporters", "service")
+
+
+@dataclass
+class BuiltConfig:
+    service: ServiceConfig
+    pipeline: PipelineConfig
+    components: dict[str, dict[str, Any]]  # kind → id → validated config model
+
+
+def validate_config(raw: dict[str, Any]) -> BuiltConfig:
+    unknown = sorted(set(raw) - set(_TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown top-level key; valid keys are: {', '.join(_TOP_LEVEL)}")
+    if "service" not in raw:
+        raise ConfigError("service: required; add service.pipelines.traces with receivers and exporters")
+    service = validate_section("service", ServiceConfig, raw["service"])
+    names = list(service.pipelines)
+    if names != ["traces"]:
+        raise ConfigError(
+            f"service.pipelines: only one pipeline, named 'traces', is supported (got {names})"
+        )
+    pipeline = service.pipelines["traces"]
+
+    components: dict[str, dict[str, Any]] = {}
+    for kind in ("receivers", "processors", "exporters"):
+        section = raw.get(kind) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{kind}: expected a mapping of component ids to settings")
+        used = getattr(pipeline, kind)
+        available = factories(kind)
+        built: dict[str, Any] = {}
+        for component_id in used:
+            where = f"service.pipelines.traces.{kind}"
+            if used.count(component_id) > 1:
+                raise ConfigError(f"{where}: {component_id!r} is listed twice")
+            if component_id not in section:
+                defined = ", ".join(section) or "none"
+                raise ConfigError(
+                    f"{where}: {component_id!r} is not defined under {kind} (defined: {defined})"
+                )
+            ctype = component_type(component_id)
+            if ctype not in available:
+                raise ConfigError(
+                    f"{kind}.{component_id}: unknown {kind[:-1]} type {ctype!r}; available: "
+                    f"{', '.join(sorted(available)) or 'none installed'}"
+                )
+            built[component_id] = validate_section(
+                f"{kind}.{component_id}", available[ctype].config_model, section[component_id]
+            )
+        for component_id in section:
+            if component_id not in used:
+                log.warning("%s.%s is defined but not used by any pipeline", kind, component_id)
+        components[kind] = built
+    split_endpoint(service.telemetry.metrics.address, "service.telemetry.metrics.address")
+    return BuiltConfig(service, pipeline, components)
+
+
+class Collector:
+    """One collector: the traces pipeline, its components and the 8888 admin endpoint."""
+
+    def __init__(self, raw_config: dict[str, Any]) -> None:
+        self.config = validate_config(raw_config)
+        self.telemetry = SelfTelemetry()
+        self._stopped = threading.Event()
+        self._ready = False
+        cfg = self.config
+        ctx = lambda cid: ComponentContext(cid, self.telemetry)  # noqa: E731
+
+        self.exporters: list[QueuedExporter] = []
+        for cid, ecfg in cfg.components["exporters"].items():
+            exporter = factories("exporters")[component_type(cid)].create(ecfg, ctx(cid))
+            self.exporters.append(
+                QueuedExporter(
+                    cid,
+                    exporter,
+                    getattr(ecfg, "sending_queue", SendingQueueConfig()),
+                    getattr(ecfg, "batch", BatchConfig()),
+                    getattr(ecfg, "retry_on_failure", RetryConfig()),
+                    self.telemetry,
+                )
+            )
+        processors = [
+            NamedProcessor(cid, factories("processors")[component_type(cid)].create(pcfg, ctx(cid)))
+            for cid, pcfg in cfg.components["processors"].items()
+        ]
+        self.pipeline = Pipeline(
+            "traces", processors, self.exporters, self.telemetry,
+            cfg.service.queue.queue_size, cfg.service.queue.max_bytes,
+        )
+        self.receivers = [
+            factories("receivers")[component_type(cid)].create(rcfg, ctx(cid))
+            for cid, rcfg in cfg.components["receivers"].items()
+        ]
+        host, port = split_endpoint(cfg.service.telemetry.metrics.address, "metrics.address")
+        self.admin = ThreadedServer(self._admin_app(), host, port, "metrics/health")
+
+    def query_backend(self) -> Backend | None:
+        """The store that ``/api/v1/query`` reads: the first ClickHouse exporter's."""
+        for queued in self.exporters:
+            if isinstance(queued.exporter, ClickHouseExporter):
+                return queued.exporter.backend
+        return None
+
+    def _admin_app(self) -> FastAPI:
+        app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+        registry = self.telemetry.registry
+
+        @app.get("/metrics")
+        def metrics() -> Response:
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+        @app.get("/healthz")
+        def healthz() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @app.get("/readyz")
+        def readyz() -> Response:
+            if self._ready and self.pipeline.accepting:
+                return Response('{"status":"ready"}', media_type="application/json")
+            return Response('{"status":"not ready"}', status_code=503, media_type="application/json")
+
+        return app
+
+    def start(self) -> None:
+        self.admin.start()
+        try:
+            self.pipeline.start()
+            router = build_query_router(self.query_backend)
+            for receiver in self.receivers:
+                receiver.start(self.pipeline, [router])
+        except Exception:
+            self.shutdown()
+            raise
+        self._ready = True
+        log.info("collector ready")
+
+    def shutdown(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._ready = False
+        log.info("shutting down: refusing new data, flushing queues")
+        self.pipeline.accepting = False
+        for receiver in self.receivers:
+            receiver.shutdown()
+        self.pipeline.shutdown(self.config.service.shutdown_timeout)
+        self.admin.shutdown()
+        log.info("collector stopped")
+
+    def run_until_signal(self) -> None:
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        self.start()
+        stop.wait()
+        self.shutdown()

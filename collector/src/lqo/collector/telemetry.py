@@ -1,0 +1,46 @@
+"""The collector's own metrics (names fixed by DESIGN.md), one registry per collector.
+
+Counters are incremented once per batch, never per span, so they cost nothing on the
+hot path. Label values are component ids and fixed reason words: never user content.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+
+# `_created` series double every counter for no use here.
+disable_created_metrics()
+
+
+class SelfTelemetry:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.receiver_accepted = Counter(
+            "lqo_receiver_accepted_spans", "Spans accepted by a receiver and queued.",
+            ["receiver", "transport"], registry=r,
+        )
+        self.receiver_refused = Counter(
+            "lqo_receiver_refused_spans",
+            "Spans a receiver refused; the client was told (retryable or not, by reason).",
+            ["receiver", "transport", "reason"], registry=r,
+        )
+        self.exporter_sent = Counter(
+            "lqo_exporter_sent_spans", "Spans an exporter wrote successfully.",
+            ["exporter"], registry=r,
+        )
+        self.exporter_send_failed = Counter(
+            "lqo_exporter_send_failed_spans",
+            "Spans an exporter gave up on (permanent error, retries exhausted, or shutdown).",
+            ["exporter", "reason"], registry=r,
+        )
+        self.queue_size = Gauge(
+            "lqo_queue_size", "Spans waiting in a queue.", ["queue"], registry=r,
+        )
+        self.queue_capacity = Gauge(
+            "lqo_queue_capacity", "Capacity of a queue in spans.", ["queue"], registry=r,
+        )
+        self.processor_dropped = Counter(
+            "lqo_processor_dropped_spans", "Spans a processor dropped (by design or failure).",
+            ["processor", "reason"], registry=r,
+        )
