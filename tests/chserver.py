@@ -1,0 +1,160 @@
+"""A test-only server speaking ClickHouse's HTTP interface, executing on chdb.
+
+No ClickHouse server can be installed here, so the ``http(s)://`` store path is tested
+against this: clickhouse-connect's real client connects, runs its handshake queries,
+inserts in Native or Arrow format (plain, chunked transfer encoding, lz4/zstd/gzip
+bodies) and selects. Enough of the protocol for that, and no more.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import tempfile
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import lz4.frame
+import zstandard
+
+_INSERT = re.compile(
+    r"^\s*INSERT\s+INTO\s+(?P<table>[`\"\w.]+)\s*(?P<cols>\([^)]*\))?\s*FORMAT\s+(?P<fmt>\w+)\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_BODY_INSERT = re.compile(rb"^\s*(INSERT\s+INTO\s.*?\sFORMAT\s+\w+)[ \t]*\r?\n", re.I | re.S)
+_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
+
+
+class ChdbHttpServer:
+    """Serves on 127.0.0.1:<free port>; ``writer``/``reader`` are chdb connections."""
+
+    def __init__(self, writer, reader) -> None:
+        self.writer = writer
+        self.reader = reader
+        self.lock = threading.Lock()
+        self.fail_inserts = False  # simulate an unavailable store: inserts answer 500
+        self.requests: list[dict[str, object]] = []
+        self.tmpdir = tempfile.mkdtemp(prefix="chserver-")
+        handler = type("Handler", (_Handler,), {"owner": self})
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ChdbHttpServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: ChdbHttpServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    break
+                out += self.rfile.read(size)
+                self.rfile.readline()
+            body = bytes(out)
+        else:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        encoding = self.headers.get("Content-Encoding", "").lower()
+        if encoding == "lz4":
+            body = lz4.frame.decompress(body)
+        elif encoding == "zstd":
+            body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+        elif encoding == "gzip":
+            body = gzip.decompress(body)
+        return body
+
+    def _reply(self, status: int, body: bytes, fmt: str = "", summary: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-ClickHouse-Query-Id", str(uuid.uuid4()))
+        self.send_header("X-ClickHouse-Timezone", "UTC")
+        self.send_header("X-ClickHouse-Server-Display-Name", "chdb-test-server")
+        if fmt:
+            self.send_header("X-ClickHouse-Format", fmt)
+        self.send_header("X-ClickHouse-Summary", json.dumps(summary or {"written_rows": "0"}))
+        if status != 200:
+            self.send_header("X-ClickHouse-Exception-Code", "0")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        params = parse_qs(urlsplit(self.path).query)
+        if urlsplit(self.path).path in ("/ping", "/"):
+            self._reply(200, b"Ok.\n")
+            return
+        self._execute(params.get("query", [""])[0], b"", params)
+
+    def do_POST(self) -> None:
+        params = parse_qs(urlsplit(self.path).query)
+        body = self._read_body()
+        if "query" in params:
+            self._execute(params["query"][0], body, params)
+            return
+        # clickhouse-connect streams `INSERT … FORMAT X\n<data>` as one (chunked) body.
+        head = _BODY_INSERT.match(body)
+        if head:
+            self._execute(head.group(1).decode(), body[head.end():], params)
+        else:
+            self._execute(body.decode(), b"", params)
+
+    def _execute(self, sql: str, data: bytes, params: dict[str, list[str]]) -> None:
+        owner = self.owner
+        owner.requests.append(
+            {"sql": sql[:200], "bytes": len(data), "chunked": self.headers.get("Transfer-Encoding", "")}
+        )
+        insert = _INSERT.match(sql)
+        try:
+            if insert:
+                if owner.fail_inserts:
+                    raise RuntimeError("Code: 242. DB::Exception: Table is in readonly mode (test)")
+                path = os.path.join(owner.tmpdir, f"{uuid.uuid4()}.bin")
+                with open(path, "wb") as f:
+                    f.write(data)
+                try:
+                    cols = insert.group("cols") or ""
+                    stmt = (
+                        f"INSERT INTO {insert.group('table')} {cols} "
+                        f"SELECT * FROM file('{path}', '{insert.group('fmt')}')"
+                    )
+                    with owner.lock:
+                        owner.writer.query(stmt)
+                finally:
+                    os.unlink(path)
+                self._reply(200, b"", summary={"written_rows": "1"})
+                return
+            match = _FORMAT.search(sql)
+            fmt = match.group(1) if match else params.get("default_format", ["TabSeparated"])[0]
+            readonly = params.get("readonly", ["0"])[0] not in ("0", "")
+            conn = owner.reader if readonly else owner.writer
+            with owner.lock:
+                result = conn.query(sql, fmt)
+            self._reply(200, result.bytes(), fmt)
+        except Exception as exc:
+            message = str(exc).strip()
+            if not message.startswith("Code:"):
+                message = f"Code: 1000. DB::Exception: {message}"
+            self._reply(500, message.encode())
