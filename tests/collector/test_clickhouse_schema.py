@@ -1,0 +1,91 @@
+"""Acceptance 2: the stored tables are column-for-column the OpenTelemetry Collector
+contrib ClickHouse exporter's; plus the cluster and TTL renderings of the same DDL."""
+
+from __future__ import annotations
+
+from lqo.collector.exporters.clickhouse.schema import SchemaSpec, ttl_expr
+
+# Transcribed from opentelemetry-collector-contrib exporter/clickhouseexporter/internal/
+# sqltemplates/traces_table.sql and traces_id_ts_lookup_table.sql, as DESCRIBE TABLE
+# reports them (Nested columns appear as Array sub-columns).
+CONTRIB_OTEL_TRACES = [
+    ("Timestamp", "DateTime64(9)"),
+    ("TraceId", "String"),
+    ("SpanId", "String"),
+    ("ParentSpanId", "String"),
+    ("TraceState", "String"),
+    ("SpanName", "LowCardinality(String)"),
+    ("SpanKind", "LowCardinality(String)"),
+    ("ServiceName", "LowCardinality(String)"),
+    ("ResourceAttributes", "Map(LowCardinality(String), String)"),
+    ("ScopeName", "String"),
+    ("ScopeVersion", "String"),
+    ("SpanAttributes", "Map(LowCardinality(String), String)"),
+    ("Duration", "UInt64"),
+    ("StatusCode", "LowCardinality(String)"),
+    ("StatusMessage", "String"),
+    ("Events.Timestamp", "Array(DateTime64(9))"),
+    ("Events.Name", "Array(LowCardinality(String))"),
+    ("Events.Attributes", "Array(Map(LowCardinality(String), String))"),
+    ("Links.TraceId", "Array(String)"),
+    ("Links.SpanId", "Array(String)"),
+    ("Links.TraceState", "Array(String)"),
+    ("Links.Attributes", "Array(Map(LowCardinality(String), String))"),
+    ("ResourceAttributeItems", "Array(String)"),
+    ("SpanAttributeItems", "Array(String)"),
+]
+CONTRIB_TRACE_ID_TS = [
+    ("TraceId", "String"),
+    ("Start", "SimpleAggregateFunction(min, DateTime)"),
+    ("End", "SimpleAggregateFunction(max, DateTime)"),
+]
+
+
+def _describe(collector, table):
+    rows = collector.query(f"DESCRIBE TABLE {table}")
+    return [(r["name"], r["type"]) for r in rows]
+
+
+def test_describe_matches_contrib_exporter(collector):
+    assert _describe(collector, "otel_traces") == CONTRIB_OTEL_TRACES
+    assert _describe(collector, "otel_traces_trace_id_ts") == CONTRIB_TRACE_ID_TS
+    (view,) = collector.query(
+        "SELECT engine, as_select FROM system.tables WHERE name = 'otel_traces_trace_id_ts_mv'"
+    )
+    assert view["engine"] == "MaterializedView"
+    assert "min(Timestamp)" in view["as_select"] and "GROUP BY TraceId" in view["as_select"]
+    (table,) = collector.query(
+        "SELECT engine, sorting_key, partition_key FROM system.tables WHERE name = 'otel_traces'"
+    )
+    assert table == {
+        "engine": "MergeTree",
+        "sorting_key": "ServiceName, SpanName, toDateTime(Timestamp), Timestamp",
+        "partition_key": "toDate(Timestamp)",
+    }
+
+
+def test_ttl_clause_uses_largest_whole_unit():
+    assert ttl_expr(0, "toDateTime(Timestamp)") == ""
+    assert ttl_expr(72 * 3600, "toDateTime(Timestamp)") == "TTL toDateTime(Timestamp) + toIntervalDay(3)"
+    assert ttl_expr(5 * 3600, "x") == "TTL x + toIntervalHour(5)"
+    assert ttl_expr(90, "x") == "TTL x + toIntervalSecond(90)"
+
+
+def test_ttl_and_ttl_only_drop_parts_land_in_the_table(make_collector):
+    c = make_collector({"exporters": {"clickhouse": {"ttl": "72h"}}})
+    (row,) = c.query("SELECT create_table_query AS q FROM system.tables WHERE name = 'otel_traces'")
+    assert "TTL toDateTime(Timestamp) + toIntervalDay(3)" in row["q"]
+    assert "ttl_only_drop_parts = 1" in row["q"]
+
+
+def test_cluster_rendering_is_valid_clickhouse_sql(chdb_store):
+    writer, _ = chdb_store
+    statements = SchemaSpec("otel", "otel_traces", 7 * 86400, "prod").statements()
+    engines = ["", "ReplicatedMergeTree", "ReplicatedAggregatingMergeTree", ""]
+    for sql, engine in zip(statements, engines, strict=True):
+        assert "ON CLUSTER `prod`" in sql
+        escaped = sql.replace("\\", "\\\\").replace("'", "\\'")
+        formatted = writer.query(f"SELECT formatQuery('{escaped}')", "TSVRaw").bytes().decode()
+        assert "ON CLUSTER prod" in formatted
+        if engine:
+            assert f"ENGINE = {engine}" in formatted
