@@ -57,7 +57,7 @@ class CollectorProcess:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 60.0) -> CollectorProcess:
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the child writes it for its lifetime
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes it for its lifetime
         self.proc = subprocess.Popen(
             [LQO, "collector", "--config", str(self.config_path)],
             cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,

@@ -17,7 +17,6 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.trace.v1 import trace_pb2
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 LIMIT = 64 * 1024
@@ -66,9 +65,8 @@ def assert_still_accepts(collector) -> None:
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory):
     """One collector with small limits shared by the stateless bad-input cases."""
-    from conftest import CollectorProcess, collector_config, free_port
-
     import yaml
+    from conftest import CollectorProcess, collector_config, free_port
     workdir = tmp_path_factory.mktemp("limited")
     ports = free_port(), free_port(), free_port()
     cfg = collector_config(*ports, {"receivers": {"otlp": {"protocols": {
@@ -80,7 +78,7 @@ def limited(tmp_path_factory):
 
 
 def test_http_undecodable_protobuf_is_400_with_status(limited):
-    status, headers, body = post(f"{limited.http_url}/v1/traces", b"\xff\xff\xff garbage",
+    status, _, body = post(f"{limited.http_url}/v1/traces", b"\xff\xff\xff garbage",
                                  "application/x-protobuf")
     assert status == 400
     st = status_pb2.Status.FromString(body)
@@ -92,7 +90,7 @@ def test_http_undecodable_protobuf_is_400_with_status(limited):
                                      b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}',
                                      b"[" * 100_000 + b"]" * 100_000])
 def test_http_bad_json_is_400_with_message(limited, payload):
-    status, headers, body = post(f"{limited.http_url}/v1/traces", payload, "application/json")
+    status, _, body = post(f"{limited.http_url}/v1/traces", payload, "application/json")
     assert status in (400, 413)
     assert json.loads(body)["message"]
     assert_still_accepts(limited)
