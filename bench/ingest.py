@@ -1,0 +1,224 @@
+"""End-to-end ingest throughput of `lqo collector` into the embedded store.
+
+Starts a real collector subprocess, sends a realistic mix (bench/workload.py: half GenAI
+chat spans with ~1 KB of messages, half HTTP server spans) from concurrent OTLP/gRPC and
+OTLP/HTTP clients, waits until every span is stored, and reports spans stored vs sent,
+wall time and the collector's CPU seconds (from /proc, all its threads, chdb included).
+Refused requests (backpressure) are retried after a pause, as an OTLP exporter would.
+
+    .venv/bin/python bench/ingest.py --spans 200000
+    .venv/bin/python bench/ingest.py --breakdown   # where the CPU goes, stage by stage
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workload import make_request
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+LQO = str(Path(sys.executable).with_name("lqo"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _query(http_port: int, sql: str) -> list[dict]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{http_port}/api/v1/query",
+        data=json.dumps({"sql": sql, "format": "json"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return [json.loads(line) for line in r.read().decode().splitlines() if line]
+
+
+def run_collector(workdir: Path, processors: list[str] | None = None) -> tuple[subprocess.Popen, dict]:
+    ports = {"grpc": _free_port(), "http": _free_port(), "metrics": _free_port()}
+    config = {
+        "receivers": {"otlp": {"protocols": {
+            "grpc": {"endpoint": f"127.0.0.1:{ports['grpc']}"},
+            "http": {"endpoint": f"127.0.0.1:{ports['http']}"}}}},
+        "exporters": {"clickhouse": {"endpoint": "embedded://./store"}},
+        "service": {
+            "pipelines": {"traces": {"receivers": ["otlp"], "processors": processors or [],
+                                     "exporters": ["clickhouse"]}},
+            "telemetry": {"metrics": {"address": f"127.0.0.1:{ports['metrics']}"},
+                          "logs": {"level": "warning"}},
+        },
+    }
+    (workdir / "lqo.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([LQO, "collector", "--config", "lqo.yaml"], cwd=workdir,
+                            stdout=subprocess.DEVNULL, stderr=open(workdir / "log", "wb"))  # noqa: SIM115
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/readyz", timeout=1):
+                return proc, ports
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError((workdir / "log").read_text())
+
+
+def _grpc_client(port: int, bodies: list[bytes], counts: list[int], stats: dict) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(EXPORT)
+        for body, n in zip(bodies, counts, strict=True):
+            while True:
+                try:
+                    call(body, timeout=60)
+                    break
+                except grpc.RpcError as exc:
+                    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                        raise
+                    stats["refused"] += 1
+                    time.sleep(0.05)
+            stats["sent"] += n
+
+
+def _http_client(port: int, bodies: list[bytes], counts: list[int], stats: dict) -> None:
+    url = f"http://127.0.0.1:{port}/v1/traces"
+    for body, n in zip(bodies, counts, strict=True):
+        while True:
+            req = urllib.request.Request(url, data=body,
+                                         headers={"Content-Type": "application/x-protobuf"})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    r.read()
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code not in (429, 503):
+                    raise
+                stats["refused"] += 1
+                time.sleep(0.05)
+        stats["sent"] += n
+
+
+def measure(total_spans: int, batch: int, clients: int, processors: list[str] | None = None) -> dict:
+    n_requests = max(1, total_spans // batch)
+    distinct = [make_request(batch, seed=i).SerializeToString() for i in range(min(n_requests, 64))]
+    bodies = [distinct[i % len(distinct)] for i in range(n_requests)]
+    workdir = Path(tempfile.mkdtemp(prefix="lqo-bench-"))
+    proc, ports = run_collector(workdir, processors)
+    try:
+        cpu0 = _cpu_seconds(proc.pid)
+        t0 = time.perf_counter()
+        threads, all_stats = [], []
+        for c in range(clients):
+            mine = bodies[c::clients]
+            stats = {"sent": 0, "refused": 0}
+            all_stats.append(stats)
+            target = _grpc_client if c % 2 == 0 else _http_client
+            port = ports["grpc"] if c % 2 == 0 else ports["http"]
+            threads.append(threading.Thread(target=target, args=(port, mine, [batch] * len(mine), stats)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        sent = sum(s["sent"] for s in all_stats)
+        stored = 0
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            stored = int(_query(ports["http"], "SELECT count() AS c FROM otel_traces")[0]["c"])
+            if stored >= sent:
+                break
+            time.sleep(0.05)
+        wall = time.perf_counter() - t0
+        cpu = _cpu_seconds(proc.pid) - cpu0
+        distinct_ids = int(_query(ports["http"], "SELECT uniqExact(SpanId) AS c FROM otel_traces")[0]["c"])
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "spans_sent": sent, "spans_stored": stored,
+        "distinct_span_ids_stored": distinct_ids, "distinct_span_ids_sent": len(distinct) * batch,
+        "refusals_retried": sum(s["refused"] for s in all_stats),
+        "wall_s": round(wall, 2), "collector_cpu_s": round(cpu, 2),
+        "spans_per_s_wall": round(sent / wall), "spans_per_cpu_s": round(sent / cpu) if cpu else None,
+    }
+
+
+def breakdown(batch: int, rounds: int) -> dict:
+    """CPU per span of each stage, measured in this process on the same payloads."""
+    import chdb
+
+    from lqo.collector.exporters.clickhouse.schema import SchemaSpec
+    from lqo.collector.model.otlp import decode_request, parse_protobuf
+    from lqo.collector.model.spanbatch import SpanBatch
+
+    bodies = [make_request(batch, seed=i).SerializeToString() for i in range(rounds)]
+    n = batch * rounds
+    t = time.process_time()
+    requests = [parse_protobuf(b) for b in bodies]
+    parse = time.process_time() - t
+    t = time.process_time()
+    batches = [decode_request(r).batch for r in requests]
+    convert = time.process_time() - t
+    store = tempfile.mkdtemp(prefix="lqo-bench-chdb-")
+    conn = chdb.connect(store)
+    for sql in SchemaSpec().statements():
+        conn.query(sql)
+    data = SpanBatch.concat(batches).table
+    cols = ", ".join(f"`{c}`" for c in data.column_names)
+    t = time.process_time()
+    conn.query(f"INSERT INTO default.otel_traces ({cols}) SELECT * FROM Python(data)")
+    insert = time.process_time() - t
+    conn.close()
+    shutil.rmtree(store, ignore_errors=True)
+    us = lambda s: round(s / n * 1e6, 2)  # noqa: E731
+    return {"spans": n, "protobuf_parse_us_per_span": us(parse),
+            "python_to_arrow_us_per_span": us(convert), "chdb_insert_us_per_span": us(insert)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spans", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=512, help="spans per export request")
+    ap.add_argument("--clients", type=int, default=4, help="half gRPC, half HTTP")
+    ap.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
+    ap.add_argument("--breakdown", action="store_true")
+    args = ap.parse_args()
+    if args.breakdown:
+        print(json.dumps(breakdown(args.batch, 40), indent=2))
+        return
+    runs = []
+    for i in range(args.repeat):
+        result = measure(args.spans, args.batch, args.clients)
+        print(f"run {i + 1}: {json.dumps(result)}", file=sys.stderr)
+        assert result["spans_stored"] == result["spans_sent"], "spans lost or duplicated"
+        runs.append(result)
+    runs.sort(key=lambda r: r["spans_per_cpu_s"])
+    median = runs[len(runs) // 2]
+    print(json.dumps({"median_run": median, "cores": os.cpu_count(),
+                      "spans_per_cpu_s_all_runs": [r["spans_per_cpu_s"] for r in runs]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
