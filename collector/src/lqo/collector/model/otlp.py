@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -322,10 +323,120 @@ def decode_request(request: ExportTraceServiceRequest, wire_bytes: int = 0) -> D
     return DecodeResult(SpanBatch(table, wire_bytes), rejected, reason)
 
 
-def decode_protobuf(body: bytes) -> DecodeResult:
+def decode_protobuf_python(body: bytes) -> DecodeResult:
+    """The reference decoder (upb objects walked in Python)."""
     return decode_request(parse_protobuf(body), len(body))
 
 
+# --------------------------------------------------------------------------- native
+
+
+try:
+    from lqo.collector.model import _otlp_native
+except ImportError:  # built without a C compiler: the pure-Python path serves
+    _otlp_native = None
+
+NATIVE_AVAILABLE = _otlp_native is not None
+_SPAN_KIND_DICT = pa.array(SPAN_KINDS, pa.string())
+_STATUS_DICT = pa.array(STATUS_CODES, pa.string())
+_MAP_NAMES = ("ResourceAttributes", "SpanAttributes", "Events.Attributes", "Links.Attributes")
+
+
+def _native_str(parts: tuple[bytes, bytes]) -> pa.Array:
+    offsets, data = parts
+    return pa.StringArray.from_buffers(
+        len(offsets) // 4 - 1, pa.py_buffer(offsets), pa.py_buffer(data)
+    )
+
+
+def _native_map(parts: tuple[bytes, ...], fixups: list[tuple[int, bytes]]) -> pa.Array:
+    owner_offsets, k_offs, k_data, v_offs, v_data = parts
+    values = _native_str((v_offs, v_data))
+    if fixups:
+        patched = values.to_pylist()
+        for index, raw in fixups:
+            try:
+                patched[index] = value_to_str(AnyValue.FromString(raw))
+            except (DecodeError, RecursionError) as exc:
+                # The reference decoder rejects the whole request for a bad nested value.
+                raise PayloadError(f"cannot decode protobuf ExportTraceServiceRequest: {exc}") from None
+        values = pa.array(patched, pa.string())
+    n = len(owner_offsets) // 4 - 1
+    offsets = pa.Array.from_buffers(pa.int32(), n + 1, [None, pa.py_buffer(owner_offsets)])
+    return pa.MapArray.from_arrays(offsets, _native_str((k_offs, k_data)), values)
+
+
+def _native_list(offsets: bytes, values: pa.Array) -> pa.Array:
+    n = len(offsets) // 4 - 1
+    return pa.ListArray.from_arrays(
+        pa.Array.from_buffers(pa.int32(), n + 1, [None, pa.py_buffer(offsets)]), values
+    )
+
+
+def decode_protobuf_native(body: bytes) -> DecodeResult:
+    """Same result as :func:`decode_protobuf_python`, decoded by the C extension."""
+    assert _otlp_native is not None
+    try:
+        cols = _otlp_native.decode(body)
+    except ValueError as exc:
+        raise PayloadError(str(exc)) from None
+    n = cols["n_spans"]
+    rejected = cols["rejected"]
+    reason = "invalid trace or span id" if rejected else ""
+    if n == 0:
+        return DecodeResult(SpanBatch.empty(), rejected, reason)
+    fixups: dict[int, list[tuple[int, bytes]]] = {}
+    for map_id, index, raw in cols["fixups"]:
+        fixups.setdefault(map_id, []).append((index, raw))
+
+    res_take = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(cols["span_res"])])
+    scope_take = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(cols["span_scope"])])
+    u8 = lambda key: pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(cols[key])])  # noqa: E731
+    n_events = len(cols["ev_times"]) // 8
+    columns = [
+        pa.Array.from_buffers(TIMESTAMP_NS, n, [None, pa.py_buffer(cols["starts"])]),
+        _native_str(cols["trace_ids"]),
+        _native_str(cols["span_ids"]),
+        _native_str(cols["parent_ids"]),
+        _native_str(cols["trace_states"]),
+        _native_str(cols["names"]),
+        _SPAN_KIND_DICT.take(u8("kinds")),
+        _native_str(cols["services"]).take(res_take),
+        _native_map(cols["res_attrs"], fixups.get(0, [])).take(res_take),
+        _native_str(cols["scope_names"]).take(scope_take),
+        _native_str(cols["scope_versions"]).take(scope_take),
+        _native_map(cols["attrs"], fixups.get(1, [])),
+        pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(cols["durations"])]),
+        _STATUS_DICT.take(u8("status_codes")),
+        _native_str(cols["status_messages"]),
+        _native_list(cols["ev_offs"], pa.Array.from_buffers(
+            TIMESTAMP_NS, n_events, [None, pa.py_buffer(cols["ev_times"])])),
+        _native_list(cols["ev_offs"], _native_str(cols["ev_names"])),
+        _native_list(cols["ev_offs"], _native_map(cols["ev_attrs"], fixups.get(2, []))),
+        _native_list(cols["link_offs"], _native_str(cols["link_trace_ids"])),
+        _native_list(cols["link_offs"], _native_str(cols["link_span_ids"])),
+        _native_list(cols["link_offs"], _native_str(cols["link_states"])),
+        _native_list(cols["link_offs"], _native_map(cols["link_attrs"], fixups.get(3, []))),
+    ]
+    table = pa.Table.from_arrays(columns, schema=SCHEMA)
+    return DecodeResult(SpanBatch(table, len(body)), rejected, reason)
+
+
+def _use_native() -> bool:
+    return NATIVE_AVAILABLE and os.environ.get("LQO_PURE_PYTHON_DECODER", "") in ("", "0")
+
+
+def decode_protobuf(body: bytes) -> DecodeResult:
+    """OTLP/protobuf body → batch: the native decoder when built, else pure Python."""
+    if _use_native():
+        return decode_protobuf_native(body)
+    return decode_protobuf_python(body)
+
+
 def decode_json(body: bytes) -> DecodeResult:
-    return decode_request(parse_json(body), len(body))
+    request = parse_json(body)
+    if _use_native():
+        # One decoder for both encodings: JSON is parsed to protobuf, then decoded natively.
+        return decode_protobuf_native(request.SerializeToString())
+    return decode_request(request, len(body))
 
