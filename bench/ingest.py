@@ -58,13 +58,16 @@ def _query(http_port: int, sql: str) -> list[dict]:
         return [json.loads(line) for line in r.read().decode().splitlines() if line]
 
 
-def run_collector(workdir: Path, processors: list[str] | None = None) -> tuple[subprocess.Popen, dict]:
+def run_collector(
+    workdir: Path, processors: list[str] | None = None, exporter: dict | None = None,
+    decoder: str = "native",
+) -> tuple[subprocess.Popen, dict]:
     ports = {"grpc": _free_port(), "http": _free_port(), "metrics": _free_port()}
     config = {
         "receivers": {"otlp": {"protocols": {
             "grpc": {"endpoint": f"127.0.0.1:{ports['grpc']}"},
             "http": {"endpoint": f"127.0.0.1:{ports['http']}"}}}},
-        "exporters": {"clickhouse": {"endpoint": "embedded://./store"}},
+        "exporters": {"clickhouse": {"endpoint": "embedded://./store", **(exporter or {})}},
         "service": {
             "pipelines": {"traces": {"receivers": ["otlp"], "processors": processors or [],
                                      "exporters": ["clickhouse"]}},
@@ -73,7 +76,8 @@ def run_collector(workdir: Path, processors: list[str] | None = None) -> tuple[s
         },
     }
     (workdir / "lqo.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([LQO, "collector", "--config", "lqo.yaml"], cwd=workdir,
+    env = dict(os.environ, LQO_PURE_PYTHON_DECODER="1" if decoder == "python" else "0")
+    proc = subprocess.Popen([LQO, "collector", "--config", "lqo.yaml"], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(workdir / "log", "wb"))  # noqa: SIM115
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -120,12 +124,15 @@ def _http_client(port: int, bodies: list[bytes], counts: list[int], stats: dict)
         stats["sent"] += n
 
 
-def measure(total_spans: int, batch: int, clients: int, processors: list[str] | None = None) -> dict:
+def measure(
+    total_spans: int, batch: int, clients: int, processors: list[str] | None = None,
+    exporter: dict | None = None, transport: str = "both", decoder: str = "native",
+) -> dict:
     n_requests = max(1, total_spans // batch)
     distinct = [make_request(batch, seed=i).SerializeToString() for i in range(min(n_requests, 64))]
     bodies = [distinct[i % len(distinct)] for i in range(n_requests)]
     workdir = Path(tempfile.mkdtemp(prefix="lqo-bench-"))
-    proc, ports = run_collector(workdir, processors)
+    proc, ports = run_collector(workdir, processors, exporter, decoder)
     try:
         cpu0 = _cpu_seconds(proc.pid)
         t0 = time.perf_counter()
@@ -134,8 +141,9 @@ def measure(total_spans: int, batch: int, clients: int, processors: list[str] | 
             mine = bodies[c::clients]
             stats = {"sent": 0, "refused": 0}
             all_stats.append(stats)
-            target = _grpc_client if c % 2 == 0 else _http_client
-            port = ports["grpc"] if c % 2 == 0 else ports["http"]
+            use_grpc = transport == "grpc" or (transport == "both" and c % 2 == 0)
+            target = _grpc_client if use_grpc else _http_client
+            port = ports["grpc"] if use_grpc else ports["http"]
             threads.append(threading.Thread(target=target, args=(port, mine, [batch] * len(mine), stats)))
         for t in threads:
             t.start()
@@ -166,58 +174,77 @@ def measure(total_spans: int, batch: int, clients: int, processors: list[str] | 
 
 
 def breakdown(batch: int, rounds: int) -> dict:
-    """CPU per span of each stage, measured in this process on the same payloads."""
+    """CPU per span of each stage, measured in this process on the same payloads,
+    both decoders side by side."""
     import chdb
 
     from lqo.collector.exporters.clickhouse.schema import SchemaSpec
-    from lqo.collector.model.otlp import decode_request, parse_protobuf
+    from lqo.collector.model import otlp
     from lqo.collector.model.spanbatch import SpanBatch
 
     bodies = [make_request(batch, seed=i).SerializeToString() for i in range(rounds)]
     n = batch * rounds
+    us = lambda s: round(s / n * 1e6, 2)  # noqa: E731
+    out: dict[str, object] = {"spans": n, "native_decoder_built": otlp.NATIVE_AVAILABLE}
     t = time.process_time()
-    requests = [parse_protobuf(b) for b in bodies]
-    parse = time.process_time() - t
+    requests = [otlp.parse_protobuf(b) for b in bodies]
+    out["python_decoder.protobuf_parse_us_per_span"] = us(time.process_time() - t)
     t = time.process_time()
-    batches = [decode_request(r).batch for r in requests]
-    convert = time.process_time() - t
+    batches = [otlp.decode_request(r).batch for r in requests]
+    out["python_decoder.objects_to_arrow_us_per_span"] = us(time.process_time() - t)
+    if otlp.NATIVE_AVAILABLE:
+        t = time.process_time()
+        batches = [otlp.decode_protobuf_native(b).batch for b in bodies]
+        out["native_decoder.bytes_to_arrow_us_per_span"] = us(time.process_time() - t)
     store = tempfile.mkdtemp(prefix="lqo-bench-chdb-")
     conn = chdb.connect(store)
     for sql in SchemaSpec().statements():
         conn.query(sql)
     data = SpanBatch.concat(batches).table
     cols = ", ".join(f"`{c}`" for c in data.column_names)
-    t = time.process_time()
-    conn.query(f"INSERT INTO default.otel_traces ({cols}) SELECT * FROM Python(data)")
-    insert = time.process_time() - t
+    for label, setting in (("indexes_at_insert", 1), ("indexes_at_merge", 0)):
+        t = time.process_time()
+        conn.query(f"INSERT INTO default.otel_traces ({cols}) SETTINGS "
+                   f"materialize_skip_indexes_on_insert = {setting} SELECT * FROM Python(data)")
+        out[f"chdb_insert.{label}_us_per_span"] = us(time.process_time() - t)
     conn.close()
     shutil.rmtree(store, ignore_errors=True)
-    us = lambda s: round(s / n * 1e6, 2)  # noqa: E731
-    return {"spans": n, "protobuf_parse_us_per_span": us(parse),
-            "python_to_arrow_us_per_span": us(convert), "chdb_insert_us_per_span": us(insert)}
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spans", type=int, default=200_000)
     ap.add_argument("--batch", type=int, default=512, help="spans per export request")
-    ap.add_argument("--clients", type=int, default=4, help="half gRPC, half HTTP")
+    ap.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    ap.add_argument("--transport", choices=("both", "grpc", "http"), default="both",
+                    help="both: half the clients gRPC, half HTTP")
     ap.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
+    ap.add_argument("--decoders", default="native",
+                    help="comma-separated: native,python; runs alternate, side by side")
     ap.add_argument("--breakdown", action="store_true")
     args = ap.parse_args()
     if args.breakdown:
         print(json.dumps(breakdown(args.batch, 40), indent=2))
         return
-    runs = []
+    decoders = args.decoders.split(",")
+    runs: dict[str, list[dict]] = {d: [] for d in decoders}
     for i in range(args.repeat):
-        result = measure(args.spans, args.batch, args.clients)
-        print(f"run {i + 1}: {json.dumps(result)}", file=sys.stderr)
-        assert result["spans_stored"] == result["spans_sent"], "spans lost or duplicated"
-        runs.append(result)
-    runs.sort(key=lambda r: r["spans_per_cpu_s"])
-    median = runs[len(runs) // 2]
-    print(json.dumps({"median_run": median, "cores": os.cpu_count(),
-                      "spans_per_cpu_s_all_runs": [r["spans_per_cpu_s"] for r in runs]}, indent=2))
+        for decoder in decoders:
+            result = measure(args.spans, args.batch, args.clients, transport=args.transport,
+                             decoder=decoder)
+            print(f"run {i + 1} {decoder}: {json.dumps(result)}", file=sys.stderr)
+            assert result["spans_stored"] == result["spans_sent"], "spans lost or duplicated"
+            runs[decoder].append(result)
+    summary = {}
+    for decoder, results in runs.items():
+        results.sort(key=lambda r: r["spans_per_cpu_s"])
+        summary[decoder] = {
+            "median_spans_per_cpu_s": results[len(results) // 2]["spans_per_cpu_s"],
+            "all_runs_spans_per_cpu_s": [r["spans_per_cpu_s"] for r in results],
+            "median_spans_per_s_wall": sorted(r["spans_per_s_wall"] for r in results)[len(results) // 2],
+        }
+    print(json.dumps({"cores": os.cpu_count(), "spans_per_run": args.spans, **summary}, indent=2))
 
 
 if __name__ == "__main__":

@@ -165,6 +165,14 @@ static int rd_field(rd_t *r, fld_t *f) {
 static int utf8_valid(const uint8_t *s, size_t n) {
     size_t i = 0;
     while (i < n) {
+        /* ASCII fast path, 8 bytes at a time: most payload text is ASCII */
+        while (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & 0x8080808080808080ULL) break;
+            i += 8;
+        }
+        if (i >= n) break;
         uint8_t c = s[i];
         if (c < 0x80) { i++; continue; }
         size_t need;

@@ -39,7 +39,9 @@ class Backend(Protocol):
     description: str
 
     def execute(self, sql: str) -> None: ...
-    def insert_arrow(self, database: str, table: str, data: pa.Table) -> None: ...
+    def insert_arrow(
+        self, database: str, table: str, data: pa.Table, settings: dict[str, int]
+    ) -> None: ...
     def query(self, sql: str, fmt: str) -> bytes: ...
     def close(self) -> None: ...
 
@@ -73,11 +75,15 @@ class ChdbBackend:
             except Exception as exc:
                 raise _classify(exc, "embedded ClickHouse") from None
 
-    def insert_arrow(self, database: str, table: str, data: pa.Table) -> None:
+    def insert_arrow(
+        self, database: str, table: str, data: pa.Table, settings: dict[str, int]
+    ) -> None:
         columns = ", ".join(quote_ident(c) for c in data.column_names)
+        clause = ", ".join(f"{k} = {int(v)}" for k, v in settings.items())
         sql = (
             f"INSERT INTO {quote_ident(database)}.{quote_ident(table)} ({columns}) "
-            "SELECT * FROM Python(data)"
+            + (f"SETTINGS {clause} " if clause else "")
+            + "SELECT * FROM Python(data)"
         )
         with self._lock:
             try:
@@ -133,9 +139,11 @@ class ServerBackend:
         except Exception as exc:
             raise _classify(exc, self.description) from None
 
-    def insert_arrow(self, database: str, table: str, data: pa.Table) -> None:
+    def insert_arrow(
+        self, database: str, table: str, data: pa.Table, settings: dict[str, int]
+    ) -> None:
         try:
-            self._client.insert_arrow(table, data, database=database)
+            self._client.insert_arrow(table, data, database=database, settings=settings)
         except Exception as exc:
             raise _classify(exc, f"{self.description} insert") from None
 

@@ -39,6 +39,11 @@ class ClickHouseExporterConfig(StrictModel):
     cluster_name: str = ""
     timeout: Duration = 30.0
     compress: bool = True
+    materialize_skip_indexes_on_insert: bool = Field(
+        False,
+        description="build the tables' skip indexes at insert (true) or when parts merge "
+        "(false: ~4 us/span less CPU; fresh parts are scanned until their first merge)",
+    )
     sending_queue: SendingQueueConfig = SendingQueueConfig()
     batch: BatchConfig = BatchConfig()
     retry_on_failure: RetryConfig = RetryConfig()
@@ -78,6 +83,9 @@ class ClickHouseExporter:
         self.config = config
         self.schema = config.schema()
         self.backend: Backend | None = None
+        self._insert_settings = {
+            "materialize_skip_indexes_on_insert": int(config.materialize_skip_indexes_on_insert)
+        }
 
     def start(self) -> None:
         c = self.config
@@ -108,7 +116,9 @@ class ClickHouseExporter:
     def export(self, batch: SpanBatch) -> ExportResult:
         assert self.backend is not None, "export() before start()"
         try:
-            self.backend.insert_arrow(self.schema.database, self.schema.table, batch.table)
+            self.backend.insert_arrow(
+                self.schema.database, self.schema.table, batch.table, self._insert_settings
+            )
         except StoreError as exc:
             status = ExportStatus.PERMANENT if exc.permanent else ExportStatus.RETRYABLE
             return ExportResult(status, str(exc))
