@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -61,7 +62,7 @@ class SpanBatch:
 
     table: pa.Table
     approx_bytes: int = 0
-    _genai_mask: pa.ChunkedArray | None = field(default=None, repr=False)
+    _genai_mask: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -86,18 +87,24 @@ class SpanBatch:
         share = self.approx_bytes * part.num_rows // n if n else 0
         return SpanBatch(part, share)
 
-    def genai_mask(self) -> pa.ChunkedArray:
-        """Boolean column: does the span carry any GenAI attribute? Computed once."""
+    def genai_mask(self) -> np.ndarray:
+        """Per span: does it carry any GenAI attribute key? Computed once per batch, so
+        every processor that only looks at GenAI spans shares the same answer."""
         if self._genai_mask is None:
-            keys = pc.list_flatten(pc.map_keys(self.table.column("SpanAttributes")))
-            hit = pc.starts_with(keys, GENAI_KEY_PREFIXES[0])
-            for prefix in GENAI_KEY_PREFIXES[1:]:
-                hit = pc.or_(hit, pc.starts_with(keys, prefix))
-            parents = pc.list_parent_indices(pc.map_keys(self.table.column("SpanAttributes")))
-            mask = [False] * len(self)
-            for idx in pc.filter(parents, hit).to_pylist():
-                mask[idx] = True
-            self._genai_mask = pa.chunked_array([pa.array(mask, pa.bool_())])
+            mask = np.zeros(len(self), dtype=bool)
+            if len(self):
+                # MapArray.keys ignores slicing and offsets are absolute, so cut the key
+                # range by hand. (List kernels such as list_parent_indices abort the
+                # process on map arrays in pyarrow 26: never call them on map columns.)
+                attrs = self.table.column("SpanAttributes").combine_chunks()
+                offsets = attrs.offsets.to_numpy()
+                keys = attrs.keys.slice(offsets[0], offsets[-1] - offsets[0])
+                hit = pc.starts_with(keys, GENAI_KEY_PREFIXES[0])
+                for prefix in GENAI_KEY_PREFIXES[1:]:
+                    hit = pc.or_(hit, pc.starts_with(keys, prefix))
+                owners = np.repeat(np.arange(len(self)), np.diff(offsets))
+                mask[owners[hit.to_numpy(zero_copy_only=False)]] = True
+            self._genai_mask = mask
         return self._genai_mask
 
     def to_pylist(self) -> list[dict[str, Any]]:
