@@ -126,3 +126,17 @@ def test_sigterm_flushes_everything_accepted(make_collector):
     restarted = c.start()
     assert restarted.query("SELECT count() AS c FROM otel_traces") == [{"c": 500}]
     assert "shutting down" in c.log()
+
+
+def test_lqo_schema_prints_the_configured_ddl(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(BASE.format(endpoint="http://db:8123")
+                   .replace("    endpoint: http://db:8123\n",
+                            "    endpoint: http://db:8123\n    database: otel\n"
+                            "    ttl: 30d\n    cluster_name: prod\n"))
+    out = subprocess.run([LQO, "schema", "--config", str(cfg)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "CREATE TABLE IF NOT EXISTS `otel`.`otel_traces` ON CLUSTER `prod`" in out.stdout
+    assert "ENGINE = ReplicatedMergeTree()" in out.stdout
+    assert "TTL toDateTime(Timestamp) + toIntervalDay(30)" in out.stdout
+    assert out.stdout.count(";\n") == 4

@@ -117,6 +117,21 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schema(args: argparse.Namespace) -> int:
+    from lqo.collector.service import validate_config
+
+    built = validate_config(_load(args.config))
+    stores = {cid: c for cid, c in built.components["exporters"].items()
+              if cid.split("/")[0] == "clickhouse"}
+    if not stores:
+        raise ConfigError("service.pipelines.traces.exporters: no clickhouse exporter configured")
+    for cid, store in stores.items():
+        print(f"-- exporters.{cid}: {store.endpoint}")
+        for statement in store.schema().statements():
+            print(statement + ";\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lqo", description="LLM Quality Observer")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--config", help="YAML config (default: built-in, embedded store in ./.lqo)")
     col.add_argument("--validate", action="store_true", help="check the config and exit")
     col.set_defaults(func=_collector)
+
+    sc = sub.add_parser("schema", help="print the DDL the clickhouse exporter(s) would run")
+    sc.add_argument("--config", help="the collector's YAML config (default: built-in)")
+    sc.set_defaults(func=_schema)
 
     q = sub.add_parser("query", help="run a read-only SQL query against the configured store")
     q.add_argument("sql", help='e.g. "SELECT SpanName, count() FROM otel_traces GROUP BY 1"')

@@ -109,7 +109,8 @@ class ClickHouseExporter:
         if self.backend.query(sql, "TSV").strip() != b"1":
             raise StoreError(
                 f"table {self.schema.qualified_table} does not exist and create_schema is "
-                "false; create it (see deploy/clickhouse) or set create_schema: true",
+                "false; create it with the DDL from `lqo schema --config FILE`, or set "
+                "create_schema: true",
                 permanent=True,
             )
 
