@@ -124,7 +124,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _execute(self, sql: str, data: bytes, params: dict[str, list[str]]) -> None:
         owner = self.owner
         owner.requests.append(
-            {"sql": sql[:4000], "bytes": len(data), "chunked": self.headers.get("Transfer-Encoding", "")}
+            {"sql": sql[:4000], "bytes": len(data), "chunked": self.headers.get("Transfer-Encoding", ""),
+             "user": self.headers.get("X-ClickHouse-User", ""),
+             "key": self.headers.get("X-ClickHouse-Key", ""),
+             "authorization": self.headers.get("Authorization", "")}
         )
         insert = _INSERT.match(sql)
         try:

@@ -1,0 +1,162 @@
+"""The processor chain and fan-out, in-process: processors registered by name run in
+order, drops are counted, a failing processor passes data on unprocessed; and server
+credentials come from the environment without reaching the logs."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import pyarrow.compute as pc
+import pytest
+from conftest import free_port
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from pydantic import BaseModel
+
+from lqo.collector.components import Factory, register
+from lqo.collector.model.spanbatch import SpanBatch
+from lqo.collector.service import Collector
+
+
+class DropConfig(BaseModel):
+    prefix: str
+
+
+class DropByName:
+    def __init__(self, config: DropConfig) -> None:
+        self.prefix = config.prefix
+
+    def start(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+    def process(self, batch: SpanBatch) -> SpanBatch:
+        keep = pc.invert(pc.starts_with(batch.table.column("SpanName"), self.prefix))
+        return SpanBatch(batch.table.filter(keep), batch.approx_bytes)
+
+
+class UpperConfig(BaseModel):
+    pass
+
+
+class UpperName:
+    def start(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+    def process(self, batch: SpanBatch) -> SpanBatch:
+        names = pc.utf8_upper(batch.table.column("SpanName"))
+        table = batch.table.set_column(batch.table.schema.get_field_index("SpanName"), "SpanName", names)
+        return SpanBatch(table, batch.approx_bytes)
+
+
+class Broken:
+    def start(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+    def process(self, batch: SpanBatch) -> SpanBatch:
+        raise RuntimeError("bug in a processor")
+
+
+register("processors", Factory("test_drop", DropConfig, lambda c, ctx: DropByName(c)))
+register("processors", Factory("test_upper", UpperConfig, lambda c, ctx: UpperName()))
+register("processors", Factory("test_broken", UpperConfig, lambda c, ctx: Broken()))
+
+
+@pytest.fixture
+def in_process(ch_server):
+    made = []
+
+    def make(processors: dict, order: list[str], exporter_extra: dict | None = None) -> Collector:
+        grpc_port = free_port()
+        config = {
+            "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc_port}"}}}},
+            "processors": processors,
+            "exporters": {"clickhouse": {"endpoint": ch_server.endpoint, "database": ch_server.database,
+                                         "batch": {"flush_interval": "50ms"}, **(exporter_extra or {})}},
+            "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": order,
+                                                 "exporters": ["clickhouse"]}},
+                        "telemetry": {"metrics": {"address": f"127.0.0.1:{free_port()}"}}},
+        }
+        collector = Collector(config)
+        collector.start()
+        collector.grpc_port = grpc_port
+        made.append(collector)
+        return collector
+
+    yield make
+    for c in made:
+        c.shutdown()
+
+
+def _send(port: int, names: list[str]) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"127.0.0.1:{port}", insecure=True)))
+    for name in names:
+        provider.get_tracer("t").start_span(name).end()
+    provider.shutdown()
+
+
+def _stored_names(ch_server, expected: int) -> list[str]:
+    deadline = time.monotonic() + 20
+    rows: list[str] = []
+    while time.monotonic() < deadline:
+        rows = ch_server.reader.query(
+            f"SELECT SpanName FROM {ch_server.database}.otel_traces ORDER BY SpanName", "TSV"
+        ).bytes().decode().splitlines()
+        if len(rows) >= expected:
+            break
+        time.sleep(0.1)
+    return rows
+
+
+def _metric(collector: Collector, name: str, **labels: str) -> float:
+    return collector.telemetry.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_processors_run_in_order_and_drops_are_counted(in_process, ch_server):
+    c = in_process({"test_drop/health": {"prefix": "health"}, "test_upper": {}},
+                   ["test_drop/health", "test_upper"])
+    _send(c.grpc_port, ["checkout", "healthz", "search", "health-probe"])
+    assert _stored_names(ch_server, 2) == ["CHECKOUT", "SEARCH"]
+    assert _metric(c, "lqo_processor_dropped_spans_total",
+                   processor="test_drop/health", reason="filtered") == 2
+    assert _metric(c, "lqo_receiver_accepted_spans_total", receiver="otlp", transport="grpc") == 4
+    assert _metric(c, "lqo_exporter_sent_spans_total", exporter="clickhouse") == 2
+
+
+def test_a_failing_processor_passes_data_on(in_process, ch_server, caplog):
+    c = in_process({"test_broken": {}, "test_upper": {}}, ["test_broken", "test_upper"])
+    _send(c.grpc_port, ["a", "b"])
+    assert _stored_names(ch_server, 2) == ["A", "B"]
+    assert "processor test_broken failed" in caplog.text
+
+
+def test_processor_config_is_validated_by_its_model(ch_server):
+    from lqo.collector.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"processors\.test_drop\.prefix: required but not set"):
+        Collector({
+            "receivers": {"otlp": {}}, "processors": {"test_drop": {}},
+            "exporters": {"clickhouse": {"endpoint": ch_server.endpoint}},
+            "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": ["test_drop"],
+                                                 "exporters": ["clickhouse"]}}},
+        })
+
+
+def test_server_credentials_come_from_env_and_never_reach_logs(in_process, ch_server, monkeypatch, caplog):
+    secret = "s3cr3t-Pa55"
+    monkeypatch.setenv("LQO_CLICKHOUSE_USERNAME", "writer")
+    monkeypatch.setenv("LQO_CLICKHOUSE_PASSWORD", secret)
+    caplog.set_level("DEBUG")
+    c = in_process({}, [])
+    _send(c.grpc_port, ["x"])
+    assert _stored_names(ch_server, 1) == ["x"]
+    sent = [r for r in ch_server.requests if r["user"] or r["authorization"]]
+    assert sent, "no credentials were sent"
+    creds = {(r["user"], r["key"]) for r in sent if r["user"]} | {
+        tuple(base64.b64decode(r["authorization"].split()[1]).decode().split(":", 1))
+        for r in sent if r["authorization"]}
+    assert creds == {("writer", secret)}
+    assert secret not in caplog.text
+    assert secret not in repr(c.config.components["exporters"]["clickhouse"])
