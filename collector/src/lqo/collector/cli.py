@@ -8,9 +8,12 @@ import logging
 import sys
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lqo.collector.config import ConfigError, default_config, load_file
+
+if TYPE_CHECKING:
+    from lqo.collector.service import BuiltConfig
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
@@ -24,19 +27,16 @@ def _collector(args: argparse.Namespace) -> int:
     from lqo.collector.exporters.clickhouse.backends import StoreError
     from lqo.collector.service import Collector, validate_config
 
-    raw = _load(args.config)
-    level = (raw.get("service") or {}).get("telemetry", {}) or {}
-    level = ((level.get("logs") or {}).get("level") or "info").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    built = validate_config(_load(args.config))
     if args.validate:
-        validate_config(raw)
         print("config is valid")
         return 0
+    logging.basicConfig(
+        level=built.service.telemetry.logs.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
-        collector = Collector(raw)
+        collector = Collector(built)
         collector.run_until_signal()
     except ConfigError:
         raise
@@ -48,18 +48,16 @@ def _collector(args: argparse.Namespace) -> int:
     return 0
 
 
-def _query_via_collector(raw: dict[str, Any], sql: str, fmt: str) -> bytes | None:
+def _query_via_collector(built: BuiltConfig, sql: str, fmt: str) -> bytes | None:
     """Ask a running collector (it holds the embedded store); None if none is running."""
-    receivers = raw.get("receivers") or {}
-    for rcfg in receivers.values():
-        http = ((rcfg or {}).get("protocols") or {}).get("http", None) if isinstance(rcfg, dict) else None
-        if http is None and isinstance(rcfg, dict) and "http" in ((rcfg or {}).get("protocols") or {}):
-            http = {}
+    from lqo.collector.http_server import split_endpoint
+
+    for receiver in built.components["receivers"].values():
+        http = getattr(getattr(receiver, "protocols", None), "http", None)
         if http is None:
             continue
-        endpoint = (http or {}).get("endpoint", "127.0.0.1:4318")
-        host, _, port = endpoint.rpartition(":")
-        if host in ("0.0.0.0", "", "::", "[::]"):
+        host, port = split_endpoint(http.endpoint, "endpoint")
+        if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
         request = urllib.request.Request(
             f"http://{host}:{port}/api/v1/query",
@@ -90,8 +88,7 @@ def _query(args: argparse.Namespace) -> int:
     from lqo.collector.query import QueryRefused, check_read_only, run_query
     from lqo.collector.service import validate_config
 
-    raw = _load(args.config)
-    built = validate_config(raw)
+    built = validate_config(_load(args.config))
     stores = [c for cid, c in built.components["exporters"].items() if cid.split("/")[0] == "clickhouse"]
     if not stores:
         raise ConfigError("service.pipelines.traces.exporters: no clickhouse exporter to query")
@@ -100,7 +97,7 @@ def _query(args: argparse.Namespace) -> int:
         check_read_only(args.sql)
         output = None
         if store.endpoint.startswith("embedded://"):
-            output = _query_via_collector(raw, args.sql, args.format)
+            output = _query_via_collector(built, args.sql, args.format)
         if output is None:
             backend = open_backend(
                 store.endpoint, store.resolved_username(), store.resolved_password(), store.timeout

@@ -67,8 +67,6 @@ class QueuedExporter:
         self._thread = threading.Thread(
             target=self._run, name=f"lqo-exporter-{exporter_id}", daemon=True
         )
-        self._idle = threading.Event()
-        self._idle.set()
 
     def start(self) -> None:
         self.exporter.start()
@@ -78,7 +76,6 @@ class QueuedExporter:
         """Hand a batch to the sender; waits for room (backpressure) up to ``timeout``."""
         if not len(batch):
             return True
-        self._idle.clear()
         return self.queue.put(batch, timeout)
 
     def _run(self) -> None:
@@ -88,7 +85,6 @@ class QueuedExporter:
             if not parts:
                 if self.queue.closed:
                     return
-                self._idle.set()
                 continue
             # Let a small first batch gather company for up to flush_interval.
             total = sum(len(p) for p in parts)
@@ -139,14 +135,6 @@ class QueuedExporter:
             )
             self._stop.wait(interval * random.uniform(0.8, 1.2))
             interval = min(interval * 2, self.retry.max_interval)
-
-    def flush(self, timeout: float) -> bool:
-        """Wait until everything queued so far has been handed to the exporter."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.queue) == 0 and self._idle.wait(0.05) and len(self.queue) == 0:
-                return True
-        return False
 
     def shutdown(self, timeout: float) -> None:
         """Flush what is queued (bounded by ``timeout``), then stop and close the exporter."""

@@ -45,9 +45,6 @@ class Pipeline:
         self.telemetry = telemetry
         self.queue = BoundedBatchQueue(f"pipeline/{name}", queue_spans, queue_bytes, telemetry)
         self._thread = threading.Thread(target=self._run, name=f"lqo-pipeline-{name}", daemon=True)
-        # Spans accepted but not yet handed to every exporter; flush() waits for zero.
-        self._pending = 0
-        self._pending_cond = threading.Condition()
         self.accepting = False
 
     def start(self) -> None:
@@ -64,11 +61,7 @@ class Pipeline:
             return False
         if not len(batch):
             return True
-        with self._pending_cond:
-            if not self.queue.offer(batch):
-                return False
-            self._pending += len(batch)
-            return True
+        return self.queue.offer(batch)
 
     def _run(self) -> None:
         while True:
@@ -77,16 +70,11 @@ class Pipeline:
                 if self.queue.closed:
                     return
                 continue
-            batch = SpanBatch.concat(parts)
-            received = len(batch)
-            batch = self._process(batch)
+            batch = self._process(SpanBatch.concat(parts))
             for exporter in self.exporters:
                 while not exporter.enqueue(batch, timeout=1.0):
                     if exporter.queue.closed:
                         break
-            with self._pending_cond:
-                self._pending -= received
-                self._pending_cond.notify_all()
 
     def _process(self, batch: SpanBatch) -> SpanBatch:
         for named in self.processors:
@@ -102,14 +90,6 @@ class Pipeline:
                     before - len(batch)
                 )
         return batch
-
-    def flush(self, timeout: float) -> bool:
-        """Wait until everything accepted so far is written by every exporter."""
-        deadline = time.monotonic() + timeout
-        with self._pending_cond:
-            if not self._pending_cond.wait_for(lambda: self._pending == 0, timeout):
-                return False
-        return all(e.flush(max(0.0, deadline - time.monotonic())) for e in self.exporters)
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop accepting, process what is queued, flush exporters, stop everything."""

@@ -30,10 +30,6 @@ class BoundedBatchQueue:
         telemetry.queue_capacity.labels(name).set(max_spans)
         self._size_gauge.set(0)
 
-    @property
-    def spans(self) -> int:
-        return self._spans
-
     def _fits(self, batch: SpanBatch) -> bool:
         if not self._items:
             return True  # one oversized batch is admitted alone rather than refused forever

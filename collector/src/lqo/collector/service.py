@@ -122,8 +122,8 @@ def validate_config(raw: dict[str, Any]) -> BuiltConfig:
 class Collector:
     """One collector: the traces pipeline, its components and the 8888 admin endpoint."""
 
-    def __init__(self, raw_config: dict[str, Any]) -> None:
-        self.config = validate_config(raw_config)
+    def __init__(self, config: dict[str, Any] | BuiltConfig) -> None:
+        self.config = config if isinstance(config, BuiltConfig) else validate_config(config)
         self.telemetry = SelfTelemetry()
         self._stopped = threading.Event()
         self._ready = False

@@ -57,6 +57,17 @@ static PyObject *buf_bytes(buf_t *b) {
     return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len);
 }
 
+/* Make room for one more element in a growable array of `size`-byte elements. */
+static int grow(void **items, size_t *cap, size_t n, size_t size, size_t first_cap) {
+    if (n < *cap) return 0;
+    size_t new_cap = *cap ? *cap * 2 : first_cap;
+    void *p = realloc(*items, new_cap * size);
+    if (!p) { PyErr_NoMemory(); return -1; }
+    *items = p;
+    *cap = new_cap;
+    return 0;
+}
+
 /* A string column: int32 offsets (starting with 0) + data. */
 typedef struct {
     buf_t offs, data;
@@ -377,13 +388,7 @@ typedef struct {
 } kvlist_t;
 
 static int kv_push(kvlist_t *l, const uint8_t *p, size_t n) {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 32;
-        kv_t *items = realloc(l->items, cap * sizeof(kv_t));
-        if (!items) { PyErr_NoMemory(); return -1; }
-        l->items = items;
-        l->cap = cap;
-    }
+    if (grow((void **)&l->items, &l->cap, l->n, sizeof(kv_t), 32)) return -1;
     kv_t *kv = &l->items[l->n];
     kv->key = kv->val = NULL;
     kv->klen = kv->vlen = 0;
@@ -511,13 +516,7 @@ typedef struct {
 } slices_t;
 
 static int slices_push(slices_t *s, const uint8_t *p, size_t n) {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 16;
-        slice_t *items = realloc(s->items, cap * sizeof(slice_t));
-        if (!items) { PyErr_NoMemory(); return -1; }
-        s->items = items;
-        s->cap = cap;
-    }
+    if (grow((void **)&s->items, &s->cap, s->n, sizeof(slice_t), 16)) return -1;
     s->items[s->n].ptr = p;
     s->items[s->n].len = n;
     s->n++;

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -106,6 +105,3 @@ class SpanBatch:
                 mask[owners[hit.to_numpy(zero_copy_only=False)]] = True
             self._genai_mask = mask
         return self._genai_mask
-
-    def to_pylist(self) -> list[dict[str, Any]]:
-        return self.table.to_pylist()

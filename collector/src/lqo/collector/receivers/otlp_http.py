@@ -85,10 +85,9 @@ async def _collect(stream: AsyncIterator[bytes], limit: int) -> bytes:
 
 
 def _status_body(code: int, message: str, content_type: str) -> bytes:
-    status = status_pb2.Status(code=code, message=message)
     if content_type == JSON:
         return json.dumps({"code": code, "message": message}).encode()
-    return status.SerializeToString()
+    return status_pb2.Status(code=code, message=message).SerializeToString()
 
 
 def _error(http_status: int, grpc_code: int, message: str, content_type: str,
