@@ -1,0 +1,50 @@
+"""Zero-code setup for LLM Quality Observer.
+
+Loaded by ``opentelemetry-instrument`` / ``lqo-instrument`` through the ``opentelemetry_distro``
+and ``opentelemetry_configurator`` entry points. It only fills in defaults: every standard
+``OTEL_*`` variable the user set wins.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
+from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+
+from .version import __version__
+
+__all__ = ["DEFAULTS", "LqoConfigurator", "LqoDistro", "__version__", "apply_defaults"]
+
+# The local collector's OTLP/HTTP receiver; it stores traces, so metrics and logs stay off
+# unless the user points them somewhere that takes them.
+DEFAULTS = {
+    "OTEL_TRACES_EXPORTER": "otlp",
+    "OTEL_METRICS_EXPORTER": "none",
+    "OTEL_LOGS_EXPORTER": "none",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+    # The collector's safety checks read message content; it never leaves the user's network.
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY",
+}
+
+
+def apply_defaults(environ: Any = None) -> dict[str, str]:
+    """Set each default the user has not set; returns what was set."""
+    env = os.environ if environ is None else environ
+    applied = {}
+    for key, value in DEFAULTS.items():
+        if not env.get(key):
+            env[key] = value
+            applied[key] = value
+    return applied
+
+
+class LqoDistro(BaseDistro):  # type: ignore[misc]
+    def _configure(self, **kwargs: Any) -> None:
+        apply_defaults()
+
+
+class LqoConfigurator(_OTelSDKConfigurator):  # type: ignore[misc]
+    """The SDK's standard environment-driven configurator (providers, exporters, resource)."""

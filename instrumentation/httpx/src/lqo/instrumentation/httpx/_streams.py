@@ -1,0 +1,233 @@
+"""Incremental parsing of streamed LLM responses (SSE, NDJSON) and byte-stream proxies.
+
+The proxies replace ``response.stream`` (the raw byte stream under httpx/httpx2's Response), so
+every SDK keeps its own types and parsing; we only watch the bytes go by. A proxy ends its call
+exactly once: when the stream is exhausted, raises, is closed, or is garbage-collected.
+"""
+
+from __future__ import annotations
+
+import json
+import weakref
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+# One event's bytes beyond this are not parsed (a runaway stream must not grow our buffer).
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+# A non-streamed JSON body read through a stream proxy (raw-response mode) is parsed up to this.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def make_decompressor(content_encoding: str) -> Any:
+    """A zlib decompressor for gzip/deflate, ``None`` for identity, ``False`` if unsupported."""
+    encoding = content_encoding.strip().lower()
+    if not encoding or encoding == "identity":
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    return False
+
+
+class StreamParser:
+    """Feeds raw body bytes; calls ``on_event(event_name, data)`` for each complete message.
+
+    ``kind`` is ``sse`` (``event:``/``data:`` blocks), ``ndjson`` (one JSON object per line) or
+    ``json`` (one document, delivered at ``close``).
+    """
+
+    __slots__ = ("_buf", "_decomp", "_kind", "_on_event", "_overflow", "broken", "events")
+
+    def __init__(self, kind: str, content_encoding: str, on_event: Callable[[str, Any], None]) -> None:
+        self._kind = kind
+        self._on_event = on_event
+        self._buf = b""
+        self._overflow = False
+        self.events = 0
+        decomp = make_decompressor(content_encoding)
+        self.broken = decomp is False  # unknown encoding: pass bytes through, parse nothing
+        self._decomp = decomp or None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.broken or not chunk:
+            return
+        if self._decomp is not None:
+            chunk = self._decomp.decompress(chunk)
+        buf = self._buf + chunk if self._buf else chunk
+        if self._kind == "sse":
+            self._buf = self._split(buf, b"\n\n", self._sse_event)
+        elif self._kind == "ndjson":
+            self._buf = self._split(buf, b"\n", self._json_line)
+        else:
+            if len(buf) > MAX_BODY_BYTES:
+                self.broken = True
+                buf = b""
+            self._buf = buf
+
+    def close(self) -> None:
+        if self.broken:
+            return
+        buf = self._buf
+        self._buf = b""
+        if self._decomp is not None:
+            buf += self._decomp.flush()
+        if not buf.strip():
+            return
+        if self._kind == "sse":
+            self._sse_event(buf)
+        elif self._kind == "ndjson":
+            self._json_line(buf)
+        else:
+            self._json_line(buf)
+
+    def _split(self, buf: bytes, sep: bytes, handle: Callable[[bytes], None]) -> bytes:
+        if b"\r" in buf:
+            buf = buf.replace(b"\r\n", b"\n")
+        start = 0
+        while True:
+            end = buf.find(sep, start)
+            if end < 0:
+                break
+            handle(buf[start:end])
+            start = end + len(sep)
+        rest = buf[start:]
+        if len(rest) > MAX_EVENT_BYTES:
+            # Not a stream we understand; stop parsing rather than buffer without bound.
+            self.broken = True
+            return b""
+        return rest
+
+    def _json_line(self, line: bytes) -> None:
+        line = line.strip()
+        if not line:
+            return
+        try:
+            data = json.loads(line)
+        except ValueError:
+            return
+        self.events += 1
+        self._on_event("", data)
+
+    def _sse_event(self, block: bytes) -> None:
+        event = ""
+        data_lines = []
+        for line in block.split(b"\n"):
+            if line.startswith(b"data:"):
+                data_lines.append(line[5:].lstrip(b" "))
+            elif line.startswith(b"event:"):
+                event = line[6:].strip().decode("utf-8", "replace")
+        if not data_lines:
+            return
+        payload = b"\n".join(data_lines)
+        if payload == b"[DONE]":
+            return
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return
+        self.events += 1
+        self._on_event(event, data)
+
+
+def _sync_proxy_class(base: type) -> type:
+    class SyncStreamProxy(base):  # type: ignore[misc, valid-type]
+        """Wraps a sync byte stream; ``finish(error)`` is called exactly once."""
+
+        def __init__(self, inner: Any, parser: StreamParser, finish: Callable[[BaseException | None], None]) -> None:
+            self._inner = inner
+            self._parser = parser
+            self._finish = finish
+            # Abandoned streams (dropped without close) end their call when collected.
+            self._finalizer = weakref.finalize(self, finish, None)
+
+        @property
+        def elapsed(self) -> Any:
+            return getattr(self._inner, "elapsed", None)
+
+        def __iter__(self) -> Any:
+            parser = self._parser
+            try:
+                for chunk in self._inner:
+                    try:
+                        parser.feed(chunk)
+                    except Exception:
+                        parser.broken = True
+                    yield chunk
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                self._end(exc)
+                raise
+            self._end(None)
+
+        def close(self) -> None:
+            try:
+                self._inner.close()
+            finally:
+                self._end(None)
+
+        def _end(self, error: BaseException | None) -> None:
+            if self._finalizer.alive:
+                self._finalizer.detach()
+                self._finish(error)
+
+    return SyncStreamProxy
+
+
+def _async_proxy_class(base: type) -> type:
+    class AsyncStreamProxy(base):  # type: ignore[misc, valid-type]
+        """Wraps an async byte stream; ``finish(error)`` is called exactly once."""
+
+        def __init__(self, inner: Any, parser: StreamParser, finish: Callable[[BaseException | None], None]) -> None:
+            self._inner = inner
+            self._parser = parser
+            self._finish = finish
+            self._finalizer = weakref.finalize(self, finish, None)
+
+        @property
+        def elapsed(self) -> Any:
+            return getattr(self._inner, "elapsed", None)
+
+        async def __aiter__(self) -> Any:
+            parser = self._parser
+            try:
+                async for chunk in self._inner:
+                    try:
+                        parser.feed(chunk)
+                    except Exception:
+                        parser.broken = True
+                    yield chunk
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                self._end(exc)
+                raise
+            self._end(None)
+
+        async def aclose(self) -> None:
+            try:
+                await self._inner.aclose()
+            finally:
+                self._end(None)
+
+        def _end(self, error: BaseException | None) -> None:
+            if self._finalizer.alive:
+                self._finalizer.detach()
+                self._finish(error)
+
+    return AsyncStreamProxy
+
+
+_proxy_classes: dict[tuple[type, bool], type] = {}
+
+
+def proxy_class(base: type, is_async: bool) -> type:
+    """A proxy subclassing the client library's own ByteStream base, so isinstance checks pass."""
+    key = (base, is_async)
+    cls = _proxy_classes.get(key)
+    if cls is None:
+        cls = _async_proxy_class(base) if is_async else _sync_proxy_class(base)
+        _proxy_classes[key] = cls
+    return cls

@@ -1,0 +1,82 @@
+"""Tracer, meter instruments, event logger and settings shared by every instrumented call."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.metrics import get_meter
+from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
+from opentelemetry.semconv.schemas import Schemas
+
+from ._content import CaptureMode, capture_mode_from_env, max_bytes_from_env
+from .decoders import Router
+from .version import __version__
+
+_log = logging.getLogger("lqo.instrumentation.httpx")
+SCOPE = "lqo.instrumentation.httpx"
+
+# Semconv's advisory bucket boundaries (gen-ai-metrics.md).
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+
+
+class Telemetry:
+    """Everything a call needs, created once per ``instrument()``."""
+
+    def __init__(
+        self,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        logger_provider: Any = None,
+        capture_mode: CaptureMode | None = None,
+        content_max_bytes: int | None = None,
+        provider_hosts: dict[str, str] | None = None,
+    ) -> None:
+        schema = Schemas.V1_37_0.value if hasattr(Schemas, "V1_37_0") else None
+        self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider, schema_url=schema)
+        meter = get_meter(SCOPE, __version__, meter_provider, schema_url=schema)
+        self.duration = meter.create_histogram(
+            gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION,
+            unit="s",
+            description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        )
+        self.tokens = meter.create_histogram(
+            gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE,
+            unit="{token}",
+            description="Number of input and output tokens used",
+            explicit_bucket_boundaries_advisory=list(TOKEN_BUCKETS),
+        )
+        self.ttfc = meter.create_histogram(
+            gen_ai_metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
+            unit="s",
+            description="Time to receive the first chunk of a streamed response",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        )
+        self.capture_mode = capture_mode if capture_mode is not None else capture_mode_from_env()
+        self.content_max_bytes = content_max_bytes or max_bytes_from_env()
+        self.router = Router(provider_hosts)
+        self._logger_provider = logger_provider
+        self._event_logger: Any = None
+        self._warned: set[str] = set()
+        self._warn_lock = threading.Lock()
+
+    @property
+    def event_logger(self) -> Any:
+        if self._event_logger is None:
+            from opentelemetry._logs import get_logger
+
+            self._event_logger = get_logger(SCOPE, __version__, self._logger_provider)
+        return self._event_logger
+
+    def internal_error(self, where: str, exc: BaseException) -> None:
+        """Instrumentation bugs must never reach the application: log once per site, go on."""
+        with self._warn_lock:
+            if where in self._warned:
+                return
+            self._warned.add(where)
+        # The exception type only: messages may quote request content.
+        _log.warning("GenAI instrumentation error in %s (%s); the call itself is unaffected", where, type(exc).__name__)

@@ -1,0 +1,192 @@
+"""Anthropic Messages (``POST …/v1/messages``) and legacy Text Completions (``…/v1/complete``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
+
+from .._record import CallRecord, as_dict, as_int, as_list, text_part
+from .base import request_params, set_response_identity, tool_definitions
+
+
+def _block_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [text_part(content)]
+    parts: list[dict[str, Any]] = []
+    for block in as_list(content):
+        block = as_dict(block)
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(text_part(str(block.get("text", ""))))
+        elif kind == "tool_use":
+            parts.append({"type": "tool_call", "id": block.get("id"), "name": block.get("name"),
+                          "arguments": block.get("input")})
+        elif kind == "tool_result":
+            parts.append({"type": "tool_call_response", "id": block.get("tool_use_id"),
+                          "response": block.get("content")})
+        elif kind == "thinking":
+            parts.append({"type": "reasoning", "content": str(block.get("thinking", ""))})
+        elif kind in ("image", "document"):
+            source = as_dict(block.get("source"))
+            modality = "image" if kind == "image" else "document"
+            if source.get("type") == "base64":
+                parts.append({"type": "blob", "modality": modality, "mime_type": source.get("media_type"),
+                              "content": source.get("data", "")})
+            elif source.get("type") == "url":
+                parts.append({"type": "uri", "modality": modality, "uri": source.get("url")})
+            else:
+                parts.append({"type": str(kind)})
+        elif isinstance(kind, str):
+            parts.append({"type": kind})
+    return parts
+
+
+def _usage(usage: Any, rec: CallRecord) -> None:
+    """Anthropic's input_tokens exclude cache reads/writes; semconv's input tokens include them."""
+    usage = as_dict(usage)
+    if not usage:
+        return
+    base = as_int(usage.get("input_tokens"))
+    read = as_int(usage.get("cache_read_input_tokens"))
+    created = as_int(usage.get("cache_creation_input_tokens"))
+    if base is not None:
+        rec.input_tokens = base + (read or 0) + (created or 0)
+    if read is not None:
+        rec.cache_read_tokens = read
+    if created is not None:
+        rec.cache_creation_tokens = created
+    output = as_int(usage.get("output_tokens"))
+    if output is not None:
+        rec.output_tokens = output
+
+
+class Messages:
+    name = "anthropic.messages"
+    provider = "anthropic"
+
+    def operation(self, path: str) -> str | None:
+        if path.endswith("/v1/messages") or path.endswith("/messages"):
+            return "chat"
+        if path.endswith("/v1/complete"):
+            return "text_completion"
+        return None
+
+    def request(self, operation: str, body: dict[str, Any], rec: CallRecord) -> None:
+        request_params(body, rec, {"max_tokens": ga.GEN_AI_REQUEST_MAX_TOKENS,
+                                   "max_tokens_to_sample": ga.GEN_AI_REQUEST_MAX_TOKENS})
+        if not rec.capture:
+            return
+        if operation == "text_completion":
+            if isinstance(body.get("prompt"), str):
+                rec.input_messages = [{"role": "user", "parts": [text_part(body["prompt"])]}]
+            return
+        rec.input_messages = [
+            {"role": m.get("role", "user"), "parts": _block_parts(m.get("content"))}
+            for m in as_list(body.get("messages")) if isinstance(m, dict)
+        ]
+        system = body.get("system")
+        if system:
+            rec.system_instructions = _block_parts(system)
+        tools = tool_definitions(body.get("tools"))
+        if tools:
+            rec.tool_definitions = tools
+
+    def response(self, operation: str, body: Any, rec: CallRecord) -> None:
+        body = as_dict(body)
+        set_response_identity(rec, body)
+        reason = body.get("stop_reason")
+        finish = str(reason) if reason else "error"
+        if reason:
+            rec.finish_reasons = [finish]
+        if rec.capture:
+            if operation == "text_completion":
+                parts = [text_part(str(body.get("completion", "")))]
+            else:
+                parts = _block_parts(body.get("content"))
+            rec.output_messages = [{"role": "assistant", "parts": parts, "finish_reason": finish}]
+        _usage(body.get("usage"), rec)
+
+    def stream(self, operation: str, rec: CallRecord) -> MessagesStream:
+        return MessagesStream(self, operation, rec)
+
+
+class MessagesStream:
+    """Rebuilds the final message from message_start / content_block_* / message_delta events."""
+
+    __slots__ = ("_blocks", "_family", "_message", "_op", "_rec")
+
+    def __init__(self, family: Messages, operation: str, rec: CallRecord) -> None:
+        self._family = family
+        self._op = operation
+        self._rec = rec
+        self._message: dict[str, Any] = {}
+        self._blocks: dict[int, dict[str, Any]] = {}
+
+    def event(self, name: str, data: Any) -> None:
+        data = as_dict(data)
+        kind = data.get("type") or name
+        msg = self._message
+        if kind == "message_start":
+            start = as_dict(data.get("message"))
+            msg.update(start)
+            msg["usage"] = dict(as_dict(start.get("usage")))
+        elif kind == "message_delta":
+            delta = as_dict(data.get("delta"))
+            if "stop_reason" in delta:
+                msg["stop_reason"] = delta["stop_reason"]
+            # message_delta usage is cumulative; it may restate input/cache counts too.
+            usage = msg.setdefault("usage", {})
+            for key, value in as_dict(data.get("usage")).items():
+                if value is not None:
+                    usage[key] = value
+        elif kind == "completion":  # legacy /v1/complete stream
+            msg.setdefault("model", data.get("model"))
+            msg.setdefault("id", data.get("id"))
+            msg["completion"] = msg.get("completion", "") + str(data.get("completion", ""))
+            if data.get("stop_reason"):
+                msg["stop_reason"] = data["stop_reason"]
+        elif kind == "error":
+            self._rec.attrs["error.type"] = str(as_dict(data.get("error")).get("type") or "stream_error")
+        elif self._rec.capture:
+            self._content_event(kind, data)
+
+    def _content_event(self, kind: Any, data: dict[str, Any]) -> None:
+        index = data.get("index", 0)
+        if kind == "content_block_start":
+            block = dict(as_dict(data.get("content_block")))
+            if block.get("type") == "tool_use":
+                block["_json"] = []
+            self._blocks[index] = block
+        elif kind == "content_block_delta":
+            block = self._blocks.setdefault(index, {"type": "text", "text": ""})
+            delta = as_dict(data.get("delta"))
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                block["text"] = block.get("text", "") + str(delta.get("text", ""))
+            elif dtype == "input_json_delta":
+                block.setdefault("_json", []).append(str(delta.get("partial_json", "")))
+            elif dtype == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + str(delta.get("thinking", ""))
+
+    def finish(self) -> None:
+        if not self._message:
+            return
+        if self._rec.capture:
+            import json
+
+            content = []
+            for index in sorted(self._blocks):
+                block = dict(self._blocks[index])
+                raw = "".join(block.pop("_json", []))
+                if raw:
+                    try:
+                        block["input"] = json.loads(raw)
+                    except ValueError:
+                        block["input"] = raw
+                content.append(block)
+            self._message["content"] = content
+        self._family.response(self._op, self._message, self._rec)
+
+
+FAMILY = Messages()

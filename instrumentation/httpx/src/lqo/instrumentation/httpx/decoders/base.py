@@ -1,0 +1,97 @@
+"""The decoder contract: one module per API family, each exporting ``FAMILY``."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
+
+from .._record import CallRecord, as_int, as_list, as_number, as_str
+
+# Request parameters that carry the same meaning across families: body key -> attribute.
+COMMON_PARAMS = {
+    "temperature": ga.GEN_AI_REQUEST_TEMPERATURE,
+    "top_p": ga.GEN_AI_REQUEST_TOP_P,
+    "top_k": ga.GEN_AI_REQUEST_TOP_K,
+    "frequency_penalty": ga.GEN_AI_REQUEST_FREQUENCY_PENALTY,
+    "presence_penalty": ga.GEN_AI_REQUEST_PRESENCE_PENALTY,
+    "seed": ga.GEN_AI_REQUEST_SEED,
+}
+
+
+class Stream(Protocol):
+    def event(self, name: str, data: Any) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class Family(Protocol):
+    name: str
+    provider: str
+
+    def operation(self, path: str) -> str | None:
+        """The GenAI operation a POST to ``path`` performs, or None if not this family's."""
+
+    def request(self, operation: str, body: dict[str, Any], rec: CallRecord) -> None: ...
+
+    def response(self, operation: str, body: Any, rec: CallRecord) -> None: ...
+
+    def stream(self, operation: str, rec: CallRecord) -> Stream: ...
+
+
+def request_params(body: dict[str, Any], rec: CallRecord, extra: dict[str, str] | None = None) -> None:
+    attrs = rec.attrs
+    for key, attr in COMMON_PARAMS.items():
+        value = as_number(body.get(key))
+        if value is not None:
+            attrs[attr] = value
+    if extra:
+        for key, attr in extra.items():
+            value = as_number(body.get(key))
+            if value is not None:
+                attrs[attr] = value
+    stop = body.get("stop", body.get("stop_sequences"))
+    if isinstance(stop, str):
+        attrs[ga.GEN_AI_REQUEST_STOP_SEQUENCES] = [stop]
+    elif isinstance(stop, list) and stop and all(isinstance(s, str) for s in stop):
+        attrs[ga.GEN_AI_REQUEST_STOP_SEQUENCES] = stop
+    if body.get("stream") is True:
+        attrs[ga.GEN_AI_REQUEST_STREAM] = True
+
+
+def set_tokens(rec: CallRecord, input_tokens: Any = None, output_tokens: Any = None) -> None:
+    value = as_int(input_tokens)
+    if value is not None:
+        rec.input_tokens = value
+    value = as_int(output_tokens)
+    if value is not None:
+        rec.output_tokens = value
+
+
+def set_response_identity(rec: CallRecord, body: dict[str, Any]) -> None:
+    rid = as_str(body.get("id"))
+    if rid:
+        rec.attrs[ga.GEN_AI_RESPONSE_ID] = rid
+    model = as_str(body.get("model"))
+    if model:
+        rec.response_model = model
+
+
+def tool_definitions(tools: Any) -> list[dict[str, Any]] | None:
+    """Tool definitions as semconv's ``gen_ai.tool.definitions`` (captured with content only)."""
+    out = []
+    for tool in as_list(tools):
+        if not isinstance(tool, dict):
+            continue
+        fn = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+        name = fn.get("name")
+        if not isinstance(name, str):
+            continue
+        entry: dict[str, Any] = {"type": "function", "name": name}
+        if isinstance(fn.get("description"), str):
+            entry["description"] = fn["description"]
+        params = fn.get("parameters", fn.get("input_schema"))
+        if params is not None:
+            entry["parameters"] = params
+        out.append(entry)
+    return out or None

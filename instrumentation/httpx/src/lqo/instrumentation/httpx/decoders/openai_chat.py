@@ -1,0 +1,203 @@
+"""OpenAI Chat Completions (and every OpenAI-compatible server): ``POST …/chat/completions``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
+
+from .._record import CallRecord, as_dict, as_int, as_list, as_str, parse_arguments, text_part
+from .base import request_params, set_response_identity, set_tokens, tool_definitions
+
+OPENAI_PARAMS = {
+    "max_tokens": ga.GEN_AI_REQUEST_MAX_TOKENS,
+    "max_completion_tokens": ga.GEN_AI_REQUEST_MAX_TOKENS,
+}
+
+
+def common_openai_request(body: dict[str, Any], rec: CallRecord) -> None:
+    request_params(body, rec, OPENAI_PARAMS)
+    n = as_int(body.get("n"))
+    if n is not None and n != 1:
+        rec.attrs[ga.GEN_AI_REQUEST_CHOICE_COUNT] = n
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and isinstance(fmt.get("type"), str):
+        rec.attrs[ga.GEN_AI_OUTPUT_TYPE] = "json" if fmt["type"].startswith("json") else fmt["type"]
+    tier = as_str(body.get("service_tier"))
+    if tier and tier != "auto":
+        rec.attrs[ga.GEN_AI_OPENAI_REQUEST_SERVICE_TIER] = tier
+
+
+def openai_usage(usage: Any, rec: CallRecord) -> None:
+    """Chat/completions/embeddings usage: prompt_tokens already include cached ones (as semconv wants)."""
+    usage = as_dict(usage)
+    if not usage:
+        return
+    set_tokens(rec, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    cached = as_int(as_dict(usage.get("prompt_tokens_details")).get("cached_tokens"))
+    if cached is not None:
+        rec.cache_read_tokens = cached
+    reasoning = as_int(as_dict(usage.get("completion_tokens_details")).get("reasoning_tokens"))
+    if reasoning is not None:
+        rec.reasoning_tokens = reasoning
+
+
+def openai_response_meta(body: dict[str, Any], rec: CallRecord) -> None:
+    set_response_identity(rec, body)
+    fingerprint = as_str(body.get("system_fingerprint"))
+    if fingerprint:
+        rec.attrs[ga.GEN_AI_OPENAI_RESPONSE_SYSTEM_FINGERPRINT] = fingerprint
+    tier = as_str(body.get("service_tier"))
+    if tier:
+        rec.attrs[ga.GEN_AI_OPENAI_RESPONSE_SERVICE_TIER] = tier
+
+
+def _content_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [text_part(content)]
+    parts: list[dict[str, Any]] = []
+    for item in as_list(content):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind in ("text", "input_text", "output_text") and isinstance(item.get("text"), str):
+            parts.append(text_part(item["text"]))
+        elif kind == "image_url":
+            url = as_dict(item.get("image_url")).get("url")
+            if isinstance(url, str):
+                parts.append({"type": "uri", "modality": "image", "uri": url})
+        elif kind == "input_audio":
+            audio = as_dict(item.get("input_audio"))
+            parts.append({"type": "blob", "modality": "audio", "mime_type": f"audio/{audio.get('format', '')}", "content": audio.get("data", "")})
+        elif kind == "refusal" and isinstance(item.get("refusal"), str):
+            parts.append(text_part(item["refusal"]))
+        else:
+            parts.append({"type": str(kind)})
+    return parts
+
+
+def _tool_call_parts(tool_calls: Any) -> list[dict[str, Any]]:
+    parts = []
+    for call in as_list(tool_calls):
+        fn = as_dict(as_dict(call).get("function"))
+        parts.append({
+            "type": "tool_call",
+            "id": call.get("id"),
+            "name": fn.get("name"),
+            "arguments": parse_arguments(fn.get("arguments")),
+        })
+    return parts
+
+
+def chat_messages(messages: Any) -> list[dict[str, Any]]:
+    out = []
+    for msg in as_list(messages):
+        if not isinstance(msg, dict):
+            continue
+        role = msg.get("role") if isinstance(msg.get("role"), str) else "user"
+        if role == "tool":
+            parts = [{"type": "tool_call_response", "id": msg.get("tool_call_id"), "response": msg.get("content")}]
+        else:
+            parts = _content_parts(msg.get("content"))
+            parts.extend(_tool_call_parts(msg.get("tool_calls")))
+            legacy_fn = msg.get("function_call")
+            if isinstance(legacy_fn, dict):
+                parts.extend(_tool_call_parts([{"function": legacy_fn}]))
+        out.append({"role": role, "parts": parts})
+    return out
+
+
+class ChatCompletions:
+    name = "openai.chat_completions"
+    provider = "openai"
+
+    def operation(self, path: str) -> str | None:
+        return "chat" if path.endswith("/chat/completions") else None
+
+    def request(self, operation: str, body: dict[str, Any], rec: CallRecord) -> None:
+        common_openai_request(body, rec)
+        if rec.capture:
+            rec.input_messages = chat_messages(body.get("messages"))
+            tools = tool_definitions(body.get("tools"))
+            if tools:
+                rec.tool_definitions = tools
+
+    def response(self, operation: str, body: Any, rec: CallRecord) -> None:
+        body = as_dict(body)
+        openai_response_meta(body, rec)
+        choices = [c for c in as_list(body.get("choices")) if isinstance(c, dict)]
+        rec.finish_reasons = [str(c.get("finish_reason") or "error") for c in choices]
+        if rec.capture:
+            outputs = []
+            for c in choices:
+                msg = as_dict(c.get("message"))
+                parts = _content_parts(msg.get("content")) if msg.get("content") is not None else []
+                if isinstance(msg.get("refusal"), str):
+                    parts.append(text_part(msg["refusal"]))
+                parts.extend(_tool_call_parts(msg.get("tool_calls")))
+                outputs.append({"role": msg.get("role") or "assistant", "parts": parts,
+                                "finish_reason": str(c.get("finish_reason") or "error")})
+            rec.output_messages = outputs
+        openai_usage(body.get("usage"), rec)
+
+    def stream(self, operation: str, rec: CallRecord) -> ChatStream:
+        return ChatStream(rec)
+
+
+class ChatStream:
+    """Accumulates ``chat.completion.chunk`` deltas per choice index."""
+
+    __slots__ = ("_choices", "_rec")
+
+    def __init__(self, rec: CallRecord) -> None:
+        self._rec = rec
+        self._choices: dict[int, dict[str, Any]] = {}
+
+    def event(self, name: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        rec = self._rec
+        if rec.response_model is None:
+            openai_response_meta(data, rec)
+        if data.get("usage"):
+            openai_usage(data["usage"], rec)
+        for choice in as_list(data.get("choices")):
+            if not isinstance(choice, dict):
+                continue
+            state = self._choices.setdefault(choice.get("index", 0), {"text": [], "tools": {}, "finish": None})
+            if choice.get("finish_reason"):
+                state["finish"] = choice["finish_reason"]
+            if not rec.capture:
+                continue
+            delta = as_dict(choice.get("delta"))
+            if isinstance(delta.get("content"), str):
+                state["text"].append(delta["content"])
+            for tc in as_list(delta.get("tool_calls")):
+                tc = as_dict(tc)
+                slot = state["tools"].setdefault(tc.get("index", 0), {"id": None, "name": None, "args": []})
+                fn = as_dict(tc.get("function"))
+                if tc.get("id"):
+                    slot["id"] = tc["id"]
+                if fn.get("name"):
+                    slot["name"] = fn["name"]
+                if isinstance(fn.get("arguments"), str):
+                    slot["args"].append(fn["arguments"])
+
+    def finish(self) -> None:
+        rec = self._rec
+        if not self._choices:
+            return
+        ordered = [self._choices[k] for k in sorted(self._choices, key=lambda i: i if isinstance(i, int) else 0)]
+        rec.finish_reasons = [str(s["finish"] or "error") for s in ordered]
+        if rec.capture:
+            outputs = []
+            for s in ordered:
+                parts = [text_part("".join(s["text"]))] if s["text"] else []
+                for _, tool in sorted(s["tools"].items(), key=lambda kv: kv[0] if isinstance(kv[0], int) else 0):
+                    parts.append({"type": "tool_call", "id": tool["id"], "name": tool["name"],
+                                  "arguments": parse_arguments("".join(tool["args"]))})
+                outputs.append({"role": "assistant", "parts": parts, "finish_reason": str(s["finish"] or "error")})
+            rec.output_messages = outputs
+
+
+FAMILY = ChatCompletions()

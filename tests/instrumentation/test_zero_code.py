@@ -1,0 +1,96 @@
+"""Acceptance 3: an unmodified app under ``lqo-instrument`` sends GenAI spans to a running
+``lqo collector``; ``lqo query`` finds them. Also: plain ``opentelemetry-instrument`` picks up the
+instrumentor through its entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .expected import expected_for
+from .replay import RECORDINGS, ReplayServer, load_cassette
+
+BIN = Path(sys.executable).parent
+APP = Path(__file__).parent / "apps" / "chat_app.py"
+
+
+def _exchanges() -> list[Any]:
+    return (load_cassette(RECORDINGS / "openai" / "openai__test_chat_completion_streaming.yaml")
+            + load_cassette(RECORDINGS / "openai" / "openai__test_embeddings_no_content.yaml"))
+
+
+def _app_env(url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env.update(OPENAI_BASE_URL=f"{url}/v1", OPENAI_API_KEY="test-key", OTEL_SERVICE_NAME="chat-app",
+               OTEL_BSP_SCHEDULE_DELAY="100", **extra)
+    return env
+
+
+def test_lqo_instrument_to_collector(collector: Any) -> None:
+    with ReplayServer(_exchanges()) as srv:
+        out = subprocess.run(
+            [str(BIN / "lqo-instrument"), sys.executable, str(APP)],
+            env=_app_env(srv.url, OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_url),
+            capture_output=True, timeout=120,
+        )
+    assert out.returncode == 0, out.stderr.decode()
+    assert b"This is a test" in out.stdout
+    assert collector.wait_stored(2) >= 2
+    rows = collector.query(
+        "SELECT SpanName, SpanKind, ServiceName, SpanAttributes FROM otel_traces "
+        "WHERE ScopeName = 'lqo.instrumentation.httpx' ORDER BY Timestamp"
+    )
+    assert [r["SpanName"] for r in rows] == ["chat gpt-4", "embeddings text-embedding-3-small"]
+    chat, emb = rows[0]["SpanAttributes"], rows[1]["SpanAttributes"]
+    assert rows[0]["ServiceName"] == "chat-app" and rows[0]["SpanKind"] == "Client"
+    assert chat["gen_ai.provider.name"] == "openai"
+    chat_expected = expected_for(_exchanges()[0])
+    assert chat["gen_ai.response.model"] == chat_expected.response_model
+    assert chat["gen_ai.usage.input_tokens"] == str(chat_expected.input_tokens)
+    assert chat["gen_ai.usage.output_tokens"] == str(chat_expected.output_tokens)
+    assert json.loads(chat["gen_ai.response.finish_reasons"]) == chat_expected.finish_reasons
+    assert float(chat["gen_ai.response.time_to_first_chunk"]) > 0
+    # The distro's default content mode is SPAN_ONLY: the collector's checks get the text.
+    assert json.loads(chat["gen_ai.output.messages"])[0]["parts"][0]["content"] == '"This is a test."'
+    emb_expected = expected_for(_exchanges()[1])
+    assert emb["gen_ai.usage.input_tokens"] == str(emb_expected.input_tokens)
+    assert emb["gen_ai.response.model"] == emb_expected.response_model
+
+
+def test_lqo_instrument_respects_user_settings(collector: Any) -> None:
+    with ReplayServer(_exchanges()) as srv:
+        out = subprocess.run(
+            [str(BIN / "lqo-instrument"), sys.executable, str(APP)],
+            env=_app_env(srv.url, OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_url,
+                         OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="NO_CONTENT"),
+            capture_output=True, timeout=120,
+        )
+    assert out.returncode == 0, out.stderr.decode()
+    assert collector.wait_stored(2) >= 2
+    rows = collector.query("SELECT SpanAttributes FROM otel_traces WHERE SpanName = 'chat gpt-4'")
+    assert rows and "gen_ai.output.messages" not in rows[0]["SpanAttributes"]
+
+
+def test_lqo_instrument_usage() -> None:
+    out = subprocess.run([str(BIN / "lqo-instrument")], capture_output=True, timeout=60)
+    assert out.returncode == 2 and b"usage: lqo-instrument" in out.stderr
+
+
+def test_plain_opentelemetry_instrument_finds_the_instrumentor() -> None:
+    with ReplayServer(_exchanges()) as srv:
+        out = subprocess.run(
+            [str(BIN / "opentelemetry-instrument"), "--traces_exporter", "console",
+             "--metrics_exporter", "none", "--logs_exporter", "none", sys.executable, str(APP)],
+            # The peers installed here for the overhead benchmark are switched off, so these
+            # spans can only be ours.
+            env=_app_env(srv.url, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="openai"),
+            capture_output=True, timeout=120,
+        )
+    assert out.returncode == 0, out.stderr.decode()
+    assert b'"name": "chat gpt-4"' in out.stdout
+    assert b'"name": "embeddings text-embedding-3-small"' in out.stdout
+    assert b'"gen_ai.usage.output_tokens": 5' in out.stdout
