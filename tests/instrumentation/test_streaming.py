@@ -1,0 +1,222 @@
+"""Acceptance 2: a streamed call's span ends exactly once — exhausted, broken mid-stream, closed
+early, abandoned, async — with the usage the stream carried. Plus metrics, parenting of the HTTP
+span, uninstrument, and instrumentation faults never reaching the application."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from opentelemetry.trace import StatusCode
+
+from .expected import expected_for
+from .replay import RECORDINGS, ReplayServer, load_cassette
+
+CHAT_STREAM = RECORDINGS / "openai" / "openai__test_chat_completion_streaming.yaml"
+ANTHROPIC_STREAM = RECORDINGS / "anthropic" / "anthropic__test_anthropic_prompt_caching_stream_legacy.yaml"
+OLLAMA_STREAM = RECORDINGS / "ollama" / "ollama__test_ollama_streaming_chat_legacy.yaml"
+CHAT_PLAIN = RECORDINGS / "openai" / "openai__test_chat_completion_no_content.yaml"
+ARGS = {"model": "gpt-4", "messages": [{"role": "user", "content": "Say this is a test"}],
+        "stream": True, "stream_options": {"include_usage": True}}
+
+
+def _client(url: str, is_async: bool = False) -> Any:
+    cls = openai.AsyncOpenAI if is_async else openai.OpenAI
+    return cls(base_url=url + "/v1", api_key="k", max_retries=0)
+
+
+def _one_span(inst: Any) -> Any:
+    spans = inst.genai_spans()
+    assert len(spans) == 1, spans
+    return spans[0]
+
+
+def test_exhausted_stream_ends_once_with_usage(instrument: Any) -> None:
+    inst = instrument()
+    with ReplayServer(load_cassette(CHAT_STREAM)) as srv:
+        stream = _client(srv.url).chat.completions.create(**ARGS)
+        assert inst.genai_spans() == []  # still open while the app reads
+        chunks = list(stream)
+        stream.close()  # closing after exhaustion must not end it again
+    assert type(stream).__name__ == "Stream" and chunks  # the SDK's own types are untouched
+    span = _one_span(inst)
+    exp = expected_for(load_cassette(CHAT_STREAM)[0])
+    assert span.attributes["gen_ai.usage.input_tokens"] == exp.input_tokens
+    assert span.attributes["gen_ai.usage.output_tokens"] == exp.output_tokens
+    assert span.status.status_code is StatusCode.UNSET
+
+
+def test_broken_mid_stream_ends_once_with_error(instrument: Any) -> None:
+    inst = instrument()
+    with ReplayServer(load_cassette(CHAT_STREAM), break_after=3) as srv:
+        stream = _client(srv.url).chat.completions.create(**ARGS)
+        with pytest.raises(openai.APIError):
+            list(stream)
+        del stream
+        gc.collect()
+    span = _one_span(inst)
+    assert span.status.status_code is StatusCode.ERROR
+    # The transport's exception, as the byte stream saw it (before the SDK wrapped it).
+    assert span.attributes["error.type"] == "RemoteProtocolError"
+    assert "gen_ai.usage.input_tokens" not in span.attributes  # usage comes in the last chunk
+    assert span.attributes["gen_ai.response.model"] == "gpt-4-0613"  # from the chunks that arrived
+
+
+def test_closed_early_ends_once(instrument: Any) -> None:
+    inst = instrument()
+    with ReplayServer(load_cassette(CHAT_STREAM)) as srv:
+        stream = _client(srv.url).chat.completions.create(**ARGS)
+        next(iter(stream))
+        stream.close()
+        assert len(inst.genai_spans()) == 1
+        stream.close()
+        del stream
+        gc.collect()
+    span = _one_span(inst)
+    assert span.status.status_code is StatusCode.UNSET
+    assert "gen_ai.usage.output_tokens" not in span.attributes
+    assert span.attributes["gen_ai.response.time_to_first_chunk"] > 0
+
+
+def test_abandoned_stream_ends_once_when_collected(instrument: Any) -> None:
+    inst = instrument()
+    with ReplayServer(load_cassette(CHAT_STREAM)) as srv:
+        stream = _client(srv.url).chat.completions.create(**ARGS)
+        next(iter(stream))
+        assert inst.genai_spans() == []
+        del stream  # dropped without close()
+        gc.collect()
+        assert len(inst.genai_spans()) == 1
+    _one_span(inst)
+
+
+@pytest.mark.parametrize("how", ["exhausted", "closed_early", "broken"])
+def test_async_stream_ends_once(how: str, instrument: Any) -> None:
+    inst = instrument()
+
+    async def main(url: str) -> None:
+        client = _client(url, is_async=True)
+        stream = await client.chat.completions.create(**ARGS)
+        if how == "exhausted":
+            async for _ in stream:
+                pass
+        elif how == "closed_early":
+            async for _ in stream:
+                break
+            await stream.close()
+        else:
+            with pytest.raises(Exception):
+                async for _ in stream:
+                    pass
+        await stream.close()
+
+    with ReplayServer(load_cassette(CHAT_STREAM), break_after=3 if how == "broken" else None) as srv:
+        asyncio.run(main(srv.url))
+        gc.collect()
+    span = _one_span(inst)
+    if how == "exhausted":
+        assert span.attributes["gen_ai.usage.output_tokens"] == 5
+    if how == "broken":
+        assert span.status.status_code is StatusCode.ERROR
+
+
+@pytest.mark.parametrize("cassette", [ANTHROPIC_STREAM, OLLAMA_STREAM], ids=["anthropic_sse", "ollama_ndjson"])
+def test_other_stream_formats_closed_early(cassette: Any, instrument: Any) -> None:
+    inst = instrument()
+    ex = load_cassette(cassette)[0]
+    with ReplayServer([ex]) as srv, httpx.Client(base_url=srv.url) as client:
+        with client.stream("POST", ex.path, content=ex.request_body,
+                           headers={"content-type": "application/json"}) as resp:
+            next(resp.iter_bytes())
+    _one_span(inst)
+
+
+def test_metrics_follow_semconv(instrument: Any) -> None:
+    inst = instrument()
+    with ReplayServer(load_cassette(CHAT_STREAM)) as srv:
+        list(_client(srv.url).chat.completions.create(**ARGS))
+    metrics = inst.metrics()
+    usage = metrics["gen_ai.client.token.usage"]
+    by_type = {p.attributes["gen_ai.token.type"]: p for p in usage}
+    assert by_type["input"].sum == 12 and by_type["output"].sum == 5
+    assert list(by_type["input"].explicit_bounds)[:3] == [1, 4, 16]
+    duration = metrics["gen_ai.client.operation.duration"][0]
+    assert duration.count == 1 and list(duration.explicit_bounds)[:2] == [0.01, 0.02]
+    assert duration.attributes["gen_ai.request.model"] == "gpt-4"
+    assert duration.attributes["gen_ai.response.model"] == "gpt-4-0613"
+    assert metrics["gen_ai.client.operation.time_to_first_chunk"][0].count == 1
+
+
+def test_genai_span_is_parent_of_the_http_span(instrument: Any) -> None:
+    from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
+
+    inst = instrument()
+    http = HTTPX2ClientInstrumentor()
+    http.instrument(tracer_provider=inst.tracer_provider)
+    try:
+        with ReplayServer(load_cassette(CHAT_PLAIN)) as srv:
+            _client(srv.url).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    finally:
+        http.uninstrument()
+    spans = inst.exporter.get_finished_spans()
+    genai = _one_span(inst)
+    children = [s for s in spans if s.parent is not None and s.parent.span_id == genai.context.span_id]
+    assert [s.name for s in children] == ["POST"]
+
+
+def test_uninstrument_restores_everything(instrument: Any) -> None:
+    import httpx2
+
+    originals = (httpx.Client.send, httpx.AsyncClient.send, httpx2.Client.send, httpx2.AsyncClient.send)
+    inst = instrument()
+    assert httpx2.Client.send is not originals[2]
+    inst.instrumentor.uninstrument()
+    assert (httpx.Client.send, httpx.AsyncClient.send, httpx2.Client.send, httpx2.AsyncClient.send) == originals
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv:
+        _client(srv.url).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    assert inst.genai_spans() == []
+    inst.instrumentor.instrument(tracer_provider=inst.tracer_provider)  # the fixture uninstruments
+
+
+def test_instrumentation_faults_never_reach_the_app(instrument: Any, monkeypatch: Any, caplog: Any) -> None:
+    from lqo.instrumentation.httpx.decoders import openai_chat
+
+    inst = instrument()
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("secret prompt text")
+
+    monkeypatch.setattr(openai_chat.ChatCompletions, "response", broken)
+    monkeypatch.setattr(openai_chat.ChatStream, "event", broken)
+    with ReplayServer((load_cassette(CHAT_PLAIN) + load_cassette(CHAT_STREAM)) * 2) as srv:
+        client = _client(srv.url)
+        for _ in range(2):
+            reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+            assert reply.choices[0].message.content
+            assert "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**ARGS) if c.choices)
+    assert len(inst.genai_spans()) == 4  # every span still ends
+    warnings = [r for r in caplog.records if r.name.startswith("lqo.instrumentation")]
+    assert len(warnings) == 1  # logged once per site, not per call
+    assert "secret" not in caplog.text  # exception messages may quote content: never logged
+
+
+def test_non_llm_requests_are_untouched(instrument: Any) -> None:
+    inst = instrument()
+    ex = load_cassette(CHAT_PLAIN)[0]
+    with ReplayServer([ex]) as srv, httpx.Client(base_url=srv.url) as client:
+        client.get("/v1/models")
+        client.post("/v1/chat/completions", content=b"not json", headers={"content-type": "text/plain"})
+    assert inst.genai_spans() == []
+
+
+def test_malformed_request_body_is_ignored(instrument: Any, caplog: Any) -> None:
+    inst = instrument()
+    ex = load_cassette(CHAT_PLAIN)[0]
+    with ReplayServer([ex]) as srv, httpx.Client(base_url=srv.url) as client:
+        r = client.post("/v1/chat/completions", content=b"{broken", headers={"content-type": "application/json"})
+    assert r.status_code == 200
+    assert inst.genai_spans() == []
