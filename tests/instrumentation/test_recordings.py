@@ -127,3 +127,8 @@ def test_recording_no_content(cassette: Path, instrument: Any) -> None:
     assert len(spans) == len(exchanges)
     for span, ex in zip(spans, exchanges, strict=True):
         check_span(span, expected_for(ex), capture=False)
+
+
+def test_recordings_are_present() -> None:
+    # An empty glob would silently parametrize nothing: fail loudly if shared/ is missing.
+    assert len(CASSETTES) >= 170, f"recordings not found under {RECORDINGS}"
