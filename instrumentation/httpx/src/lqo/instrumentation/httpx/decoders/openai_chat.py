@@ -52,6 +52,19 @@ def openai_response_meta(body: dict[str, Any], rec: CallRecord) -> None:
         rec.attrs[ga.GEN_AI_OPENAI_RESPONSE_SERVICE_TIER] = tier
 
 
+def chunk_meta(data: dict[str, Any], rec: CallRecord) -> None:
+    """What every streamed chunk may carry besides choices: identity (first chunk), usage (last)."""
+    if rec.response_model is None:
+        openai_response_meta(data, rec)
+    if data.get("usage"):
+        openai_usage(data["usage"], rec)
+
+
+def by_index(choices: dict[Any, Any]) -> list[Any]:
+    """Per-choice stream state in choice-index order (a non-int index sorts first)."""
+    return [choices[k] for k in sorted(choices, key=lambda i: i if isinstance(i, int) else 0)]
+
+
 def _content_parts(content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [text_part(content)]
@@ -157,10 +170,7 @@ class ChatStream:
         if not isinstance(data, dict):
             return
         rec = self._rec
-        if rec.response_model is None:
-            openai_response_meta(data, rec)
-        if data.get("usage"):
-            openai_usage(data["usage"], rec)
+        chunk_meta(data, rec)
         for choice in as_list(data.get("choices")):
             if not isinstance(choice, dict):
                 continue
@@ -187,7 +197,7 @@ class ChatStream:
         rec = self._rec
         if not self._choices:
             return
-        ordered = [self._choices[k] for k in sorted(self._choices, key=lambda i: i if isinstance(i, int) else 0)]
+        ordered = by_index(self._choices)
         rec.finish_reasons = [str(s["finish"] or "error") for s in ordered]
         if rec.capture:
             outputs = []

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from .._record import CallRecord, as_dict, as_list, text_part
-from .openai_chat import common_openai_request, openai_response_meta, openai_usage
+from .openai_chat import (
+    by_index,
+    chunk_meta,
+    common_openai_request,
+    openai_response_meta,
+    openai_usage,
+)
 
 
 def _prompt_messages(prompt: Any) -> list[dict[str, Any]]:
@@ -55,10 +61,7 @@ class CompletionsStream:
         if not isinstance(data, dict):
             return
         rec = self._rec
-        if rec.response_model is None:
-            openai_response_meta(data, rec)
-        if data.get("usage"):
-            openai_usage(data["usage"], rec)
+        chunk_meta(data, rec)
         for choice in as_list(data.get("choices")):
             if isinstance(choice, dict):
                 state = self._choices.setdefault(choice.get("index", 0), [[], None])
@@ -70,7 +73,7 @@ class CompletionsStream:
     def finish(self) -> None:
         if not self._choices:
             return
-        ordered = [self._choices[k] for k in sorted(self._choices, key=lambda i: i if isinstance(i, int) else 0)]
+        ordered = by_index(self._choices)
         self._rec.finish_reasons = [str(s[1] or "error") for s in ordered]
         if self._rec.capture:
             self._rec.output_messages = [
