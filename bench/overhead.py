@@ -1,24 +1,42 @@
 """Added client latency of GenAI instrumentation, side by side with its peers.
 
-One local server replays a recorded OpenAI chat completion (JSON) and a recorded stream (SSE).
-Each variant runs in its own process with the same OpenTelemetry SDK setup (BatchSpanProcessor
-into a discarding exporter, a MeterProvider with an in-memory reader) and times N calls made by
-the real ``openai`` SDK:
+One local server (its own process) replays a recorded OpenAI chat completion (JSON), the
+recorded stream (SSE, 9 events), and a long stream built from the same recording (the content
+event repeated, ``--long-chunks`` events). One client process makes the calls with the real
+``openai`` SDK and the same OpenTelemetry SDK setup for every variant (BatchSpanProcessor into a
+discarding exporter, a MeterProvider with an in-memory reader); content capture off:
 
   none         no instrumentation (the baseline)
   lqo          lqo-instrumentation-httpx
+  lqo-inline   the same with defer=False (all telemetry work on the calling thread; not by default)
   openai-v2    opentelemetry-instrumentation-openai-v2 (the OTel contrib instrumentation)
   openllmetry  opentelemetry-instrumentation-openai (Traceloop's OpenLLMetry)
 
-Variants alternate over ``--rounds``; the result is the median over rounds of each variant's
-median latency minus the baseline's from the same round. Content capture is off everywhere.
+Each variant lives in its own process, instrumented once, and the processes take turns in small
+blocks (``--block`` plain calls, a quarter as many of each stream; the order rotates every block),
+so drift on a shared machine hits every variant alike. (Switching instrumentation on and off in
+one process is not an option: repeated instrument/uninstrument stacks OpenLLMetry's wrappers —
+one call then made 44 spans.) Each call is timed twice: wall time (the latency the caller sees) and CPU time of the calling
+thread (``time.thread_time``: the work on the call path, without the server's and the
+neighbours' noise). Each block also reads the CPU time of the whole process per call, which
+counts work moved off the call path (our deferred telemetry thread, every variant's span
+export). Results are medians per variant minus the baseline's median:
 
-    .venv/bin/python bench/overhead.py --calls 2000 --rounds 5
+  per call   a non-streaming chat completion
+  per stream the recorded 9-event stream, whole call
+  per chunk  (long stream − short stream) / (extra events): the cost of each streamed event
+
+By default the server answers at once, so the client is busy ~90% of the time and any work moved
+to a background thread still competes for the GIL with the caller. ``--server-delay-ms`` adds a
+provider's think time before each response, the common case for LLM calls.
+
+    .venv/bin/python bench/overhead.py --calls 3000
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -26,6 +44,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,16 +52,33 @@ VARIANTS = ("none", "lqo", "openai-v2", "openllmetry")
 CHAT = ROOT.parent / "shared/fixtures/recordings/openai/openai__test_chat_completion_no_content.yaml"
 STREAM = ROOT.parent / "shared/fixtures/recordings/openai/openai__test_chat_completion_streaming.yaml"
 ARGS = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say this is a test"}]}
+STREAM_ARGS = {**ARGS, "stream": True, "stream_options": {"include_usage": True}}
+LONG_MARKER = "bench-long"  # the `user` field that asks the server for the long stream
+KINDS = ("plain", "stream", "long")
 
 
-def serve() -> None:
+def long_stream(recorded: Any, events: int) -> Any:
+    """The recorded stream with its second (content) event repeated: same shapes, more chunks."""
+    from tests.instrumentation.replay import stream_chunks
+
+    chunks = stream_chunks(recorded.body, recorded.content_type)
+    body = chunks[0] + chunks[1] * max(1, events - len(chunks) + 1) + b"".join(chunks[2:])
+    return dataclasses.replace(recorded, body=body)
+
+
+def serve(long_chunks: int, delay_ms: float) -> None:
     from tests.instrumentation.replay import ReplayServer, load_cassette
 
     chat = load_cassette(CHAT)[0]
     stream = load_cassette(STREAM)[0]
+    long = long_stream(stream, long_chunks)
 
     class Fixed(ReplayServer):
-        def next_for(self, method: str, path: str, body: bytes) -> object:
+        def next_for(self, method: str, path: str, body: bytes) -> Any:
+            if delay_ms:
+                time.sleep(delay_ms / 1000)  # a provider's time to first byte
+            if LONG_MARKER.encode() in body:
+                return long
             return stream if b'"stream": true' in body or b'"stream":true' in body else chat
 
     with Fixed([chat]) as srv:
@@ -50,7 +86,27 @@ def serve() -> None:
         sys.stdin.read()  # until the parent closes our stdin
 
 
-def worker(variant: str, url: str, calls: int) -> None:
+def instrument(variant: str, tp: Any, mp: Any) -> None:
+    kwargs = {"tracer_provider": tp, "meter_provider": mp}
+    if variant in ("lqo", "lqo-inline"):
+        from lqo.instrumentation.httpx import HttpxGenAIInstrumentor
+
+        HttpxGenAIInstrumentor().instrument(defer=variant == "lqo", **kwargs)
+    elif variant == "openai-v2":
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+        OpenAIInstrumentor().instrument(**kwargs)
+    elif variant == "openllmetry":
+        os.environ["TRACELOOP_TRACE_CONTENT"] = "false"
+        from opentelemetry.instrumentation.openai import OpenAIInstrumentor as Traceloop
+
+        Traceloop().instrument(**kwargs)
+    elif variant != "none":
+        raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+
+
+def worker(variant: str, url: str, block: int) -> None:
+    """One variant, instrumented once. Runs a block per line on stdin; "done" prints the samples."""
     import openai
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -60,82 +116,162 @@ def worker(variant: str, url: str, calls: int) -> None:
     exported = [0]
 
     class Discard(SpanExporter):
-        def export(self, spans: object) -> SpanExportResult:
-            exported[0] += len(spans)  # type: ignore[arg-type]
+        def export(self, spans: Any) -> SpanExportResult:
+            exported[0] += len(spans)
             return SpanExportResult.SUCCESS
 
     tp = TracerProvider()
     tp.add_span_processor(BatchSpanProcessor(Discard()))
     mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    if variant == "lqo":
-        from lqo.instrumentation.httpx import HttpxGenAIInstrumentor
-
-        HttpxGenAIInstrumentor().instrument(tracer_provider=tp, meter_provider=mp)
-    elif variant == "openai-v2":
-        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
-
-        OpenAIInstrumentor().instrument(tracer_provider=tp, meter_provider=mp)
-    elif variant == "openllmetry":
-        os.environ["TRACELOOP_TRACE_CONTENT"] = "false"
-        from opentelemetry.instrumentation.openai import OpenAIInstrumentor as Traceloop
-
-        Traceloop().instrument(tracer_provider=tp, meter_provider=mp)
+    instrument(variant, tp, mp)
     client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
-    plain, streamed, chunks = [], [], 0
-    for i in range(calls + calls // 10):
-        t0 = time.perf_counter()
+
+    def plain() -> int:
         client.chat.completions.create(**ARGS)
-        t1 = time.perf_counter()
-        n = sum(1 for _ in client.chat.completions.create(**ARGS, stream=True, stream_options={"include_usage": True}))
-        t2 = time.perf_counter()
-        if i >= calls // 10:  # warm-up excluded
-            plain.append(t1 - t0)
-            streamed.append(t2 - t1)
-            chunks = n
+        return 1
+
+    def stream() -> int:
+        return sum(1 for _ in client.chat.completions.create(**STREAM_ARGS))
+
+    def long() -> int:
+        return sum(1 for _ in client.chat.completions.create(**STREAM_ARGS, user=LONG_MARKER))
+
+    kinds = {"plain": plain, "stream": stream, "long": long}
+    samples: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": [], "proc": []} for k in KINDS}
+    chunks: dict[str, int] = {}
+    calls = 0
+    for line in sys.stdin:
+        if line.strip() == "done":
+            break
+        keep = line.strip() != "warmup"
+        for kind, fn in kinds.items():
+            w, c = samples[kind]["wall"], samples[kind]["cpu"]
+            n = block if kind == "plain" else max(1, block // 4)
+            p0 = time.process_time()
+            for _ in range(n):
+                t0, c0 = time.perf_counter(), time.thread_time()
+                chunks[kind] = fn()
+                c1, t1 = time.thread_time(), time.perf_counter()
+                calls += 1
+                if keep:
+                    w.append(t1 - t0)
+                    c.append(c1 - c0)
+            if keep:  # every thread of the process (span export, deferred telemetry), per call
+                samples[kind]["proc"].append((time.process_time() - p0) / n)
+        print("ok", flush=True)
     tp.force_flush()
-    print(json.dumps({"variant": variant, "plain_us": statistics.median(plain) * 1e6,
-                      "stream_us": statistics.median(streamed) * 1e6, "chunks": chunks, "spans": exported[0]}))
+    print(json.dumps({"samples": samples, "chunks": chunks, "calls": calls, "spans": exported[0]}), flush=True)
+
+
+def run(url: str, variants: list[str], calls: int, block: int) -> dict[str, Any]:
+    """Interleaves the variants' processes block by block; returns medians (µs) and counts."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    procs = {v: subprocess.Popen([sys.executable, __file__, "--worker", v, "--url", url, "--block", str(block)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+             for v in variants}
+    blocks = max(1, calls // block)
+    warmup = 2
+    try:
+        for b in range(warmup + blocks):
+            order = variants[b % len(variants):] + variants[: b % len(variants)]
+            for v in order:
+                p = procs[v]
+                p.stdin.write("warmup\n" if b < warmup else "go\n")  # type: ignore[union-attr]
+                p.stdin.flush()  # type: ignore[union-attr]
+                if p.stdout.readline().strip() != "ok":  # type: ignore[union-attr]
+                    raise SystemExit(f"variant {v} failed (exit {p.wait()})")
+            if b >= warmup and (b - warmup + 1) % max(1, blocks // 10) == 0:
+                print(f"  block {b - warmup + 1}/{blocks}", file=sys.stderr, flush=True)
+        out = {}
+        for v, p in procs.items():
+            p.stdin.write("done\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+            out[v] = json.loads(p.stdout.readline())  # type: ignore[union-attr]
+    finally:
+        for p in procs.values():
+            p.stdin.close()  # type: ignore[union-attr]
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    first = out[variants[0]]
+    return {
+        "median_us": {f"{v}/{k}/{m}": statistics.median(out[v]["samples"][k][m]) * 1e6
+                      for v in variants for k in KINDS for m in ("wall", "cpu", "proc")},
+        "chunks": first["chunks"],
+        "samples": {k: len(first["samples"][k]["wall"]) for k in KINDS},
+        "spans": {v: out[v]["spans"] for v in variants},
+        "calls": {v: out[v]["calls"] for v in variants},
+    }
+
+
+def report(res: dict[str, Any], variants: list[str]) -> str:
+    med, chunks = res["median_us"], res["chunks"]
+    extra = chunks["long"] - chunks["stream"]
+    lines = [
+        f"samples per variant: {res['samples']}; events per stream: short {chunks['stream']}, long {chunks['long']}",
+        "",
+        "baseline (none), median per call: "
+        + ", ".join(f"{k} {med[f'none/{k}/wall']:.0f} µs wall / {med[f'none/{k}/cpu']:.0f} µs thread" for k in KINDS),
+        "",
+        "added, median µs: wall = the caller's latency; thread = CPU of the calling thread;",
+        "process = CPU of all the process's threads per call (background export and telemetry too)",
+        "",
+        f"{'':14s} {'per call':>26s} {'per stream':>26s} {'per chunk':>26s}",
+        f"{'':14s}" + f" {'wall':>8s} {'thread':>8s} {'process':>8s}" * 3,
+    ]
+    metrics = ("wall", "cpu", "proc")
+    for v in variants:
+        if v == "none":
+            continue
+        row = [v.ljust(14)]
+        for k in ("plain", "stream"):
+            row += [f"{med[f'{v}/{k}/{m}'] - med[f'none/{k}/{m}']:8.1f}" for m in metrics]
+        for m in metrics:
+            added_long = med[f"{v}/long/{m}"] - med[f"none/long/{m}"]
+            added_short = med[f"{v}/stream/{m}"] - med[f"none/stream/{m}"]
+            row.append(f"{(added_long - added_short) / max(1, extra):8.2f}")
+        lines.append(" ".join(row))
+    lines += ["", f"calls made: {res['calls']}; spans exported: {res['spans']}"]
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=3000, help="non-streaming calls per variant (streams: a quarter)")
+    parser.add_argument("--block", type=int, default=40, help="calls per variant before switching")
+    parser.add_argument("--long-chunks", type=int, default=200, help="events in the long stream")
+    parser.add_argument("--server-delay-ms", type=float, default=0.0,
+                        help="server think time before each response (real providers: 100s of ms)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--json", action="store_true", help="print the raw medians as JSON too")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        return serve()
+        return serve(args.long_chunks, args.server_delay_ms)
     if args.worker:
-        return worker(args.worker, args.url, args.calls)
+        return worker(args.worker, args.url, args.block)
     variants = args.variants.split(",")
-    server = subprocess.Popen([sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    url = server.stdout.readline().strip()  # type: ignore[union-attr]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    results: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    if "none" not in variants:
+        variants.insert(0, "none")
+    server = subprocess.Popen([sys.executable, __file__, "--serve", "--long-chunks", str(args.long_chunks),
+                               "--server-delay-ms", str(args.server_delay_ms)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        for r in range(args.rounds):
-            for v in variants:
-                out = subprocess.run([sys.executable, __file__, "--worker", v, "--url", url, "--calls", str(args.calls)],
-                                     capture_output=True, text=True, env=env, check=True)
-                res = json.loads(out.stdout.strip().splitlines()[-1])
-                results[v].append(res)
-                print(f"round {r + 1}/{args.rounds} {v:12s} plain {res['plain_us']:8.1f} us  "
-                      f"stream {res['stream_us']:8.1f} us ({res['chunks']} chunks)  spans {res['spans']}", file=sys.stderr)
+        url = server.stdout.readline().strip()  # type: ignore[union-attr]
+        if not url:
+            raise SystemExit("the replay server did not start (are ../shared/fixtures/recordings present?)")
+        print(f"server {url} (delay {args.server_delay_ms} ms); {len(variants)} variants interleaved in blocks "
+              f"of {args.block}", file=sys.stderr)
+        res = run(url, variants, args.calls, args.block)
     finally:
         server.stdin.close()  # type: ignore[union-attr]
         server.wait(10)
-    base = results.get("none")
-    print(f"\n{'variant':12s} {'added/call us':>14s} {'added/chunk us':>15s} {'spans/round':>12s}")
-    for v in variants:
-        if v == "none" or not base:
-            continue
-        added = [a["plain_us"] - b["plain_us"] for a, b in zip(results[v], base, strict=True)]
-        per_chunk = [(a["stream_us"] - b["stream_us"]) / max(1, a["chunks"]) for a, b in zip(results[v], base, strict=True)]
-        print(f"{v:12s} {statistics.median(added):14.1f} {statistics.median(per_chunk):15.2f} "
-              f"{statistics.median(r['spans'] for r in results[v]):12.0f}")
+    print(report(res, variants))
+    if args.json:
+        print(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

@@ -19,14 +19,18 @@ class Instrumented:
     exporter: InMemorySpanExporter
     reader: InMemoryMetricReader
     tracer_provider: TracerProvider
+    meter_provider: MeterProvider
     instrumentor: HttpxGenAIInstrumentor
 
     def genai_spans(self) -> list[Any]:
+        # The SDK's own flush: the instrumentor hooks it to wait for its deferred telemetry.
+        self.tracer_provider.force_flush()
         return [s for s in self.exporter.get_finished_spans()
                 if s.instrumentation_scope.name == "lqo.instrumentation.httpx"]
 
     def metrics(self) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {}
+        self.meter_provider.force_flush()
         data = self.reader.get_metrics_data()
         for rm in data.resource_metrics if data else []:
             for sm in rm.scope_metrics:
@@ -47,7 +51,7 @@ def instrument() -> Iterator[Any]:
         mp = MeterProvider(metric_readers=[reader])
         inst = HttpxGenAIInstrumentor()
         inst.instrument(tracer_provider=tp, meter_provider=mp, **kwargs)
-        made.append(Instrumented(exporter, reader, tp, inst))
+        made.append(Instrumented(exporter, reader, tp, mp, inst))
         return made[-1]
 
     yield make

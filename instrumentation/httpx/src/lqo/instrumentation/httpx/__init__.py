@@ -16,7 +16,10 @@ or zero-code: ``opentelemetry-instrument python app.py`` / ``lqo-instrument pyth
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
+import weakref
 from collections.abc import Collection
 from typing import Any
 
@@ -37,6 +40,12 @@ __all__ = ["CaptureMode", "HttpxGenAIInstrumentor", "__version__"]
 
 # The client libraries we patch; openai>=3 and anthropic>=2 use httpx2, most others httpx.
 CLIENT_MODULES = ("httpx", "httpx2")
+# SDK providers whose force_flush/shutdown first wait for our deferred telemetry.
+SDK_PROVIDERS = (
+    ("opentelemetry.sdk.trace", "TracerProvider"),
+    ("opentelemetry.sdk.metrics", "MeterProvider"),
+    ("opentelemetry.sdk._logs", "LoggerProvider"),
+)
 
 
 class HttpxGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -46,12 +55,27 @@ class HttpxGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     ``logger_provider``, ``capture_mode`` (a ``CaptureMode`` or its name; default from
     ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``, else ``NO_CONTENT``),
     ``content_max_bytes`` (per attribute; default ``LQO_GENAI_CONTENT_MAX_BYTES`` or 32 KiB),
-    ``provider_hosts`` (``{"host[:port]": "provider"}`` for self-hosted servers).
+    ``provider_hosts`` (``{"host[:port]": "provider"}`` for self-hosted servers), ``defer``
+    (default ``LQO_GENAI_DEFER``, true: decode and end spans on a background thread, see
+    ``_worker``; false: inline, before the call returns).
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._patched: list[tuple[Any, str]] = []
+        # BaseInstrumentor is a singleton whose __init__ runs on every construction:
+        # ``HttpxGenAIInstrumentor().uninstrument()`` must still find what instrument() did.
+        if not hasattr(self, "_patched"):
+            self._patched: list[tuple[Any, str]] = []
+            self._tel: Telemetry | None = None
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until every finished call's span has ended and its metrics are recorded.
+
+        SDK providers' ``force_flush()`` and ``shutdown()`` already do this first; call it only
+        to read spans from a non-SDK provider. Returns False on timeout.
+        """
+        tel = self._tel
+        return tel.worker.drain(timeout) if tel is not None else True
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments_any
@@ -70,7 +94,9 @@ class HttpxGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             capture_mode=mode,
             content_max_bytes=kwargs.get("content_max_bytes"),
             provider_hosts=kwargs.get("provider_hosts"),
+            defer=kwargs.get("defer"),
         )
+        self._tel = tel
         for name in CLIENT_MODULES:
             try:
                 module = importlib.import_module(name)
@@ -80,11 +106,50 @@ class HttpxGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             wrapt.wrap_function_wrapper(module, "AsyncClient.send", _async_wrapper(tel, module.AsyncByteStream))
             self._patched.append((module.Client, "send"))
             self._patched.append((module.AsyncClient, "send"))
+        if tel.worker.deferred:
+            self._hook_flushes(tel)
+
+    def _hook_flushes(self, tel: Telemetry) -> None:
+        drain = _drain_first(tel)
+        for module_name, cls in SDK_PROVIDERS:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            owner = getattr(module, cls, None)
+            if owner is None:
+                continue
+            for method in ("force_flush", "shutdown"):
+                wrapt.wrap_function_wrapper(module, f"{cls}.{method}", drain)
+                self._patched.append((owner, method))
+        # Providers made before instrument() registered their exit shutdown unwrapped; atexit
+        # runs handlers last-in first-out, so this drain runs before those.
+        atexit.register(tel.worker.drain, 5.0)
+        ref = weakref.ref(tel.worker)
+        os.register_at_fork(after_in_child=lambda: (w := ref()) and w.after_fork())
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        for owner, attr in self._patched:
+        for owner, attr in reversed(self._patched):
             unwrap(owner, attr)
         self._patched.clear()
+        tel, self._tel = self._tel, None
+        if tel is not None:
+            atexit.unregister(tel.worker.drain)
+            tel.worker.stop()
+
+
+def _drain_first(tel: Telemetry) -> Any:
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        tel.worker.drain(_timeout_s(args, kwargs))
+        return wrapped(*args, **kwargs)
+
+    return wrapper
+
+
+def _timeout_s(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
+    """force_flush(timeout_millis=…) bounds our wait too; shutdown() gets 5 s."""
+    millis = kwargs.get("timeout_millis", args[0] if args else None)
+    return millis / 1000 if isinstance(millis, (int, float)) and millis > 0 else 5.0
 
 
 def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -1,10 +1,14 @@
-"""One instrumented LLM call: span start, response reading (whole or streamed), telemetry at end."""
+"""One instrumented LLM call: span start, response reading (whole or streamed), telemetry at end.
+
+The application's thread starts the span and keeps references; decoding and the span's end run
+on the telemetry worker (see ``_worker``), so a call pays for little more than ``start_span``.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import time
-from itertools import islice
 from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
@@ -16,7 +20,7 @@ from ._streams import StreamParser, proxy_class
 from ._telemetry import Telemetry
 
 # Larger request bodies (inline images, huge prompts) are not parsed: the span still gets the
-# operation, provider and server, and the application pays no parsing cost for them.
+# operation, provider, model and server.
 MAX_REQUEST_PARSE_BYTES = 4 * 1024 * 1024
 EVENT_NAME = "gen_ai.client.inference.operation.details"
 _ERROR_TYPE = "error.type"
@@ -24,150 +28,208 @@ _SERVER_ADDRESS = "server.address"
 _SERVER_PORT = "server.port"
 
 
+_MODEL_KEY = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.){1,512})"')
+
+
 def _content_type(headers: Any) -> str:
     return (headers.get("content-type") or "").lower()
 
 
+def sniff_model(body: bytes) -> str | None:
+    """The request's model without parsing the body: the first ``"model": "…"`` pair.
+
+    SDKs put the top-level key before or after the messages, whose text is escaped JSON and
+    cannot fake a match; a nested object with its own ``model`` key could. The worker parses
+    the body and corrects the span if the sniffed value was not the top-level one.
+    """
+    m = _MODEL_KEY.search(body)
+    if m is None:
+        return None
+    raw = m.group(1)
+    try:
+        value = json.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
+    except ValueError:
+        return None
+    return value or None
+
+
 def start_call(tel: Telemetry, request: Any) -> Call | None:
-    """A Call for an LLM API request, or None for any other request (the common, cheap path)."""
+    """A Call for an LLM API request, or None for any other request (the common, cheap path).
+
+    Runs on the application's call path: no parsing beyond the model sniff.
+    """
     if request.method != "POST":
         return None
     url = request.url
-    route = tel.router.route(url.path)
-    if route is None or "json" not in _content_type(request.headers):
+    path = url.path
+    route = tel.router.route(path)
+    if route is None:
         return None
-    family, operation = route
     try:
         content = request.content
     except Exception:  # streamed request body (uploads): not an LLM call we can read
         return None
-    body: Any = {}
-    if len(content) <= MAX_REQUEST_PARSE_BYTES:
-        body = json.loads(content)
-        if not isinstance(body, dict):
-            return None
-    model = as_str(body.get("model"))
-    path = url.path
-    if model is None and "/deployments/" in path:  # Azure OpenAI: the deployment names the model
+    if content[:1] != b"{" and content[:64].lstrip()[:1] != b"{":
+        return None  # LLM APIs take a JSON object
+    model = sniff_model(content)
+    if model is None:
+        if "/deployments/" not in path:
+            return None  # an LLM path, but no model: not an LLM call
+        # Azure OpenAI: the deployment names the model
         model = path.split("/deployments/", 1)[1].split("/", 1)[0] or None
-    if model is None and body:
-        return None
+    family, operation = route
     host = url.host
     port = url.port or (443 if url.scheme == "https" else 80)
-    provider = tel.router.provider(family, host, port)
-    rec = CallRecord(operation, tel.capture_mode.captures)
-    rec.request_model = model
-    if body:
-        family.request(operation, body, rec)
-    return Call(tel, family, rec, provider, host, port)
+    return Call(tel, family, operation, model, content, tel.router.provider(family, host, port), host, port)
 
 
 class Call:
+    """One call. ``__init__``, ``on_response`` and ``end`` run on the application's thread and
+    only take timestamps and references; the rest runs on the telemetry worker (``_worker``)."""
+
     __slots__ = (
         "_accumulator",
         "_ended",
         "_family",
-        "_first_chunk",
-        "_n_start_attrs",
+        "_headers",
+        "_model",
         "_parser",
         "_provider",
+        "_request_body",
         "_start",
+        "_status",
         "_tel",
+        "first_chunk",
         "host",
+        "operation",
         "port",
         "rec",
         "span",
     )
 
-    def __init__(self, tel: Telemetry, family: Any, rec: CallRecord, provider: str, host: str, port: int) -> None:
+    def __init__(self, tel: Telemetry, family: Any, operation: str, model: str | None, request_body: bytes,
+                 provider: str, host: str, port: int) -> None:
         self._tel = tel
         self._family = family
+        self.operation = operation
+        self._model = model
+        self._request_body = request_body
         self._provider = provider
-        self.rec = rec
         self.host = host
         self.port = port
+        self._status = 0
+        self._headers: Any = None
         self._parser: StreamParser | None = None
         self._accumulator: Any = None
-        self._first_chunk: float | None = None
+        self.rec: CallRecord | None = None
+        self.first_chunk: float | None = None
         self._ended = False
-        attrs = rec.attrs
-        attrs[ga.GEN_AI_OPERATION_NAME] = rec.operation
-        attrs[ga.GEN_AI_PROVIDER_NAME] = provider
-        if rec.request_model:
-            attrs[ga.GEN_AI_REQUEST_MODEL] = rec.request_model
+        # What samplers see at creation (semconv: operation, provider, model, server).
+        attrs: dict[str, Any] = {ga.GEN_AI_OPERATION_NAME: operation, ga.GEN_AI_PROVIDER_NAME: provider}
+        if model:
+            attrs[ga.GEN_AI_REQUEST_MODEL] = model
         attrs[_SERVER_ADDRESS] = host
         attrs[_SERVER_PORT] = port
-        name = f"{rec.operation} {rec.request_model}" if rec.request_model else rec.operation
-        self._n_start_attrs = len(attrs)
-        self.span = tel.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
+        self.span = tel.tracer.start_span(f"{operation} {model}" if model else operation,
+                                          kind=SpanKind.CLIENT, attributes=attrs)
         self._start = time.perf_counter()
 
-    # --- response -------------------------------------------------------------------------
+    # --- on the application's thread -----------------------------------------------------
 
     def on_response(self, response: Any, stream_base: type, is_async: bool) -> None:
-        status = response.status_code
-        if status >= 400:
-            self.rec.attrs[_ERROR_TYPE] = str(status)
+        # Status and headers only: a stream proxy's finalizer holds this call, which must not
+        # hold the response (and through it the proxy), or abandoned streams would never end.
+        self._status = response.status_code
+        self._headers = response.headers
+        if self._status >= 400:  # the error is all we report; the body is the SDK's
             self.end(None)
             return
-        ctype = _content_type(response.headers)
-        kind = "sse" if "event-stream" in ctype else "ndjson" if "ndjson" in ctype else "json"
         try:
             body = response.content
-        except Exception:  # not read yet: a streamed response, parsed as the SDK reads it
-            self._watch_stream(response, kind, stream_base, is_async)
+        except Exception:  # not read yet: a streamed response, watched as the SDK reads it
+            response.stream = proxy_class(stream_base, is_async)(response.stream, self)
             return
-        if kind == "json":
-            if body:
-                self._family.response(self.rec.operation, json.loads(body), self.rec)
-        else:
-            self._parse_whole(body, kind)
-        self.end(None)
+        self.end(None, body)
 
-    def _parse_whole(self, body: bytes, kind: str) -> None:
-        self._accumulator = self._family.stream(self.rec.operation, self.rec)
-        if self._accumulator is None:
-            return
-        parser = StreamParser(kind, "", self._on_event)
-        parser.feed(body)
-        parser.close()
-
-    def _watch_stream(self, response: Any, kind: str, stream_base: type, is_async: bool) -> None:
-        if kind != "json":
-            self._accumulator = self._family.stream(self.rec.operation, self.rec)
-        on_event = self._on_event if self._accumulator is not None else self._on_body
-        encoding = response.headers.get("content-encoding") or ""
-        self._parser = StreamParser(kind if self._accumulator is not None else "json", encoding, on_event)
-        cls = proxy_class(stream_base, is_async)
-        response.stream = cls(response.stream, self._parser, self.end)
-
-    def _on_event(self, name: str, data: Any) -> None:
-        if self._first_chunk is None:
-            self._first_chunk = time.perf_counter()
-        self._accumulator.event(name, data)
-
-    def _on_body(self, name: str, data: Any) -> None:
-        self._family.response(self.rec.operation, data, self.rec)
-
-    # --- end ------------------------------------------------------------------------------
-
-    def end(self, error: BaseException | None) -> None:
-        """Ends the span and records metrics, exactly once; never raises."""
+    def end(self, error: BaseException | None, body: bytes | None = None) -> None:
+        """Ends the call exactly once: timestamps here, telemetry on the worker; never raises."""
         if self._ended:
             return
         self._ended = True
+        self._tel.worker.submit(self._complete, error, body, time.perf_counter() - self._start, time.time_ns())
+
+    def feed(self, chunks: list[bytes]) -> None:
+        """A batch of streamed body bytes, passed on to the worker in arrival order."""
+        self._tel.worker.submit(self._feed, chunks)
+
+    # --- on the worker ---------------------------------------------------------------------
+
+    def _record(self) -> CallRecord:
+        """The call's record with the request decoded (once, on first use)."""
+        rec = self.rec
+        if rec is not None:
+            return rec
+        rec = self.rec = CallRecord(self.operation, self._tel.capture_mode.captures)
+        rec.request_model = self._model
+        content, self._request_body = self._request_body, b""
+        if len(content) <= MAX_REQUEST_PARSE_BYTES:
+            try:
+                body = json.loads(content)
+            except ValueError:
+                body = None
+            if isinstance(body, dict):
+                top = as_str(body.get("model"))
+                if top and top != self._model:  # the sniff found a nested "model" key
+                    rec.request_model = top
+                    self.span.update_name(f"{self.operation} {top}")
+                    rec.attrs[ga.GEN_AI_REQUEST_MODEL] = top
+                self._family.request(self.operation, body, rec)
+        return rec
+
+    def _feed(self, chunks: list[bytes]) -> None:
+        rec = self._record()
+        parser = self._parser
+        if parser is None:
+            headers = self._headers
+            ctype = _content_type(headers)
+            kind = "sse" if "event-stream" in ctype else "ndjson" if "ndjson" in ctype else "json"
+            if kind != "json":
+                self._accumulator = self._family.stream(self.operation, rec)
+            on_event = self._on_event if self._accumulator is not None else self._on_body
+            encoding = headers.get("content-encoding") or ""
+            parser = self._parser = StreamParser(kind if self._accumulator is not None else "json", encoding, on_event)
         try:
-            self._end(error)
+            parser.feed(b"".join(chunks))
+        except Exception:
+            parser.broken = True
+
+    def _on_event(self, name: str, data: Any) -> None:
+        self._accumulator.event(name, data)
+
+    def _on_body(self, name: str, data: Any) -> None:
+        self._family.response(self.operation, data, self._record())
+
+    def _complete(self, error: BaseException | None, body: bytes | None, elapsed: float, end_ns: int) -> None:
+        try:
+            self._finish(error, body, elapsed, end_ns)
         except Exception as exc:
             self._tel.internal_error("end", exc)
             try:
-                self.span.end()
+                self.span.end(end_time=end_ns)
             except Exception:
                 pass
 
-    def _end(self, error: BaseException | None) -> None:
-        elapsed = time.perf_counter() - self._start
-        rec = self.rec
+    def _finish(self, error: BaseException | None, body: bytes | None, elapsed: float, end_ns: int) -> None:
+        rec = self._record()
+        if error is None and self._headers is not None:
+            if self._status >= 400:
+                rec.attrs[_ERROR_TYPE] = str(self._status)
+            elif body is not None:
+                ctype = _content_type(self._headers)
+                if "event-stream" in ctype or "ndjson" in ctype:
+                    self._feed([body])  # a stream the client read whole
+                elif body:
+                    self._family.response(self.operation, json.loads(body), rec)
         if self._parser is not None:
             try:
                 self._parser.close()
@@ -175,8 +237,7 @@ class Call:
                 pass
         if self._accumulator is not None:
             self._accumulator.finish()
-        # Attributes decoders added after the span started (response id, service tier…).
-        out: dict[str, Any] = dict(islice(rec.attrs.items(), self._n_start_attrs, None))
+        out: dict[str, Any] = dict(rec.attrs)
         if rec.response_model:
             out[ga.GEN_AI_RESPONSE_MODEL] = rec.response_model
         if rec.finish_reasons:
@@ -191,7 +252,7 @@ class Call:
             out[ga.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = rec.cache_creation_tokens
         if rec.reasoning_tokens is not None:
             out[ga.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = rec.reasoning_tokens
-        ttfc = self._first_chunk - self._start if self._first_chunk is not None else None
+        ttfc = self.first_chunk - self._start if self.first_chunk is not None else None
         if ttfc is not None:
             out[ga.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = ttfc
         error_type = rec.attrs.get(_ERROR_TYPE)
@@ -199,16 +260,15 @@ class Call:
             error_type = type(error).__qualname__
             out[_ERROR_TYPE] = error_type
         span = self.span
-        mode = self._tel.capture_mode
         if rec.capture:
             content = self._content_attributes(out)
-            if mode.on_event:
+            if self._tel.capture_mode.on_event:
                 self._emit_event(content)
         if out:
             span.set_attributes(out)
         if error_type is not None:
             span.set_status(Status(StatusCode.ERROR, error_type))
-        span.end()
+        span.end(end_time=end_ns)
         self._record_metrics(elapsed, ttfc, error_type)
 
     def _content_attributes(self, out: dict[str, Any]) -> dict[str, Any]:

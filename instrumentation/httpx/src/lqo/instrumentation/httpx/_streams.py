@@ -1,13 +1,16 @@
 """Incremental parsing of streamed LLM responses (SSE, NDJSON) and byte-stream proxies.
 
 The proxies replace ``response.stream`` (the raw byte stream under httpx/httpx2's Response), so
-every SDK keeps its own types and parsing; we only watch the bytes go by. A proxy ends its call
-exactly once: when the stream is exhausted, raises, is closed, or is garbage-collected.
+every SDK keeps its own types and parsing; we only watch the bytes go by, timestamp the first,
+and hand them to the telemetry worker in batches, where ``StreamParser`` decodes them. A proxy
+ends its call exactly once: when the stream is exhausted, raises, is closed, or is
+garbage-collected.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import weakref
 import zlib
 from collections.abc import Callable
@@ -131,29 +134,59 @@ class StreamParser:
         self._on_event(event, data)
 
 
+# Streamed bytes are handed to the worker in batches of about this size (and at the end).
+BATCH_BYTES = 64 * 1024
+
+
+class _Watch:
+    """The per-stream state both proxies share: first-chunk time and the pending batch."""
+
+    __slots__ = ("call", "pending", "size")
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.pending: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        if self.call.first_chunk is None:
+            self.call.first_chunk = time.perf_counter()
+        self.pending.append(chunk)
+        self.size += len(chunk)
+        if self.size >= BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.call.feed(self.pending)
+            self.pending = []
+            self.size = 0
+
+    def end(self, error: BaseException | None) -> None:
+        self.flush()
+        self.call.end(error)
+
+
 def _sync_proxy_class(base: type) -> type:
     class SyncStreamProxy(base):  # type: ignore[misc, valid-type]
-        """Wraps a sync byte stream; ``finish(error)`` is called exactly once."""
+        """Wraps a sync byte stream; ends its call exactly once."""
 
-        def __init__(self, inner: Any, parser: StreamParser, finish: Callable[[BaseException | None], None]) -> None:
+        def __init__(self, inner: Any, call: Any) -> None:
             self._inner = inner
-            self._parser = parser
-            self._finish = finish
+            self._watch = watch = _Watch(call)
             # Abandoned streams (dropped without close) end their call when collected.
-            self._finalizer = weakref.finalize(self, finish, None)
+            self._finalizer = weakref.finalize(self, watch.end, None)
 
         @property
         def elapsed(self) -> Any:
             return getattr(self._inner, "elapsed", None)
 
         def __iter__(self) -> Any:
-            parser = self._parser
+            add = self._watch.add
             try:
                 for chunk in self._inner:
-                    try:
-                        parser.feed(chunk)
-                    except Exception:
-                        parser.broken = True
+                    if chunk:
+                        add(chunk)
                     yield chunk
             except GeneratorExit:
                 raise
@@ -171,33 +204,30 @@ def _sync_proxy_class(base: type) -> type:
         def _end(self, error: BaseException | None) -> None:
             if self._finalizer.alive:
                 self._finalizer.detach()
-                self._finish(error)
+                self._watch.end(error)
 
     return SyncStreamProxy
 
 
 def _async_proxy_class(base: type) -> type:
     class AsyncStreamProxy(base):  # type: ignore[misc, valid-type]
-        """Wraps an async byte stream; ``finish(error)`` is called exactly once."""
+        """Wraps an async byte stream; ends its call exactly once."""
 
-        def __init__(self, inner: Any, parser: StreamParser, finish: Callable[[BaseException | None], None]) -> None:
+        def __init__(self, inner: Any, call: Any) -> None:
             self._inner = inner
-            self._parser = parser
-            self._finish = finish
-            self._finalizer = weakref.finalize(self, finish, None)
+            self._watch = watch = _Watch(call)
+            self._finalizer = weakref.finalize(self, watch.end, None)
 
         @property
         def elapsed(self) -> Any:
             return getattr(self._inner, "elapsed", None)
 
         async def __aiter__(self) -> Any:
-            parser = self._parser
+            add = self._watch.add
             try:
                 async for chunk in self._inner:
-                    try:
-                        parser.feed(chunk)
-                    except Exception:
-                        parser.broken = True
+                    if chunk:
+                        add(chunk)
                     yield chunk
             except GeneratorExit:
                 raise
@@ -215,7 +245,7 @@ def _async_proxy_class(base: type) -> type:
         def _end(self, error: BaseException | None) -> None:
             if self._finalizer.alive:
                 self._finalizer.detach()
-                self._finish(error)
+                self._watch.end(error)
 
     return AsyncStreamProxy
 

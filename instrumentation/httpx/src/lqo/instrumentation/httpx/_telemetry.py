@@ -12,6 +12,7 @@ from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.schemas import Schemas
 
 from ._content import CaptureMode, capture_mode_from_env, max_bytes_from_env
+from ._worker import Worker, defer_from_env
 from .decoders import Router
 from .version import __version__
 
@@ -34,6 +35,7 @@ class Telemetry:
         capture_mode: CaptureMode | None = None,
         content_max_bytes: int | None = None,
         provider_hosts: dict[str, str] | None = None,
+        defer: bool | None = None,
     ) -> None:
         schema = Schemas.V1_37_0.value if hasattr(Schemas, "V1_37_0") else None
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider, schema_url=schema)
@@ -63,6 +65,7 @@ class Telemetry:
         self._event_logger: Any = None
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
+        self.worker = Worker(self.internal_error, defer_from_env() if defer is None else defer)
 
     @property
     def event_logger(self) -> Any:

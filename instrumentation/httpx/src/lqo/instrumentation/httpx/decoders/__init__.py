@@ -71,20 +71,47 @@ def _hosts_from_env() -> dict[str, str]:
     return out
 
 
+# Every POST the application makes is routed: remember recent answers (bounded).
+_CACHE_SIZE = 4096
+
+
 class Router:
-    __slots__ = ("_custom",)
+    __slots__ = ("_custom", "_providers", "_routes")
 
     def __init__(self, custom_hosts: dict[str, str] | None = None) -> None:
         self._custom = {**_hosts_from_env(), **{k.lower(): v for k, v in (custom_hosts or {}).items()}}
+        self._routes: dict[str, tuple[Family, str] | None] = {}
+        self._providers: dict[tuple[str, str, int | None], str] = {}
 
     def route(self, path: str) -> tuple[Family, str] | None:
+        try:
+            return self._routes[path]
+        except KeyError:
+            pass
+        found = None
         for family in FAMILIES:
             operation = family.operation(path)
             if operation is not None:
-                return family, operation
-        return None
+                found = family, operation
+                break
+        if len(self._routes) >= _CACHE_SIZE:
+            self._routes.clear()
+        self._routes[path] = found
+        return found
 
     def provider(self, family: Family, host: str, port: int | None) -> str:
+        key = (family.name, host, port)
+        try:
+            return self._providers[key]
+        except KeyError:
+            pass
+        found = self._find_provider(family, host, port)
+        if len(self._providers) >= _CACHE_SIZE:
+            self._providers.clear()
+        self._providers[key] = found
+        return found
+
+    def _find_provider(self, family: Family, host: str, port: int | None) -> str:
         if self._custom:
             found = self._custom.get(f"{host}:{port}") or self._custom.get(host)
             if found:

@@ -1,0 +1,152 @@
+"""Telemetry off the call path: spans are decoded and ended on the worker thread, and nothing is
+lost — SDK flush/shutdown wait for it, back-pressure bounds it, a forked child gets its own —
+plus the inline mode, the model sniff and the singleton instrumentor."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from lqo.instrumentation.httpx import HttpxGenAIInstrumentor, _worker
+
+from .replay import RECORDINGS, ReplayServer, load_cassette
+
+CHAT_PLAIN = RECORDINGS / "openai" / "openai__test_chat_completion_no_content.yaml"
+ARGS = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say this is a test"}]}
+SCOPE = "lqo.instrumentation.httpx"
+
+
+def _client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+
+
+def _ours(exporter: InMemorySpanExporter) -> list[Any]:
+    return [s for s in exporter.get_finished_spans() if s.instrumentation_scope.name == SCOPE]
+
+
+def test_inline_mode_ends_the_span_before_the_call_returns(instrument: Any) -> None:
+    inst = instrument(defer=False)
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv:
+        _client(srv.url).chat.completions.create(**ARGS)
+        spans = _ours(inst.exporter)  # no flush
+    assert len(spans) == 1 and spans[0].attributes["gen_ai.usage.output_tokens"] > 0
+
+
+def test_inline_mode_from_the_environment(instrument: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_worker.DEFER_ENV, "false")
+    inst = instrument()
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv:
+        _client(srv.url).chat.completions.create(**ARGS)
+        assert len(_ours(inst.exporter)) == 1
+
+
+def test_deferred_span_keeps_call_timing(instrument: Any) -> None:
+    inst = instrument()
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv:
+        _client(srv.url).chat.completions.create(**ARGS)
+    (span,) = inst.genai_spans()
+    assert span.start_time < span.end_time
+    (point,) = inst.metrics()["gen_ai.client.operation.duration"]
+    # The span's end is the call's end, not the time the worker got to it.
+    assert abs((span.end_time - span.start_time) / 1e9 - point.sum) < 0.005
+
+
+def test_provider_shutdown_drains_pending_calls() -> None:
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=60_000))
+    inst = HttpxGenAIInstrumentor()
+    inst.instrument(tracer_provider=tp)
+    try:
+        with ReplayServer(load_cassette(CHAT_PLAIN)) as srv:
+            client = _client(srv.url)
+            for _ in range(20):
+                client.chat.completions.create(**ARGS)
+        tp.shutdown()  # no force_flush, no instrumentor flush: shutdown alone must get them all
+    finally:
+        inst.uninstrument()
+    assert len(_ours(exporter)) == 20
+
+
+def test_back_pressure_loses_nothing(instrument: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_worker, "MAX_PENDING", 2)
+    inst = instrument()
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv:
+        client = _client(srv.url)
+        for _ in range(40):
+            client.chat.completions.create(**ARGS)
+    assert len(inst.genai_spans()) == 40
+
+
+def test_nested_model_key_is_corrected(instrument: Any) -> None:
+    """The sniff takes the first "model": "…" pair; the worker fixes name and attribute."""
+    inst = instrument()
+    body = {"metadata": {"model": "not-this-one"}, "messages": [{"role": "user", "content": "hi"}],
+            "model": "gpt-4o-mini"}
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv, httpx2.Client() as http:
+        http.post(srv.url + "/v1/chat/completions", content=json.dumps(body),
+                  headers={"content-type": "application/json"})
+    (span,) = inst.genai_spans()
+    assert span.name == "chat gpt-4o-mini"
+    assert span.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    (point,) = inst.metrics()["gen_ai.client.operation.duration"]
+    assert point.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+
+
+def test_escaped_model_name_is_decoded(instrument: Any) -> None:
+    inst = instrument()
+    body = b'{"model": "org\\/model\\u00e9", "messages": []}'
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv, httpx2.Client() as http:
+        http.post(srv.url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    (span,) = inst.genai_spans()
+    assert span.attributes["gen_ai.request.model"] == "org/modelé"
+
+
+def test_post_without_model_is_not_an_llm_call(instrument: Any) -> None:
+    inst = instrument()
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv, httpx2.Client() as http:
+        http.post(srv.url + "/v1/chat/completions", json={"messages": []})
+        http.post(srv.url + "/v1/chat/completions", content=b"[1, 2]", headers={"content-type": "application/json"})
+    assert inst.genai_spans() == []
+
+
+def test_second_construction_still_uninstruments() -> None:
+    """BaseInstrumentor is a singleton whose __init__ runs again on each construction."""
+    original = httpx2.Client.send
+    HttpxGenAIInstrumentor().instrument()
+    assert httpx2.Client.send is not original
+    HttpxGenAIInstrumentor().uninstrument()
+    assert httpx2.Client.send is original
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_gets_its_own_worker(instrument: Any) -> None:
+    inst = instrument()
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv:
+        client = _client(srv.url)
+        client.chat.completions.create(**ARGS)  # the parent's worker thread is running
+        assert len(inst.genai_spans()) == 1
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: a call, a flush, report how many of our spans it sees
+            code = 1
+            try:
+                inst.exporter.clear()
+                client.chat.completions.create(**ARGS)
+                os.write(write, str(len(inst.genai_spans())).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        seen = os.read(read, 16)
+        _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert seen == b"1"
