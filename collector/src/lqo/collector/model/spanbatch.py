@@ -105,3 +105,65 @@ class SpanBatch:
                 mask[owners[hit.to_numpy(zero_copy_only=False)]] = True
             self._genai_mask = mask
         return self._genai_mask
+
+    # --- attribute access for processors (vectorized; Python work only for matched entries) ---
+
+    def _attr_arrays(self) -> tuple[np.ndarray, pa.Array, pa.Array, np.ndarray]:
+        """(owner row per entry, keys, values, offsets from 0) of ``SpanAttributes``."""
+        attrs = self.table.column("SpanAttributes").combine_chunks()
+        offsets = attrs.offsets.to_numpy()
+        start, end = int(offsets[0]), int(offsets[-1])
+        keys = attrs.keys.slice(start, end - start)
+        items = attrs.items.slice(start, end - start)
+        rel = offsets - start
+        owners = np.repeat(np.arange(len(self)), np.diff(rel))
+        return owners, keys, items, rel
+
+    def get_attributes(self, keys: Iterable[str], rows: np.ndarray) -> list[dict[str, str]]:
+        """For each of ``rows`` (ascending), its ``SpanAttributes`` entries whose key is in
+        ``keys``. Values are strings, as stored."""
+        out: list[dict[str, str]] = [{} for _ in range(len(rows))]
+        if not len(rows) or not len(self):
+            return out
+        owners, akeys, items, _ = self._attr_arrays()
+        hit = pc.is_in(akeys, value_set=pa.array(list(keys), pa.string())).to_numpy(zero_copy_only=False)
+        hit &= np.isin(owners, rows)
+        idx = np.nonzero(hit)[0]
+        if not len(idx):
+            return out
+        where = np.searchsorted(rows, owners[idx])
+        take = pa.array(idx)
+        for pos, k, v in zip(where.tolist(), akeys.take(take).to_pylist(), items.take(take).to_pylist(), strict=True):
+            out[pos][k] = v
+        return out
+
+    def with_attributes(self, rows: np.ndarray, updates: list[dict[str, str]]) -> SpanBatch:
+        """A batch whose ``SpanAttributes`` for ``rows`` (ascending) have ``updates`` applied:
+        keys there replace existing entries, new keys are appended. Other rows are untouched."""
+        if not len(rows):
+            return self
+        owners, akeys, items, _ = self._attr_arrays()
+        new_keys = sorted({k for u in updates for k in u})
+        keep = np.ones(len(owners), dtype=bool)
+        candidates = pc.is_in(akeys, value_set=pa.array(new_keys, pa.string())).to_numpy(zero_copy_only=False)
+        candidates &= np.isin(owners, rows)
+        idx = np.nonzero(candidates)[0]
+        if len(idx):
+            where = np.searchsorted(rows, owners[idx])
+            for i, pos, k in zip(idx.tolist(), where.tolist(), akeys.take(pa.array(idx)).to_pylist(), strict=True):
+                if k in updates[pos]:
+                    keep[i] = False
+        add_owner = np.repeat(rows, [len(u) for u in updates])
+        add_keys = [k for u in updates for k in u]
+        add_vals = [v for u in updates for v in u.values()]
+        kept = np.nonzero(keep)[0]
+        all_owner = np.concatenate([owners[kept], add_owner])
+        order = pa.array(np.argsort(all_owner, kind="stable"))
+        keys = pa.concat_arrays([akeys.take(pa.array(kept)), pa.array(add_keys, pa.string())]).take(order)
+        vals = pa.concat_arrays([items.take(pa.array(kept)), pa.array(add_vals, pa.string())]).take(order)
+        offsets = np.zeros(len(self) + 1, dtype=np.int32)
+        np.cumsum(np.bincount(all_owner, minlength=len(self)), out=offsets[1:])
+        column = pa.MapArray.from_arrays(pa.array(offsets), keys, vals)
+        i = self.table.schema.get_field_index("SpanAttributes")
+        table = self.table.set_column(i, self.table.schema.field(i), column)
+        return SpanBatch(table, self.approx_bytes, self._genai_mask)
