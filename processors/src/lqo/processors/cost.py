@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import weakref
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -163,11 +164,12 @@ def _usd(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-_unknown_counters: dict[int, Counter] = {}
+# One counter per collector registry (several cost processors share it by label).
+_unknown_counters: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
 
 
 def _unknown_counter(registry: CollectorRegistry) -> Counter:
-    key = id(registry)
+    key = registry
     if key not in _unknown_counters:
         _unknown_counters[key] = Counter(
             "lqo_cost_unknown_model_spans",

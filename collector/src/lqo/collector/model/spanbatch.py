@@ -92,32 +92,29 @@ class SpanBatch:
         if self._genai_mask is None:
             mask = np.zeros(len(self), dtype=bool)
             if len(self):
-                # MapArray.keys ignores slicing and offsets are absolute, so cut the key
-                # range by hand. (List kernels such as list_parent_indices abort the
-                # process on map arrays in pyarrow 26: never call them on map columns.)
-                attrs = self.table.column("SpanAttributes").combine_chunks()
-                offsets = attrs.offsets.to_numpy()
-                keys = attrs.keys.slice(offsets[0], offsets[-1] - offsets[0])
+                owners, keys, _ = self._attr_arrays()
                 hit = pc.starts_with(keys, GENAI_KEY_PREFIXES[0])
                 for prefix in GENAI_KEY_PREFIXES[1:]:
                     hit = pc.or_(hit, pc.starts_with(keys, prefix))
-                owners = np.repeat(np.arange(len(self)), np.diff(offsets))
                 mask[owners[hit.to_numpy(zero_copy_only=False)]] = True
             self._genai_mask = mask
         return self._genai_mask
 
     # --- attribute access for processors (vectorized; Python work only for matched entries) ---
 
-    def _attr_arrays(self) -> tuple[np.ndarray, pa.Array, pa.Array, np.ndarray]:
-        """(owner row per entry, keys, values, offsets from 0) of ``SpanAttributes``."""
+    def _attr_arrays(self) -> tuple[np.ndarray, pa.Array, pa.Array]:
+        """(owner row per entry, keys, values) of ``SpanAttributes``.
+
+        MapArray.keys ignores slicing and offsets are absolute, so the entry range is cut by
+        hand. (List kernels such as list_parent_indices abort the process on map arrays in
+        pyarrow 26: never call them on map columns.)"""
         attrs = self.table.column("SpanAttributes").combine_chunks()
         offsets = attrs.offsets.to_numpy()
         start, end = int(offsets[0]), int(offsets[-1])
         keys = attrs.keys.slice(start, end - start)
         items = attrs.items.slice(start, end - start)
-        rel = offsets - start
-        owners = np.repeat(np.arange(len(self)), np.diff(rel))
-        return owners, keys, items, rel
+        owners = np.repeat(np.arange(len(self)), np.diff(offsets))
+        return owners, keys, items
 
     def get_attributes(self, keys: Iterable[str], rows: np.ndarray) -> list[dict[str, str]]:
         """For each of ``rows`` (ascending), its ``SpanAttributes`` entries whose key is in
@@ -125,7 +122,7 @@ class SpanBatch:
         out: list[dict[str, str]] = [{} for _ in range(len(rows))]
         if not len(rows) or not len(self):
             return out
-        owners, akeys, items, _ = self._attr_arrays()
+        owners, akeys, items = self._attr_arrays()
         hit = pc.is_in(akeys, value_set=pa.array(list(keys), pa.string())).to_numpy(zero_copy_only=False)
         hit &= np.isin(owners, rows)
         idx = np.nonzero(hit)[0]
@@ -142,7 +139,7 @@ class SpanBatch:
         keys there replace existing entries, new keys are appended. Other rows are untouched."""
         if not len(rows):
             return self
-        owners, akeys, items, _ = self._attr_arrays()
+        owners, akeys, items = self._attr_arrays()
         new_keys = sorted({k for u in updates for k in u})
         keep = np.ones(len(owners), dtype=bool)
         candidates = pc.is_in(akeys, value_set=pa.array(new_keys, pa.string())).to_numpy(zero_copy_only=False)

@@ -167,19 +167,28 @@ class _Watch:
         self.call.end(error)
 
 
+class _Proxy:
+    """What the sync and async proxies share: construction, ``elapsed`` and the single end."""
+
+    def __init__(self, inner: Any, call: Any) -> None:
+        self._inner = inner
+        self._watch = watch = _Watch(call)
+        # Abandoned streams (dropped without close) end their call when collected.
+        self._finalizer = weakref.finalize(self, watch.end, None)
+
+    @property
+    def elapsed(self) -> Any:
+        return getattr(self._inner, "elapsed", None)
+
+    def _end(self, error: BaseException | None) -> None:
+        if self._finalizer.alive:
+            self._finalizer.detach()
+            self._watch.end(error)
+
+
 def _sync_proxy_class(base: type) -> type:
-    class SyncStreamProxy(base):  # type: ignore[misc, valid-type]
+    class SyncStreamProxy(_Proxy, base):  # type: ignore[misc, valid-type]
         """Wraps a sync byte stream; ends its call exactly once."""
-
-        def __init__(self, inner: Any, call: Any) -> None:
-            self._inner = inner
-            self._watch = watch = _Watch(call)
-            # Abandoned streams (dropped without close) end their call when collected.
-            self._finalizer = weakref.finalize(self, watch.end, None)
-
-        @property
-        def elapsed(self) -> Any:
-            return getattr(self._inner, "elapsed", None)
 
         def __iter__(self) -> Any:
             add = self._watch.add
@@ -201,26 +210,12 @@ def _sync_proxy_class(base: type) -> type:
             finally:
                 self._end(None)
 
-        def _end(self, error: BaseException | None) -> None:
-            if self._finalizer.alive:
-                self._finalizer.detach()
-                self._watch.end(error)
-
     return SyncStreamProxy
 
 
 def _async_proxy_class(base: type) -> type:
-    class AsyncStreamProxy(base):  # type: ignore[misc, valid-type]
+    class AsyncStreamProxy(_Proxy, base):  # type: ignore[misc, valid-type]
         """Wraps an async byte stream; ends its call exactly once."""
-
-        def __init__(self, inner: Any, call: Any) -> None:
-            self._inner = inner
-            self._watch = watch = _Watch(call)
-            self._finalizer = weakref.finalize(self, watch.end, None)
-
-        @property
-        def elapsed(self) -> Any:
-            return getattr(self._inner, "elapsed", None)
 
         async def __aiter__(self) -> Any:
             add = self._watch.add
@@ -241,11 +236,6 @@ def _async_proxy_class(base: type) -> type:
                 await self._inner.aclose()
             finally:
                 self._end(None)
-
-        def _end(self, error: BaseException | None) -> None:
-            if self._finalizer.alive:
-                self._finalizer.detach()
-                self._watch.end(error)
 
     return AsyncStreamProxy
 
