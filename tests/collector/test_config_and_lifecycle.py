@@ -140,3 +140,12 @@ def test_lqo_schema_prints_the_configured_ddl(tmp_path):
     assert "ENGINE = ReplicatedMergeTree()" in out.stdout
     assert "TTL toDateTime(Timestamp) + toIntervalDay(30)" in out.stdout
     assert out.stdout.count(";\n") == 4
+
+
+def test_default_config_runs_the_installed_offline_processors_and_both_exporters():
+    from lqo.collector.config import default_config
+
+    built = validate_config(default_config({}))
+    assert built.pipeline.processors == ["genai_normalize", "cost"]
+    assert built.pipeline.exporters == ["clickhouse", "prometheus"]
+    assert built.service.telemetry.metrics.address == "127.0.0.1:8888"

@@ -92,6 +92,7 @@ def _load_plugins() -> None:
     _entry_points_loaded = True
     # Built-ins register on import; third-party distributions through entry points.
     import lqo.collector.exporters.clickhouse.factory
+    import lqo.collector.exporters.prometheus
     import lqo.collector.receivers.otlp  # noqa: F401
 
     for kind in KINDS:

@@ -29,12 +29,13 @@ processors: {}
 exporters:
   clickhouse:
     endpoint: embedded://./.lqo/clickhouse
+  prometheus: {}
 service:
   pipelines:
     traces:
       receivers: [otlp]
       processors: []
-      exporters: [clickhouse]
+      exporters: [clickhouse, prometheus]
   telemetry:
     metrics:
       address: 127.0.0.1:8888
@@ -155,8 +156,19 @@ def load_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
     return load_yaml(text, str(p), env)
 
 
+# Processors the default pipeline runs, in order, when their distribution is installed: the
+# ones that need nothing but the span (no model files, no network).
+DEFAULT_PROCESSORS = ("genai_normalize", "cost")
+
+
 def default_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    return load_yaml(DEFAULT_CONFIG_YAML, "built-in default config", env)
+    from lqo.collector.components import factories
+
+    config = load_yaml(DEFAULT_CONFIG_YAML, "built-in default config", env)
+    installed = [p for p in DEFAULT_PROCESSORS if p in factories("processors")]
+    config["processors"] = {p: {} for p in installed}
+    config["service"]["pipelines"]["traces"]["processors"] = installed
+    return config
 
 
 def format_validation_error(prefix: str, exc: ValidationError, model: type[BaseModel]) -> str:

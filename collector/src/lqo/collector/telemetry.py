@@ -15,6 +15,7 @@ disable_created_metrics()
 class SelfTelemetry:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._extra: dict[str, Counter] = {}
         r = self.registry
         self.receiver_accepted = Counter(
             "lqo_receiver_accepted_spans", "Spans accepted by a receiver and queued.",
@@ -44,3 +45,10 @@ class SelfTelemetry:
             "lqo_processor_dropped_spans", "Spans a processor dropped (by design or failure).",
             ["processor", "reason"], registry=r,
         )
+
+    def counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
+        """A component's own counter, created once per collector (components of one type share it
+        and tell themselves apart by label)."""
+        if name not in self._extra:
+            self._extra[name] = Counter(name, documentation, labels, registry=self.registry)
+        return self._extra[name]

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import logging
 import re
-import weakref
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field, model_validator
 
 from lqo.collector.components import ComponentContext, Factory
@@ -164,26 +162,15 @@ def _usd(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-# One counter per collector registry (several cost processors share it by label).
-_unknown_counters: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
-
-
-def _unknown_counter(registry: CollectorRegistry) -> Counter:
-    key = registry
-    if key not in _unknown_counters:
-        _unknown_counters[key] = Counter(
-            "lqo_cost_unknown_model_spans",
-            "GenAI spans with usage but no known price for their model (no cost attribute written).",
-            ["processor"], registry=registry,
-        )
-    return _unknown_counters[key]
-
-
 class CostProcessor:
     def __init__(self, config: CostConfig, ctx: ComponentContext | None = None) -> None:
         self.config = config
         self._id = ctx.component_id if ctx else "cost"
-        self._unknown = _unknown_counter(ctx.telemetry.registry).labels(self._id) if ctx else None
+        self._unknown = ctx.telemetry.counter(
+            "lqo_cost_unknown_model_spans",
+            "GenAI spans with usage but no known price for their model (no cost attribute written).",
+            ["processor"],
+        ).labels(self._id) if ctx else None
         self._calc = lru_cache(maxsize=config.cache_size)(_genai_prices) if config.cache_size else _genai_prices
 
     def start(self) -> None:

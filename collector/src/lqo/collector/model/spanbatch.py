@@ -90,15 +90,51 @@ class SpanBatch:
         """Per span: does it carry any GenAI attribute key? Computed once per batch, so
         every processor that only looks at GenAI spans shares the same answer."""
         if self._genai_mask is None:
-            mask = np.zeros(len(self), dtype=bool)
-            if len(self):
-                owners, keys, _ = self._attr_arrays()
-                hit = pc.starts_with(keys, GENAI_KEY_PREFIXES[0])
-                for prefix in GENAI_KEY_PREFIXES[1:]:
-                    hit = pc.or_(hit, pc.starts_with(keys, prefix))
-                mask[owners[hit.to_numpy(zero_copy_only=False)]] = True
-            self._genai_mask = mask
+            self._genai_mask = self.rows_with_keys(prefixes=GENAI_KEY_PREFIXES)
         return self._genai_mask
+
+    def rows_with_keys(self, exact: Iterable[str] = (), prefixes: Iterable[str] = ()) -> np.ndarray:
+        """Per span: does any ``SpanAttributes`` key equal one of ``exact`` or start with one
+        of ``prefixes``? (Vectorized; no per-span Python.)"""
+        mask = np.zeros(len(self), dtype=bool)
+        if not len(self):
+            return mask
+        owners, keys, _ = self._attr_arrays()
+        exact = list(exact)
+        hit = pc.is_in(keys, value_set=pa.array(exact, pa.string())) if exact else None
+        for prefix in prefixes:
+            starts = pc.starts_with(keys, prefix)
+            hit = starts if hit is None else pc.or_(hit, starts)
+        if hit is not None:
+            mask[owners[hit.to_numpy(zero_copy_only=False)]] = True
+        return mask
+
+    def rows_with_events(self, names: Iterable[str]) -> np.ndarray:
+        """Per span: does it carry an event named one of ``names``?"""
+        mask = np.zeros(len(self), dtype=bool)
+        if not len(self):
+            return mask
+        column = self.table.column("Events.Name").combine_chunks()
+        offsets = column.offsets.to_numpy()
+        start, end = int(offsets[0]), int(offsets[-1])
+        if start == end:
+            return mask
+        values = column.values.slice(start, end - start)
+        owners = np.repeat(np.arange(len(self)), np.diff(offsets))
+        hit = pc.is_in(values, value_set=pa.array(list(names), pa.string())).to_numpy(zero_copy_only=False)
+        mask[owners[hit]] = True
+        return mask
+
+    def events(self, rows: np.ndarray) -> list[list[tuple[str, int, dict[str, str]]]]:
+        """For each of ``rows``: its events as (name, timestamp in ns, attributes)."""
+        take = pa.array(np.asarray(rows, dtype=np.int64))
+        names = self.table.column("Events.Name").take(take).to_pylist()
+        stamps = self.table.column("Events.Timestamp").cast(pa.list_(pa.int64())).take(take).to_pylist()
+        attrs = self.table.column("Events.Attributes").take(take).to_pylist()
+        return [
+            [(n, t, dict(a or ())) for n, t, a in zip(ns or (), ts or (), at or (), strict=False)]
+            for ns, ts, at in zip(names, stamps, attrs, strict=True)
+        ]
 
     # --- attribute access for processors (vectorized; Python work only for matched entries) ---
 
@@ -116,15 +152,16 @@ class SpanBatch:
         owners = np.repeat(np.arange(len(self)), np.diff(offsets))
         return owners, keys, items
 
-    def get_attributes(self, keys: Iterable[str], rows: np.ndarray) -> list[dict[str, str]]:
+    def get_attributes(self, keys: Iterable[str] | None, rows: np.ndarray) -> list[dict[str, str]]:
         """For each of ``rows`` (ascending), its ``SpanAttributes`` entries whose key is in
-        ``keys``. Values are strings, as stored."""
+        ``keys`` (all entries when ``keys`` is None). Values are strings, as stored."""
         out: list[dict[str, str]] = [{} for _ in range(len(rows))]
         if not len(rows) or not len(self):
             return out
         owners, akeys, items = self._attr_arrays()
-        hit = pc.is_in(akeys, value_set=pa.array(list(keys), pa.string())).to_numpy(zero_copy_only=False)
-        hit &= np.isin(owners, rows)
+        hit = np.isin(owners, rows)
+        if keys is not None:
+            hit &= pc.is_in(akeys, value_set=pa.array(list(keys), pa.string())).to_numpy(zero_copy_only=False)
         idx = np.nonzero(hit)[0]
         if not len(idx):
             return out
@@ -134,13 +171,16 @@ class SpanBatch:
             out[pos][k] = v
         return out
 
-    def with_attributes(self, rows: np.ndarray, updates: list[dict[str, str]]) -> SpanBatch:
+    def with_attributes(self, rows: np.ndarray, updates: list[dict[str, str]],
+                        removals: list[set[str]] | None = None) -> SpanBatch:
         """A batch whose ``SpanAttributes`` for ``rows`` (ascending) have ``updates`` applied:
-        keys there replace existing entries, new keys are appended. Other rows are untouched."""
+        keys there replace existing entries, new keys are appended; keys in ``removals`` (one
+        set per row, optional) are dropped. Other rows are untouched."""
         if not len(rows):
             return self
         owners, akeys, items = self._attr_arrays()
-        new_keys = sorted({k for u in updates for k in u})
+        touched = [set(u) | removals[i] for i, u in enumerate(updates)] if removals else updates
+        new_keys = sorted({k for u in touched for k in u})
         keep = np.ones(len(owners), dtype=bool)
         candidates = pc.is_in(akeys, value_set=pa.array(new_keys, pa.string())).to_numpy(zero_copy_only=False)
         candidates &= np.isin(owners, rows)
@@ -148,7 +188,7 @@ class SpanBatch:
         if len(idx):
             where = np.searchsorted(rows, owners[idx])
             for i, pos, k in zip(idx.tolist(), where.tolist(), akeys.take(pa.array(idx)).to_pylist(), strict=True):
-                if k in updates[pos]:
+                if k in touched[pos]:
                     keep[i] = False
         add_owner = np.repeat(rows, [len(u) for u in updates])
         add_keys = [k for u in updates for k in u]

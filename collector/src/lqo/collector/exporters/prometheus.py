@@ -1,0 +1,256 @@
+"""The ``prometheus`` exporter: GenAI metrics derived from the processed spans, served on the
+collector's ``/metrics`` (service.telemetry.metrics.address, 8888 by default).
+
+Producers that send only traces still get metrics, and every producer's spans are measured the
+same way (after ``genai_normalize``). Names follow the OTel → Prometheus rules (DESIGN.md):
+
+* ``gen_ai_client_token_usage`` (histogram, ``gen_ai_token_type`` = input | output)
+* ``gen_ai_client_operation_duration_seconds`` (histogram, plus ``error_type``)
+* ``gen_ai_client_operation_time_to_first_chunk_seconds`` (histogram; streamed calls)
+* ``lqo_cost_usd_total`` (counter, from ``lqo.cost.usd``)
+* ``lqo_safety_flags_total{check}`` (counter, from ``lqo.flags``)
+* ``lqo_evaluation_score{check}`` (histogram of ``lqo.<check>.score``)
+
+Common labels: ``service_name``, ``gen_ai_provider_name``, ``gen_ai_request_model``,
+``gen_ai_operation_name``. Label values come only from those identifying attributes, never
+from message content, and each label keeps at most ``max_label_values`` distinct values: later
+ones are reported as ``other`` (counted in ``lqo_prometheus_label_overflow_total``).
+
+Aggregation is per batch with numpy (bucket counts by ``searchsorted``), not per span, and
+the exposition is produced on scrape by a custom collector under one lock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+from prometheus_client import Counter
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from pydantic import Field
+
+from lqo.collector.components import ComponentContext, ExportResult, Factory, register
+from lqo.collector.config import StrictModel
+from lqo.collector.model.spanbatch import SpanBatch
+
+# Semconv's advisory bucket boundaries (gen-ai-metrics.md); the instrumentation uses the same.
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+COMMON_LABELS = ("service_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_operation_name")
+LABEL_ATTRIBUTES = ("gen_ai.provider.name", "gen_ai.request.model", "gen_ai.operation.name")
+CHECKS = {"toxicity": "lqo.toxicity.score", "hallucination": "lqo.hallucination.score",
+          "prompt_injection": "lqo.injection.score"}
+INPUT, OUTPUT = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
+TTFC, COST, FLAGS, ERROR = "gen_ai.response.time_to_first_chunk", "lqo.cost.usd", "lqo.flags", "error.type"
+READ_KEYS = (*LABEL_ATTRIBUTES, INPUT, OUTPUT, TTFC, COST, FLAGS, ERROR, *CHECKS.values())
+OVERFLOW = "other"
+MAX_VALUE_LENGTH = 128
+
+
+class PrometheusExporterConfig(StrictModel):
+    max_label_values: int = Field(
+        200, ge=1, description="distinct values kept per label; later values are reported as 'other'")
+    label_limits: dict[str, int] = Field(
+        default_factory=dict, description="per-label override of max_label_values, e.g. {gen_ai_request_model: 50}")
+
+
+class LabelLimiter:
+    """Caps the distinct values of one label; a value seen once stays itself."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str) -> tuple[str, bool]:
+        if value in self.seen:
+            return value, False
+        if len(self.seen) >= self.limit or len(value) > MAX_VALUE_LENGTH or not value.isprintable():
+            return OVERFLOW, True
+        self.seen.add(value)
+        return value, False
+
+
+@dataclass
+class Histogram:
+    bounds: np.ndarray
+    counts: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
+    sums: dict[tuple[str, ...], float] = field(default_factory=dict)
+
+    def observe(self, keys: list[tuple[str, ...]], values: np.ndarray) -> None:
+        """Add ``values[i]`` under label set ``keys[i]`` (grouped: one numpy pass per label set)."""
+        slots = np.searchsorted(self.bounds, values, side="left")  # value <= bound → that bucket
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(key, []).append(i)
+        for key, idx in groups.items():
+            counts = self.counts.get(key)
+            if counts is None:
+                counts = self.counts[key] = np.zeros(len(self.bounds) + 1, dtype=np.int64)
+            counts += np.bincount(slots[idx], minlength=len(self.bounds) + 1)
+            self.sums[key] = self.sums.get(key, 0.0) + float(values[idx].sum())
+
+    def family(self, name: str, doc: str, labels: tuple[str, ...]) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, doc, labels=list(labels))
+        edges = [_le(b) for b in self.bounds] + ["+Inf"]
+        for key, counts in sorted(self.counts.items()):
+            cumulative = np.cumsum(counts).tolist()
+            family.add_metric(list(key), list(zip(edges, cumulative, strict=True)), self.sums[key])
+        return family
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+class GenAIMetrics:
+    """The derived metrics' state and their exposition (a prometheus_client custom collector)."""
+
+    def __init__(self, config: PrometheusExporterConfig, overflow: Counter) -> None:
+        self._lock = threading.Lock()
+        self._limiters = {
+            label: LabelLimiter(config.label_limits.get(label, config.max_label_values)) for label in COMMON_LABELS
+        }
+        self._overflow = overflow
+        self.tokens = Histogram(np.array(TOKEN_BUCKETS, dtype=float))
+        self.duration = Histogram(np.array(DURATION_BUCKETS))
+        self.ttfc = Histogram(np.array(DURATION_BUCKETS))
+        self.scores = Histogram(np.array(SCORE_BUCKETS))
+        self.cost: dict[tuple[str, ...], float] = {}
+        self.flags: dict[tuple[str, ...], int] = {}
+
+    def _labels(self, service: str, attrs: dict[str, str]) -> tuple[str, ...]:
+        out = []
+        for label, value in zip(COMMON_LABELS, (service, *(attrs.get(k, "") for k in LABEL_ATTRIBUTES)), strict=True):
+            capped, overflowed = self._limiters[label](value or "")
+            if overflowed:
+                self._overflow.labels(label).inc()
+            out.append(capped)
+        return tuple(out)
+
+    def record(self, batch: SpanBatch) -> None:
+        rows = np.nonzero(batch.genai_mask())[0]
+        if not len(rows):
+            return
+        attrs = batch.get_attributes(READ_KEYS, rows)
+        services = batch.table.column("ServiceName").take(rows).to_pylist()
+        durations = batch.table.column("Duration").take(rows).to_numpy().astype(np.float64) / 1e9
+        with self._lock:
+            self._record(attrs, services, durations)
+
+    def _record(self, attrs: list[dict[str, str]], services: list[str | None], durations: np.ndarray) -> None:
+        token_keys, token_values = [], []
+        duration_keys, duration_rows = [], []
+        ttfc_keys, ttfc_values = [], []
+        score_keys, score_values = [], []
+        for i, a in enumerate(attrs):
+            if "gen_ai.operation.name" not in a and "gen_ai.provider.name" not in a:
+                continue  # a span with some gen_ai.* key but no call behind it
+            key = self._labels(services[i] or "", a)
+            duration_keys.append((*key, _error_type(a.get(ERROR))))
+            duration_rows.append(i)
+            for kind, attr in (("input", INPUT), ("output", OUTPUT)):
+                n = _number(a.get(attr))
+                if n is not None:
+                    token_keys.append((*key, kind))
+                    token_values.append(n)
+            if (t := _number(a.get(TTFC))) is not None:
+                ttfc_keys.append(key)
+                ttfc_values.append(t)
+            if (usd := _number(a.get(COST))) is not None:
+                self.cost[key] = self.cost.get(key, 0.0) + usd
+            for check in _flags(a.get(FLAGS)):
+                self.flags[(*key, check)] = self.flags.get((*key, check), 0) + 1
+            for check, attr in CHECKS.items():
+                if (s := _number(a.get(attr))) is not None:
+                    score_keys.append((*key, check))
+                    score_values.append(s)
+        if duration_rows:
+            self.duration.observe(duration_keys, durations[duration_rows])
+        for hist, keys, values in ((self.tokens, token_keys, token_values), (self.ttfc, ttfc_keys, ttfc_values),
+                                   (self.scores, score_keys, score_values)):
+            if keys:
+                hist.observe(keys, np.array(values, dtype=np.float64))
+
+    def describe(self) -> list[Metric]:
+        return []  # families are known only once data arrives; no auto-describe needed
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            yield self.tokens.family("gen_ai_client_token_usage", "Tokens used per GenAI operation.",
+                                     (*COMMON_LABELS, "gen_ai_token_type"))
+            yield self.duration.family("gen_ai_client_operation_duration_seconds",
+                                       "Duration of GenAI operations (span duration).", (*COMMON_LABELS, "error_type"))
+            yield self.ttfc.family("gen_ai_client_operation_time_to_first_chunk_seconds",
+                                   "Time to the first streamed chunk of GenAI operations.", COMMON_LABELS)
+            cost = CounterMetricFamily("lqo_cost_usd", "USD cost of GenAI calls (lqo.cost.usd).",
+                                       labels=list(COMMON_LABELS))
+            for key, value in sorted(self.cost.items()):
+                cost.add_metric(list(key), value)
+            yield cost
+            flags = CounterMetricFamily("lqo_safety_flags", "GenAI spans flagged by a safety check (lqo.flags).",
+                                        labels=[*COMMON_LABELS, "check"])
+            for key, n in sorted(self.flags.items()):
+                flags.add_metric(list(key), n)
+            yield flags
+            yield self.scores.family("lqo_evaluation_score", "Scores of the quality and safety checks (0..1).",
+                                     (*COMMON_LABELS, "check"))
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        n = float(value)
+    except ValueError:
+        return None
+    return n if np.isfinite(n) and n >= 0 else None
+
+
+def _error_type(value: str | None) -> str:
+    # Exception class names and HTTP status codes; anything else is folded so it cannot explode.
+    if not value:
+        return ""
+    return value if len(value) <= 64 and value.replace(".", "").replace("_", "").isalnum() else "_OTHER"
+
+
+def _flags(value: str | None) -> list[str]:
+    if not value:
+        return []
+    parsed = None
+    if value.startswith("["):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+    items = parsed if isinstance(parsed, list) else value.split(",")
+    known = {"pii", "toxicity", "hallucination", "prompt_injection"}
+    return sorted({str(x).strip() for x in items} & known)
+
+
+class PrometheusExporter:
+    def __init__(self, config: PrometheusExporterConfig, ctx: ComponentContext) -> None:
+        self._registry = ctx.telemetry.registry
+        overflow = ctx.telemetry.counter(
+            "lqo_prometheus_label_overflow", "Label values reported as 'other' (cardinality cap).", ["label"])
+        self.metrics = GenAIMetrics(config, overflow)
+        self._registered = False
+
+    def start(self) -> None:
+        self._registry.register(self.metrics)
+        self._registered = True
+
+    def export(self, batch: SpanBatch) -> ExportResult:
+        self.metrics.record(batch)
+        return ExportResult.ok()
+
+    def shutdown(self) -> None:
+        pass  # the admin endpoint stops with the collector; the last scrape still sees the totals
+
+
+FACTORY = register("exporters", Factory(
+    "prometheus", PrometheusExporterConfig, lambda config, ctx: PrometheusExporter(config, ctx)))

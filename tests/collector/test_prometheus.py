@@ -1,0 +1,274 @@
+"""The ``prometheus`` exporter (issue #4, acceptance 3): a real Prometheus (Debian package,
+started here on loopback) scrapes a running collector; PromQL answers — cost by model, p95 of
+operation duration, token usage rate by type — match what the sent spans imply, and
+``promtool check metrics`` finds nothing to complain about. Plus the cardinality cap and the
+rule that label values never carry content."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import genai_prices
+import numpy as np
+import pyarrow as pa
+import pytest
+from conftest import CollectorProcess, free_port
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from prometheus_client import generate_latest
+
+from lqo.collector.components import ComponentContext
+from lqo.collector.exporters.prometheus import (
+    DURATION_BUCKETS,
+    PrometheusExporter,
+    PrometheusExporterConfig,
+)
+from lqo.collector.model.spanbatch import SCHEMA, SpanBatch
+from lqo.collector.telemetry import SelfTelemetry
+
+PROMETHEUS = shutil.which("prometheus")
+PROMTOOL = shutil.which("promtool")
+NEEDS = "Prometheus and promtool come from the Debian package `prometheus`; bin/bootstrap installs it"
+
+# (model, provider, input, output tokens, duration seconds): one wave of calls
+WAVE = [
+    *[("gpt-4o-mini", "openai", 1200, 300, d) for d in (0.05, 0.07, 0.09, 0.15, 0.3, 0.35, 0.5, 0.9, 1.1, 2.0)],
+    *[("claude-3-5-haiku-20241022", "anthropic", 800, 100, d) for d in (0.12, 0.2, 0.6, 3.0, 6.0)],
+]
+
+
+def _send(url: str, wave: list[tuple[str, str, int, int, float]], streamed_ttfc: float | None = None) -> None:
+    provider = TracerProvider(resource=Resource.create({"service.name": "promsvc"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces")))
+    tracer = provider.get_tracer("t")
+    start = time.time_ns()
+    for model, prov, inp, out, seconds in wave:
+        attrs: dict[str, Any] = {
+            "gen_ai.system": prov,  # legacy name on purpose: genai_normalize maps it first
+            "gen_ai.operation.name": "chat", "gen_ai.request.model": model, "gen_ai.response.model": model,
+            "gen_ai.usage.input_tokens": inp, "gen_ai.usage.output_tokens": out,
+            "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [
+                {"type": "text", "content": "my card is 4111 1111 1111 1111"}]}]),
+        }
+        if streamed_ttfc is not None:
+            attrs["gen_ai.response.time_to_first_chunk"] = streamed_ttfc
+        span = tracer.start_span(f"chat {model}", attributes=attrs, start_time=start)
+        span.end(end_time=start + int(seconds * 1e9))
+    provider.shutdown()
+
+
+def _prom_quantile(q: float, values: list[float], bounds: tuple[float, ...]) -> float:
+    """Prometheus' histogram_quantile over the buckets these values fall in (linear within a bucket)."""
+    counts = np.cumsum(np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds) + 1))
+    rank = q * counts[-1]
+    b = int(np.searchsorted(counts, rank, side="left"))
+    assert b < len(bounds), "the test's durations must keep p95 under the last bound"
+    lower = bounds[b - 1] if b > 0 else 0.0
+    below = counts[b - 1] if b > 0 else 0
+    return lower + (bounds[b] - lower) * (rank - below) / (counts[b] - below)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Any]:
+    assert PROMETHEUS and PROMTOOL, NEEDS
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(scrape_port: int) -> str:
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"scrape_configs: [{{job_name: lqo, static_configs: [{{targets: ['127.0.0.1:{scrape_port}']}}]}}]\n"
+        )
+        log = (tmp_path / "prometheus.log").open("wb")
+        procs.append(subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
+            stdout=log, stderr=subprocess.STDOUT))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return url
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"prometheus did not start: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(10)
+
+
+def _query(prom: str, expr: str) -> list[dict[str, Any]]:
+    q = urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(f"{prom}/api/v1/query?{q}", timeout=5) as r:
+        body = json.loads(r.read())
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def _wait_for(prom: str, expr: str, value: float, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while time.monotonic() < deadline:
+        result = _query(prom, expr)
+        seen = float(result[0]["value"][1]) if result else None
+        if seen == value:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{expr}: waited for {value}, last saw {seen}")
+
+
+def _by(result: list[dict[str, Any]], label: str) -> dict[str, float]:
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in result}
+
+
+def test_prometheus_scrapes_the_collector_and_promql_agrees(make_collector: Any, prometheus: Any) -> None:
+    col: CollectorProcess = make_collector({
+        "processors": {"genai_normalize": {}, "cost": {}},
+        "exporters": {"prometheus": {}},
+        "service": {"pipelines": {"traces": {"processors": ["genai_normalize", "cost"],
+                                             "exporters": ["clickhouse", "prometheus"]}}},
+    })
+    prom = prometheus(col.metrics_port)
+    _send(col.http_url, WAVE)
+    count = "sum(gen_ai_client_operation_duration_seconds_count)"
+    _wait_for(prom, count, len(WAVE))
+    _send(col.http_url, WAVE)  # a second, identical wave: the rate covers it
+    _wait_for(prom, count, 2 * len(WAVE))
+    time.sleep(2.5)  # a couple more scrapes at the final values
+
+    # cost by model = genai-prices' price of each call, summed
+    cost = _by(_query(prom, "sum by (gen_ai_request_model) (lqo_cost_usd_total)"), "gen_ai_request_model")
+    expected_cost: dict[str, float] = {}
+    for model, prov, inp, out, _ in WAVE * 2:
+        price = genai_prices.calc_price(genai_prices.Usage(input_tokens=inp, output_tokens=out), model, provider_id=prov)
+        expected_cost[model] = expected_cost.get(model, 0.0) + float(price.total_price)
+    assert cost.keys() == expected_cost.keys()
+    for model, usd in expected_cost.items():
+        assert cost[model] == pytest.approx(usd, rel=1e-9)
+
+    # p95 of operation duration, over all calls and per model
+    durations = [w[4] for w in WAVE] * 2
+    [p95] = _query(prom, "histogram_quantile(0.95, sum by (le) (gen_ai_client_operation_duration_seconds_bucket))")
+    assert float(p95["value"][1]) == pytest.approx(_prom_quantile(0.95, durations, DURATION_BUCKETS), rel=1e-9)
+    per_model = _by(_query(prom, "histogram_quantile(0.95, sum by (le, gen_ai_request_model) "
+                                 "(gen_ai_client_operation_duration_seconds_bucket))"), "gen_ai_request_model")
+    for model in expected_cost:
+        mine = [w[4] for w in WAVE if w[0] == model] * 2
+        assert per_model[model] == pytest.approx(_prom_quantile(0.95, mine, DURATION_BUCKETS), rel=1e-9)
+
+    # token usage by type: totals, and rates in the ratio the calls imply
+    totals = _by(_query(prom, "sum by (gen_ai_token_type) (gen_ai_client_token_usage_sum)"), "gen_ai_token_type")
+    assert totals == {"input": 2 * sum(w[2] for w in WAVE), "output": 2 * sum(w[3] for w in WAVE)}
+    rates = _by(_query(prom, "sum by (gen_ai_token_type) (rate(gen_ai_client_token_usage_sum[1m]))"),
+                "gen_ai_token_type")
+    assert rates["input"] > 0 and rates["output"] > 0
+    assert rates["input"] / rates["output"] == pytest.approx(totals["input"] / totals["output"], rel=1e-6)
+    counts = _by(_query(prom, "sum by (gen_ai_token_type) (gen_ai_client_token_usage_count)"), "gen_ai_token_type")
+    assert counts == {"input": 2 * len(WAVE), "output": 2 * len(WAVE)}
+
+    # labels: the common ones, bounded values, never the message content
+    series = _query(prom, "gen_ai_client_operation_duration_seconds_count")
+    assert {s["metric"]["gen_ai_provider_name"] for s in series} == {"openai", "anthropic"}
+    assert {s["metric"]["service_name"] for s in series} == {"promsvc"}
+    assert {s["metric"]["gen_ai_operation_name"] for s in series} == {"chat"}
+    assert "4111" not in col.metrics()
+
+    # the exposition passes promtool's checks
+    lint = subprocess.run([PROMTOOL, "check", "metrics"], input=col.metrics().encode(), capture_output=True)
+    assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint.stdout + lint.stderr
+
+
+# --- the exporter on batches: cardinality cap, hostile values, flags and scores ------------------
+
+def _batch(spans: list[dict[str, Any]]) -> SpanBatch:
+    rows = []
+    for i, attrs in enumerate(spans):
+        row: dict[str, Any] = {n: [] if n.startswith(("Events.", "Links.")) else None for n in SCHEMA.names}
+        row.update(TraceId="t", SpanId=f"s{i}", ServiceName="svc", Duration=250_000_000,
+                   SpanAttributes=[(k, str(v)) for k, v in attrs.items()])
+        rows.append(row)
+    return SpanBatch(pa.Table.from_pylist(rows, schema=SCHEMA))
+
+
+def _exporter(**config: Any) -> tuple[PrometheusExporter, SelfTelemetry]:
+    telemetry = SelfTelemetry()
+    exporter = PrometheusExporter(PrometheusExporterConfig(**config), ComponentContext("prometheus", telemetry))
+    exporter.start()
+    return exporter, telemetry
+
+
+def test_label_values_are_capped_and_overflow_is_counted() -> None:
+    exporter, telemetry = _exporter(label_limits={"gen_ai_request_model": 3})
+    spans = [{"gen_ai.operation.name": "chat", "gen_ai.request.model": f"model-{i}",
+              "gen_ai.usage.input_tokens": 10} for i in range(10)]
+    exporter.export(_batch(spans))
+    r = telemetry.registry
+    models = {s.labels["gen_ai_request_model"] for m in r.collect() if m.name == "gen_ai_client_token_usage"
+              for s in m.samples if s.name.endswith("_count")}
+    assert models == {"model-0", "model-1", "model-2", "other"}
+    assert r.get_sample_value("gen_ai_client_token_usage_count", {
+        "service_name": "svc", "gen_ai_provider_name": "", "gen_ai_request_model": "other",
+        "gen_ai_operation_name": "chat", "gen_ai_token_type": "input"}) == 7
+    assert r.get_sample_value("lqo_prometheus_label_overflow_total", {"label": "gen_ai_request_model"}) == 7
+    exporter.export(_batch(spans[:1]))  # a value seen before the cap was reached stays itself
+    assert r.get_sample_value("gen_ai_client_token_usage_count", {
+        "service_name": "svc", "gen_ai_provider_name": "", "gen_ai_request_model": "model-0",
+        "gen_ai_operation_name": "chat", "gen_ai_token_type": "input"}) == 2
+
+
+def test_hostile_values_never_become_labels_or_break_the_exposition() -> None:
+    exporter, telemetry = _exporter()
+    exporter.export(_batch([
+        {"gen_ai.operation.name": "chat", "gen_ai.request.model": "evil\nmodel{x=\"1\"}",
+         "gen_ai.usage.input_tokens": "NaN", "gen_ai.usage.output_tokens": "-5", "lqo.cost.usd": "inf",
+         "error.type": "Traceback: secret prompt text here"},
+        {"gen_ai.operation.name": "chat", "gen_ai.request.model": "x" * 1000, "gen_ai.usage.input_tokens": "1e3"},
+    ]))
+    text = generate_latest(telemetry.registry).decode()
+    assert "evil" not in text and "xxxx" not in text and "secret" not in text
+    assert 'gen_ai_request_model="other"' in text and 'error_type="_OTHER"' in text
+    r = telemetry.registry
+    assert r.get_sample_value("gen_ai_client_token_usage_sum", {
+        "service_name": "svc", "gen_ai_provider_name": "", "gen_ai_request_model": "other",
+        "gen_ai_operation_name": "chat", "gen_ai_token_type": "input"}) == 1000.0
+    assert PROMTOOL, NEEDS
+    lint = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_flags_scores_and_time_to_first_chunk() -> None:
+    exporter, telemetry = _exporter()
+    base = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "m"}
+    exporter.export(_batch([
+        {**base, "lqo.flags": '["pii","toxicity"]', "lqo.toxicity.score": "0.93",
+         "gen_ai.response.time_to_first_chunk": "0.03"},
+        {**base, "lqo.flags": "pii,not_a_check", "lqo.hallucination.score": "0.15", "lqo.injection.score": "0.05"},
+        {"http.method": "GET"},  # not GenAI: no series
+    ]))
+    r = telemetry.registry
+    labels = {"service_name": "svc", "gen_ai_provider_name": "openai", "gen_ai_request_model": "m",
+              "gen_ai_operation_name": "chat"}
+    assert r.get_sample_value("lqo_safety_flags_total", {**labels, "check": "pii"}) == 2
+    assert r.get_sample_value("lqo_safety_flags_total", {**labels, "check": "toxicity"}) == 1
+    assert r.get_sample_value("lqo_safety_flags_total", {**labels, "check": "not_a_check"}) is None
+    assert r.get_sample_value("lqo_evaluation_score_bucket", {**labels, "check": "toxicity", "le": "0.9"}) == 0
+    assert r.get_sample_value("lqo_evaluation_score_bucket", {**labels, "check": "toxicity", "le": "1.0"}) == 1
+    assert r.get_sample_value("lqo_evaluation_score_count", {**labels, "check": "prompt_injection"}) == 1
+    assert r.get_sample_value("gen_ai_client_operation_time_to_first_chunk_seconds_bucket",
+                              {**labels, "le": "0.04"}) == 1
+    assert r.get_sample_value("gen_ai_client_operation_duration_seconds_sum", {**labels, "error_type": ""}) == 0.5
