@@ -7,7 +7,11 @@ wall time and the collector's CPU seconds (from /proc, all its threads, chdb inc
 Refused requests (backpressure) are retried after a pause, as an OTLP exporter would.
 
     .venv/bin/python bench/ingest.py --spans 200000
+    .venv/bin/python bench/ingest.py --variants spine,enriched   # processors on vs off, side by side
     .venv/bin/python bench/ingest.py --breakdown   # where the CPU goes, stage by stage
+
+Variants: ``spine`` (no processors), ``enriched`` (genai_normalize + cost), ``enriched+prom``
+(and the prometheus exporter). Runs of the variants alternate, on the same payloads.
 """
 
 from __future__ import annotations
@@ -58,19 +62,28 @@ def _query(http_port: int, sql: str) -> list[dict]:
         return [json.loads(line) for line in r.read().decode().splitlines() if line]
 
 
+VARIANTS = {
+    "spine": ([], False),
+    "enriched": (["genai_normalize", "cost"], False),
+    "enriched+prom": (["genai_normalize", "cost"], True),
+}
+
+
 def run_collector(
     workdir: Path, processors: list[str] | None = None, exporter: dict | None = None,
-    decoder: str = "native",
+    decoder: str = "native", prometheus: bool = False,
 ) -> tuple[subprocess.Popen, dict]:
     ports = {"grpc": _free_port(), "http": _free_port(), "metrics": _free_port()}
     config = {
         "receivers": {"otlp": {"protocols": {
             "grpc": {"endpoint": f"127.0.0.1:{ports['grpc']}"},
             "http": {"endpoint": f"127.0.0.1:{ports['http']}"}}}},
-        "exporters": {"clickhouse": {"endpoint": "embedded://./store", **(exporter or {})}},
+        "processors": {p: {} for p in processors or []},
+        "exporters": {"clickhouse": {"endpoint": "embedded://./store", **(exporter or {})},
+                      "prometheus": {}},
         "service": {
             "pipelines": {"traces": {"receivers": ["otlp"], "processors": processors or [],
-                                     "exporters": ["clickhouse"]}},
+                                     "exporters": ["clickhouse", *(["prometheus"] if prometheus else [])]}},
             "telemetry": {"metrics": {"address": f"127.0.0.1:{ports['metrics']}"},
                           "logs": {"level": "warning"}},
         },
@@ -124,15 +137,21 @@ def _http_client(port: int, bodies: list[bytes], counts: list[int], stats: dict)
         stats["sent"] += n
 
 
+def payloads(total_spans: int, batch: int) -> tuple[list[bytes], int]:
+    """The request bodies of one run, and how many distinct spans they hold."""
+    n_requests = max(1, total_spans // batch)
+    distinct = [make_request(batch, seed=i).SerializeToString() for i in range(min(n_requests, 64))]
+    return [distinct[i % len(distinct)] for i in range(n_requests)], len(distinct) * batch
+
+
 def measure(
     total_spans: int, batch: int, clients: int, processors: list[str] | None = None,
     exporter: dict | None = None, transport: str = "both", decoder: str = "native",
+    prometheus: bool = False,
 ) -> dict:
-    n_requests = max(1, total_spans // batch)
-    distinct = [make_request(batch, seed=i).SerializeToString() for i in range(min(n_requests, 64))]
-    bodies = [distinct[i % len(distinct)] for i in range(n_requests)]
+    bodies, n_distinct = payloads(total_spans, batch)
     workdir = Path(tempfile.mkdtemp(prefix="lqo-bench-"))
-    proc, ports = run_collector(workdir, processors, exporter, decoder)
+    proc, ports = run_collector(workdir, processors, exporter, decoder, prometheus)
     try:
         cpu0 = _cpu_seconds(proc.pid)
         t0 = time.perf_counter()
@@ -166,7 +185,7 @@ def measure(
         shutil.rmtree(workdir, ignore_errors=True)
     return {
         "spans_sent": sent, "spans_stored": stored,
-        "distinct_span_ids_stored": distinct_ids, "distinct_span_ids_sent": len(distinct) * batch,
+        "distinct_span_ids_stored": distinct_ids, "distinct_span_ids_sent": n_distinct,
         "refusals_retried": sum(s["refused"] for s in all_stats),
         "wall_s": round(wall, 2), "collector_cpu_s": round(cpu, 2),
         "spans_per_s_wall": round(sent / wall), "spans_per_cpu_s": round(sent / cpu) if cpu else None,
@@ -222,28 +241,40 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
     ap.add_argument("--decoders", default="native",
                     help="comma-separated: native,python; runs alternate, side by side")
+    ap.add_argument("--variants", default="spine",
+                    help=f"comma-separated pipelines to compare: {', '.join(VARIANTS)}")
     ap.add_argument("--breakdown", action="store_true")
     args = ap.parse_args()
     if args.breakdown:
         print(json.dumps(breakdown(args.batch, 40), indent=2))
         return
-    decoders = args.decoders.split(",")
-    runs: dict[str, list[dict]] = {d: [] for d in decoders}
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    runs: dict[str, list[dict]] = {}
     for i in range(args.repeat):
-        for decoder in decoders:
-            result = measure(args.spans, args.batch, args.clients, transport=args.transport,
-                             decoder=decoder)
-            print(f"run {i + 1} {decoder}: {json.dumps(result)}", file=sys.stderr)
-            assert result["spans_stored"] == result["spans_sent"], "spans lost or duplicated"
-            runs[decoder].append(result)
+        for decoder in args.decoders.split(","):
+            for variant in args.variants.split(","):
+                processors, prometheus = VARIANTS[variant]
+                label = variant if decoder == "native" else f"{variant}/{decoder}"
+                result = measure(args.spans, args.batch, args.clients, processors, transport=args.transport,
+                                 decoder=decoder, prometheus=prometheus)
+                print(f"run {i + 1} {label}: {json.dumps(result)}", file=sys.stderr)
+                assert result["spans_stored"] == result["spans_sent"], "spans lost or duplicated"
+                runs.setdefault(label, []).append(result)
     summary = {}
-    for decoder, results in runs.items():
+    for label, results in runs.items():
         results.sort(key=lambda r: r["spans_per_cpu_s"])
-        summary[decoder] = {
+        summary[label] = {
             "median_spans_per_cpu_s": results[len(results) // 2]["spans_per_cpu_s"],
             "all_runs_spans_per_cpu_s": [r["spans_per_cpu_s"] for r in results],
             "median_spans_per_s_wall": sorted(r["spans_per_s_wall"] for r in results)[len(results) // 2],
         }
+    if "spine" in summary:
+        base = summary["spine"]
+        for s in summary.values():
+            s["cpu_throughput_vs_spine"] = round(s["median_spans_per_cpu_s"] / base["median_spans_per_cpu_s"], 3)
+            s["wall_throughput_vs_spine"] = round(s["median_spans_per_s_wall"] / base["median_spans_per_s_wall"], 3)
     print(json.dumps({"cores": os.cpu_count(), "spans_per_run": args.spans, **summary}, indent=2))
 
 

@@ -31,3 +31,39 @@ def test_concat_and_slice_keep_rows_and_bytes():
     part = both.slice(4, 6)
     assert part.table.column("SpanId").to_pylist() == b.table.column("SpanId").to_pylist()
     assert 0 < part.approx_bytes <= both.approx_bytes
+
+
+def test_attribute_columns_and_with_attribute_columns_on_a_slice():
+    import numpy as np
+    import pyarrow as pa
+
+    whole = _batch(40, seed=3)
+    part = whole.slice(10, 20)  # offsets of a slice do not start at 0
+    rows = np.nonzero(part.genai_mask())[0]
+    before = [dict(kv) for kv in part.table.column("SpanAttributes").to_pylist()]
+    cols = part.attribute_columns(["gen_ai.request.model", "no.such.key"], rows)
+    assert cols["gen_ai.request.model"].to_pylist() == [before[r]["gen_ai.request.model"] for r in rows]
+    assert cols["no.such.key"].null_count == len(rows)
+    # replace one key on every other GenAI row, add a new key on all of them, leave the rest alone
+    replaced = pa.array([f"m{i}" if i % 2 == 0 else None for i in range(len(rows))], pa.string())
+    added = pa.array([str(i) for i in range(len(rows))], pa.string())
+    out = part.with_attribute_columns(rows, {"gen_ai.request.model": replaced, "lqo.test": added})
+    after = [dict(kv) for kv in out.table.column("SpanAttributes").to_pylist()]
+    for row in range(len(part)):
+        if row not in set(rows.tolist()):
+            assert after[row] == before[row]
+            continue
+        i = rows.tolist().index(row)
+        expected = dict(before[row], **{"lqo.test": str(i)})
+        if i % 2 == 0:
+            expected["gen_ai.request.model"] = f"m{i}"
+        assert after[row] == expected
+        assert len(out.table.column("SpanAttributes")[row]) == len(expected)  # replaced, not duplicated
+
+
+def test_rows_with_keys_and_events():
+    batch = _batch(30, seed=4)
+    mask = batch.rows_with_keys(exact=["gen_ai.request.model"])
+    assert mask.tolist() == batch.genai_mask().tolist()
+    assert not batch.rows_with_keys(prefixes=["nope."]).any()
+    assert not batch.rows_with_events(["no such event"]).any()

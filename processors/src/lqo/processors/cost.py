@@ -22,15 +22,17 @@ import logging
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from lqo.collector.components import ComponentContext, Factory
 from lqo.collector.config import StrictModel
 from lqo.collector.model.spanbatch import SpanBatch
+from lqo.processors.prices import ZERO, Band, PriceBook, RateCard, Usage
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ REASONING = "gen_ai.usage.reasoning.output_tokens"
 REPORTED = "gen_ai.usage.cost"
 COST_USD, COST_INPUT, COST_OUTPUT, COST_SOURCE = (
     "lqo.cost.usd", "lqo.cost.input_usd", "lqo.cost.output_usd", "lqo.cost.source")
+USAGE_KEYS = (INPUT, CACHE_READ, CACHE_WRITE, OUTPUT, REASONING)  # in prices.FIELDS order
 READ_KEYS = (PROVIDER, SYSTEM, REQUEST_MODEL, RESPONSE_MODEL, INPUT, OUTPUT, CACHE_READ, CACHE_WRITE,
              REASONING, REPORTED)
 
@@ -110,6 +113,16 @@ class PriceOverride(StrictModel):
             return self.model.lower() == model.lower()
         return re.fullmatch(self.model_regex or "", model) is not None
 
+    def card(self) -> RateCard:
+        """These prices as linear rates (for consistent usage: cached tokens within input)."""
+        per_token = lambda v: Decimal(str(v)) / MTOK  # noqa: E731
+        rate = per_token(self.input_per_mtok)
+        read = per_token(self.cache_read_per_mtok) if self.cache_read_per_mtok is not None else rate
+        write = per_token(self.cache_write_per_mtok) if self.cache_write_per_mtok is not None else rate
+        return RateCard([], [Band((ZERO, ZERO), {
+            "input": (rate, ZERO), "cache_read": (read - rate, ZERO), "cache_write": (write - rate, ZERO),
+            "output": (ZERO, per_token(self.output_per_mtok)), "reasoning": (ZERO, ZERO)})])
+
     def price(self, usage: Usage) -> tuple[Decimal, Decimal]:
         rate = Decimal(str(self.input_per_mtok))
         read = Decimal(str(self.cache_read_per_mtok)) if self.cache_read_per_mtok is not None else rate
@@ -121,21 +134,14 @@ class PriceOverride(StrictModel):
 
 class CostConfig(StrictModel):
     overrides: list[PriceOverride] = Field(default_factory=list, description="checked before genai-prices")
-    cache_size: int = Field(65536, ge=0, description="remembered price calculations (same inputs, same answer)")
 
 
-class Usage:
-    __slots__ = ("cache_read", "cache_write", "input", "output", "reasoning")
+def _usage(attrs: dict[str, str]) -> Usage:
+    return Usage(_int(attrs.get(INPUT)), _int(attrs.get(OUTPUT)), _int(attrs.get(CACHE_READ)),
+                 _int(attrs.get(CACHE_WRITE)), _int(attrs.get(REASONING)))
 
-    def __init__(self, attrs: dict[str, str]) -> None:
-        self.input = _int(attrs.get(INPUT))
-        self.output = _int(attrs.get(OUTPUT))
-        self.cache_read = _int(attrs.get(CACHE_READ))
-        self.cache_write = _int(attrs.get(CACHE_WRITE))
-        self.reasoning = _int(attrs.get(REASONING))
 
-    def key(self) -> tuple[int, ...]:
-        return self.input, self.output, self.cache_read, self.cache_write, self.reasoning
+MAX_TOKENS = 2**53  # a larger count is garbage, not usage: treated as absent
 
 
 def _int(value: str | None) -> int:
@@ -143,9 +149,9 @@ def _int(value: str | None) -> int:
         return 0
     try:
         n = int(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):
         return 0
-    return n if n > 0 else 0
+    return n if 0 < n <= MAX_TOKENS else 0
 
 
 def _decimal(value: str | None) -> Decimal | None:
@@ -171,10 +177,11 @@ class CostProcessor:
             "GenAI spans with usage but no known price for their model (no cost attribute written).",
             ["processor"],
         ).labels(self._id) if ctx else None
-        self._calc = lru_cache(maxsize=config.cache_size)(_genai_prices) if config.cache_size else _genai_prices
+        self._book: PriceBook | None = None
+        self._cards: dict[tuple[str | None, str, str | None], RateCard | None] = {}
 
     def start(self) -> None:
-        import genai_prices  # noqa: F401  (fail at start, not on the first batch)
+        self._book = PriceBook()  # loads genai-prices: fail at start, not on the first batch
 
     def shutdown(self) -> None:
         pass
@@ -183,21 +190,76 @@ class CostProcessor:
         rows = np.nonzero(batch.genai_mask())[0]
         if not len(rows):
             return batch
-        found = batch.get_attributes(READ_KEYS, rows)
-        starts = batch.table.column("Timestamp").to_numpy()
-        out_rows, updates = [], []
-        unknown = 0
-        for row, attrs in zip(rows.tolist(), found, strict=True):
-            update = self.price_span(attrs, starts[row])
-            if update:
-                out_rows.append(row)
-                updates.append(update)
-                unknown += update[COST_SOURCE] == "unknown_model"
-        if unknown and self._unknown is not None:
-            self._unknown.inc(unknown)
-        return batch.with_attributes(np.array(out_rows, dtype=np.int64), updates) if out_rows else batch
+        cols = batch.attribute_columns(READ_KEYS, rows)
+        out = _Columns(len(rows))
+        counts = np.stack([_counts(cols[key]) for key in USAGE_KEYS])  # rows × FIELDS order
+        has_usage = _valid(cols[INPUT]) | _valid(cols[OUTPUT])
+        reported = _valid(cols[REPORTED])
+        slow = list(np.nonzero(reported)[0])  # reported costs: the per-span path parses them
+        providers = pc.coalesce(cols[PROVIDER], cols[SYSTEM]).to_pylist()
+        models = pc.coalesce(cols[RESPONSE_MODEL], cols[REQUEST_MODEL]).to_pylist()
+        requested = cols[REQUEST_MODEL].to_pylist()
+        groups: dict[tuple[str | None, str | None, str | None], list[int]] = {}
+        for pos in np.nonzero(has_usage & ~reported)[0].tolist():
+            groups.setdefault((providers[pos], models[pos], requested[pos]), []).append(pos)
+        for (provider, model, request_model), members in groups.items():
+            positions = np.array(members, dtype=np.int64)
+            card = self._card(provider, model, request_model) if model else None
+            if card is None:  # no price known, no linear rates (time-dependent table): per span
+                if model and self._group_is_unknown(provider, model, request_model):
+                    out.set_unknown(positions)
+                else:
+                    slow.extend(members)
+                continue
+            slow.extend(_price_vectorized(card, positions, counts[:, positions], out))
+        if slow:
+            starts = batch.table.column("Timestamp").take(pa.array(rows[slow])).cast(pa.int64()).to_pylist()
+            attrs = batch.get_attributes(READ_KEYS, rows[np.sort(slow)])
+            by_row = dict(zip(np.sort(slow).tolist(), attrs, strict=True))
+            for pos, start in zip(slow, starts, strict=True):
+                update = self.price_span(by_row[pos], start)
+                if update:
+                    out.set_one(pos, update)
+        if out.unknown and self._unknown is not None:
+            self._unknown.inc(out.unknown)
+        return batch.with_attribute_columns(rows, out.columns())
 
-    def price_span(self, attrs: dict[str, str], start: Any) -> dict[str, str] | None:
+    def _card(self, provider: str | None, model: str, request_model: str | None) -> RateCard | None:
+        """Linear rates for every span of this (provider, model), or None (unknown, or per span)."""
+        key = (provider, model, request_model)
+        if key not in self._cards:
+            self._cards[key] = self._find_card(provider, model, request_model)
+        return self._cards[key]
+
+    def _find_card(self, provider: str | None, model: str, request_model: str | None) -> RateCard | None:
+        for override in self.config.overrides:
+            if override.matches(provider, model):
+                return override.card()
+        name = (provider or "").lower()
+        if name in LOCAL_PROVIDERS:
+            return None
+        found = self._resolve(provider, model, request_model)
+        if found is None or isinstance(found[1].prices, list):
+            return None  # unknown, or prices that change over time: the per-span path
+        assert self._book is not None
+        return self._book.card(found[1].prices) if found[0].id != "groq" else None
+
+    def _group_is_unknown(self, provider: str | None, model: str, request_model: str | None) -> bool:
+        if any(o.matches(provider, model) for o in self.config.overrides):
+            return False
+        return (provider or "").lower() in LOCAL_PROVIDERS or self._resolve(provider, model, request_model) is None
+
+    def _resolve(self, provider: str | None, model: str, request_model: str | None) -> Any:
+        if self._book is None:
+            self.start()
+        assert self._book is not None
+        provider_id = PROVIDER_IDS.get((provider or "").lower())
+        found = self._book.resolve(provider_id, model)
+        if found is None and request_model and request_model != model:
+            found = self._book.resolve(provider_id, request_model)
+        return found
+
+    def price_span(self, attrs: dict[str, str], start_ns: int | None = None) -> dict[str, str] | None:
         """The cost attributes for one span's attributes, or None if it is not a priced call."""
         reported = _decimal(attrs.get(REPORTED))
         if reported is not None:
@@ -208,16 +270,13 @@ class CostProcessor:
         if not model:
             return {COST_SOURCE: "unknown_model"}
         provider = attrs.get(PROVIDER) or attrs.get(SYSTEM)
-        usage = Usage(attrs)
+        usage = _usage(attrs)
         for override in self.config.overrides:
             if override.matches(provider, model):
                 input_usd, output_usd = override.price(usage)
                 break
         else:
-            day = np.datetime64(start, "D").item() if start is not None else None
-            prices = self._calc(provider, model, day, *usage.key())
-            if prices is None and model != attrs.get(REQUEST_MODEL) and attrs.get(REQUEST_MODEL):
-                prices = self._calc(provider, attrs[REQUEST_MODEL], day, *usage.key())
+            prices = self._library_price(provider, model, attrs.get(REQUEST_MODEL), start_ns, usage)
             if prices is None:
                 return {COST_SOURCE: "unknown_model"}
             input_usd, output_usd = prices
@@ -228,34 +287,119 @@ class CostProcessor:
             COST_SOURCE: "computed",
         }
 
-
-def _genai_prices(provider: str | None, model: str, day: Any, input_tokens: int, output_tokens: int,
-                  cache_read: int, cache_write: int, reasoning: int) -> tuple[Decimal, Decimal] | None:
-    """genai-prices' own calculation; None when it knows no price for the model."""
-    import genai_prices
-
-    usage = genai_prices.Usage(input_tokens=input_tokens, output_tokens=output_tokens)
-    if cache_read:
-        usage.cache_read_tokens = cache_read
-    if cache_write:
-        usage.cache_write_tokens = cache_write
-    if reasoning:
-        usage.output_reasoning_tokens = reasoning
-    when = datetime(day.year, day.month, day.day, 12, tzinfo=UTC) if day is not None else None
-    name = (provider or "").lower()
-    if name in LOCAL_PROVIDERS:
-        return None
-    provider_id = PROVIDER_IDS.get(name)
-    for pid in (provider_id, None) if provider_id else (None,):
+    def _library_price(self, provider: str | None, model: str, request_model: str | None,
+                       start_ns: int | None, usage: Usage) -> tuple[Decimal, Decimal] | None:
+        """genai-prices' price (rates derived from it), None when it knows no price for the model."""
+        name = (provider or "").lower()
+        if name in LOCAL_PROVIDERS:
+            return None
+        found = self._resolve(provider, model, request_model)
+        if found is None:
+            return None
+        when = datetime.fromtimestamp(start_ns / 1e9, UTC) if start_ns else None
         try:
-            calc = genai_prices.calc_price(usage, model, provider_id=pid, genai_request_timestamp=when)
-        except LookupError:
-            continue
+            return self._book.price(found, when, usage)
         except Exception as exc:  # a price table the library cannot apply to this usage
             log.warning("genai-prices failed for a %s model (%s)", provider or "unknown provider", type(exc).__name__)
             return None
-        return calc.input_price, calc.output_price
-    return None
 
 
 FACTORY = Factory("cost", CostConfig, lambda config, ctx: CostProcessor(config, ctx))
+
+
+# --------------------------------------------------------------------------- vectorized pricing
+
+INT_LIMIT = 2**62
+
+
+def _valid(values: pa.Array) -> np.ndarray:
+    return values.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _counts(values: pa.Array) -> np.ndarray:
+    """Token counts as int64: null, unparsable, negative or non-finite → 0."""
+    try:
+        numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        numbers = np.array([_int(v) for v in values.to_pylist()], dtype=np.float64)
+    numbers = np.nan_to_num(numbers, nan=0.0, posinf=0.0, neginf=0.0)
+    numbers[(numbers < 1) | (numbers > MAX_TOKENS)] = 0
+    return numbers.astype(np.int64)
+
+
+def _price_vectorized(card: RateCard, positions: np.ndarray, usage: np.ndarray, out: _Columns) -> list[int]:
+    """Price ``positions`` (usage: FIELDS × len) with exact integer arithmetic per tier band;
+    returns the positions left for the per-span path (inconsistent counts, overflow)."""
+    inp, cache_read, cache_write, output, reasoning = usage
+    ok = (cache_read + cache_write <= inp) & (reasoning <= output)
+    leftover = positions[~ok].tolist()
+    band_of = np.searchsorted(np.array(card.starts, dtype=np.int64), inp, side="left")
+    for b, band in enumerate(card.bands):
+        sel = ok & (band_of == b)
+        if not sel.any():
+            continue
+        scale, base, rates = band.scaled
+        part = usage[:, sel]
+        bound = max(abs(base[0]), abs(base[1])) + sum(
+            (abs(ri) + abs(ro)) * int(part[k].max()) for k, (ri, ro) in enumerate(rates))
+        if bound >= INT_LIMIT:
+            leftover.extend(positions[sel].tolist())
+            continue
+        in_int = np.full(part.shape[1], base[0], dtype=np.int64)
+        out_int = np.full(part.shape[1], base[1], dtype=np.int64)
+        for k, (ri, ro) in enumerate(rates):
+            if ri:
+                in_int += ri * part[k]
+            if ro:
+                out_int += ro * part[k]
+        out.set_computed(positions[sel], in_int, out_int, scale)
+    return leftover
+
+
+def _decimal_strings(unscaled: np.ndarray, scale: int) -> pa.Array:
+    """Non-negative integers in units of 10**-scale → plain decimal strings ("0.000185")."""
+    if scale == 0:
+        return pc.cast(pa.array(unscaled), pa.string())
+    unit = 10**scale
+    whole = pc.cast(pa.array(unscaled // unit), pa.string())
+    frac = pc.utf8_lpad(pc.cast(pa.array(unscaled % unit), pa.string()), width=scale, padding="0")
+    joined = pc.binary_join_element_wise(whole, frac, ".")
+    return pc.utf8_rtrim(pc.utf8_rtrim(joined, characters="0"), characters=".")
+
+
+class _Columns:
+    """The four cost attributes for a batch's GenAI rows, gathered in chunks, assembled once."""
+
+    KEYS = (COST_USD, COST_INPUT, COST_OUTPUT, COST_SOURCE)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.chunks: dict[str, list[tuple[np.ndarray, pa.Array]]] = {k: [] for k in self.KEYS}
+        self.unknown = 0
+
+    def set_computed(self, positions: np.ndarray, in_int: np.ndarray, out_int: np.ndarray, scale: int) -> None:
+        if (in_int < 0).any() or (out_int < 0).any():  # cannot happen for consistent usage; be safe
+            raise ArithmeticError("negative price")
+        for key, values in ((COST_INPUT, in_int), (COST_OUTPUT, out_int), (COST_USD, in_int + out_int)):
+            self.chunks[key].append((positions, _decimal_strings(values, scale)))
+        self.chunks[COST_SOURCE].append((positions, pa.array(["computed"] * len(positions), pa.string())))
+
+    def set_unknown(self, positions: np.ndarray) -> None:
+        self.unknown += len(positions)
+        self.chunks[COST_SOURCE].append((positions, pa.array(["unknown_model"] * len(positions), pa.string())))
+
+    def set_one(self, pos: int, update: dict[str, str]) -> None:
+        self.unknown += update.get(COST_SOURCE) == "unknown_model"
+        for key, value in update.items():
+            self.chunks[key].append((np.array([pos]), pa.array([value], pa.string())))
+
+    def columns(self) -> dict[str, pa.Array]:
+        out = {}
+        for key, chunks in self.chunks.items():
+            if not chunks:
+                continue
+            values = pa.concat_arrays([c[1] for c in chunks])
+            index = np.full(self.n, -1, dtype=np.int64)
+            index[np.concatenate([c[0] for c in chunks])] = np.arange(len(values))
+            out[key] = values.take(pa.array(index, mask=index < 0))
+        return out

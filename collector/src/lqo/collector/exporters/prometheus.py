@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from pydantic import Field
@@ -81,18 +83,21 @@ class Histogram:
     counts: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
     sums: dict[tuple[str, ...], float] = field(default_factory=dict)
 
-    def observe(self, keys: list[tuple[str, ...]], values: np.ndarray) -> None:
-        """Add ``values[i]`` under label set ``keys[i]`` (grouped: one numpy pass per label set)."""
+    def observe(self, keys: list[tuple[str, ...]], group: np.ndarray, values: np.ndarray) -> None:
+        """Add ``values[i]`` under label set ``keys[group[i]]`` (one bincount for all groups)."""
+        if not len(values):
+            return
+        width = len(self.bounds) + 1
         slots = np.searchsorted(self.bounds, values, side="left")  # value <= bound → that bucket
-        groups: dict[tuple[str, ...], list[int]] = {}
-        for i, key in enumerate(keys):
-            groups.setdefault(key, []).append(i)
-        for key, idx in groups.items():
-            counts = self.counts.get(key)
-            if counts is None:
-                counts = self.counts[key] = np.zeros(len(self.bounds) + 1, dtype=np.int64)
-            counts += np.bincount(slots[idx], minlength=len(self.bounds) + 1)
-            self.sums[key] = self.sums.get(key, 0.0) + float(values[idx].sum())
+        counts = np.bincount(group * width + slots, minlength=len(keys) * width).reshape(len(keys), width)
+        sums = np.bincount(group, weights=values, minlength=len(keys))
+        for g in np.unique(group).tolist():
+            key = keys[g]
+            if key not in self.counts:
+                self.counts[key] = np.zeros(width, dtype=np.int64)
+                self.sums[key] = 0.0
+            self.counts[key] += counts[g]
+            self.sums[key] += float(sums[g])
 
     def family(self, name: str, doc: str, labels: tuple[str, ...]) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, doc, labels=list(labels))
@@ -123,58 +128,73 @@ class GenAIMetrics:
         self.cost: dict[tuple[str, ...], float] = {}
         self.flags: dict[tuple[str, ...], int] = {}
 
-    def _labels(self, service: str, attrs: dict[str, str]) -> tuple[str, ...]:
-        out = []
-        for label, value in zip(COMMON_LABELS, (service, *(attrs.get(k, "") for k in LABEL_ATTRIBUTES)), strict=True):
-            capped, overflowed = self._limiters[label](value or "")
-            if overflowed:
-                self._overflow.labels(label).inc()
-            out.append(capped)
-        return tuple(out)
+    def _group(self, columns: list[pa.Array], labels: tuple[str, ...],
+               count: bool = True) -> tuple[list[tuple[str, ...]], np.ndarray]:
+        """Label columns (one value per span) → (label sets, group index per span). Each
+        distinct value passes the label's limiter once; spans whose value overflowed are counted."""
+        code = np.zeros(len(columns[0]), dtype=np.int64)
+        capped: list[list[str]] = []
+        for column, label in zip(columns, labels, strict=True):
+            encoded = pc.fill_null(column, "").dictionary_encode()
+            index = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            values, overflowed = [], []
+            limiter = self._limiters.get(label)
+            for value in encoded.dictionary.to_pylist():
+                out, over = limiter(value) if limiter else (value, False)
+                values.append(out)
+                overflowed.append(over)
+            if count and any(overflowed):
+                hits = np.bincount(index, minlength=len(values))[np.array(overflowed)]
+                self._overflow.labels(label).inc(int(hits.sum()))
+            code = code * len(values) + index
+            capped.append(values)
+        unique, group = np.unique(code, return_inverse=True)
+        keys = []
+        for c in unique.tolist():
+            parts = []
+            for values in reversed(capped):
+                c, i = divmod(c, len(values))
+                parts.append(values[i])
+            keys.append(tuple(reversed(parts)))
+        return keys, group.reshape(-1)
 
     def record(self, batch: SpanBatch) -> None:
         rows = np.nonzero(batch.genai_mask())[0]
         if not len(rows):
             return
-        attrs = batch.get_attributes(READ_KEYS, rows)
-        services = batch.table.column("ServiceName").take(rows).to_pylist()
-        durations = batch.table.column("Duration").take(rows).to_numpy().astype(np.float64) / 1e9
+        cols = batch.attribute_columns(READ_KEYS, rows)
+        calls = np.nonzero(_valid(cols["gen_ai.operation.name"]) | _valid(cols["gen_ai.provider.name"]))[0]
+        if not len(calls):
+            return  # spans with some gen_ai.* key but no call behind them
+        take = pa.array(calls)
+        cols = {k: v.take(take) for k, v in cols.items()}
+        label_columns = [batch.table.column("ServiceName").take(pa.array(rows[calls])).combine_chunks(),
+                         *(cols[k] for k in LABEL_ATTRIBUTES)]
+        durations = batch.table.column("Duration").take(pa.array(rows[calls])).to_numpy().astype(np.float64) / 1e9
+        errors = pa.array([_error_type(v) for v in cols[ERROR].to_pylist()], pa.string()) \
+            if cols[ERROR].null_count < len(calls) else pa.array([""] * len(calls), pa.string())
         with self._lock:
-            self._record(attrs, services, durations)
-
-    def _record(self, attrs: list[dict[str, str]], services: list[str | None], durations: np.ndarray) -> None:
-        token_keys, token_values = [], []
-        duration_keys, duration_rows = [], []
-        ttfc_keys, ttfc_values = [], []
-        score_keys, score_values = [], []
-        for i, a in enumerate(attrs):
-            if "gen_ai.operation.name" not in a and "gen_ai.provider.name" not in a:
-                continue  # a span with some gen_ai.* key but no call behind it
-            key = self._labels(services[i] or "", a)
-            duration_keys.append((*key, _error_type(a.get(ERROR))))
-            duration_rows.append(i)
+            keys, group = self._group(label_columns, COMMON_LABELS)
+            dkeys, dgroup = self._group([*label_columns, errors], (*COMMON_LABELS, "error_type"), count=False)
+            self.duration.observe(dkeys, dgroup, durations)
             for kind, attr in (("input", INPUT), ("output", OUTPUT)):
-                n = _number(a.get(attr))
-                if n is not None:
-                    token_keys.append((*key, kind))
-                    token_values.append(n)
-            if (t := _number(a.get(TTFC))) is not None:
-                ttfc_keys.append(key)
-                ttfc_values.append(t)
-            if (usd := _number(a.get(COST))) is not None:
-                self.cost[key] = self.cost.get(key, 0.0) + usd
-            for check in _flags(a.get(FLAGS)):
-                self.flags[(*key, check)] = self.flags.get((*key, check), 0) + 1
+                values, ok = _numbers(cols[attr])
+                self.tokens.observe([(*k, kind) for k in keys], group[ok], values[ok])
+            values, ok = _numbers(cols[TTFC])
+            self.ttfc.observe(keys, group[ok], values[ok])
+            values, ok = _numbers(cols[COST])
+            if ok.any():
+                sums = np.bincount(group[ok], weights=values[ok], minlength=len(keys))
+                for g in np.unique(group[ok]).tolist():
+                    self.cost[keys[g]] = self.cost.get(keys[g], 0.0) + float(sums[g])
             for check, attr in CHECKS.items():
-                if (s := _number(a.get(attr))) is not None:
-                    score_keys.append((*key, check))
-                    score_values.append(s)
-        if duration_rows:
-            self.duration.observe(duration_keys, durations[duration_rows])
-        for hist, keys, values in ((self.tokens, token_keys, token_values), (self.ttfc, ttfc_keys, ttfc_values),
-                                   (self.scores, score_keys, score_values)):
-            if keys:
-                hist.observe(keys, np.array(values, dtype=np.float64))
+                values, ok = _numbers(cols[attr])
+                self.scores.observe([(*k, check) for k in keys], group[ok], values[ok])
+            flagged = np.nonzero(_valid(cols[FLAGS]))[0]
+            for i, value in zip(flagged.tolist(), cols[FLAGS].take(pa.array(flagged)).to_pylist(), strict=True):
+                for check in _flags(value):
+                    key = (*keys[group[i]], check)
+                    self.flags[key] = self.flags.get(key, 0) + 1
 
     def describe(self) -> list[Metric]:
         return []  # families are known only once data arrives; no auto-describe needed
@@ -201,14 +221,26 @@ class GenAIMetrics:
                                      (*COMMON_LABELS, "check"))
 
 
-def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
+def _valid(values: pa.Array) -> np.ndarray:
+    return values.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _numbers(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(float values, mask of usable ones): null, unparsable, negative or non-finite are not."""
     try:
-        n = float(value)
+        numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        numbers = np.array([_float(v) for v in values.to_pylist()], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(numbers) & (numbers >= 0)
+    return numbers, ok
+
+
+def _float(value: str | None) -> float:
+    try:
+        return float(value) if value is not None else np.nan
     except ValueError:
-        return None
-    return n if np.isfinite(n) and n >= 0 else None
+        return np.nan
 
 
 def _error_type(value: str | None) -> str:

@@ -62,6 +62,9 @@ class SpanBatch:
     table: pa.Table
     approx_bytes: int = 0
     _genai_mask: np.ndarray | None = field(default=None, repr=False)
+    # (owner row per entry, keys, values) of SpanAttributes, computed on first use; the table
+    # is never mutated in place (processors return new batches), so this cannot go stale.
+    _attrs: tuple[np.ndarray, pa.Array, pa.Array] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -144,13 +147,15 @@ class SpanBatch:
         MapArray.keys ignores slicing and offsets are absolute, so the entry range is cut by
         hand. (List kernels such as list_parent_indices abort the process on map arrays in
         pyarrow 26: never call them on map columns.)"""
-        attrs = self.table.column("SpanAttributes").combine_chunks()
-        offsets = attrs.offsets.to_numpy()
-        start, end = int(offsets[0]), int(offsets[-1])
-        keys = attrs.keys.slice(start, end - start)
-        items = attrs.items.slice(start, end - start)
-        owners = np.repeat(np.arange(len(self)), np.diff(offsets))
-        return owners, keys, items
+        if self._attrs is None:
+            attrs = self.table.column("SpanAttributes").combine_chunks()
+            offsets = attrs.offsets.to_numpy()
+            start, end = int(offsets[0]), int(offsets[-1])
+            keys = attrs.keys.slice(start, end - start)
+            items = attrs.items.slice(start, end - start)
+            owners = np.repeat(np.arange(len(self)), np.diff(offsets))
+            self._attrs = owners, keys, items
+        return self._attrs
 
     def get_attributes(self, keys: Iterable[str] | None, rows: np.ndarray) -> list[dict[str, str]]:
         """For each of ``rows`` (ascending), its ``SpanAttributes`` entries whose key is in
@@ -171,6 +176,71 @@ class SpanBatch:
             out[pos][k] = v
         return out
 
+    def attribute_columns(self, keys: Iterable[str], rows: np.ndarray) -> dict[str, pa.Array]:
+        """For each key: a string array aligned with ``rows`` (ascending) holding that attribute's
+        value, null where the span lacks it. No per-span Python work."""
+        keys = list(keys)
+        n = len(rows)
+        out = {k: pa.nulls(n, pa.string()) for k in keys}
+        if not n or not len(self):
+            return out
+        owners, akeys, items = self._attr_arrays()
+        which = pc.fill_null(pc.index_in(akeys, value_set=pa.array(keys, pa.string())), -1).to_numpy()
+        inside = np.isin(owners, rows)
+        for i, key in enumerate(keys):
+            idx = np.nonzero((which == i) & inside)[0]
+            if not len(idx):
+                continue
+            take = np.full(n, -1, dtype=np.int64)
+            take[np.searchsorted(rows, owners[idx])] = idx  # a duplicated key: the last one wins
+            out[key] = items.take(pa.array(take, mask=take < 0))
+        return out
+
+    def with_attribute_columns(self, rows: np.ndarray, columns: dict[str, pa.Array]) -> SpanBatch:
+        """A batch where, for each key, the spans ``rows`` (ascending) whose value in
+        ``columns[key]`` is not null get that value (replacing an existing entry or appended).
+        The vectorized counterpart of :meth:`with_attributes`."""
+        columns = {k: v for k, v in columns.items() if v.null_count < len(v)}
+        if not len(rows) or not columns:
+            return self
+        owners, akeys, _ = self._attr_arrays()
+        existing = pc.fill_null(pc.index_in(akeys, value_set=pa.array(list(columns), pa.string())), -1).to_numpy()
+        replacing = (existing >= 0).any()
+        keep = np.ones(len(owners), dtype=bool)
+        new_owner, new_keys, new_vals = [], [], []
+        for i, (key, values) in enumerate(columns.items()):
+            valid = values.is_valid().to_numpy(zero_copy_only=False)
+            if replacing:
+                setting = np.zeros(len(self), dtype=bool)
+                setting[rows[valid]] = True
+                keep &= ~((existing == i) & setting[owners])
+            positions = np.nonzero(valid)[0]
+            new_owner.append(rows[positions])
+            new_keys.append(pa.array([key], pa.string()).take(pa.array(np.zeros(len(positions), dtype=np.int64))))
+            new_vals.append(values.filter(pa.array(valid)).cast(pa.string()))
+        return self._rebuilt_attributes(keep, new_owner, new_keys, new_vals)
+
+    def _rebuilt_attributes(self, keep: np.ndarray, new_owner: list[np.ndarray], new_keys: list[pa.Array],
+                            new_vals: list[pa.Array]) -> SpanBatch:
+        """This batch with the ``SpanAttributes`` entries in ``keep`` plus the new ones, each
+        row's new entries after its old ones."""
+        owners, akeys, items = self._attr_arrays()
+        if keep.all():  # nothing replaced or removed: the old entries go in as they are
+            old_owner, old_keys, old_vals = owners, akeys, items
+        else:
+            kept = pa.array(np.nonzero(keep)[0])
+            old_owner, old_keys, old_vals = owners[keep], akeys.take(kept), items.take(kept)
+        all_owner = np.concatenate([old_owner, *new_owner])
+        order = pa.array(np.argsort(all_owner, kind="stable"))
+        keys = pa.concat_arrays([old_keys, *new_keys]).take(order)
+        vals = pa.concat_arrays([old_vals, *new_vals]).take(order)
+        offsets = np.zeros(len(self) + 1, dtype=np.int32)
+        np.cumsum(np.bincount(all_owner, minlength=len(self)), out=offsets[1:])
+        column = pa.MapArray.from_arrays(pa.array(offsets), keys, vals)
+        i = self.table.schema.get_field_index("SpanAttributes")
+        table = self.table.set_column(i, self.table.schema.field(i), column)
+        return SpanBatch(table, self.approx_bytes, self._genai_mask)
+
     def with_attributes(self, rows: np.ndarray, updates: list[dict[str, str]],
                         removals: list[set[str]] | None = None) -> SpanBatch:
         """A batch whose ``SpanAttributes`` for ``rows`` (ascending) have ``updates`` applied:
@@ -178,7 +248,7 @@ class SpanBatch:
         set per row, optional) are dropped. Other rows are untouched."""
         if not len(rows):
             return self
-        owners, akeys, items = self._attr_arrays()
+        owners, akeys, _ = self._attr_arrays()
         touched = [set(u) | removals[i] for i, u in enumerate(updates)] if removals else updates
         new_keys = sorted({k for u in touched for k in u})
         keep = np.ones(len(owners), dtype=bool)
@@ -191,16 +261,6 @@ class SpanBatch:
                 if k in touched[pos]:
                     keep[i] = False
         add_owner = np.repeat(rows, [len(u) for u in updates])
-        add_keys = [k for u in updates for k in u]
-        add_vals = [v for u in updates for v in u.values()]
-        kept = np.nonzero(keep)[0]
-        all_owner = np.concatenate([owners[kept], add_owner])
-        order = pa.array(np.argsort(all_owner, kind="stable"))
-        keys = pa.concat_arrays([akeys.take(pa.array(kept)), pa.array(add_keys, pa.string())]).take(order)
-        vals = pa.concat_arrays([items.take(pa.array(kept)), pa.array(add_vals, pa.string())]).take(order)
-        offsets = np.zeros(len(self) + 1, dtype=np.int32)
-        np.cumsum(np.bincount(all_owner, minlength=len(self)), out=offsets[1:])
-        column = pa.MapArray.from_arrays(pa.array(offsets), keys, vals)
-        i = self.table.schema.get_field_index("SpanAttributes")
-        table = self.table.set_column(i, self.table.schema.field(i), column)
-        return SpanBatch(table, self.approx_bytes, self._genai_mask)
+        add_keys = pa.array([k for u in updates for k in u], pa.string())
+        add_vals = pa.array([v for u in updates for v in u.values()], pa.string())
+        return self._rebuilt_attributes(keep, [add_owner], [add_keys], [add_vals])
