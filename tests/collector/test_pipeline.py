@@ -160,3 +160,41 @@ def test_server_credentials_come_from_env_and_never_reach_logs(in_process, ch_se
     assert creds == {("writer", secret)}
     assert secret not in caplog.text
     assert secret not in repr(c.config.components["exporters"]["clickhouse"])
+
+
+def test_with_processors_small_requests_are_gathered_into_one_batch():
+    """Processors pay a fixed cost per batch: the pipeline gathers export requests (up to
+    min_batch_spans or batch_timeout) before running them, and never holds a lone one longer."""
+    from workload import make_request
+
+    from lqo.collector.model.otlp import decode_protobuf
+    from lqo.collector.pipeline import NamedProcessor, Pipeline
+    from lqo.collector.telemetry import SelfTelemetry
+
+    seen: list[int] = []
+
+    class Recorder:
+        def start(self): pass
+        def shutdown(self): pass
+        def process(self, batch):
+            seen.append(len(batch))
+            return batch
+
+    pipe = Pipeline("traces", [NamedProcessor("rec", Recorder())], [], SelfTelemetry(), 100_000, 256 * 1024**2,
+                    min_batch_spans=1000, batch_timeout=2.0)
+    pipe.start()
+    try:
+        for i in range(10):
+            assert pipe.offer(decode_protobuf(make_request(100, seed=i).SerializeToString()).batch)
+        deadline = time.monotonic() + 10
+        while sum(seen) < 1000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen == [1000]
+        started = time.monotonic()
+        assert pipe.offer(decode_protobuf(make_request(5, seed=99).SerializeToString()).batch)
+        while sum(seen) < 1005 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen == [1000, 5]
+        assert 1.5 < time.monotonic() - started < 5.0  # held for batch_timeout, then processed
+    finally:
+        pipe.shutdown(5)

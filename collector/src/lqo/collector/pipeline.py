@@ -22,6 +22,9 @@ from lqo.collector.telemetry import SelfTelemetry
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH_SPANS = 20_000
+MAX_BATCH_BYTES = 64 * 1024**2
+
 
 @dataclass
 class NamedProcessor:
@@ -38,6 +41,8 @@ class Pipeline:
         telemetry: SelfTelemetry,
         queue_spans: int,
         queue_bytes: int,
+        min_batch_spans: int = 8192,
+        batch_timeout: float = 0.1,
     ) -> None:
         self.name = name
         self.processors = processors
@@ -46,6 +51,8 @@ class Pipeline:
         self.queue = BoundedBatchQueue(f"pipeline/{name}", queue_spans, queue_bytes, telemetry)
         self._thread = threading.Thread(target=self._run, name=f"lqo-pipeline-{name}", daemon=True)
         self.accepting = False
+        self.min_batch_spans = min_batch_spans
+        self.batch_timeout = batch_timeout
 
     def start(self) -> None:
         for exporter in self.exporters:
@@ -65,16 +72,36 @@ class Pipeline:
 
     def _run(self) -> None:
         while True:
-            parts = self.queue.take(max_spans=20_000, max_bytes=64 * 1024**2, wait=0.2)
+            parts = self.queue.take(max_spans=MAX_BATCH_SPANS, max_bytes=MAX_BATCH_BYTES, wait=0.2)
             if not parts:
                 if self.queue.closed:
                     return
                 continue
+            if self.processors:
+                parts = self._fill(parts)
             batch = self._process(SpanBatch.concat(parts))
             for exporter in self.exporters:
                 while not exporter.enqueue(batch, timeout=1.0):
                     if exporter.queue.closed:
                         break
+
+    def _fill(self, parts: list[SpanBatch]) -> list[SpanBatch]:
+        """Wait up to ``batch_timeout`` for ``min_batch_spans``: processors work on columns, and
+        their fixed cost per batch (tens of Arrow kernel calls) is paid once per batch, not once
+        per export request (the OTel Collector's batch processor, in front of the processors)."""
+        spans = sum(len(p) for p in parts)
+        nbytes = sum(p.approx_bytes for p in parts)
+        deadline = time.monotonic() + self.batch_timeout
+        while spans < self.min_batch_spans and not self.queue.closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            more = self.queue.take(max_spans=MAX_BATCH_SPANS - spans, max_bytes=max(1, MAX_BATCH_BYTES - nbytes),
+                                   wait=remaining)
+            parts.extend(more)
+            spans += sum(len(p) for p in more)
+            nbytes += sum(p.approx_bytes for p in more)
+        return parts
 
     def _process(self, batch: SpanBatch) -> SpanBatch:
         for named in self.processors:

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import Field
 
 from lqo.collector.components import ComponentContext, component_type, factories
-from lqo.collector.config import ByteSize, ConfigError, StrictModel, validate_section
+from lqo.collector.config import ByteSize, ConfigError, Duration, StrictModel, validate_section
 from lqo.collector.exporterhelper import (
     BatchConfig,
     QueuedExporter,
@@ -39,6 +39,9 @@ class PipelineConfig(StrictModel):
 class QueueConfig(StrictModel):
     queue_size: int = Field(100_000, gt=0, description="spans between receivers and processors")
     max_bytes: ByteSize = Field(256 * 1024**2, gt=0)
+    min_batch_spans: int = Field(8192, gt=0, le=20_000,
+                                 description="with processors: gather this many spans before processing")
+    batch_timeout: Duration = Field(0.1, description="… waiting at most this long")
 
 
 class MetricsTelemetry(StrictModel):
@@ -150,6 +153,7 @@ class Collector:
         self.pipeline = Pipeline(
             "traces", processors, self.exporters, self.telemetry,
             cfg.service.queue.queue_size, cfg.service.queue.max_bytes,
+            cfg.service.queue.min_batch_spans, cfg.service.queue.batch_timeout,
         )
         self.receivers = [
             factories("receivers")[component_type(cid)].create(rcfg, ctx(cid))

@@ -31,8 +31,8 @@ from pydantic import Field, model_validator
 
 from lqo.collector.components import ComponentContext, Factory
 from lqo.collector.config import StrictModel
-from lqo.collector.model.spanbatch import SpanBatch
-from lqo.processors.prices import ZERO, Band, PriceBook, RateCard, Usage
+from lqo.collector.model.spanbatch import SpanBatch, group_rows
+from lqo.processors.prices import FIELDS, ZERO, Band, PriceBook, RateCard, Usage
 
 log = logging.getLogger(__name__)
 
@@ -196,22 +196,13 @@ class CostProcessor:
         has_usage = _valid(cols[INPUT]) | _valid(cols[OUTPUT])
         reported = _valid(cols[REPORTED])
         slow = list(np.nonzero(reported)[0])  # reported costs: the per-span path parses them
-        providers = pc.coalesce(cols[PROVIDER], cols[SYSTEM]).to_pylist()
-        models = pc.coalesce(cols[RESPONSE_MODEL], cols[REQUEST_MODEL]).to_pylist()
-        requested = cols[REQUEST_MODEL].to_pylist()
-        groups: dict[tuple[str | None, str | None, str | None], list[int]] = {}
-        for pos in np.nonzero(has_usage & ~reported)[0].tolist():
-            groups.setdefault((providers[pos], models[pos], requested[pos]), []).append(pos)
-        for (provider, model, request_model), members in groups.items():
-            positions = np.array(members, dtype=np.int64)
-            card = self._card(provider, model, request_model) if model else None
-            if card is None:  # no price known, no linear rates (time-dependent table): per span
-                if model and self._group_is_unknown(provider, model, request_model):
-                    out.set_unknown(positions)
-                else:
-                    slow.extend(members)
-                continue
-            slow.extend(_price_vectorized(card, positions, counts[:, positions], out))
+        candidates = np.nonzero(has_usage & ~reported)[0]
+        if len(candidates):
+            take = pa.array(candidates)
+            keys, group = group_rows([pc.coalesce(cols[PROVIDER], cols[SYSTEM]).take(take),
+                                      pc.coalesce(cols[RESPONSE_MODEL], cols[REQUEST_MODEL]).take(take),
+                                      cols[REQUEST_MODEL].take(take)])
+            slow.extend(self._price_groups(keys, group, candidates, counts[:, candidates], out))
         if slow:
             starts = batch.table.column("Timestamp").take(pa.array(rows[slow])).cast(pa.int64()).to_pylist()
             attrs = batch.get_attributes(READ_KEYS, rows[np.sort(slow)])
@@ -223,6 +214,57 @@ class CostProcessor:
         if out.unknown and self._unknown is not None:
             self._unknown.inc(out.unknown)
         return batch.with_attribute_columns(rows, out.columns())
+
+    def _price_groups(self, keys: list[tuple[Any, ...]], group: np.ndarray, positions: np.ndarray,
+                      usage: np.ndarray, out: _Columns) -> list[int]:
+        """Price every span whose (provider, model, request model) group has linear rates, in one
+        pass of integer arithmetic; returns the positions left for the per-span path."""
+        bands: list[Band] = []
+        band_of = np.full(len(positions), -1, dtype=np.int64)
+        unknown = np.zeros(len(positions), dtype=bool)
+        per_span = np.zeros(len(positions), dtype=bool)
+        for g, (provider, model, request_model) in enumerate(keys):
+            members = group == g
+            card = self._card(provider, model, request_model) if model else None
+            if card is None:  # no price known, or no linear rates (time-dependent table)
+                if not model or self._group_is_unknown(provider, model, request_model):
+                    unknown |= members
+                else:
+                    per_span |= members
+                continue
+            first = len(bands)
+            bands.extend(card.bands)
+            if len(card.bands) == 1:
+                band_of[members] = first
+            else:  # genai-prices: a tier applies when total input tokens > its start
+                band_of[members] = first + np.searchsorted(np.array(card.starts), usage[0, members], side="left")
+        out.set_unknown(positions[unknown])
+        inp, cache_read, cache_write, output, reasoning = usage
+        priced = (band_of >= 0) & (cache_read + cache_write <= inp) & (reasoning <= output)
+        if bands and priced.any():
+            scale = max(b.scaled[0] for b in bands)
+            # every band's base and rates as integers of 10**-scale USD (exact: Python ints)
+            ints = [[v * 10 ** (scale - b.scaled[0]) for v in (*b.scaled[1], *(r for pair in b.scaled[2] for r in pair))]
+                    for b in bands]
+            magnitude = np.array([[float(abs(v)) for v in row] for row in ints])  # bands × (2 + 2*FIELDS)
+            b = band_of.clip(0)
+            rate_mag = np.maximum(magnitude[:, 2::2], magnitude[:, 3::2])  # bands × FIELDS
+            bound = magnitude[b, :2].max(axis=1) + (rate_mag[b] * usage.T).sum(axis=1)
+            priced &= bound < INT_LIMIT  # int64 cannot overflow; larger amounts go per span
+            sel = np.nonzero(priced)[0]
+            if len(sel):
+                table = np.array(ints, dtype=object)
+                table = table.astype(np.int64) if magnitude.max() < INT_LIMIT else None
+            if len(sel) and table is not None:
+                bs = band_of[sel]
+                in_int, out_int = table[bs, 0].copy(), table[bs, 1].copy()
+                for k in range(len(FIELDS)):
+                    in_int += table[bs, 2 + 2 * k] * usage[k, sel]
+                    out_int += table[bs, 3 + 2 * k] * usage[k, sel]
+                out.set_computed(positions[sel], in_int, out_int, scale)
+            elif len(sel):
+                priced[:] = False
+        return positions[~priced & ~unknown].tolist()
 
     def _card(self, provider: str | None, model: str, request_model: str | None) -> RateCard | None:
         """Linear rates for every span of this (provider, model), or None (unknown, or per span)."""
@@ -325,35 +367,6 @@ def _counts(values: pa.Array) -> np.ndarray:
     numbers = np.nan_to_num(numbers, nan=0.0, posinf=0.0, neginf=0.0)
     numbers[(numbers < 1) | (numbers > MAX_TOKENS)] = 0
     return numbers.astype(np.int64)
-
-
-def _price_vectorized(card: RateCard, positions: np.ndarray, usage: np.ndarray, out: _Columns) -> list[int]:
-    """Price ``positions`` (usage: FIELDS × len) with exact integer arithmetic per tier band;
-    returns the positions left for the per-span path (inconsistent counts, overflow)."""
-    inp, cache_read, cache_write, output, reasoning = usage
-    ok = (cache_read + cache_write <= inp) & (reasoning <= output)
-    leftover = positions[~ok].tolist()
-    band_of = np.searchsorted(np.array(card.starts, dtype=np.int64), inp, side="left")
-    for b, band in enumerate(card.bands):
-        sel = ok & (band_of == b)
-        if not sel.any():
-            continue
-        scale, base, rates = band.scaled
-        part = usage[:, sel]
-        bound = max(abs(base[0]), abs(base[1])) + sum(
-            (abs(ri) + abs(ro)) * int(part[k].max()) for k, (ri, ro) in enumerate(rates))
-        if bound >= INT_LIMIT:
-            leftover.extend(positions[sel].tolist())
-            continue
-        in_int = np.full(part.shape[1], base[0], dtype=np.int64)
-        out_int = np.full(part.shape[1], base[1], dtype=np.int64)
-        for k, (ri, ro) in enumerate(rates):
-            if ri:
-                in_int += ri * part[k]
-            if ro:
-                out_int += ro * part[k]
-        out.set_computed(positions[sel], in_int, out_int, scale)
-    return leftover
 
 
 def _decimal_strings(unscaled: np.ndarray, scale: int) -> pa.Array:
