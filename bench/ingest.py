@@ -52,6 +52,20 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds per thread name (threads of one name summed: the receivers' pools)."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = name.rstrip("_0123456789") or name
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def _query(http_port: int, sql: str) -> list[dict]:
     req = urllib.request.Request(
         f"http://127.0.0.1:{http_port}/api/v1/query",
@@ -154,6 +168,7 @@ def measure(
     proc, ports = run_collector(workdir, processors, exporter, decoder, prometheus)
     try:
         cpu0 = _cpu_seconds(proc.pid)
+        threads0 = _thread_cpu(proc.pid)
         t0 = time.perf_counter()
         threads, all_stats = [], []
         for c in range(clients):
@@ -178,6 +193,8 @@ def measure(
             time.sleep(0.05)
         wall = time.perf_counter() - t0
         cpu = _cpu_seconds(proc.pid) - cpu0
+        per_thread = {k: round((v - threads0.get(k, 0.0)) / sent * 1e6, 2) for k, v in _thread_cpu(proc.pid).items()}
+        per_thread = {k: v for k, v in sorted(per_thread.items(), key=lambda kv: -kv[1]) if v >= 0.05}
         distinct_ids = int(_query(ports["http"], "SELECT uniqExact(SpanId) AS c FROM otel_traces")[0]["c"])
     finally:
         proc.terminate()
@@ -189,6 +206,7 @@ def measure(
         "refusals_retried": sum(s["refused"] for s in all_stats),
         "wall_s": round(wall, 2), "collector_cpu_s": round(cpu, 2),
         "spans_per_s_wall": round(sent / wall), "spans_per_cpu_s": round(sent / cpu) if cpu else None,
+        "cpu_us_per_span_by_thread": per_thread,
     }
 
 

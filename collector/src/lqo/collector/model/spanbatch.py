@@ -87,6 +87,7 @@ class SpanBatch:
     # (owner row per entry, keys, values) of SpanAttributes, computed on first use; the table
     # is never mutated in place (processors return new batches), so this cannot go stale.
     _attrs: tuple[np.ndarray, pa.Array, pa.Array] | None = field(default=None, repr=False)
+    _codes: tuple[np.ndarray, list[str]] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -124,15 +125,30 @@ class SpanBatch:
         mask = np.zeros(len(self), dtype=bool)
         if not len(self):
             return mask
-        owners, keys, _ = self._attr_arrays()
-        exact = list(exact)
-        hit = pc.is_in(keys, value_set=pa.array(exact, pa.string())) if exact else None
-        for prefix in prefixes:
-            starts = pc.starts_with(keys, prefix)
-            hit = starts if hit is None else pc.or_(hit, starts)
-        if hit is not None:
-            mask[owners[hit.to_numpy(zero_copy_only=False)]] = True
+        owners, _, _ = self._attr_arrays()
+        codes, distinct = self._key_codes()
+        exact, prefixes = frozenset(exact), tuple(prefixes)
+        lut = np.array([k in exact or k.startswith(prefixes) for k in distinct] + [False], dtype=bool)
+        mask[owners[lut[codes]]] = True
         return mask
+
+    def _key_codes(self) -> tuple[np.ndarray, list[str]]:
+        """Every ``SpanAttributes`` entry's key as an index into the batch's distinct keys (a few
+        dozen): key tests run once per distinct key, then one numpy lookup per entry."""
+        if self._codes is None:
+            _, keys, _ = self._attr_arrays()
+            encoded = keys.dictionary_encode()
+            distinct = encoded.dictionary.to_pylist()
+            codes = pc.fill_null(encoded.indices, len(distinct)).to_numpy(zero_copy_only=False)
+            self._codes = codes.astype(np.int64), distinct
+        return self._codes
+
+    def _key_positions(self, keys: list[str]) -> np.ndarray:
+        """Per entry: the index of its key in ``keys``, or -1."""
+        codes, distinct = self._key_codes()
+        where = {k: i for i, k in enumerate(keys)}
+        lut = np.array([where.get(k, -1) for k in distinct] + [-1], dtype=np.int64)
+        return lut[codes]
 
     def rows_with_events(self, names: Iterable[str]) -> np.ndarray:
         """Per span: does it carry an event named one of ``names``?"""
@@ -206,8 +222,8 @@ class SpanBatch:
         out = {k: pa.nulls(n, pa.string()) for k in keys}
         if not n or not len(self):
             return out
-        owners, akeys, items = self._attr_arrays()
-        which = pc.fill_null(pc.index_in(akeys, value_set=pa.array(keys, pa.string())), -1).to_numpy()
+        owners, _, items = self._attr_arrays()
+        which = self._key_positions(keys)
         inside = np.isin(owners, rows)
         for i, key in enumerate(keys):
             idx = np.nonzero((which == i) & inside)[0]
@@ -225,8 +241,8 @@ class SpanBatch:
         columns = {k: v for k, v in columns.items() if v.null_count < len(v)}
         if not len(rows) or not columns:
             return self
-        owners, akeys, _ = self._attr_arrays()
-        existing = pc.fill_null(pc.index_in(akeys, value_set=pa.array(list(columns), pa.string())), -1).to_numpy()
+        owners, _, _ = self._attr_arrays()
+        existing = self._key_positions(list(columns))
         replacing = (existing >= 0).any()
         keep = np.ones(len(owners), dtype=bool)
         new_owner, new_keys, new_vals = [], [], []
