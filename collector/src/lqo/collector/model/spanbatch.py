@@ -51,6 +51,17 @@ COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 GENAI_KEY_PREFIXES: tuple[str, ...] = ("gen_ai.", "llm.")
 
 
+def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return list(values.chunks) if isinstance(values, pa.ChunkedArray) else [values]
+
+
+def _single(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One array: a taken ChunkedArray usually is one chunk already (no copy then)."""
+    if isinstance(values, pa.Array):
+        return values
+    return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
+
+
 def group_rows(columns: list[pa.Array]) -> tuple[list[tuple[str | None, ...]], np.ndarray]:
     """Rows grouped by their values in ``columns`` (equal lengths): (the distinct value tuples,
     the index into them of every row). Vectorized: one dictionary encoding per column."""
@@ -179,20 +190,30 @@ class SpanBatch:
 
     # --- attribute access for processors (vectorized; Python work only for matched entries) ---
 
-    def _attr_arrays(self) -> tuple[np.ndarray, pa.Array, pa.Array]:
+    def _attr_arrays(self) -> tuple[np.ndarray, pa.Array, pa.ChunkedArray]:
         """(owner row per entry, keys, values) of ``SpanAttributes``.
 
-        MapArray.keys ignores slicing and offsets are absolute, so the entry range is cut by
-        hand. (List kernels such as list_parent_indices abort the process on map arrays in
-        pyarrow 26: never call them on map columns.)"""
+        The values (message text: most of a batch's bytes) stay in their chunks — a batch is
+        usually several export requests concatenated — and are copied once, by whoever takes
+        from them; only the short keys are concatenated. MapArray.keys ignores slicing and
+        offsets are absolute, so each chunk's entry range is cut by hand. (List kernels such
+        as list_parent_indices abort the process on map arrays in pyarrow 26: never call
+        them on map columns.)"""
         if self._attrs is None:
-            attrs = self.table.column("SpanAttributes").combine_chunks()
-            offsets = attrs.offsets.to_numpy()
-            start, end = int(offsets[0]), int(offsets[-1])
-            keys = attrs.keys.slice(start, end - start)
-            items = attrs.items.slice(start, end - start)
-            owners = np.repeat(np.arange(len(self)), np.diff(offsets))
-            self._attrs = owners, keys, items
+            owners, keys, items = [], [], []
+            row = 0
+            for chunk in self.table.column("SpanAttributes").chunks:
+                offsets = chunk.offsets.to_numpy()
+                start, end = int(offsets[0]), int(offsets[-1])
+                keys.append(chunk.keys.slice(start, end - start))
+                items.append(chunk.items.slice(start, end - start))
+                owners.append(np.repeat(np.arange(row, row + len(chunk)), np.diff(offsets)))
+                row += len(chunk)
+            self._attrs = (
+                np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64),
+                pa.concat_arrays(keys) if keys else pa.array([], pa.string()),
+                pa.chunked_array(items, pa.string()),
+            )
         return self._attrs
 
     def get_attributes(self, keys: Iterable[str] | None, rows: np.ndarray) -> list[dict[str, str]]:
@@ -231,7 +252,7 @@ class SpanBatch:
                 continue
             take = np.full(n, -1, dtype=np.int64)
             take[np.searchsorted(rows, owners[idx])] = idx  # a duplicated key: the last one wins
-            out[key] = items.take(pa.array(take, mask=take < 0))
+            out[key] = _single(items.take(pa.array(take, mask=take < 0)))
         return out
 
     def with_attribute_columns(self, rows: np.ndarray, columns: dict[str, pa.Array]) -> SpanBatch:
@@ -271,7 +292,7 @@ class SpanBatch:
         all_owner = np.concatenate([old_owner, *new_owner])
         order = pa.array(np.argsort(all_owner, kind="stable"))
         keys = pa.concat_arrays([old_keys, *new_keys]).take(order)
-        vals = pa.concat_arrays([old_vals, *new_vals]).take(order)
+        vals = _single(pa.chunked_array([*_chunks(old_vals), *new_vals], pa.string()).take(order))
         offsets = np.zeros(len(self) + 1, dtype=np.int32)
         np.cumsum(np.bincount(all_owner, minlength=len(self)), out=offsets[1:])
         column = pa.MapArray.from_arrays(pa.array(offsets), keys, vals)
