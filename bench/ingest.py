@@ -196,6 +196,12 @@ def measure(
         per_thread = {k: round((v - threads0.get(k, 0.0)) / sent * 1e6, 2) for k, v in _thread_cpu(proc.pid).items()}
         per_thread = {k: v for k, v in sorted(per_thread.items(), key=lambda kv: -kv[1]) if v >= 0.05}
         distinct_ids = int(_query(ports["http"], "SELECT uniqExact(SpanId) AS c FROM otel_traces")[0]["c"])
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10) as r:
+            exposition = r.read().decode()
+        processor_us = {
+            line.split('"')[1]: round(float(line.rsplit(" ", 1)[1]) / sent * 1e6, 2)
+            for line in exposition.splitlines() if line.startswith("lqo_processor_cpu_seconds_total{")
+        }
     finally:
         proc.terminate()
         proc.wait(60)
@@ -207,6 +213,7 @@ def measure(
         "wall_s": round(wall, 2), "collector_cpu_s": round(cpu, 2),
         "spans_per_s_wall": round(sent / wall), "spans_per_cpu_s": round(sent / cpu) if cpu else None,
         "cpu_us_per_span_by_thread": per_thread,
+        "processor_cpu_us_per_span": processor_us,
     }
 
 

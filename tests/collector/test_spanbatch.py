@@ -67,3 +67,16 @@ def test_rows_with_keys_and_events():
     assert mask.tolist() == batch.genai_mask().tolist()
     assert not batch.rows_with_keys(prefixes=["nope."]).any()
     assert not batch.rows_with_events(["no such event"]).any()
+
+
+def test_attribute_access_across_chunks():
+    import numpy as np
+
+    batch = SpanBatch.concat([_batch(7, seed=s) for s in (5, 6, 7)]).slice(3, 15)  # chunked, sliced
+    assert batch.table.column("SpanAttributes").num_chunks > 1
+    rows = np.arange(len(batch))
+    expected = [dict(kv) for kv in batch.table.column("SpanAttributes").to_pylist()]
+    assert batch.get_attributes(None, rows) == expected
+    cols = batch.attribute_columns(["gen_ai.request.model", "http.route"], rows)
+    for key, column in cols.items():
+        assert column.to_pylist() == [e.get(key) for e in expected]

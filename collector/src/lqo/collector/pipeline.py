@@ -106,12 +106,16 @@ class Pipeline:
     def _process(self, batch: SpanBatch) -> SpanBatch:
         for named in self.processors:
             before = len(batch)
+            started = time.thread_time()
             try:
                 batch = named.processor.process(batch)
             except Exception:
                 # A failing processor must not lose the data: pass the batch on unprocessed.
                 log.exception("processor %s failed; batch passed on unprocessed", named.component_id)
                 continue
+            finally:
+                self.telemetry.processor_cpu.labels(named.component_id).inc(time.thread_time() - started)
+                self.telemetry.processor_spans.labels(named.component_id).inc(before)
             if len(batch) < before:
                 self.telemetry.processor_dropped.labels(named.component_id, "filtered").inc(
                     before - len(batch)

@@ -41,6 +41,13 @@ class SelfTelemetry:
         self.queue_capacity = Gauge(
             "lqo_queue_capacity", "Capacity of a queue in spans.", ["queue"], registry=r,
         )
+        self.processor_cpu = Counter(
+            "lqo_processor_cpu_seconds", "CPU time the pipeline thread spent in a processor.",
+            ["processor"], registry=r,
+        )
+        self.processor_spans = Counter(
+            "lqo_processor_spans", "Spans a processor was given.", ["processor"], registry=r,
+        )
         self.processor_dropped = Counter(
             "lqo_processor_dropped_spans", "Spans a processor dropped (by design or failure).",
             ["processor", "reason"], registry=r,

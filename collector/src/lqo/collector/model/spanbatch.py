@@ -55,6 +55,21 @@ def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
     return list(values.chunks) if isinstance(values, pa.ChunkedArray) else [values]
 
 
+def _take_sorted(values: pa.ChunkedArray, indices: np.ndarray) -> pa.Array:
+    """``values.take(indices)`` for ascending indices, chunk by chunk: a ChunkedArray's own
+    take concatenates every chunk first (a copy of all the message text) for string types."""
+    if values.num_chunks == 1:
+        return values.chunk(0).take(pa.array(indices))
+    ends = np.cumsum([len(c) for c in values.chunks])
+    cuts = np.searchsorted(indices, ends, side="left")
+    parts, first, chunk_start = [], 0, 0
+    for chunk, cut, chunk_end in zip(values.chunks, cuts.tolist(), ends.tolist(), strict=True):
+        if cut > first:
+            parts.append(chunk.take(pa.array(indices[first:cut] - chunk_start)))
+        first, chunk_start = cut, chunk_end
+    return pa.concat_arrays(parts) if parts else pa.array([], values.type)
+
+
 def _single(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """One array: a taken ChunkedArray usually is one chunk already (no copy then)."""
     if isinstance(values, pa.Array):
@@ -223,15 +238,16 @@ class SpanBatch:
         if not len(rows) or not len(self):
             return out
         owners, akeys, items = self._attr_arrays()
-        hit = np.isin(owners, rows)
+        hit = self._row_mask(rows)[owners]
         if keys is not None:
-            hit &= pc.is_in(akeys, value_set=pa.array(list(keys), pa.string())).to_numpy(zero_copy_only=False)
+            hit &= self._key_positions(list(keys)) >= 0
         idx = np.nonzero(hit)[0]
         if not len(idx):
             return out
         where = np.searchsorted(rows, owners[idx])
-        take = pa.array(idx)
-        for pos, k, v in zip(where.tolist(), akeys.take(take).to_pylist(), items.take(take).to_pylist(), strict=True):
+        pairs = zip(where.tolist(), akeys.take(pa.array(idx)).to_pylist(), _take_sorted(items, idx).to_pylist(),
+                    strict=True)
+        for pos, k, v in pairs:
             out[pos][k] = v
         return out
 
@@ -245,15 +261,24 @@ class SpanBatch:
             return out
         owners, _, items = self._attr_arrays()
         which = self._key_positions(keys)
-        inside = np.isin(owners, rows)
+        selected = np.nonzero((which >= 0) & self._row_mask(rows)[owners])[0]
+        if not len(selected):
+            return out
+        values = _take_sorted(items, selected)  # only the wanted entries leave their chunks
+        which, where = which[selected], np.searchsorted(rows, owners[selected])
         for i, key in enumerate(keys):
-            idx = np.nonzero((which == i) & inside)[0]
+            idx = np.nonzero(which == i)[0]
             if not len(idx):
                 continue
             take = np.full(n, -1, dtype=np.int64)
-            take[np.searchsorted(rows, owners[idx])] = idx  # a duplicated key: the last one wins
-            out[key] = _single(items.take(pa.array(take, mask=take < 0)))
+            take[where[idx]] = idx  # a duplicated key: the last one wins
+            out[key] = values.take(pa.array(take, mask=take < 0))
         return out
+
+    def _row_mask(self, rows: np.ndarray) -> np.ndarray:
+        mask = np.zeros(len(self), dtype=bool)
+        mask[rows] = True
+        return mask
 
     def with_attribute_columns(self, rows: np.ndarray, columns: dict[str, pa.Array]) -> SpanBatch:
         """A batch where, for each key, the spans ``rows`` (ascending) whose value in
