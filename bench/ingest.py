@@ -85,7 +85,7 @@ VARIANTS = {
 
 def run_collector(
     workdir: Path, processors: list[str] | None = None, exporter: dict | None = None,
-    decoder: str = "native", prometheus: bool = False,
+    decoder: str = "native", prometheus: bool = False, attempt: int = 1,
 ) -> tuple[subprocess.Popen, dict]:
     ports = {"grpc": _free_port(), "http": _free_port(), "metrics": _free_port()}
     config = {
@@ -94,7 +94,7 @@ def run_collector(
             "http": {"endpoint": f"127.0.0.1:{ports['http']}"}}}},
         "processors": {p: {} for p in processors or []},
         "exporters": {"clickhouse": {"endpoint": "embedded://./store", **(exporter or {})},
-                      "prometheus": {}},
+                      **({"prometheus": {}} if prometheus else {})},
         "service": {
             "pipelines": {"traces": {"receivers": ["otlp"], "processors": processors or [],
                                      "exporters": ["clickhouse", *(["prometheus"] if prometheus else [])]}},
@@ -107,14 +107,18 @@ def run_collector(
     proc = subprocess.Popen([LQO, "collector", "--config", "lqo.yaml"], cwd=workdir, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(workdir / "log", "wb"))  # noqa: SIM115
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/readyz", timeout=1):
                 return proc, ports
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError((workdir / "log").read_text())
+    proc.wait()
+    log = (workdir / "log").read_text()
+    if "Address already in use" in log and attempt < 3:  # a free port taken meanwhile: new ports
+        return run_collector(workdir, processors, exporter, decoder, prometheus, attempt + 1)
+    raise RuntimeError(log)
 
 
 def _grpc_client(port: int, bodies: list[bytes], counts: list[int], stats: dict) -> None:
