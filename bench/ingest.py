@@ -206,6 +206,10 @@ def measure(
             line.split('"')[1]: round(float(line.rsplit(" ", 1)[1]) / sent * 1e6, 2)
             for line in exposition.splitlines() if line.startswith("lqo_processor_cpu_seconds_total{")
         }
+        batches = [float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
+                   if line.startswith("lqo_processor_batches_total{")]
+        if batches:
+            processor_us["mean_batch_spans"] = round(sent / batches[0])
     finally:
         proc.terminate()
         proc.wait(60)

@@ -42,7 +42,7 @@ class Pipeline:
         queue_spans: int,
         queue_bytes: int,
         min_batch_spans: int = 8192,
-        batch_timeout: float = 0.1,
+        batch_timeout: float = 0.2,
     ) -> None:
         self.name = name
         self.processors = processors
@@ -116,6 +116,7 @@ class Pipeline:
             finally:
                 self.telemetry.processor_cpu.labels(named.component_id).inc(time.thread_time() - started)
                 self.telemetry.processor_spans.labels(named.component_id).inc(before)
+                self.telemetry.processor_batches.labels(named.component_id).inc()
             if len(batch) < before:
                 self.telemetry.processor_dropped.labels(named.component_id, "filtered").inc(
                     before - len(batch)

@@ -48,6 +48,9 @@ class SelfTelemetry:
         self.processor_spans = Counter(
             "lqo_processor_spans", "Spans a processor was given.", ["processor"], registry=r,
         )
+        self.processor_batches = Counter(
+            "lqo_processor_batches", "Batches a processor was given.", ["processor"], registry=r,
+        )
         self.processor_dropped = Counter(
             "lqo_processor_dropped_spans", "Spans a processor dropped (by design or failure).",
             ["processor", "reason"], registry=r,
