@@ -272,3 +272,19 @@ def test_flags_scores_and_time_to_first_chunk() -> None:
     assert r.get_sample_value("gen_ai_client_operation_time_to_first_chunk_seconds_bucket",
                               {**labels, "le": "0.04"}) == 1
     assert r.get_sample_value("gen_ai_client_operation_duration_seconds_sum", {**labels, "error_type": ""}) == 0.5
+
+
+def test_one_prometheus_exporter_per_collector() -> None:
+    from lqo.collector.config import ConfigError, load_yaml
+    from lqo.collector.service import validate_config
+
+    text = """
+receivers: {otlp: {protocols: {http: {}}}}
+exporters: {prometheus: {}, prometheus/two: {max_label_values: 5}}
+service: {pipelines: {traces: {receivers: [otlp], exporters: [prometheus, prometheus/two]}}}
+"""
+    with pytest.raises(ConfigError, match="use one prometheus exporter"):
+        validate_config(load_yaml(text, "t.yaml", {}))
+    with pytest.raises(ConfigError, match=r"exporters\.prometheus\.max_label_values"):
+        validate_config(load_yaml(text.replace("max_label_values: 5", "").replace(
+            "prometheus: {}", "prometheus: {max_label_values: 0}"), "t.yaml", {}))

@@ -118,6 +118,12 @@ def validate_config(raw: dict[str, Any]) -> BuiltConfig:
             if component_id not in used:
                 log.warning("%s.%s is defined but not used by any pipeline", kind, component_id)
         components[kind] = built
+    prometheus = [cid for cid in pipeline.exporters if component_type(cid) == "prometheus"]
+    if len(prometheus) > 1:
+        raise ConfigError(
+            f"service.pipelines.traces.exporters: {', '.join(prometheus)}: use one prometheus exporter; "
+            "they would all serve the same series on the one /metrics endpoint"
+        )
     split_endpoint(service.telemetry.metrics.address, "service.telemetry.metrics.address")
     return BuiltConfig(service, pipeline, components)
 
