@@ -128,3 +128,10 @@ def test_registered_and_config_checked() -> None:
         NormalizeConfig(keep_originals="sometimes")
     with pytest.raises(ValidationError):
         NormalizeConfig(unknown=1)
+
+
+def test_keep_originals_false_keeps_what_could_not_be_mapped() -> None:
+    [a] = _run(_batch([{"gen_ai.system": "openai", "llm.tools.0.tool.json_schema": "not json",
+                        "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "hi"}]), keep_originals=False)
+    assert a["llm.tools.0.tool.json_schema"] == "not json"  # no tool definitions came of it: kept
+    assert "gen_ai.prompt.0.content" not in a and "gen_ai.input.messages" in a

@@ -248,15 +248,24 @@ def _messages(span: Span, res: Result) -> None:
     _put_messages(attrs, inputs, outputs, res)
     tools = unflatten(attrs, "llm.tools.")
     if tools:
-        defs = [loads(t.get("tool.json_schema")) for t in tools.values()]
-        res.put(TOOL_DEFINITIONS, dumps([_tool_definition(d) for d in defs if isinstance(d, Mapping)]))
+        defs = [_tool_definition(d) for d in (loads(t.get("tool.json_schema")) for t in tools.values())
+                if isinstance(d, Mapping)]
+        res.put(TOOL_DEFINITIONS, dumps(defs) if defs else None)
     functions = unflatten(attrs, "llm.request.functions.")
     if functions:
         res.put(TOOL_DEFINITIONS, dumps([{"type": "function", "name": f.get("name"), "description": f.get("description"),
                                       "parameters": loads(f.get("parameters"))} for f in functions.values()]))
+    # what now lives in the semconv attributes (only families that produced something)
+    moved: tuple[str, ...] = ()
+    if inputs:
+        moved += ("llm.input_messages.", "gen_ai.prompt.", "gen_ai.prompt")
+    if outputs:
+        moved += ("llm.output_messages.", "gen_ai.completion.", "gen_ai.completion")
+    if TOOL_DEFINITIONS in res.updates:
+        moved += ("llm.tools.", "llm.request.functions.")
     for key in attrs:
-        if key.startswith(TRIGGER_PREFIXES) or key in ("gen_ai.prompt", "gen_ai.completion"):
-            res.mark(key)  # its content now lives in the semconv attributes
+        if moved and key.startswith(moved) and (key.count(".") > 1 or key in moved):
+            res.mark(key)
     if finish:
         res.put(FINISH_REASONS, [finish], "llm.finish_reason")
 
