@@ -36,7 +36,7 @@ from pydantic import Field
 
 from lqo.collector.components import ComponentContext, ExportResult, Factory, register
 from lqo.collector.config import StrictModel
-from lqo.collector.model.spanbatch import SpanBatch
+from lqo.collector.model.spanbatch import SpanBatch, group_rows
 
 # Semconv's advisory bucket boundaries (gen-ai-metrics.md); the instrumentation uses the same.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -128,35 +128,23 @@ class GenAIMetrics:
         self.cost: dict[tuple[str, ...], float] = {}
         self.flags: dict[tuple[str, ...], int] = {}
 
-    def _group(self, columns: list[pa.Array], labels: tuple[str, ...],
-               count: bool = True) -> tuple[list[tuple[str, ...]], np.ndarray]:
-        """Label columns (one value per span) → (label sets, group index per span). Each
-        distinct value passes the label's limiter once; spans whose value overflowed are counted."""
-        code = np.zeros(len(columns[0]), dtype=np.int64)
-        capped: list[list[str]] = []
+    def _capped(self, columns: list[pa.Array], labels: tuple[str, ...]) -> list[pa.Array]:
+        """Label columns (one value per span) with each distinct value passed once through its
+        label's limiter; spans whose value overflowed are counted."""
+        out = []
         for column, label in zip(columns, labels, strict=True):
             encoded = pc.fill_null(column, "").dictionary_encode()
-            index = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
             values, overflowed = [], []
-            limiter = self._limiters.get(label)
             for value in encoded.dictionary.to_pylist():
-                out, over = limiter(value) if limiter else (value, False)
-                values.append(out)
+                capped, over = self._limiters[label](value)
+                values.append(capped)
                 overflowed.append(over)
-            if count and any(overflowed):
+            if any(overflowed):
+                index = encoded.indices.to_numpy(zero_copy_only=False)
                 hits = np.bincount(index, minlength=len(values))[np.array(overflowed)]
                 self._overflow.labels(label).inc(int(hits.sum()))
-            code = code * len(values) + index
-            capped.append(values)
-        unique, group = np.unique(code, return_inverse=True)
-        keys = []
-        for c in unique.tolist():
-            parts = []
-            for values in reversed(capped):
-                c, i = divmod(c, len(values))
-                parts.append(values[i])
-            keys.append(tuple(reversed(parts)))
-        return keys, group.reshape(-1)
+            out.append(pa.array(values, pa.string()).take(encoded.indices))
+        return out
 
     def record(self, batch: SpanBatch) -> None:
         rows = np.nonzero(batch.genai_mask())[0]
@@ -174,9 +162,9 @@ class GenAIMetrics:
         errors = pa.array([_error_type(v) for v in cols[ERROR].to_pylist()], pa.string()) \
             if cols[ERROR].null_count < len(calls) else pa.array([""] * len(calls), pa.string())
         with self._lock:
-            keys, group = self._group(label_columns, COMMON_LABELS)
-            dkeys, dgroup = self._group([*label_columns, errors], (*COMMON_LABELS, "error_type"), count=False)
-            self.duration.observe(dkeys, dgroup, durations)
+            keys, group = group_rows(self._capped(label_columns, COMMON_LABELS))
+            pairs, dgroup = group_rows([pa.array(group), errors])  # the duration adds error_type
+            self.duration.observe([(*keys[g], err) for g, err in pairs], dgroup, durations)
             for kind, attr in (("input", INPUT), ("output", OUTPUT)):
                 values, ok = _numbers(cols[attr])
                 self.tokens.observe([(*k, kind) for k in keys], group[ok], values[ok])

@@ -56,7 +56,7 @@ class NormalizeProcessor:
         attrs = batch.get_attributes(None, rows)
         statuses = batch.table.column("StatusCode").take(rows).to_pylist()
         starts = batch.table.column("Timestamp").take(rows).cast("int64").to_numpy()
-        with_events = rows[(by_event | batch.rows_with_events(("exception",)))[rows]]
+        with_events = rows[batch.rows_with_events(TRIGGER_EVENTS | {"exception"})[rows]]
         events = dict(zip(with_events.tolist(), batch.events(with_events), strict=True)) if len(with_events) else {}
         out_rows, updates, removals = [], [], []
         for i, row in enumerate(rows.tolist()):

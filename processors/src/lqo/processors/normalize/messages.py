@@ -175,5 +175,8 @@ def split_system(messages: Iterable[Message]) -> tuple[list[Message], list[dict[
     separate ``system`` entry while the API took it separately (e.g. Anthropic)."""
     rest, system = [], []
     for m in messages:
-        (system.extend(m["parts"]) if m.get("role") == "system" else rest.append(m))
+        if m.get("role") == "system":
+            system.extend(m["parts"])
+        else:
+            rest.append(m)
     return rest, system
