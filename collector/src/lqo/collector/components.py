@@ -73,6 +73,8 @@ class Factory:
     type: str
     config_model: type[BaseModel]
     create: Callable[[BaseModel, ComponentContext], Any]
+    # Whether the component's optional dependencies are installed (default pipeline selection).
+    available: Callable[[], bool] = lambda: True
 
 
 KINDS = ("receivers", "processors", "exporters")

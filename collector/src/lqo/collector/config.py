@@ -156,16 +156,19 @@ def load_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
     return load_yaml(text, str(p), env)
 
 
-# Processors the default pipeline runs, in order, when their distribution is installed: the
-# ones that need nothing but the span (no model files, no network).
-DEFAULT_PROCESSORS = ("genai_normalize", "cost")
+# Processors the default pipeline runs, in order, when their distribution (and its optional
+# dependencies) is installed: the ones that need nothing but the span and installed packages (no
+# model files to provide, no network). PII runs before the others so none of them, and no
+# exporter, sees a raw value. toxicity needs a checkpoint path, so it is configured by hand.
+DEFAULT_PROCESSORS = ("genai_normalize", "pii", "cost", "hallucination", "prompt_injection")
 
 
 def default_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     from lqo.collector.components import factories
 
     config = load_yaml(DEFAULT_CONFIG_YAML, "built-in default config", env)
-    installed = [p for p in DEFAULT_PROCESSORS if p in factories("processors")]
+    registered = factories("processors")
+    installed = [p for p in DEFAULT_PROCESSORS if p in registered and registered[p].available()]
     config["processors"] = {p: {} for p in installed}
     config["service"]["pipelines"]["traces"]["processors"] = installed
     return config

@@ -158,6 +158,21 @@ class SpanBatch:
         mask[owners[lut[codes]]] = True
         return mask
 
+    def attribute_keys(self, exact: Iterable[str] = (), prefixes: Iterable[str] = ()) -> list[str]:
+        """The distinct ``SpanAttributes`` keys of this batch that equal one of ``exact`` or start
+        with one of ``prefixes`` (to read flattened attributes such as ``llm.input_messages.*``)."""
+        if not len(self):
+            return []
+        exact, prefixes = frozenset(exact), tuple(prefixes)
+        return [k for k in self._key_codes()[1] if k in exact or k.startswith(prefixes)]
+
+    def event_names(self) -> list[str]:
+        """The distinct event names in this batch."""
+        if not len(self):
+            return []
+        values = pc.list_flatten(self.table.column("Events.Name"))
+        return [n for n in pc.unique(values).to_pylist() if n is not None]
+
     def _key_codes(self) -> tuple[np.ndarray, list[str]]:
         """Every ``SpanAttributes`` entry's key as an index into the batch's distinct keys (a few
         dozen): key tests run once per distinct key, then one numpy lookup per entry."""
@@ -348,3 +363,29 @@ class SpanBatch:
         add_keys = pa.array([k for u in updates for k in u], pa.string())
         add_vals = pa.array([v for u in updates for v in u.values()], pa.string())
         return self._rebuilt_attributes(keep, [add_owner], [add_keys], [add_vals])
+
+    def with_events(self, rows: np.ndarray, events: list[list[tuple[str, int, dict[str, str]]]]) -> SpanBatch:
+        """A batch whose spans ``rows`` (ascending) carry exactly ``events`` (one list of
+        (name, timestamp in ns, attributes) per row, as :meth:`events` returns them); other rows
+        keep theirs. Processors append with ``events(rows)`` + their own and redact in place."""
+        if not len(rows):
+            return self
+        n, rows = len(self), np.asarray(rows, dtype=np.int64)
+        # Row i takes from the old column (index i) or from the replacement (index n + j).
+        index = np.arange(n, dtype=np.int64)
+        index[rows] = n + np.arange(len(rows), dtype=np.int64)
+        order = pa.array(index)
+        replacement = {
+            "Events.Timestamp": pa.array([[t for _, t, _ in evs] for evs in events], pa.list_(pa.int64()))
+            .cast(pa.list_(TIMESTAMP_NS)),
+            "Events.Name": pa.array([[name for name, _, _ in evs] for evs in events], pa.list_(pa.string())),
+            "Events.Attributes": pa.array([[list(a.items()) for _, _, a in evs] for evs in events],
+                                          pa.list_(ATTR_MAP)),
+        }
+        table = self.table
+        for name, values in replacement.items():
+            i = table.schema.get_field_index(name)
+            old = _single(table.column(i))
+            column = pa.concat_arrays([old, values.cast(old.type)]).take(order)
+            table = table.set_column(i, table.schema.field(i), column)
+        return SpanBatch(table, self.approx_bytes, self._genai_mask, self._attrs, self._codes)
