@@ -19,6 +19,7 @@ default engine on the same texts, so each shortcut's cost in accuracy is measure
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -32,7 +33,7 @@ NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIM
 # Recognizers whose patterns all need a digit somewhere in the text.
 DIGIT_ENTITIES = frozenset({"CREDIT_CARD", "US_SSN", "US_ITIN", "US_BANK_NUMBER", "US_PASSPORT", "UK_NHS",
                             "PHONE_NUMBER", "IP_ADDRESS", "IBAN_CODE", "MEDICAL_LICENSE", "US_DRIVER_LICENSE"})
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+_SENTENCE = re.compile(r"[^.!?\s][^.!?\n]*(?:[.!?]+|\n|$)")
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
 _SENTENCE_STARTERS = frozenset(["a", "an", "the", "i", "i'm", "i've", "i'd", "i'll", "it", "it's", "this", "that", "these", "those", "there", "here", "what", "when", "where", "which", "who", "why", "how", "can", "could", "would", "should", "will", "do", "does", "did", "is", "are", "was", "were", "be", "please", "thanks", "thank", "hi", "hello", "hey", "yes", "no", "ok", "okay", "sure", "my", "your", "our", "their", "his", "her", "its", "we", "you", "they", "he", "she", "if", "so", "but", "and", "or", "also", "then", "now", "first", "next", "finally", "sorry", "great", "good", "note", "for", "in", "on", "at", "to", "from", "with", "by", "as", "of", "after", "before", "about", "all", "any", "some", "each", "every"])
 
@@ -117,6 +118,8 @@ class PiiAnalyzer:
     def __init__(self, entities: Sequence[str], score_threshold: float = 0.5, allow_list: Sequence[str] = (),
                  model: str = DEFAULT_MODEL, gate_ner: bool = True) -> None:
         offline_tldextract()
+        # Presidio warns at start about every other-language recognizer it does not load.
+        logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
         import spacy
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import SpacyNlpEngine
@@ -158,7 +161,8 @@ class PiiAnalyzer:
         out = []
         for text, doc, found in zip(texts, docs, ents, strict=True):
             spans = [doc.char_span(s, e, label=label, alignment_mode="expand") for s, e, label in found]
-            spans = [sp for sp in spans if sp is not None]
+            mapping = self.nlp_engine.ner_model_configuration.model_to_presidio_entity_mapping
+            spans = [sp for sp in spans if sp is not None and sp.label_ in mapping]
             default = self.nlp_engine.ner_model_configuration.default_score
             entities, scores = self.nlp_engine._get_updated_entities(spans, [default] * len(spans))
             artifacts = NlpArtifacts(entities=entities, tokens=doc, tokens_indices=[t.idx for t in doc],

