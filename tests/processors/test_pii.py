@@ -180,3 +180,15 @@ def test_dataset_through_the_collector_leaves_no_caught_value_in_clickhouse(make
     # here it must not exceed what that benchmark documents.
     in_scope = sum(e["entity_type"] in IN_SCOPE for s in samples for e in s["spans"])
     assert len(expected_leaks) / in_scope < 0.5
+
+
+def test_worker_processes_give_the_same_result(analyzer: PiiAnalyzer) -> None:
+    spans = [chat(user=TEXT), chat(user="nothing personal here"), chat(user="Ask Maria Lopez, 10.0.0.12")]
+    inline = attributes(_processor(analyzer).process(batch_of(spans)))
+    proc = PiiProcessor(PiiConfig(workers=1))
+    proc.start()
+    try:
+        pooled = attributes(proc.process(batch_of(spans)))
+    finally:
+        proc.shutdown()
+    assert pooled == inline
