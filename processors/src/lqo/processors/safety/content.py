@@ -9,10 +9,12 @@ also rewrites the producers' original content attributes that normalize keeps be
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from lqo.processors.normalize.messages import dumps as _dumps
+from lqo.processors.normalize.messages import loads as _loads
 
 INPUT_MESSAGES = "gen_ai.input.messages"
 OUTPUT_MESSAGES = "gen_ai.output.messages"
@@ -38,19 +40,6 @@ STRUCTURAL_KEYS = frozenset({"role", "type", "finish_reason", "id", "name", "mim
 
 def is_content_key(key: str) -> bool:
     return key in CONTENT_KEYS or key.startswith(CONTENT_PREFIXES)
-
-
-def _loads(text: str | None) -> Any:
-    if not text or text[0] not in "[{":
-        return None
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _as_text(value: Any) -> str:
