@@ -60,3 +60,16 @@ def evaluation_events(batch: SpanBatch, name: str) -> list[list[dict[str, str]]]
 
     return [[a for n, _, a in evs if n == "gen_ai.evaluation.result" and a.get("gen_ai.evaluation.name") == name]
             for evs in batch.events(np.arange(len(batch)))]
+
+
+def otlp_tracer(http_url: str, service: str) -> tuple[Any, Any]:
+    """(provider, tracer) of the real OTel SDK exporting OTLP/HTTP to a collector at ``http_url``;
+    ``provider.shutdown()`` flushes."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{http_url}/v1/traces")))
+    return provider, provider.get_tracer(service)

@@ -10,16 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from pydantic import ValidationError
 
 from lqo.processors.safety.evaluation import SamplingConfig
 from lqo.processors.safety.pii import DEFAULT_ENTITIES, DROPPED, PiiConfig, PiiProcessor
 from lqo.processors.safety.pii_engine import PiiAnalyzer, ner_chunks
-from tests.processors.spans import attributes, batch_of, chat, evaluation_events
+from tests.processors.spans import attributes, batch_of, chat, evaluation_events, otlp_tracer
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 DATASET = SHARED / "datasets" / "pii_presidio_research_small.json"
@@ -144,9 +140,7 @@ def test_dataset_through_the_collector_leaves_no_caught_value_in_clickhouse(make
         "processors": {"genai_normalize": {}, "pii": {}},
         "service": {"pipelines": {"traces": {"processors": ["genai_normalize", "pii"]}}},
     })
-    provider = TracerProvider(resource=Resource.create({"service.name": "pii-e2e"}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{col.http_url}/v1/traces")))
-    tracer = provider.get_tracer("pii-e2e")
+    provider, tracer = otlp_tracer(col.http_url, "pii-e2e")
     for i, sample in enumerate(samples):
         with tracer.start_as_current_span("chat gpt-4o") as span:
             span.set_attributes(chat(user=sample["full_text"], output=f"Noted: {sample['full_text']}"))

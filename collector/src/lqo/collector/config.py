@@ -159,8 +159,10 @@ def load_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
 # Processors the default pipeline runs, in order, when their distribution (and its optional
 # dependencies) is installed: the ones that need nothing but the span and installed packages (no
 # model files to provide, no network). PII runs before the others so none of them, and no
-# exporter, sees a raw value. toxicity needs a checkpoint path, so it is configured by hand.
+# exporter, sees a raw value. toxicity needs a model checkpoint on disk: it joins the default
+# pipeline (after pii) when LQO_TOXICITY_CHECKPOINT names one, and is configured by hand otherwise.
 DEFAULT_PROCESSORS = ("genai_normalize", "pii", "cost", "hallucination", "prompt_injection")
+TOXICITY_CHECKPOINT_ENV = "LQO_TOXICITY_CHECKPOINT"
 
 
 def default_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -170,6 +172,11 @@ def default_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     registered = factories("processors")
     installed = [p for p in DEFAULT_PROCESSORS if p in registered and registered[p].available()]
     config["processors"] = {p: {} for p in installed}
+    checkpoint = (os.environ if env is None else env).get(TOXICITY_CHECKPOINT_ENV)
+    if checkpoint and "toxicity" in registered:
+        at = installed.index("pii") + 1 if "pii" in installed else len(installed)
+        installed.insert(at, "toxicity")
+        config["processors"]["toxicity"] = {"checkpoint": checkpoint}
     config["service"]["pipelines"]["traces"]["processors"] = installed
     return config
 

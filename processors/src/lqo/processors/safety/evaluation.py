@@ -12,8 +12,10 @@ import json
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 from pydantic import Field
@@ -23,6 +25,40 @@ from lqo.collector.model.spanbatch import SpanBatch
 
 FLAGS = "lqo.flags"
 EVALUATION_EVENT = "gen_ai.evaluation.result"
+V = TypeVar("V")
+
+
+class TextCache(Generic[V]):
+    """A check's result per distinct text (system prompts and stock answers repeat), the least
+    recently used dropped beyond ``size``; what is missing is computed in one batch."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, V] = OrderedDict()
+
+    def resolve(self, texts: Iterable[str], compute: Callable[[list[str]], Iterable[V]],
+                trivial: Callable[[str], V | None] = lambda text: None) -> dict[str, V]:
+        """Each distinct text's result: cached, ``trivial(text)`` when not None (never cached),
+        else from one ``compute(missing texts)`` call."""
+        found: dict[str, V] = {}
+        todo: list[str] = []
+        for text in dict.fromkeys(texts):
+            hit = self._entries.get(text)
+            if hit is not None:
+                self._entries.move_to_end(text)
+                found[text] = hit
+            elif (quick := trivial(text)) is not None:
+                found[text] = quick
+            else:
+                todo.append(text)
+        if todo:
+            for text, result in zip(todo, compute(todo), strict=True):
+                found[text] = result
+                if self.size:
+                    self._entries[text] = result
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return found
 
 
 class SamplingConfig(StrictModel):
@@ -41,13 +77,15 @@ class CheckConfig(StrictModel):
 
 @dataclass
 class Verdict:
-    """One span's result: its attributes, and the event's score, label and explanation."""
+    """One span's result: its attributes, and the event's score, label, explanation and any
+    attributes of the check's own (e.g. per-class scores)."""
 
     attributes: dict[str, str] = field(default_factory=dict)
     score: float | None = None
     label: str = ""
     explanation: str = ""
     flagged: bool = False
+    event_attributes: dict[str, str] = field(default_factory=dict)
 
 
 class Sampler:
@@ -124,7 +162,7 @@ def write_verdicts(batch: SpanBatch, check: str, flag: str, rows: np.ndarray, ve
     events = out.events(event_rows)
     for evs, i, end in zip(events, scored, ends.tolist(), strict=True):
         verdict = verdicts[i]
-        attrs = {"gen_ai.evaluation.name": check}
+        attrs = {**verdict.event_attributes, "gen_ai.evaluation.name": check}
         if verdict.score is not None:
             attrs["gen_ai.evaluation.score.value"] = _number(verdict.score)
         if verdict.label:

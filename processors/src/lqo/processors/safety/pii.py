@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import logging
 import os
-from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -40,7 +39,13 @@ from lqo.processors.safety.content import (
     rewrite_leaves,
     text_leaves,
 )
-from lqo.processors.safety.evaluation import CheckConfig, Sampler, Verdict, write_verdicts
+from lqo.processors.safety.evaluation import (
+    CheckConfig,
+    Sampler,
+    TextCache,
+    Verdict,
+    write_verdicts,
+)
 from lqo.processors.safety.pii_engine import DEFAULT_MODEL, Finding, PiiAnalyzer
 
 log = logging.getLogger(__name__)
@@ -103,7 +108,7 @@ class PiiProcessor:
         self.sampler = Sampler(config.sampling)
         self._analyzer: PiiAnalyzer | None = None
         self._pool: ProcessPoolExecutor | None = None
-        self._cache: OrderedDict[str, list[Finding]] = OrderedDict()
+        self._cache: TextCache[list[Finding]] = TextCache(config.cache_size)
         self._key = config.hash_key.get_secret_value().encode() if config.hash_key else b""
         self._found = ctx.telemetry.counter("lqo_pii_findings", "PII values found in GenAI content, by type.",
                                             ["entity_type"]) if ctx else None
@@ -127,25 +132,7 @@ class PiiProcessor:
     # --- analysis, distinct texts once ---
 
     def _analyze(self, texts: Sequence[str]) -> dict[str, list[Finding]]:
-        found: dict[str, list[Finding]] = {}
-        todo = []
-        for text in dict.fromkeys(texts):
-            hit = self._cache.get(text)
-            if hit is not None:
-                self._cache.move_to_end(text)
-                found[text] = hit
-            elif _SKIP.issuperset(text) or len(text) < 2:
-                found[text] = []
-            else:
-                todo.append(text)
-        if todo:
-            for text, findings in zip(todo, self._run(todo), strict=True):
-                found[text] = findings
-                if self.config.cache_size:
-                    self._cache[text] = findings
-            while len(self._cache) > self.config.cache_size:
-                self._cache.popitem(last=False)
-        return found
+        return self._cache.resolve(texts, self._run, lambda t: [] if len(t) < 2 or _SKIP.issuperset(t) else None)
 
     def _run(self, texts: list[str]) -> list[list[Finding]]:
         if self._pool is None:
