@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from lqo.processors.safety.evaluation import SamplingConfig
 from lqo.processors.safety.pii import DEFAULT_ENTITIES, DROPPED, PiiConfig, PiiProcessor
-from lqo.processors.safety.pii_engine import PiiAnalyzer, ner_chunks
+from lqo.processors.safety.pii_engine import PiiAnalyzer, ner_chunks, street_addresses
 from tests.processors.spans import attributes, batch_of, chat, evaluation_events, otlp_tracer
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -128,6 +128,38 @@ def test_hostile_content_is_survived(analyzer: PiiAnalyzer) -> None:
 
 # Dataset labels whose values the default entity set covers (TITLE and ORGANIZATION are not PII types
 # here; DOMAIN_NAME and DATE_TIME are not in the default set).
+@pytest.mark.parametrize(("text", "address"), [
+    ("please ship it to 23 8 wressle road, polapit tamar", "23 8 wressle road"),
+    ("Our office: 2279 President St, Gleniti", "2279 President St"),
+    ("Filip lives on Nassaustraat 123 now", "Nassaustraat 123"),
+    ("The bus stops on Ziegelgasse 26.", "Ziegelgasse 26"),
+    ("send it to 48 rue Descartes, Monte Gil", "48 rue Descartes"),
+    ("delivery to 1755 Nelson Mandela Drive please", "1755 Nelson Mandela Drive"),
+    ("it is apt. 614, the buzzer is broken", "apt. 614"),
+    ("my zip code is 11164", "11164"),
+])
+def test_street_addresses_are_found(analyzer: PiiAnalyzer, text: str, address: str) -> None:
+    start, end = text.index(address), text.index(address) + len(address)
+    own = street_addresses().analyze(text, ["LOCATION"])
+    assert any(r.start <= start and r.end >= end and r.entity_type == "LOCATION" for r in own)
+    # In the analyzer the whole value is covered (merged with an overlapping name it may read PERSON).
+    [found] = analyzer.analyze([text])
+    assert any(f.start <= start and f.end >= end for f in found)
+
+
+@pytest.mark.parametrize("text", [
+    "hold it for 10 seconds in place, then release",
+    "a 1,000 sq. ft apartment with 2 bedrooms",
+    "send the 3 files via email within 24 hours",
+    "it took 45 minutes on the road",
+    "update to version 4.2 and restart 2 times",
+    "case 12345 is open",
+])
+def test_ordinary_numbers_are_not_addresses(analyzer: PiiAnalyzer, text: str) -> None:
+    [found] = analyzer.analyze([text])
+    assert [text[f.start:f.end] for f in found if f.entity_type == "LOCATION"] == []
+
+
 IN_SCOPE = {"PERSON", "ADDRESS", "LOCATION", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IP_ADDRESS", "EMAIL_ADDRESS",
             "US_DRIVER_LICENSE"}
 PATTERN_TYPES = {"CREDIT_CARD", "US_SSN", "IP_ADDRESS", "EMAIL_ADDRESS"}

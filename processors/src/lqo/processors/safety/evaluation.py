@@ -36,6 +36,9 @@ class TextCache(Generic[V]):
         self.size = size
         self._entries: OrderedDict[str, V] = OrderedDict()
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def resolve(self, texts: Iterable[str], compute: Callable[[list[str]], Iterable[V]],
                 trivial: Callable[[str], V | None] = lambda text: None) -> dict[str, V]:
         """Each distinct text's result: cached, ``trivial(text)`` when not None (never cached),
