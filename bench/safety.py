@@ -10,7 +10,7 @@ Side by side on the same spans, in one process on this machine:
   baseline the issue names), on the first ``--baseline-spans`` spans;
 * ``pii``: the pii processor (batches of ``--batch`` spans; cold cache at the start);
 * ``pii+hallucination+injection``: the three processors in pipeline order;
-* ``pii(workers=N)``: the pii processor with N worker processes.
+* ``pii(workers=N)``: the pii processor with N worker processes, alone and with the other two.
 
     .venv/bin/python bench/safety.py [--spans 4000] [--batch 512] [--baseline-spans 300] [--workers 2]
 """
@@ -162,6 +162,9 @@ def main() -> int:
         results.setdefault("hallucination+injection", []).append(
             len(spans) / run_processors(three[1:], spans, args.batch))
         if pool_proc is not None:
+            pool_proc._cache.clear()
+            results.setdefault(f"pii(workers={args.workers})", []).append(
+                len(spans) / run_processors([pool_proc], spans, args.batch))
             pool_proc._cache.clear()
             three[0] = pool_proc
             results.setdefault(f"pii(workers={args.workers})+hallucination+injection", []).append(
