@@ -177,7 +177,27 @@ def main() -> int:
     ratio = [p / b for p, b in zip(results["pii, baseline spans"], results["presidio (per text), baseline spans"],
                                    strict=True)]
     print(f"\npii / plain Presidio on the same {len(base)} spans: median {statistics.median(ratio):.1f}x")
+    ner_budget(pii_proc, spans[:1000])
     return 0
+
+
+def ner_budget(proc, spans: list[dict[str, str]]) -> None:
+    """What spaCy's NER alone costs per span on this mix (user message and answer; the system
+    prompts are cached): the floor under the pii check's time."""
+    from lqo.processors.safety.pii_engine import ner_chunks
+
+    analyzer = proc._analyzer
+    texts = [t for s in spans for t in texts_of(s)[1:]]
+    gated = [t[a:b] for t in texts for a, b in ner_chunks(t)]
+    words, gated_words = sum(len(t.split()) for t in texts), sum(len(t.split()) for t in gated)
+    with analyzer._blas.limit(limits=1, user_api="blas"):
+        started = time.process_time()
+        for _ in analyzer.nlp.pipe(gated):
+            pass
+        seconds = time.process_time() - started
+    print(f"spaCy NER (tok2vec+ner, one thread) on the gated sentences of {len(spans)} spans: "
+          f"{gated_words / seconds:,.0f} words/s; {gated_words / len(spans):.0f} of {words / len(spans):.0f} words "
+          f"per span pass the gate -> {seconds / len(spans) * 1e3:.2f} ms of NER per span")
 
 
 if __name__ == "__main__":
