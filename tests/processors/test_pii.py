@@ -102,10 +102,19 @@ def test_config_errors_say_what_to_fix() -> None:
 
 def test_shed_spans_lose_their_content_not_their_privacy(analyzer: PiiAnalyzer) -> None:
     spans = [chat(user=TEXT) for _ in range(4)]
-    out = attributes(_processor(analyzer, sampling=SamplingConfig(max_spans_per_second=1)).process(batch_of(spans)))
+    events = [[("gen_ai.user.message", 1, {"content": TEXT, "role": "user"}), ("exception", 2, {"message": "x"})]
+              for _ in spans]
+    batch = _processor(analyzer, sampling=SamplingConfig(max_spans_per_second=1)).process(batch_of(spans, events))
+    out = attributes(batch)
     assert sum("lqo.pii.count" in a for a in out) == 1
-    shed = [a for a in out if a.get("lqo.pii.skipped") == "sampled"]
-    assert len(shed) == 3 and all(a["gen_ai.input.messages"] == DROPPED for a in shed)
+    shed = [i for i, a in enumerate(out) if a.get("lqo.pii.skipped") == "sampled"]
+    assert len(shed) == 3 and all(out[i]["gen_ai.input.messages"] == DROPPED for i in shed)
+    # Their GenAI events lose their text too (structure stays); other events are untouched.
+    all_events = batch.events(np.arange(len(out)))
+    for i in shed:
+        assert all_events[i][0][2] == {"content": DROPPED, "role": "user"}
+        assert all_events[i][1][2] == {"message": "x"}
+    assert TEXT not in json.dumps([all_events[i] for i in shed])
     kept = attributes(_processor(analyzer, skipped_content="keep", sampling=SamplingConfig(max_spans_per_second=1))
                       .process(batch_of(spans)))
     assert sum(TEXT in a["gen_ai.input.messages"] for a in kept) == 3

@@ -193,7 +193,7 @@ class PiiProcessor:
             return batch
         rows, skipped = self.sampler.split(batch, candidates)
         if len(skipped) and self.config.skipped_content == "drop":
-            batch = self._drop_content(batch, skipped, keys)
+            batch = self._drop_content(batch, skipped, keys, skipped[with_events[skipped]], event_names)
         attrs = batch.get_attributes(keys, rows) if keys else [{} for _ in rows]
         event_rows = rows[with_events[rows]]
         events = dict(zip(event_rows.tolist(), batch.events(event_rows), strict=True)) if len(event_rows) else {}
@@ -235,11 +235,19 @@ class PiiProcessor:
             attributes["lqo.pii.action"] = action
         return Verdict(attributes, float(len(types)), "pii" if types else "clean", ",".join(kinds), bool(types))
 
-    def _drop_content(self, batch: SpanBatch, rows: np.ndarray, keys: list[str]) -> SpanBatch:
-        if not keys:
-            return batch
-        present = batch.get_attributes(keys, rows)
-        return batch.with_attributes(rows, [dict.fromkeys(a, DROPPED) for a in present])
+    def _drop_content(self, batch: SpanBatch, rows: np.ndarray, keys: list[str], event_rows: np.ndarray,
+                      event_names: list[str]) -> SpanBatch:
+        """Shed spans: every content attribute, and the text of their GenAI events, replaced by
+        a marker (an unscanned value must not reach storage)."""
+        if keys:
+            present = batch.get_attributes(keys, rows)
+            batch = batch.with_attributes(rows, [dict.fromkeys(a, DROPPED) for a in present])
+        if len(event_rows):
+            dropped = [[(name, ts, {k: (DROPPED if name in event_names and k not in _EVENT_STRUCTURAL else v)
+                                    for k, v in ea.items()}) for name, ts, ea in evs]
+                       for evs in batch.events(event_rows)]
+            batch = batch.with_events(event_rows, dropped)
+        return batch
 
 
 def _available() -> bool:
