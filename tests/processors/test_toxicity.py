@@ -245,9 +245,25 @@ def test_repeated_texts_are_scored_once(checkpoint: Path) -> None:
 
 def test_sampling_marks_skipped_spans(checkpoint: Path) -> None:
     proc = _processor(checkpoint, sampling={"max_spans_per_second": 2})
+    assert proc.sampler.config.max_spans_per_second == 2  # a configured limit is kept
     out = attributes(proc.process(batch_of([chat(output=t) for t in TEXTS])))
     assert sum("lqo.toxicity.score" in a for a in out) == 2
     assert sum(a.get("lqo.toxicity.skipped") == "sampled" for a in out) == len(TEXTS) - 2
+
+
+def test_without_a_limit_spans_above_the_measured_rate_are_shed(checkpoint: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, "lqo.processors.safety.toxicity"):
+        proc = _processor(checkpoint)
+    limit = proc.sampler.config.max_spans_per_second
+    assert limit is not None and limit >= 1
+    assert any("texts/s here" in r.message and "skipped=sampled" in r.message for r in caplog.records)
+    # More spans than one second of the bucket holds: the rest are marked, none is lost.
+    many = [chat(output=f"{TEXTS[0]} {i}") for i in range(int(limit) + 5)]
+    out = attributes(proc.process(batch_of(many)))
+    scored = sum("lqo.toxicity.score" in a for a in out)
+    assert scored <= limit + 1 and scored + sum(a.get("lqo.toxicity.skipped") == "sampled" for a in out) == len(many)
+    assert _processor(checkpoint, shed_at_measured_rate=False).sampler.config.max_spans_per_second is None
 
 
 def test_config_without_checkpoint_is_refused_with_how_to(tmp_path: Path, checkpoint: Path) -> None:

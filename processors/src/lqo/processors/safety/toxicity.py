@@ -14,6 +14,7 @@ collector does not start. Texts longer than ``max_tokens`` are scored on their f
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -22,8 +23,20 @@ from pydantic import Field, model_validator
 
 from lqo.collector.components import ComponentContext, Factory
 from lqo.processors.safety.content import INPUT_MESSAGES, OUTPUT_MESSAGES, conversation
-from lqo.processors.safety.evaluation import CheckConfig, CheckProcessor, TextCache, Verdict
-from lqo.processors.safety.toxicity_model import BACKENDS, HOW_TO, TOXICITY_CLASSES, load
+from lqo.processors.safety.evaluation import (
+    CheckConfig,
+    CheckProcessor,
+    Sampler,
+    TextCache,
+    Verdict,
+)
+from lqo.processors.safety.toxicity_model import (
+    BACKENDS,
+    HOW_TO,
+    PROBE_TEXTS,
+    TOXICITY_CLASSES,
+    load,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +60,8 @@ class ToxicityConfig(CheckConfig):
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="flag toxicity at this score")
     cache_size: int = Field(4096, ge=0, description="distinct texts whose scores are remembered")
     cache_dir: Path = Field(Path(".lqo/models"), description="where converted (ONNX) models are kept")
+    shed_at_measured_rate: bool = Field(True, description=(
+        "without sampling.max_spans_per_second: shed spans above 80% of the scoring rate measured at start"))
     allow_pickle: bool = Field(False, description=(
         "accept checkpoints holding Python objects besides tensors (unpickling runs code from the file)"))
 
@@ -81,6 +96,23 @@ class ToxicityProcessor(CheckProcessor):
         if not self._toxic.any():
             self._toxic[:] = True  # a checkpoint with classes of its own: all of them count
         self._cache: TextCache[np.ndarray] = TextCache(config.cache_size)
+        if config.sampling.max_spans_per_second is None and config.shed_at_measured_rate:
+            self._shed_at_measured_rate()
+
+    def _shed_at_measured_rate(self) -> None:
+        """Without a configured limit, shed spans above 80% of the rate this machine scores
+        texts at (timed on the probe texts at start): a model slower than the traffic marks spans
+        skipped instead of stalling the pipeline behind it."""
+        texts = list(PROBE_TEXTS) * 2
+        self.scorer.scores(texts[:4])  # warm-up
+        started = time.perf_counter()
+        self.scorer.scores(texts)
+        rate = len(texts) / max(time.perf_counter() - started, 1e-6)
+        limit = max(1.0, round(0.8 * rate, 1))
+        self.sampler = Sampler(self.config.sampling.model_copy(update={"max_spans_per_second": limit}))
+        log.info("toxicity: %s scores ~%.0f texts/s here; spans above %.1f/s are marked lqo.toxicity.skipped="
+                 "sampled (set sampling.max_spans_per_second, or shed_at_measured_rate: false, to change)",
+                 self.backend, rate, limit)
 
     def evaluate(self, spans: list[dict[str, str]]) -> list[Verdict | None]:
         outputs: list[list[str]] = []
