@@ -119,6 +119,12 @@ class Sampler:
                 self._tokens -= min(allowed, len(kept))
         return rows[keep], rows[~keep]
 
+    def set_limit(self, spans_per_second: float) -> None:
+        """A new token-bucket rate (the tokens already earned are kept, capped at the new rate)."""
+        with self._lock:
+            self.config = self.config.model_copy(update={"max_spans_per_second": spans_per_second})
+            self._tokens = min(self._tokens, spans_per_second)
+
 
 def genai_rows(batch: SpanBatch) -> np.ndarray:
     return np.nonzero(batch.genai_mask())[0] if len(batch) else np.zeros(0, dtype=np.int64)

@@ -61,7 +61,8 @@ class ToxicityConfig(CheckConfig):
     cache_size: int = Field(4096, ge=0, description="distinct texts whose scores are remembered")
     cache_dir: Path = Field(Path(".lqo/models"), description="where converted (ONNX) models are kept")
     shed_at_measured_rate: bool = Field(True, description=(
-        "without sampling.max_spans_per_second: shed spans above 80% of the scoring rate measured at start"))
+        "without sampling.max_spans_per_second: shed spans above 80% of the scoring rate (measured at start, "
+        "then on the batches scored)"))
     allow_pickle: bool = Field(False, description=(
         "accept checkpoints holding Python objects besides tensors (unpickling runs code from the file)"))
 
@@ -96,23 +97,35 @@ class ToxicityProcessor(CheckProcessor):
         if not self._toxic.any():
             self._toxic[:] = True  # a checkpoint with classes of its own: all of them count
         self._cache: TextCache[np.ndarray] = TextCache(config.cache_size)
+        self._adaptive = False
+        self._rate = 0.0
         if config.sampling.max_spans_per_second is None and config.shed_at_measured_rate:
             self._shed_at_measured_rate()
 
     def _shed_at_measured_rate(self) -> None:
-        """Without a configured limit, shed spans above 80% of the rate this machine scores
-        texts at (timed on the probe texts at start): a model slower than the traffic marks spans
-        skipped instead of stalling the pipeline behind it."""
+        """Without a configured limit, shed spans above 80% of the rate this machine scores them
+        at, so a model slower than the traffic marks spans skipped instead of stalling the
+        pipeline. The rate starts from the probe texts timed at start and then follows the
+        batches actually scored (a moving average), whose texts may be longer."""
         texts = list(PROBE_TEXTS) * 2
         self.scorer.scores(texts[:4])  # warm-up
         started = time.perf_counter()
         self.scorer.scores(texts)
-        rate = len(texts) / max(time.perf_counter() - started, 1e-6)
-        limit = max(1.0, round(0.8 * rate, 1))
-        self.sampler = Sampler(self.config.sampling.model_copy(update={"max_spans_per_second": limit}))
+        self._rate = len(texts) / max(time.perf_counter() - started, 1e-6)
+        self._adaptive = True
+        self.sampler = Sampler(self.config.sampling.model_copy(update={"max_spans_per_second": self._limit()}))
         log.info("toxicity: %s scores ~%.0f texts/s here; spans above %.1f/s are marked lqo.toxicity.skipped="
-                 "sampled (set sampling.max_spans_per_second, or shed_at_measured_rate: false, to change)",
-                 self.backend, rate, limit)
+                 "sampled, following the measured rate (set sampling.max_spans_per_second, or "
+                 "shed_at_measured_rate: false, to change)", self.backend, self._rate, self._limit())
+
+    def _limit(self) -> float:
+        return max(1.0, round(0.8 * self._rate, 1))
+
+    def _observe(self, spans: int, seconds: float) -> None:
+        if not self._adaptive or spans < 8 or seconds <= 0:
+            return
+        self._rate = 0.7 * self._rate + 0.3 * spans / seconds
+        self.sampler.set_limit(self._limit())
 
     def evaluate(self, spans: list[dict[str, str]]) -> list[Verdict | None]:
         outputs: list[list[str]] = []
@@ -121,8 +134,11 @@ class ToxicityProcessor(CheckProcessor):
             conv = conversation(attrs)
             outputs.append([t for t in conv.output if t.strip()])
             inputs.append(conv.user[-1] if self.config.score_input and conv.user and conv.user[-1].strip() else None)
+        started = time.perf_counter()
         scores = self._cache.resolve([t for texts in outputs for t in texts] + [t for t in inputs if t is not None],
                                      self.scorer.scores)
+        self._observe(sum(1 for texts, user in zip(outputs, inputs, strict=True) if texts or user is not None),
+                      time.perf_counter() - started)
         verdicts: list[Verdict | None] = []
         for texts, user in zip(outputs, inputs, strict=True):
             if not texts and user is None:
