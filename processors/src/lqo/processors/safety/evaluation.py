@@ -13,7 +13,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -30,14 +30,27 @@ V = TypeVar("V")
 
 class TextCache(Generic[V]):
     """A check's result per distinct text (system prompts and stock answers repeat), the least
-    recently used dropped beyond ``size``; what is missing is computed in one batch."""
+    recently used dropped beyond ``size``; what is missing is computed in one batch
+    (:meth:`resolve`) or one at a time (:meth:`get`)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._entries: OrderedDict[str, V] = OrderedDict()
+        self._entries: OrderedDict[Hashable, V] = OrderedDict()
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def get(self, key: Hashable, compute: Callable[[], V]) -> V:
+        hit = self._entries.get(key)
+        if hit is not None:
+            self._entries.move_to_end(key)
+            return hit
+        value = compute()
+        if self.size:
+            self._entries[key] = value
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return value
 
     def resolve(self, texts: Iterable[str], compute: Callable[[list[str]], Iterable[V]],
                 trivial: Callable[[str], V | None] = lambda text: None) -> dict[str, V]:

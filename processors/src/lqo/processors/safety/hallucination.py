@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -40,7 +39,7 @@ from lqo.processors.safety.content import (
     TOOL_RESULT,
     conversation,
 )
-from lqo.processors.safety.evaluation import CheckConfig, CheckProcessor, Verdict
+from lqo.processors.safety.evaluation import CheckConfig, CheckProcessor, TextCache, Verdict
 
 STOP_WORDS = frozenset(["a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves", "yes", "one", "ones", "also", "well", "known", "named", "called", "first", "started", "based", "answer", "question", "following", "however"])
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.UNICODE)
@@ -246,16 +245,10 @@ class HallucinationProcessor(CheckProcessor):
     def __init__(self, config: HallucinationConfig, ctx: ComponentContext | None = None) -> None:
         super().__init__(config)
         self.config: HallucinationConfig = config
-        self._groundings: OrderedDict[tuple[str, ...], Grounding] = OrderedDict()
+        self._groundings: TextCache[Grounding] = TextCache(_CACHE_SIZE)
 
     def _grounding(self, texts: list[str]) -> Grounding:
-        key = tuple(texts)
-        hit = self._groundings.get(key)
-        if hit is None:
-            hit = self._groundings[key] = Grounding.of(texts)
-            if len(self._groundings) > _CACHE_SIZE:
-                self._groundings.popitem(last=False)
-        return hit
+        return self._groundings.get(tuple(texts), lambda: Grounding.of(texts))
 
     def evaluate(self, spans: list[dict[str, str]]) -> list[Verdict | None]:
         out: list[Verdict | None] = []

@@ -21,14 +21,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections import OrderedDict
 from collections.abc import Iterable
 
 from pydantic import Field
 
 from lqo.collector.components import ComponentContext, Factory
 from lqo.processors.safety.content import DOCUMENT_KEYS, INPUT_MESSAGES, TOOL_RESULT, conversation
-from lqo.processors.safety.evaluation import CheckConfig, CheckProcessor, Verdict
+from lqo.processors.safety.evaluation import CheckConfig, CheckProcessor, TextCache, Verdict
 
 _I = re.IGNORECASE
 _PREVIOUS = r"(?:all\s+|any\s+|the\s+|your\s+|of\s+)*(?:previous|prior|above|earlier|preceding|former|original|initial|system)"
@@ -125,15 +124,10 @@ class InjectionProcessor(CheckProcessor):
     def __init__(self, config: InjectionConfig, ctx: ComponentContext | None = None) -> None:
         super().__init__(config)
         self.config: InjectionConfig = config
-        self._cache: OrderedDict[str, tuple[float, list[str]]] = OrderedDict()
+        self._cache: TextCache[tuple[float, list[str]]] = TextCache(_CACHE_SIZE)
 
     def _score(self, text: str) -> tuple[float, list[str]]:
-        hit = self._cache.get(text)
-        if hit is None:
-            hit = self._cache[text] = score_text(text)
-            if len(self._cache) > _CACHE_SIZE:
-                self._cache.popitem(last=False)
-        return hit
+        return self._cache.get(text, lambda: score_text(text))
 
     def evaluate(self, spans: list[dict[str, str]]) -> list[Verdict | None]:
         out: list[Verdict | None] = []
