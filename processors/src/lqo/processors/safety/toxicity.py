@@ -91,14 +91,12 @@ class ToxicityProcessor(CheckProcessor):
                       batch_size=config.batch_size, max_tokens=config.max_tokens, threads=config.threads,
                       tolerance=config.tolerance, cache_dir=config.cache_dir, allow_pickle=config.allow_pickle)
         self.scorer = loaded.scorer
-        self.backend = loaded.scorer.backend
         self.classes = loaded.classes
         self._toxic = np.array([c in TOXICITY_CLASSES for c in self.classes])
         if not self._toxic.any():
             self._toxic[:] = True  # a checkpoint with classes of its own: all of them count
         self._cache: TextCache[np.ndarray] = TextCache(config.cache_size)
-        self._adaptive = False
-        self._rate = 0.0
+        self._rate = 0.0  # texts/s measured while shedding at the measured rate; 0: a fixed limit (or none)
         if config.sampling.max_spans_per_second is None and config.shed_at_measured_rate:
             self._shed_at_measured_rate()
 
@@ -112,17 +110,16 @@ class ToxicityProcessor(CheckProcessor):
         started = time.perf_counter()
         self.scorer.scores(texts)
         self._rate = len(texts) / max(time.perf_counter() - started, 1e-6)
-        self._adaptive = True
         self.sampler = Sampler(self.config.sampling.model_copy(update={"max_spans_per_second": self._limit()}))
         log.info("toxicity: %s scores ~%.0f texts/s here; spans above %.1f/s are marked lqo.toxicity.skipped="
                  "sampled, following the measured rate (set sampling.max_spans_per_second, or "
-                 "shed_at_measured_rate: false, to change)", self.backend, self._rate, self._limit())
+                 "shed_at_measured_rate: false, to change)", self.scorer.backend, self._rate, self._limit())
 
     def _limit(self) -> float:
         return max(1.0, round(0.8 * self._rate, 1))
 
     def _observe(self, spans: int, seconds: float) -> None:
-        if not self._adaptive or spans < 8 or seconds <= 0:
+        if not self._rate or spans < 8 or seconds <= 0:
             return
         self._rate = 0.7 * self._rate + 0.3 * spans / seconds
         self.sampler.set_limit(self._limit())
@@ -146,32 +143,30 @@ class ToxicityProcessor(CheckProcessor):
                 continue
             attributes: dict[str, str] = {}
             event: dict[str, str] = {}
-            top = None
-            explanation = []
-            if texts:
-                row = np.max([scores[t] for t in texts], axis=0)  # several choices: the worst of them
-                top, cls = self._top(row)
+            explanation: list[str] = []
+            top = input_top = None
+            if texts:  # several choices: the worst of them
+                top, cls = self._describe(np.max([scores[t] for t in texts], axis=0), "output", "lqo.toxicity.",
+                                          event, explanation)
                 attributes["lqo.toxicity.score"] = _fmt(top)
                 attributes["lqo.toxicity.class"] = cls
-                event.update({f"lqo.toxicity.{c}": _fmt(v) for c, v in zip(self.classes, row.tolist(), strict=True)})
-                explanation.append(f"output: {cls} {_fmt(top)}")
-            flagged = top is not None and top >= self.config.threshold
             if user is not None:
-                row = scores[user]
-                input_top, cls = self._top(row)
+                input_top, _ = self._describe(scores[user], "input", "lqo.toxicity.input.", event, explanation)
                 attributes["lqo.toxicity.input_score"] = _fmt(input_top)
-                event.update({f"lqo.toxicity.input.{c}": _fmt(v)
-                              for c, v in zip(self.classes, row.tolist(), strict=True)})
-                explanation.append(f"input: {cls} {_fmt(input_top)}")
-                flagged = flagged or input_top >= self.config.threshold
+            flagged = any(s is not None and s >= self.config.threshold for s in (top, input_top))
             verdicts.append(Verdict(attributes, top, "toxic" if flagged else "not_toxic", "; ".join(explanation),
                                     flagged, event))
         return verdicts
 
-    def _top(self, row: np.ndarray) -> tuple[float, str]:
-        masked = np.where(self._toxic, row, -1.0)
-        i = int(masked.argmax())
-        return round(float(row[i]), 4), self.classes[i]
+    def _describe(self, row: np.ndarray, side: str, prefix: str, event: dict[str, str],
+                  explanation: list[str]) -> tuple[float, str]:
+        """(top toxicity-class score of ``row``, its class); every class's score goes into
+        ``event`` under ``prefix``, "<side>: <class> <score>" onto ``explanation``."""
+        i = int(np.where(self._toxic, row, -1.0).argmax())
+        top = round(float(row[i]), 4)
+        event.update({f"{prefix}{c}": _fmt(v) for c, v in zip(self.classes, row.tolist(), strict=True)})
+        explanation.append(f"{side}: {self.classes[i]} {_fmt(top)}")
+        return top, self.classes[i]
 
 
 def _fmt(value: float) -> str:

@@ -26,6 +26,7 @@ import os
 import pickle
 import threading
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,17 +247,16 @@ def _torch_runner(model: Any, device: str, fp16: bool) -> Any:
 
 
 def _onnx_files(model: Any, checkpoint_path: Path, cache_dir: Path, quantize: bool) -> Path:
-    """The model exported to ONNX (and quantized), cached by the checkpoint's digest and the
+    """The model exported to ONNX (and quantized), cached by the checkpoint file (path, size,
+    modification time: the file was just read whole by torch, so it is not hashed again) and the
     versions that shape the export."""
     import onnxruntime
     import torch
     import transformers
 
-    digest = hashlib.sha256()
-    with checkpoint_path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    digest.update(f"{torch.__version__}|{transformers.__version__}|{onnxruntime.__version__}".encode())
+    stat = checkpoint_path.stat()
+    digest = hashlib.sha256(f"{checkpoint_path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{torch.__version__}|"
+                            f"{transformers.__version__}|{onnxruntime.__version__}".encode())
     stem = f"toxicity-{digest.hexdigest()[:20]}"
     cache_dir.mkdir(parents=True, exist_ok=True)
     fp32 = cache_dir / f"{stem}.onnx"
@@ -265,7 +265,6 @@ def _onnx_files(model: Any, checkpoint_path: Path, cache_dir: Path, quantize: bo
         started = time.monotonic()
         tmp = fp32.with_suffix(f".tmp{os.getpid()}")
         sample = torch.ones((2, 8), dtype=torch.int64)
-        import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model.cpu(), (sample, sample), str(tmp), input_names=["input_ids", "attention_mask"],
