@@ -265,20 +265,22 @@ def test_without_a_limit_spans_above_the_measured_rate_are_shed(checkpoint: Path
     scored = sum("lqo.toxicity.score" in a for a in out)
     assert scored <= limit + 1 and scored + sum(a.get("lqo.toxicity.skipped") == "sampled" for a in out) == len(many)
     assert _processor(checkpoint, shed_at_measured_rate=False).sampler.config.max_spans_per_second is None
-    # The limit follows the rate of the batches actually scored (here: a model made 10× slower).
-    scores = proc.scorer.scores
+    # The limit follows the rate of the batches actually scored: here a model that scores a tenth
+    # of the measured rate (an absolute rate, so the outcome does not hang on how much faster a
+    # batch of 20 is than the probe texts on this machine).
+    scores, slow_rate, before = proc.scorer.scores, proc._rate / 10, proc.sampler.config.max_spans_per_second
 
     def slow(texts: list[str]) -> np.ndarray:
         started = time.perf_counter()
         out = scores(texts)
-        time.sleep(9 * (time.perf_counter() - started) + 0.01)
+        time.sleep(max(0.0, len(texts) / slow_rate - (time.perf_counter() - started)))
         return out
 
     proc.scorer.scores = slow  # type: ignore[method-assign]
     for round_ in range(6):
         time.sleep(1.0)  # a second's tokens
         proc.process(batch_of([chat(output=f"{TEXTS[1]} {round_} {i}") for i in range(20)]))
-    assert proc.sampler.config.max_spans_per_second < limit / 2
+    assert proc.sampler.config.max_spans_per_second < before / 2
 
 
 def test_config_without_checkpoint_is_refused_with_how_to(tmp_path: Path, checkpoint: Path) -> None:
