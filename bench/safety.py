@@ -195,7 +195,7 @@ def ner_budget(proc, spans: list[dict[str, str]]) -> None:
         for _ in analyzer.nlp.pipe(gated):
             pass
         seconds = time.process_time() - started
-    print(f"spaCy NER (tok2vec+ner, one thread) on the gated sentences of {len(spans)} spans: "
+    print(f"spaCy NER (one thread) on the gated sentences of {len(spans)} spans: "
           f"{gated_words / seconds:,.0f} words/s; {gated_words / len(spans):.0f} of {words / len(spans):.0f} words "
           f"per span pass the gate -> {seconds / len(spans) * 1e3:.2f} ms of NER per span")
 

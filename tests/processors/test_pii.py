@@ -5,6 +5,7 @@ labelled PII dataset sent through a running collector leaves no caught value in 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,12 @@ from pydantic import ValidationError
 
 from lqo.processors.safety.evaluation import SamplingConfig
 from lqo.processors.safety.pii import DEFAULT_ENTITIES, DROPPED, PiiConfig, PiiProcessor
-from lqo.processors.safety.pii_engine import PiiAnalyzer, ner_chunks, street_addresses
+from lqo.processors.safety.pii_engine import (
+    PiiAnalyzer,
+    ner_chunks,
+    street_addresses,
+    warn_if_slow_parser,
+)
 from tests.processors.spans import attributes, batch_of, chat, evaluation_events, otlp_tracer
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -124,6 +130,41 @@ def test_ner_gate_keeps_sentences_that_can_hold_a_name() -> None:
     text = "how do i reset my password? Ask Maria in IT. thanks a lot.\nI think so."
     chunks = [text[s:e] for s, e in ner_chunks(text)]
     assert chunks == ["Ask Maria in IT."]
+
+
+def test_spacy_runs_only_ner_and_presidio_context_sees_the_same_tokens(analyzer: PiiAnalyzer) -> None:
+    from presidio_analyzer.nlp_engine import NlpArtifacts
+
+    # The English models' NER embeds tokens itself: the shared tok2vec (fed the parser) is gone.
+    assert analyzer.nlp.pipe_names == ["ner"]
+    # The keywords and lemmas context enhancement reads equal what Presidio derives itself.
+    text = "Call me at: 212-555-0143, the office phone of Dr. Jane Porter (ext. 12); it's the best number."
+    doc = analyzer.nlp.make_doc(text)
+    lemmas = [t.lower_ for t in doc]
+    presidio = NlpArtifacts([], doc, [t.idx for t in doc], lemmas, analyzer.nlp_engine, "en")
+    assert [k for w in lemmas for k in analyzer._keywords(w)] == presidio.keywords
+    assert "the" not in presidio.keywords and "phone" in presidio.keywords
+    [found] = analyzer.analyze([text])
+    assert {f.entity_type for f in found} >= {"PHONE_NUMBER", "PERSON"}
+
+
+def test_url_patterns_run_only_where_a_host_name_can_be(analyzer: PiiAnalyzer) -> None:
+    urls = PiiAnalyzer(["URL"], 0.4)
+    texts = ["see https://docs.example.org/a?b=1 and www.example.co.uk", "mail it to example.com today",
+             "version 4.2 ships. Then restart", "e.g. this one"]
+    found = [[t[f.start:f.end] for f in fs] for t, fs in zip(texts, urls.analyze(texts), strict=True)]
+    assert found[0] == ["https://docs.example.org/a?b=1", "www.example.co.uk"] and found[1] == ["example.com"]
+    assert found[2:] == [[], []]
+    assert [urls._entities_for(t) for t in texts] == [["URL"], ["URL"], [], ["URL"]]
+
+
+@pytest.mark.parametrize(("version", "slow"), [("3.8.7", False), ("3.8.8", True), ("3.8.18", True),
+                                               ("3.9.0", False), ("3.7.5", False)])
+def test_spacy_builds_with_the_slow_parser_are_named(version: str, slow: bool,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, "lqo.processors.safety.pii_engine"):
+        assert warn_if_slow_parser(version) is slow
+    assert ("spacy==3.8.7" in caplog.text) is slow
 
 
 def test_hostile_content_is_survived(analyzer: PiiAnalyzer) -> None:

