@@ -130,6 +130,9 @@ def test_ner_gate_keeps_sentences_that_can_hold_a_name() -> None:
     text = "how do i reset my password? Ask Maria in IT. thanks a lot.\nI think so."
     chunks = [text[s:e] for s, e in ner_chunks(text)]
     assert chunks == ["Ask Maria in IT."]
+    # A capital that is only the pronoun I or a sentence's opening verb says nothing about a name.
+    text = "Can I get a refund? Update the app, then I'll retry. Restart it. Email Jane Porter. Porter agreed."
+    assert [text[s:e] for s, e in ner_chunks(text)] == ["Email Jane Porter.", "Porter agreed."]
 
 
 def test_spacy_runs_only_ner_and_presidio_context_sees_the_same_tokens(analyzer: PiiAnalyzer) -> None:

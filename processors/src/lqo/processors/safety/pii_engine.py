@@ -47,7 +47,11 @@ _WORD_CACHE = 200_000  # distinct words whose strings and keywords are kept, per
 _DIGIT_RUN = re.compile(r"\d(?:[ ().+-]{0,3}\d){6,}")
 _SENTENCE = re.compile(r"[^.!?\s][^.!?\n]*(?:[.!?]+|\n|$)")
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
-_SENTENCE_STARTERS = frozenset(["a", "an", "the", "i", "i'm", "i've", "i'd", "i'll", "it", "it's", "this", "that", "these", "those", "there", "here", "what", "when", "where", "which", "who", "why", "how", "can", "could", "would", "should", "will", "do", "does", "did", "is", "are", "was", "were", "be", "please", "thanks", "thank", "hi", "hello", "hey", "yes", "no", "ok", "okay", "sure", "my", "your", "our", "their", "his", "her", "its", "we", "you", "they", "he", "she", "if", "so", "but", "and", "or", "also", "then", "now", "first", "next", "finally", "sorry", "great", "good", "note", "for", "in", "on", "at", "to", "from", "with", "by", "as", "of", "after", "before", "about", "all", "any", "some", "each", "every"])
+# Capitalized only for being first in a sentence: determiners, pronouns, auxiliaries, discourse
+# words, and the imperative verbs assistants' answers open steps with. None is a common given name.
+_SENTENCE_STARTERS = frozenset(["a", "an", "the", "i", "i'm", "i've", "i'd", "i'll", "it", "it's", "this", "that", "these", "those", "there", "there's", "here", "here's", "what", "what's", "when", "where", "which", "who", "why", "how", "can", "could", "would", "should", "will", "do", "does", "did", "don't", "doesn't", "didn't", "is", "are", "was", "were", "be", "can't", "won't", "isn't", "aren't", "please", "thanks", "thank", "hi", "hello", "hey", "yes", "no", "ok", "okay", "sure", "my", "your", "our", "their", "his", "her", "its", "we", "we're", "we've", "we'll", "you", "you're", "you've", "you'll", "they", "they're", "he", "she", "if", "so", "but", "and", "or", "also", "then", "now", "first", "second", "third", "next", "finally", "sorry", "great", "good", "note", "for", "in", "on", "at", "to", "from", "with", "by", "as", "of", "after", "before", "about", "all", "any", "some", "each", "every", "however", "unfortunately", "additionally", "alternatively", "otherwise", "meanwhile", "instead", "once", "since", "because", "although", "while", "unless", "until", "just", "simply", "only", "usually", "typically", "generally", "currently", "let", "let's", "step", "tip", "important", "update", "click", "open", "close", "check", "try", "use", "run", "install", "uninstall", "restart", "reboot", "reset", "make", "select", "choose", "enter", "go", "press", "hold", "wait", "contact", "send", "visit", "follow", "ensure", "add", "remove", "delete", "create", "set", "turn", "keep", "consider", "see", "tap", "navigate", "download", "upload", "sign", "log", "copy", "paste", "save", "replace", "confirm", "verify", "review", "read", "unplug", "plug", "connect", "disconnect", "enable", "disable", "change", "start", "stop", "find", "look", "take", "get", "give", "put", "move", "write", "ask", "tell", "include", "avoid", "remember", "call"])
+# A capital that says nothing about a name: the pronoun I.
+_NOT_A_NAME_CAPITAL = frozenset(["i", "i'm", "i've", "i'd", "i'll", "i’m", "i’ve", "i’d", "i’ll"])
 
 
 def offline_tldextract() -> None:
@@ -91,6 +95,10 @@ def warn_if_slow_parser(version: str) -> bool:
     return slow
 
 
+def _name_like(word: str) -> bool:
+    return word[0].isupper() and word.lower() not in _NOT_A_NAME_CAPITAL
+
+
 def ner_chunks(text: str) -> list[tuple[int, int]]:
     """(start, end) of the sentences of ``text`` worth running NER on."""
     out: list[tuple[int, int]] = []
@@ -99,7 +107,8 @@ def ner_chunks(text: str) -> list[tuple[int, int]]:
         if not words:
             continue
         first, rest = words[0], words[1:]
-        if any(w[0].isupper() for w in rest) or (first[0].isupper() and first.lower() not in _SENTENCE_STARTERS):
+        if any(_name_like(w) for w in rest) or (_name_like(first) and first.lower().replace("’", "'")
+                                                  not in _SENTENCE_STARTERS):
             if out and out[-1][1] == m.start():
                 out[-1] = (out[-1][0], m.end())  # neighbours stay one chunk: NER sees context
             else:
