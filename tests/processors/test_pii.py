@@ -55,7 +55,9 @@ def test_redact_replaces_values_with_typed_placeholders_in_message_json(analyzer
 
 
 def test_hash_is_keyed_and_stable_and_detect_leaves_text(analyzer: PiiAnalyzer) -> None:
-    spans = [chat(user="Email jane.porter@example.com please"), chat(user="cc jane.porter@example.com too")]
+    # (All-lower-case text goes to NER whole, and the small model may glue a neighbouring word
+    # to an address there, "cc jane.porter@…": the union is redacted, and hashed as one value.)
+    spans = [chat(user="Email jane.porter@example.com please"), chat(user="Also cc jane.porter@example.com too")]
     a, b = attributes(_processor(analyzer, action="hash", hash_key="k1").process(batch_of(spans)))
     other = attributes(_processor(analyzer, action="hash", hash_key="k2").process(batch_of(spans[:1])))[0]
     token = json.loads(a["gen_ai.input.messages"])[0]["parts"][0]["content"].split()[1]
@@ -65,6 +67,20 @@ def test_hash_is_keyed_and_stable_and_detect_leaves_text(analyzer: PiiAnalyzer) 
     detected = attributes(_processor(analyzer, action="detect").process(batch_of(spans[:1])))[0]
     assert detected["gen_ai.input.messages"] == spans[0]["gen_ai.input.messages"]
     assert detected["lqo.pii.action"] == "detected" and "EMAIL_ADDRESS" in detected["lqo.pii.entities"].split(",")
+
+
+def test_a_value_found_once_is_redacted_wherever_the_span_repeats_it(analyzer: PiiAnalyzer) -> None:
+    # The name is found in the user's all-lower-case message; the answer echoes it after a
+    # capital ("Noted:"), where the model alone does not find it, and by its first name alone.
+    text = "Noted: tracy sukhorukova. The annual fee is waived for you, tracy, and for traceyanne."
+    assert analyzer.analyze([text]) == [[]]
+    spans = [chat(user="billing address: tracy sukhorukova, 23 wressle road", output=text),
+             chat(user="is that all?", output=text)]
+    out = attributes(_processor(analyzer).process(batch_of(spans)))
+    assert json.loads(out[0]["gen_ai.output.messages"])[0]["parts"][0]["content"] == \
+        "Noted: <PERSON>. The annual fee is waived for you, <PERSON>, and for traceyanne."  # whole words
+    assert out[0]["lqo.pii.count"] == "4"  # name and address in the message, name twice in the answer
+    assert "tracy sukhorukova" in out[1]["gen_ai.output.messages"]  # other spans: only their own findings
 
 
 def test_tool_calls_original_attributes_and_events_are_scanned(analyzer: PiiAnalyzer) -> None:
@@ -126,13 +142,35 @@ def test_shed_spans_lose_their_content_not_their_privacy(analyzer: PiiAnalyzer) 
     assert sum(TEXT in a["gen_ai.input.messages"] for a in kept) == 3
 
 
-def test_ner_gate_keeps_sentences_that_can_hold_a_name() -> None:
+def test_ner_gate_keeps_each_possible_name_with_the_context_the_model_sees() -> None:
     text = "how do i reset my password? Ask Maria in IT. thanks a lot.\nI think so."
-    chunks = [text[s:e] for s, e in ner_chunks(text)]
-    assert chunks == ["Ask Maria in IT."]
+    # Five tokens either side of "Maria" and "IT" (punctuation counts), across the sentence end.
+    assert [text[s:e] for s, e in ner_chunks(text)] == ["reset my password? Ask Maria in IT. thanks a lot."]
     # A capital that is only the pronoun I or a sentence's opening verb says nothing about a name.
     text = "Can I get a refund? Update the app, then I'll retry. Restart it. Email Jane Porter. Porter agreed."
-    assert [text[s:e] for s, e in ner_chunks(text)] == ["Email Jane Porter.", "Porter agreed."]
+    assert [text[s:e] for s, e in ner_chunks(text)] == ["retry. Restart it. Email Jane Porter. Porter agreed."]
+    assert ner_chunks("Please restart it. Then try again, I think it works.") == []
+    # Far-apart names are separate windows: the text between them never reaches the model.
+    text = "Ask Maria. " + "the router keeps dropping the connection every few minutes. " * 3 + "Ask Paul."
+    assert [text[s:e] for s, e in ner_chunks(text)] == ["Ask Maria. the router keeps dropping",
+                                                       "every few minutes. Ask Paul."]
+    # Text typed all in lower case has no capitals to go by: all of it goes to the model.
+    text = "hi, i'm john smith from boston, can you help"
+    assert ner_chunks(text) == [(0, len(text))]
+
+
+def test_ner_gate_finds_what_ungated_ner_finds(analyzer: PiiAnalyzer) -> None:
+    # The context a sentence boundary used to cut off: "What's your last name? Krylova ...".
+    texts = ["What's your last name? Krylova. Also, my router is broken.", "When Mr. Burns discovers it, he leaves.",
+             "my name is tracy sukhorukova and i need a refund", "Please reset it, then ask Maria Lopez in Boston."]
+    gated = analyzer.analyze(texts)
+    analyzer.gate_ner = False
+    try:
+        ungated = analyzer.analyze(texts)
+    finally:
+        analyzer.gate_ner = True
+    assert gated == ungated
+    assert all(any(f.entity_type == "PERSON" for f in found) for found in gated)
 
 
 def test_spacy_runs_only_ner_and_presidio_context_sees_the_same_tokens(analyzer: PiiAnalyzer) -> None:
@@ -258,7 +296,7 @@ def test_dataset_through_the_collector_leaves_no_caught_value_in_clickhouse(make
     # The share the model misses (NER recall: names, addresses) is reported by bench/detect_quality.py;
     # here it must not exceed what that benchmark documents.
     in_scope = sum(e["entity_type"] in IN_SCOPE for s in samples for e in s["spans"])
-    assert len(expected_leaks) / in_scope < 0.5
+    assert len(expected_leaks) / in_scope < 0.35, len(expected_leaks) / in_scope  # 0.29 today
 
 
 def test_worker_processes_give_the_same_result(analyzer: PiiAnalyzer) -> None:

@@ -22,7 +22,9 @@ import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Sequence
+import re
+from collections import ChainMap
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Literal
@@ -46,7 +48,7 @@ from lqo.processors.safety.evaluation import (
     Verdict,
     write_verdicts,
 )
-from lqo.processors.safety.pii_engine import DEFAULT_MODEL, Finding, PiiAnalyzer
+from lqo.processors.safety.pii_engine import DEFAULT_MODEL, Finding, PiiAnalyzer, resolve
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ DEFAULT_ENTITIES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "U
                     "IP_ADDRESS", "LOCATION", "US_BANK_NUMBER", "US_PASSPORT", "US_DRIVER_LICENSE", "UK_NHS",
                     "CRYPTO", "MEDICAL_LICENSE")
 # Event attributes that are never message text.
+_MIN_SPREAD_CHARS = 3  # shorter values ("Al", "NY") would match ordinary words elsewhere
 _EVENT_STRUCTURAL = STRUCTURAL_KEYS | {"gen_ai.system", "gen_ai.provider.name", "event.name", "index",
                                        "finish_reason", "gen_ai.evaluation.name", "gen_ai.evaluation.score.label",
                                        "gen_ai.evaluation.score.value", "gen_ai.evaluation.explanation"}
@@ -165,7 +168,7 @@ class PiiProcessor:
             return f"<{entity_type}:{digest}>"
         return f"<{entity_type}>"
 
-    def _rewrite(self, text: str, findings: dict[str, list[Finding]], types: list[str]) -> str:
+    def _rewrite(self, text: str, findings: Mapping[str, list[Finding]], types: list[str]) -> str:
         hits = findings.get(text) or []
         if not hits:
             return text
@@ -197,17 +200,21 @@ class PiiProcessor:
         attrs = batch.get_attributes(keys, rows) if keys else [{} for _ in rows]
         event_rows = rows[with_events[rows]]
         events = dict(zip(event_rows.tolist(), batch.events(event_rows), strict=True)) if len(event_rows) else {}
-        texts = [t for a in attrs for v in a.values() for t in text_leaves(v)]
-        for evs in events.values():
-            texts.extend(t for name, _, ea in evs if name in event_names
-                         for k, v in ea.items() if k not in _EVENT_STRUCTURAL for t in text_leaves(v))
-        findings = self._analyze(texts)
-        verdicts, new_events = [], {}
+        span_texts = []
         for row, a in zip(rows.tolist(), attrs, strict=True):
+            own = [t for v in a.values() for t in text_leaves(v)]
+            own.extend(t for name, _, ea in events.get(row, ()) if name in event_names
+                       for k, v in ea.items() if k not in _EVENT_STRUCTURAL for t in text_leaves(v))
+            span_texts.append(own)
+        findings = self._analyze([t for own in span_texts for t in own])
+        verdicts, new_events = [], {}
+        for row, a, own in zip(rows.tolist(), attrs, span_texts, strict=True):
             types: list[str] = []
-            rewritten = {k: self._rewrite_value(v, findings, types) for k, v in a.items()}
+            echoed = spread(own, findings)
+            found = ChainMap(echoed, findings) if echoed else findings
+            rewritten = {k: self._rewrite_value(v, found, types) for k, v in a.items()}
             if row in events:
-                evs = [(name, ts, {k: (self._rewrite_value(v, findings, types)
+                evs = [(name, ts, {k: (self._rewrite_value(v, found, types)
                                        if name in event_names and k not in _EVENT_STRUCTURAL else v)
                                    for k, v in ea.items()}) for name, ts, ea in events[row]]
                 if evs != events[row]:
@@ -219,7 +226,7 @@ class PiiProcessor:
         return write_verdicts(batch, self.check, self.flag, rows, verdicts, skipped, "lqo.pii.skipped",
                               self.config.emit_events)
 
-    def _rewrite_value(self, value: str, findings: dict[str, list[Finding]], types: list[str]) -> str:
+    def _rewrite_value(self, value: str, findings: Mapping[str, list[Finding]], types: list[str]) -> str:
         return rewrite_leaves(value, lambda text: self._rewrite(text, findings, types))
 
     def _verdict(self, original: dict[str, str], rewritten: dict[str, str], types: list[str]) -> Verdict:
@@ -248,6 +255,33 @@ class PiiProcessor:
                        for evs in batch.events(event_rows)]
             batch = batch.with_events(event_rows, dropped)
         return batch
+
+
+def spread(texts: Sequence[str], findings: Mapping[str, list[Finding]]) -> dict[str, list[Finding]]:
+    """Findings for every other place a span repeats a value found in one of its texts (as
+    whole words, in any case): an answer that echoes a name the model caught only in the
+    user's message (text typed in lower case, a name at a sentence start) must not keep it.
+    A person's name spreads in parts as well: "Tracy" after "Tracy Sukhorukova"."""
+    values: dict[str, Finding] = {}
+    for text in texts:
+        for f in findings.get(text) or ():
+            value = text[f.start:f.end].strip()
+            for part in [value, *(value.split() if f.entity_type == "PERSON" else ())]:
+                if len(part) >= _MIN_SPREAD_CHARS:
+                    values.setdefault(part.lower(), f)
+    if not values:
+        return {}
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+                         + r")(?!\w)", re.IGNORECASE)
+    out = {}
+    for text in set(texts):
+        own = findings.get(text) or []
+        extra = [Finding(values[m.group().lower()].entity_type, m.start(), m.end(), values[m.group().lower()].score)
+                 for m in pattern.finditer(text) if m.group().lower() in values
+                 and not any(f.start < m.end() and m.start() < f.end for f in own)]
+        if extra:
+            out[text] = resolve([*own, *extra])
+    return out
 
 
 def _available() -> bool:

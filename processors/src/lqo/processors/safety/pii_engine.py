@@ -8,9 +8,10 @@ NER) on every text, one text at a time, and every recognizer on every text. Here
   Presidio's context words are the lowercased tokens; the English models' NER has its own token
   embedding, so the shared ``tok2vec`` goes too), over ``nlp.pipe``, and its dense layers use
   numpy's BLAS instead of thinc's bundled one (several times faster here);
-* NER runs only on the sentences that can hold a name: ones with a capitalized word that is
-  not just a sentence-initial common word (spaCy's English models find next to no entities in
-  text without capitals) — the rest of the text still gets every pattern recognizer;
+* NER runs only around the words that can be part of a name — capitalized, and not just a
+  sentence-initial common word — with five tokens of context either side (what the model's
+  convolutions see), and on text typed all in lower case; the rest of the text, which the
+  English models find next to no entities in, still gets every pattern recognizer;
 * pattern recognizers are skipped where their pattern cannot match: no digit, no numeric
   identifier; no run of seven digits, no phone, card or SSN (libphonenumber's matcher, run for
   eight regions, is otherwise the costliest step); no ``@``, no e-mail address.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,10 @@ _KEYWORD_CACHE = 200_000  # distinct words whose context keywords are kept, per 
 _DIGIT_RUN = re.compile(r"\d(?:[ ().+-]{0,3}\d){6,}")
 _SENTENCE = re.compile(r"[^.!?\s][^.!?\n]*(?:[.!?]+|\n|$)")
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
+_TOKEN = re.compile(r"\w+(?:['’]\w+)?|[^\w\s]")  # about spaCy's English tokens
+# spaCy's English NER sees four tokens either side of each token (its CNN: depth 4, window 1),
+# so a window one token wider around a name gives nearly the entities of the whole text.
+NER_CONTEXT_TOKENS = 5
 # A capital that says nothing about a name: the pronoun I.
 _PRONOUN_I = frozenset(["i", "i'm", "i've", "i'd", "i'll"])
 # Capitalized only for being first in a sentence: determiners, pronouns, auxiliaries, discourse
@@ -105,20 +111,30 @@ def _name_like(word: str) -> bool:
     return word[0].isupper() and _lower(word) not in _PRONOUN_I
 
 
-def ner_chunks(text: str) -> list[tuple[int, int]]:
-    """(start, end) of the sentences of ``text`` worth running NER on."""
-    out: list[tuple[int, int]] = []
-    for m in _SENTENCE.finditer(text):
-        words = _WORD.findall(m.group(0))
-        if not words:
-            continue
-        first, rest = words[0], words[1:]
-        if any(_name_like(w) for w in rest) or (_name_like(first) and _lower(first) not in _SENTENCE_STARTERS):
-            if out and out[-1][1] == m.start():
-                out[-1] = (out[-1][0], m.end())  # neighbours stay one chunk: NER sees context
-            else:
-                out.append((m.start(), m.end()))
-    return out
+def ner_chunks(text: str, context: int = NER_CONTEXT_TOKENS) -> list[tuple[int, int]]:
+    """(start, end) of the parts of ``text`` worth running NER on: each word that can be part of
+    a name, with ``context`` tokens on either side; overlapping windows become one chunk."""
+    words = list(_WORD.finditer(text))
+    names = [m for m in words if _name_like(m.group())]
+    if not names:
+        # Typed all in lower case: no capital to go by, so all of it.
+        lower = words and all(m.group().islower() for m in words)
+        return [(0, len(text))] if lower else []
+    openers = {w.start() for s in _SENTENCE.finditer(text) if (w := _WORD.search(text, s.start(), s.end()))}
+    names = [m for m in names if m.start() not in openers or _lower(m.group()) not in _SENTENCE_STARTERS]
+    if not names:
+        return []
+    tokens = [m.span() for m in _TOKEN.finditer(text)]
+    token_starts = [a for a, _ in tokens]
+    windows: list[list[int]] = []
+    for m in names:
+        i = bisect_right(token_starts, m.start()) - 1
+        lo, hi = max(0, i - context), min(len(tokens) - 1, i + context)
+        if windows and lo <= windows[-1][1] + 1:
+            windows[-1][1] = max(windows[-1][1], hi)
+        else:
+            windows.append([lo, hi])
+    return [(tokens[lo][0], tokens[hi][1]) for lo, hi in windows]
 
 
 def conversational_recognizers() -> list[Any]:
