@@ -10,7 +10,9 @@ Side by side on the same spans, in one process on this machine:
   baseline the issue names), on the first ``--baseline-spans`` spans;
 * ``pii``: the pii processor (batches of ``--batch`` spans; cold cache at the start);
 * ``pii+hallucination+injection``: the three processors in pipeline order;
-* ``pii(workers=N)``: the pii processor with N worker processes, alone and with the other two.
+* ``pii(workers=N)``: the pii processor with N worker processes, alone and with the other two;
+* ``…, pipelined``: the three through the collector's ``Pipeline``, whose stage after ``pii``
+  (which offloads its work) runs in a thread of its own, overlapping the next batch's analysis.
 
     .venv/bin/python bench/safety.py [--spans 4000] [--batch 512] [--baseline-spans 300] [--workers 2]
 """
@@ -106,6 +108,48 @@ def run_processors(processors: list, spans: list[dict[str, str]], size: int) -> 
     return time.perf_counter() - t
 
 
+def run_pipeline(processors: list, spans: list[dict[str, str]], size: int) -> float:
+    """The same batches through the collector's Pipeline (stages overlap where a processor
+    offloads its work), timed until the last span leaves the last processor."""
+    import threading
+
+    from lqo.collector import pipeline
+    from lqo.collector.telemetry import SelfTelemetry
+
+    prepared = batches(spans, size)
+    done, seen = threading.Event(), [0]
+
+    class Keep:  # the processors are started already: the pipeline must not start them again
+        def __init__(self, proc) -> None:
+            self.proc, self.offloads = proc, getattr(proc, "offloads", False)
+        def start(self) -> None: ...
+        def shutdown(self) -> None: ...
+        def process(self, batch):
+            return self.proc.process(batch)
+
+    class Count(Keep):
+        def process(self, batch):
+            seen[0] += len(batch)
+            if seen[0] >= len(spans):
+                done.set()
+            return batch
+
+    chain = [pipeline.NamedProcessor(f"p{i}", Keep(p)) for i, p in enumerate(processors)]
+    pipe = pipeline.Pipeline("bench", [*chain, pipeline.NamedProcessor("count", Count(None))], [], SelfTelemetry(),
+                             10**9, 2**40, min_batch_spans=size, batch_timeout=0.0)
+    limit, pipeline.MAX_BATCH_SPANS = pipeline.MAX_BATCH_SPANS, size  # batches of --batch, as in the other rows
+    try:
+        pipe.start()
+        t = time.perf_counter()
+        for batch in prepared:
+            assert pipe.offer(batch)
+        done.wait()
+        return time.perf_counter() - t
+    finally:
+        pipeline.MAX_BATCH_SPANS = limit
+        pipe.shutdown(5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spans", type=int, default=4000)
@@ -169,6 +213,13 @@ def main() -> int:
             three[0] = pool_proc
             results.setdefault(f"pii(workers={args.workers})+hallucination+injection", []).append(
                 len(spans) / run_processors(three, spans, args.batch))
+            pool_proc._cache.clear()
+            results.setdefault(f"pii(workers={args.workers})+hallucination+injection, pipelined", []).append(
+                len(spans) / run_pipeline(three, spans, args.batch))
+        pii_proc._cache.clear()
+        three[0] = pii_proc
+        results.setdefault("pii+hallucination+injection, pipelined", []).append(
+            len(spans) / run_pipeline(three, spans, args.batch))
     if pool_proc is not None:
         pool_proc.shutdown()
     print(f"\n{'variant':<52}{'spans/s (median)':>18}   runs")

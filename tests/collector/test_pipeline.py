@@ -198,3 +198,75 @@ def test_with_processors_small_requests_are_gathered_into_one_batch():
         assert 1.5 < time.monotonic() - started < 5.0  # held for batch_timeout, then processed
     finally:
         pipe.shutdown(5)
+
+
+def _batches(n: int, spans: int = 50) -> list[SpanBatch]:
+    from workload import make_request
+
+    from lqo.collector.model.otlp import decode_protobuf
+
+    return [decode_protobuf(make_request(spans, seed=i).SerializeToString()).batch for i in range(n)]
+
+
+class _Step:
+    """A processor that records the batches it sees (by their first span id)."""
+
+    def __init__(self, offloads: bool = False) -> None:
+        self.offloads = offloads
+        self.seen: list[str] = []
+
+    def start(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+    def process(self, batch: SpanBatch) -> SpanBatch:
+        self.seen.append(batch.table.column("SpanId")[0].as_py())
+        return batch
+
+
+def test_the_chain_is_cut_into_stages_after_processors_that_offload():
+    from lqo.collector.pipeline import NamedProcessor, stages_of
+
+    a, b, c, d = (NamedProcessor(n, _Step(offloads=n in "bd")) for n in "abcd")
+    assert stages_of([a, b, c, d]) == [[a, b], [c, d]]
+    assert stages_of([b, c]) == [[b], [c]]
+    assert stages_of([a, c]) == [[a, c]]
+    assert stages_of([]) == []
+
+
+def test_stages_overlap_keep_batch_order_and_drain_on_shutdown():
+    """While the stage after an offloading processor works on one batch, that processor
+    already works on the next; every batch reaches the end, in order, also at shutdown."""
+    import threading
+
+    from lqo.collector.pipeline import MAX_BATCH_SPANS, NamedProcessor, Pipeline
+    from lqo.collector.telemetry import SelfTelemetry
+
+    second_batch_started = threading.Event()
+
+    class Offloading(_Step):
+        def process(self, batch: SpanBatch) -> SpanBatch:
+            if self.seen:
+                second_batch_started.set()
+            return super().process(batch)
+
+    class After(_Step):
+        overlapped: bool | None = None
+
+        def process(self, batch: SpanBatch) -> SpanBatch:
+            if self.overlapped is None:  # holds the first batch until the stage before has the next
+                self.overlapped = second_batch_started.wait(10)
+            return super().process(batch)
+
+    first, after, last = Offloading(offloads=True), After(), _Step()
+    pipe = Pipeline("traces", [NamedProcessor("first", first), NamedProcessor("after", after),
+                               NamedProcessor("last", last)], [], SelfTelemetry(), 100_000, 256 * 1024**2,
+                    min_batch_spans=1, batch_timeout=0.0)
+    assert [[n.component_id for n in s] for s in pipe.stages] == [["first"], ["after", "last"]]
+    batches = _batches(6, spans=MAX_BATCH_SPANS // 2 + 1)  # one request per processor batch
+    sent = [b.table.column("SpanId")[0].as_py() for b in batches]
+    pipe.start()
+    for batch in batches:
+        assert pipe.offer(batch)
+    pipe.shutdown(30)
+    assert after.overlapped is True
+    assert first.seen == after.seen == last.seen == sent

@@ -44,6 +44,9 @@ class ExportResult:
 
 
 class Processor(Protocol):
+    # Optional class attribute ``offloads = True``: the processor's time is spent without the
+    # GIL (worker processes, native inference), so the pipeline runs the processors after it in
+    # a thread of their own (lqo.collector.pipeline).
     def start(self) -> None: ...
     def process(self, batch: SpanBatch) -> SpanBatch: ...
     def shutdown(self) -> None: ...

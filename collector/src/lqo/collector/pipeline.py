@@ -1,17 +1,25 @@
 """The traces pipeline: receivers → bounded queue → processors → exporters (fan-out).
 
 Receivers call :meth:`Pipeline.offer`; a False answer means "full, tell the client to
-retry" and the receiver answers 503/UNAVAILABLE. One worker thread runs the processor
-chain (processors are plain Python and share the GIL, so one worker loses nothing) and
-hands the result to each exporter's :class:`QueuedExporter`, waiting for room there: a
+retry" and the receiver answers 503/UNAVAILABLE. A worker thread runs the processor chain
+and hands the result to each exporter's :class:`QueuedExporter`, waiting for room there: a
 slow exporter slows the pipeline until receivers refuse, rather than losing spans.
+
+Processors are plain Python and share the GIL, so one thread runs them all — except after a
+processor that declares ``offloads = True`` (its time goes to worker processes or native code
+that releases the GIL, as PII analysis and model inference do): the chain is cut there into
+stages, one thread each, joined by hand-offs of one batch, so the next batch's other
+processors run while it waits. Batches keep their order; at most one batch per stage and one
+per hand-off is in flight.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lqo.collector.components import Processor
@@ -32,6 +40,19 @@ class NamedProcessor:
     processor: Processor
 
 
+def stages_of(processors: Sequence[NamedProcessor]) -> list[list[NamedProcessor]]:
+    """The chain cut after each processor that offloads its work (see the module docstring)."""
+    stages: list[list[NamedProcessor]] = [[]]
+    for named in processors:
+        stages[-1].append(named)
+        if getattr(named.processor, "offloads", False) and named is not processors[-1]:
+            stages.append([])
+    return [s for s in stages if s]
+
+
+_END = None  # what a stage hands on when the pipeline is shut down
+
+
 class Pipeline:
     def __init__(
         self,
@@ -49,7 +70,12 @@ class Pipeline:
         self.exporters = exporters
         self.telemetry = telemetry
         self.queue = BoundedBatchQueue(f"pipeline/{name}", queue_spans, queue_bytes, telemetry)
-        self._thread = threading.Thread(target=self._run, name=f"lqo-pipeline-{name}", daemon=True)
+        self.stages = stages_of(processors) or [[]]
+        # handoffs[i] carries stage i's output to stage i + 1.
+        self._handoffs: list[queue.Queue[SpanBatch | None]] = [queue.Queue(maxsize=1) for _ in self.stages[1:]]
+        self._threads = [threading.Thread(target=self._run, name=f"lqo-pipeline-{name}", daemon=True)]
+        self._threads += [threading.Thread(target=self._run_stage, args=(i,), name=f"lqo-pipeline-{name}-{i}",
+                                           daemon=True) for i in range(1, len(self.stages))]
         self.accepting = False
         self.min_batch_spans = min_batch_spans
         self.batch_timeout = batch_timeout
@@ -59,7 +85,8 @@ class Pipeline:
             exporter.start()
         for p in self.processors:
             p.processor.start()
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         self.accepting = True
 
     def offer(self, batch: SpanBatch) -> bool:
@@ -71,19 +98,34 @@ class Pipeline:
         return self.queue.offer(batch)
 
     def _run(self) -> None:
-        while True:
-            parts = self.queue.take(max_spans=MAX_BATCH_SPANS, max_bytes=MAX_BATCH_BYTES, wait=0.2)
-            if not parts:
-                if self.queue.closed:
-                    return
-                continue
-            if self.processors:
-                parts = self._fill(parts)
-            batch = self._process(SpanBatch.concat(parts))
-            for exporter in self.exporters:
-                while not exporter.enqueue(batch, timeout=1.0):
-                    if exporter.queue.closed:
-                        break
+        try:
+            while True:
+                parts = self.queue.take(max_spans=MAX_BATCH_SPANS, max_bytes=MAX_BATCH_BYTES, wait=0.2)
+                if not parts:
+                    if self.queue.closed:
+                        return
+                    continue
+                if self.processors:
+                    parts = self._fill(parts)
+                self._hand_on(0, self._process(self.stages[0], SpanBatch.concat(parts)))
+        finally:
+            if self._handoffs:
+                self._handoffs[0].put(_END)
+
+    def _run_stage(self, index: int) -> None:
+        while (batch := self._handoffs[index - 1].get()) is not _END:
+            self._hand_on(index, self._process(self.stages[index], batch))
+        if index < len(self._handoffs):
+            self._handoffs[index].put(_END)
+
+    def _hand_on(self, index: int, batch: SpanBatch) -> None:
+        if index < len(self._handoffs):
+            self._handoffs[index].put(batch)
+            return
+        for exporter in self.exporters:
+            while not exporter.enqueue(batch, timeout=1.0):
+                if exporter.queue.closed:
+                    break
 
     def _fill(self, parts: list[SpanBatch]) -> list[SpanBatch]:
         """Wait up to ``batch_timeout`` for ``min_batch_spans``: processors work on columns, and
@@ -103,8 +145,8 @@ class Pipeline:
             nbytes += sum(p.approx_bytes for p in more)
         return parts
 
-    def _process(self, batch: SpanBatch) -> SpanBatch:
-        for named in self.processors:
+    def _process(self, processors: list[NamedProcessor], batch: SpanBatch) -> SpanBatch:
+        for named in processors:
             before = len(batch)
             started = time.thread_time()
             try:
@@ -128,9 +170,16 @@ class Pipeline:
         self.accepting = False
         deadline = time.monotonic() + timeout
         self.queue.close()
-        self._thread.join(max(0.1, deadline - time.monotonic()))
-        leftover = self.queue.drain()
-        lost = sum(len(b) for b in leftover)
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        lost = sum(len(b) for b in self.queue.drain())
+        for handoff in self._handoffs:
+            while True:
+                try:
+                    batch = handoff.get_nowait()
+                except queue.Empty:
+                    break
+                lost += len(batch) if batch is not None else 0
         if lost:
             log.error("pipeline %s: shutdown timed out with %d spans unprocessed", self.name, lost)
             self.telemetry.processor_dropped.labels("pipeline", "shutdown").inc(lost)

@@ -105,6 +105,9 @@ def _worker_analyze(texts: list[str]) -> list[list[Finding]]:
 
 class PiiProcessor:
     check = flag = "pii"
+    # With workers the analysis runs in other processes; inline, spaCy's NER (its matrix
+    # products and transition loop) runs mostly without the GIL: the pipeline overlaps it.
+    offloads = True
 
     def __init__(self, config: PiiConfig, ctx: ComponentContext | None = None) -> None:
         self.config = config

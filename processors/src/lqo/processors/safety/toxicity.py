@@ -81,6 +81,7 @@ class ToxicityConfig(CheckConfig):
 class ToxicityProcessor(CheckProcessor):
     check, flag, prefix = "toxicity", "toxicity", "toxicity"
     read_keys = (OUTPUT_MESSAGES,)
+    offloads = True  # inference runs in torch / ONNX Runtime without the GIL: the pipeline overlaps it
 
     def __init__(self, config: ToxicityConfig, ctx: ComponentContext | None = None) -> None:
         super().__init__(config)
