@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,18 @@ def test_street_addresses_are_found(analyzer: PiiAnalyzer, text: str, address: s
     assert any(f.start <= start and f.end >= end for f in found)
 
 
+def test_a_postal_address_is_redacted_with_its_town_postcode_and_country_lines(analyzer: PiiAnalyzer) -> None:
+    text = "Ship it to:\n95 230 Wit Rd\n Suite 246\n Bryanston\n\n Rwanda 02438\nThanks for your help, see you soon."
+    [found] = analyzer.analyze([text])
+    block = text[text.index("95 230"):text.index("02438") + 5]
+    assert any(f.start <= text.index("95 230") and f.end == text.index("02438") + 5 for f in found), found
+    assert not any(f.end > len(block) + text.index("95 230") for f in found)  # the sentence after stays
+    # Only an address that ends its line goes on: a sentence naming one does not take the next line.
+    text = "I lived at 12 Main Street for years and loved it.\nParking 24/7"
+    [found] = analyzer.analyze([text])
+    assert all(f.end <= text.index("\n") for f in found if f.entity_type == "LOCATION")
+
+
 @pytest.mark.parametrize("text", [
     "hold it for 10 seconds in place, then release",
     "a 1,000 sq. ft apartment with 2 bedrooms",
@@ -266,37 +279,37 @@ def test_dataset_through_the_collector_leaves_no_caught_value_in_clickhouse(make
     provider, tracer = otlp_tracer(col.http_url, "pii-e2e")
     for i, sample in enumerate(samples):
         with tracer.start_as_current_span("chat gpt-4o") as span:
-            span.set_attributes(chat(user=sample["full_text"], output=f"Noted: {sample['full_text']}"))
+            span.set_attributes(chat(user=sample["full_text"], output=f"Noted: {sample['full_text']}") | {"sample": i})
             span.add_event("gen_ai.user.message", {"content": sample["full_text"], "index": i})
     provider.shutdown()
     col.wait_stored(len(samples))
     rows = col.query("SELECT SpanAttributes AS a, Events.Attributes AS e FROM otel_traces")
-    stored = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
-    assert len(rows) == len(samples)
+    stored = {int(r["a"]["sample"]): json.dumps(r, ensure_ascii=False) for r in rows}
+    assert len(rows) == len(samples) == len(stored)
     assert all(r["a"]["lqo.pii.action"] == "redacted" for r in rows if "lqo.pii.entities" in r["a"])
 
     # What the analyzer catches offline on the same texts must be gone from storage, whole.
     caught = analyzer.analyze([s["full_text"] for s in samples])
     leaked, expected_leaks = [], []
-    for sample, findings in zip(samples, caught, strict=True):
+    for i, (sample, findings) in enumerate(zip(samples, caught, strict=True)):
         for entity in sample["spans"]:
             if entity["entity_type"] not in IN_SCOPE:
                 continue
             value, start, end = entity["entity_value"], entity["start_position"], entity["end_position"]
             covered = any(f.start < end and start < f.end for f in findings)
-            if covered and value in stored:
+            if covered and re.search(rf"(?<!\w){re.escape(value)}(?!\w)", stored[i]):
                 leaked.append((entity["entity_type"], value))
             if not covered:
                 expected_leaks.append(entity["entity_type"])
             if entity["entity_type"] in PATTERN_TYPES:
                 assert covered, f"{entity['entity_type']} not found"  # pattern types: recall 1 on this set
-    # A value may legitimately survive when it also occurs as ordinary text elsewhere (short zip
-    # codes, "nan"): only values of three or more characters count as leaks.
+    # Checked in the span's own stored row, as a whole word; a one- or two-character value
+    # ("46", a house number) may legitimately survive as ordinary text elsewhere in the row.
     assert [v for v in leaked if len(v[1]) >= 3] == []
     # The share the model misses (NER recall: names, addresses) is reported by bench/detect_quality.py;
     # here it must not exceed what that benchmark documents.
     in_scope = sum(e["entity_type"] in IN_SCOPE for s in samples for e in s["spans"])
-    assert len(expected_leaks) / in_scope < 0.35, len(expected_leaks) / in_scope  # 0.29 today
+    assert len(expected_leaks) / in_scope < 0.25, len(expected_leaks) / in_scope  # 0.20 today
 
 
 def test_worker_processes_give_the_same_result(analyzer: PiiAnalyzer) -> None:

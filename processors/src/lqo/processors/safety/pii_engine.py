@@ -262,6 +262,7 @@ class PiiAnalyzer:
         self._artifacts = _artifacts_class()
         self._keyword_cache: TextCache[tuple[str, ...]] = TextCache(_KEYWORD_CACHE)
         self._ner_wanted = bool(NER_ENTITIES & set(self.entities)) and "ner" in nlp.pipe_names
+        self._address_blocks = "LOCATION" in self.entities
         from threadpoolctl import ThreadpoolController
 
         self._blas = ThreadpoolController()
@@ -302,7 +303,10 @@ class PiiAnalyzer:
             results = self.engine.analyze(text, "en", entities=wanted, nlp_artifacts=artifacts,
                                           score_threshold=self.score_threshold,
                                           allow_list=self.allow_list or None) if wanted else []
-            out.append(resolve(Finding(r.entity_type, r.start, r.end, r.score) for r in results))
+            found = resolve(Finding(r.entity_type, r.start, r.end, r.score) for r in results)
+            if self._address_blocks and "\n" in text and any(f.entity_type == "LOCATION" for f in found):
+                found = resolve(address_blocks(text, found, self.nlp.Defaults.stop_words))
+            out.append(found)
         return out
 
     def _keywords(self, word: str) -> tuple[str, ...]:
@@ -321,6 +325,55 @@ class PiiAnalyzer:
         return [e for e in self.entities
                 if (has_digit or e not in DIGIT_ENTITIES) and (long_digits or e not in LONG_DIGIT_ENTITIES)
                 and ("@" in text or e != "EMAIL_ADDRESS") and (e != "URL" or _URL_HINT.search(text))]
+
+
+_ADDRESS_LINE_CHARS = 40  # "Rwanda 02438", "Ústí nad Labem 2", "Apt. 827", "Kaplice 1"
+_ADDRESS_LINE_WORDS = 5
+_ADDRESS_LINES = 4  # unit, town, region, postcode and country lines after the street
+
+
+def address_blocks(text: str, findings: list[Finding], stop_words: Iterable[str]) -> list[Finding]:
+    """``findings`` with each location that ends its line carried over the short lines after
+    it: a postal address goes on with unit, town, region, postcode and country lines, which
+    alone look like nothing ("pomáz", "Rwanda 02438"). A line with a common word ("thanks for
+    your help"), a question, a colon or a phone number ends the block; so do two blank lines."""
+    stop = frozenset(stop_words)
+    out = []
+    for f in findings:
+        if f.entity_type == "LOCATION":
+            f = Finding(f.entity_type, f.start, _address_end(text, f.end, stop), f.score)
+        out.append(f)
+    return out
+
+
+def _address_end(text: str, end: int, stop: frozenset[str]) -> int:
+    line_end = text.find("\n", end)
+    if line_end < 0 or not _address_line(text[end:line_end], stop, rest=True):
+        return end
+    new_end, blank, lines = end, 0, 0
+    while line_end >= 0 and lines < _ADDRESS_LINES:
+        start, line_end = line_end + 1, text.find("\n", line_end + 1)
+        line = text[start:line_end if line_end >= 0 else len(text)]
+        if not line.strip():
+            blank += 1
+            if blank > 1:
+                break
+            continue
+        if not _address_line(line, stop):
+            break
+        new_end, lines = start + len(line.rstrip()), lines + 1
+    return new_end
+
+
+def _address_line(line: str, stop: frozenset[str], rest: bool = False) -> bool:
+    content = line.strip().lstrip("?*-•·>#").strip()
+    if rest and not content:
+        return True
+    words = _WORD.findall(content)
+    return (0 < len(content) <= _ADDRESS_LINE_CHARS and len(content.split()) <= _ADDRESS_LINE_WORDS
+            and not content.endswith(("?", "!", ":")) and "@" not in content and "://" not in content
+            and not _DIGIT_RUN.search(content)  # a phone number's line: a finding of its own
+            and not any(w.lower() in stop for w in words))
 
 
 def resolve(findings: Iterable[Finding]) -> list[Finding]:
