@@ -18,7 +18,9 @@ from lqo.processors.safety.evaluation import SamplingConfig
 from lqo.processors.safety.pii import DEFAULT_ENTITIES, DROPPED, PiiConfig, PiiProcessor
 from lqo.processors.safety.pii_engine import (
     PiiAnalyzer,
+    gate_recognizers,
     ner_chunks,
+    postal_codes,
     street_addresses,
     warn_if_slow_parser,
 )
@@ -174,6 +176,55 @@ def test_ner_gate_finds_what_ungated_ner_finds(analyzer: PiiAnalyzer) -> None:
     assert all(any(f.entity_type == "PERSON" for f in found) for found in gated)
 
 
+GATED_POSITIVES = [
+    "server at 10.0.0.12, gateway ::1, and fe80::1ff:fe23:4567:890a%eth0; legacy ::ffff:192.0.2.1",
+    "IPv6 2001:db8::8a2e:370:7334 and 2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+    "IBAN DE89 3704 0044 0532 0130 00 or GB29NWBK60161331926819, please",
+    "driver license A1234567, D12-345-678 or 12ABC12345 and 123456789",
+    "send BTC to 1BoatSLRHtKNngkdXEeobR76b53LETtpyT or bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+    "ship to 221B Baker Street, 48 rue Descartes, Nassaustraat 123, apt 5, 2279 President St, zip 94105",
+    "my name is jane porter; call me Sam; ask Mrs. Dalloway or dr. who",
+    "Medical license AB1234567, phone 212-555-0143",
+]
+
+
+def test_recognizers_skipped_by_their_necessary_conditions_would_have_found_nothing(analyzer: PiiAnalyzer) -> None:
+    """Each gated recognizer runs only where a simpler pattern every one of its matches holds
+    occurs: with the gates removed, the findings are the same (bench texts, the labelled set,
+    HaluEval, and a positive for every gated recognizer)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import safety
+
+    halueval = [json.loads(line) for line in (SHARED / "datasets/halueval_qa_one_turn.jsonl").read_text()
+                .splitlines()[:150]]
+    texts = GATED_POSITIVES + [t for span in safety.make_spans(300) for t in safety.texts_of(span)]
+    texts += [s["full_text"] for s in json.loads(DATASET.read_text())]
+    texts += [r[k] for r in halueval for k in ("knowledge", "question", "right_answer", "hallucinated_answer")]
+    gated_names = {r.name for r in analyzer.engine.registry.recognizers if "analyze" in vars(r)}
+    assert gated_names == {"UsLicenseRecognizer", "IpRecognizer", "IbanRecognizer", "CryptoRecognizer",
+                           "LqoStreetAddressRecognizer", "LqoConversationalNameRecognizer", "LqoPostalCodeRecognizer"}
+    gated = analyzer.analyze(texts)
+    for recognizer in analyzer.engine.registry.recognizers:
+        vars(recognizer).pop("analyze", None)
+    try:
+        assert analyzer.analyze(texts) == gated
+    finally:
+        assert gate_recognizers(analyzer.engine.registry) == len(gated_names)
+    found = {f.entity_type for findings in gated[:len(GATED_POSITIVES)] for f in findings}
+    assert {"IP_ADDRESS", "IBAN_CODE", "US_DRIVER_LICENSE", "CRYPTO", "LOCATION", "PERSON"} <= found
+
+
+def test_a_recognizer_whose_patterns_changed_is_not_gated() -> None:
+    from presidio_analyzer import Pattern, PatternRecognizer, RecognizerRegistry
+
+    registry = RecognizerRegistry(supported_languages=["en"])
+    registry.add_recognizer(PatternRecognizer(supported_entity="IBAN_CODE", name="IbanRecognizer",
+                                              patterns=[Pattern("new", r"\bIBAN\d+", 0.5)]))
+    assert gate_recognizers(registry) == 0
+
+
 def test_spacy_runs_only_ner_and_presidio_context_sees_the_same_tokens(analyzer: PiiAnalyzer) -> None:
     from presidio_analyzer.nlp_engine import NlpArtifacts
 
@@ -232,7 +283,7 @@ def test_hostile_content_is_survived(analyzer: PiiAnalyzer) -> None:
 ])
 def test_street_addresses_are_found(analyzer: PiiAnalyzer, text: str, address: str) -> None:
     start, end = text.index(address), text.index(address) + len(address)
-    own = street_addresses().analyze(text, ["LOCATION"])
+    own = street_addresses().analyze(text, ["LOCATION"]) + postal_codes().analyze(text, ["LOCATION"])
     assert any(r.start <= start and r.end >= end and r.entity_type == "LOCATION" for r in own)
     # In the analyzer the whole value is covered (merged with an overlapping name it may read PERSON).
     [found] = analyzer.analyze([text])
