@@ -108,7 +108,7 @@ def run_hallucination(shared: Path) -> dict:
     scores, lengths, labels = [], [], []
     t = time.perf_counter()
     for row in rows:
-        grounding = Grounding.of([row["knowledge"], row["question"]])
+        grounding = Grounding.merge([Grounding.of(row["knowledge"]), Grounding.of(row["question"])])
         for answer, label in ((row["right_answer"], 0), (row["hallucinated_answer"], 1)):
             scores.append(signals(answer, grounding).score())
             lengths.append(len(answer))

@@ -117,7 +117,7 @@ CONTEXT = ("The Eiffel Tower is a wrought-iron lattice tower in Paris, France. I
 
 
 def _score(answer: str, context: str = CONTEXT) -> float:
-    return signals(answer, Grounding.of([context])).score()
+    return signals(answer, Grounding.of(context)).score()
 
 
 @pytest.mark.parametrize(("grounded", "ungrounded"), [
@@ -133,13 +133,13 @@ def test_grounded_answers_score_below_ungrounded_ones_of_equal_length(grounded: 
 
 
 def test_numeric_contradiction_is_a_reason() -> None:
-    found = signals("The tower is 300 metres tall.", Grounding.of([CONTEXT]))
+    found = signals("The tower is 300 metres tall.", Grounding.of(CONTEXT))
     assert found.numeric_contradiction == 1
     assert any(r.startswith("numeric_contradiction") for r in found.reasons())
 
 
 def test_self_contradiction_and_refusal() -> None:
-    contradicting = signals("The tower is in Paris. The tower is not in Paris.", Grounding.of([CONTEXT]))
+    contradicting = signals("The tower is in Paris. The tower is not in Paris.", Grounding.of(CONTEXT))
     assert contradicting.self_contradiction == 1
     refusal = "I don't know; the context does not say who painted it."
     assert _score(refusal) < 0.2

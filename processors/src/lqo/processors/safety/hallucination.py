@@ -52,6 +52,8 @@ _REFUSAL = re.compile(r"\b(?:i (?:do not|don't|cannot|can't|am unable to) (?:kno
                       r"(?:not|no) (?:enough|sufficient) information|unable to (?:answer|determine)|"
                       r"the (?:context|text|passage|document)s? (?:does|do) not (?:say|mention|state|contain))\b", re.I)
 _NEGATION = re.compile(r"\b(?:not|no|never|n't|neither|nor|isn't|wasn't|aren't|weren't|doesn't|didn't)\b", re.I)
+_NEGATION_WORDS = frozenset(["not", "no", "never", "neither", "nor", "isn't", "wasn't", "aren't", "weren't", "doesn't",
+                             "didn't"])  # the words _NEGATION matches whole
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CACHE_SIZE = 2048
 
@@ -78,7 +80,7 @@ def _number_value(text: str) -> float | None:
 
 @dataclass
 class Grounding:
-    """The context's words (stems), lowercased text and numbers, built once per distinct context."""
+    """The context's words (stems), lowercased text and numbers, built once per distinct text."""
 
     stems: frozenset[str]
     text: str
@@ -86,11 +88,22 @@ class Grounding:
     number_neighbours: dict[str, frozenset[float]]
 
     @classmethod
-    def of(cls, texts: list[str]) -> Grounding:
-        joined = "\n".join(texts)
-        words = _WORD.findall(joined)
-        numbers, neighbours = _numbers_with_neighbours(joined)
-        return cls(frozenset(stem(w) for w in words), joined.lower(), frozenset(numbers), neighbours)
+    def of(cls, text: str) -> Grounding:
+        numbers, neighbours = _numbers_with_neighbours(text)
+        return cls(frozenset(stem(w) for w in _WORD.findall(text)), text.lower(), frozenset(numbers), neighbours)
+
+    @classmethod
+    def merge(cls, parts: list[Grounding]) -> Grounding:
+        """The grounding of several texts from each one's own (a system prompt's is built once,
+        not once per user message it comes with)."""
+        if len(parts) == 1:
+            return parts[0]
+        near = dict(parts[0].number_neighbours)
+        for part in parts[1:]:
+            for word, values in part.number_neighbours.items():
+                near[word] = near[word] | values if word in near else values
+        return cls(frozenset().union(*(p.stems for p in parts)), "\n".join(p.text for p in parts),
+                   frozenset().union(*(p.numbers for p in parts)), near)
 
 
 def _numbers_with_neighbours(text: str) -> tuple[list[float], dict[str, frozenset[float]]]:
@@ -219,11 +232,13 @@ def _numeric_contradictions(answer: str, grounding: Grounding) -> int:
 
 def _self_contradictions(answer: str) -> int:
     """Two sentences of the answer with the same content words, one negated and one not."""
+    if not _NEGATION.search(answer):
+        return 0  # nothing negated, nothing contradicted
     seen: dict[frozenset[str], bool] = {}
     found = 0
     for sentence in _SENTENCE.split(answer):
         words = frozenset(stem(w) for w in _WORD.findall(sentence)
-                          if w.lower() not in STOP_WORDS and not _NEGATION.fullmatch(w))
+                          if (lower := w.lower()) not in STOP_WORDS and lower not in _NEGATION_WORDS)
         if len(words) < 2:
             continue
         negated = bool(_NEGATION.search(sentence))
@@ -248,7 +263,7 @@ class HallucinationProcessor(CheckProcessor):
         self._groundings: TextCache[Grounding] = TextCache(_CACHE_SIZE)
 
     def _grounding(self, texts: list[str]) -> Grounding:
-        return self._groundings.get(tuple(texts), lambda: Grounding.of(texts))
+        return Grounding.merge([self._groundings.get(text, lambda t=text: Grounding.of(t)) for text in texts])
 
     def evaluate(self, spans: list[dict[str, str]]) -> list[Verdict | None]:
         out: list[Verdict | None] = []
