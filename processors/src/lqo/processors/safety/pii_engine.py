@@ -28,8 +28,9 @@ import logging
 import os
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -286,12 +287,24 @@ def _artifacts_class() -> Any:
     from presidio_analyzer.nlp_engine import NlpArtifacts
 
     class Artifacts(NlpArtifacts):  # type: ignore[misc]
-        """Presidio's NlpArtifacts, keywords filled in by the analyzer from its per-word cache
-        (Presidio looks every token up in the vocabulary twice per text)."""
+        """Presidio's NlpArtifacts with the tokens, offsets, lemmas and keywords built on first
+        use, from the analyzer's doc arrays and per-word keyword cache: only context enhancement
+        reads them, and only for a text where a recognizer with context words found something."""
 
-        @staticmethod
-        def set_keywords(nlp_engine: Any, lemmas: list[str], language: str) -> list[str]:
-            return []
+        def __init__(self, load: Callable[[], tuple[Any, list[int], list[str], list[str]]], entities: list[Any],
+                     scores: list[float], nlp_engine: Any) -> None:
+            self._load, self._loaded = load, None
+            self.entities, self.scores, self.nlp_engine = entities, scores, nlp_engine
+
+        def _part(self, i: int) -> Any:
+            if self._loaded is None:
+                self._loaded = self._load()
+            return self._loaded[i]
+
+        tokens = property(lambda self: self._part(0))
+        tokens_indices = property(lambda self: self._part(1))
+        lemmas = property(lambda self: self._part(2))
+        keywords = property(lambda self: self._part(3))
 
     return Artifacts
 
@@ -359,9 +372,6 @@ class PiiAnalyzer:
             return self._analyze(texts)
 
     def _analyze(self, texts: Sequence[str]) -> list[list[Finding]]:
-        from spacy.attrs import IDX, LOWER
-
-        docs = [self.nlp.make_doc(t) for t in texts]
         ents: list[list[tuple[int, int, str]]] = [[] for _ in texts]
         if self._ner_wanted:
             jobs = [(i, s, e) for i, t in enumerate(texts)
@@ -371,18 +381,16 @@ class PiiAnalyzer:
         out = []
         mapping = self.nlp_engine.ner_model_configuration.model_to_presidio_entity_mapping
         default = self.nlp_engine.ner_model_configuration.default_score
-        strings = self.nlp.vocab.strings
-        for text, doc, found in zip(texts, docs, ents, strict=True):
-            spans = [doc.char_span(s, e, label=label, alignment_mode="expand") for s, e, label in found]
-            spans = [sp for sp in spans if sp is not None and sp.label_ in mapping]
-            entities, scores = self.nlp_engine._get_updated_entities(spans, [default] * len(spans))
-            # Token offsets and lower-case forms from the doc's arrays, not one Token object per
-            # token (which cost as much as the pattern recognizers here).
-            columns = doc.to_array([IDX, LOWER]).tolist()
-            lemmas = [strings[h] for _, h in columns]
-            artifacts = self._artifacts(entities=entities, tokens=doc, tokens_indices=[i for i, _ in columns],
-                                   lemmas=lemmas, nlp_engine=self.nlp_engine, language="en", scores=scores)
-            artifacts.keywords = [k for word in lemmas for k in self._keywords(word)]
+        for text, found in zip(texts, ents, strict=True):
+            doc = None
+            entities: list[Any] = []
+            scores: list[float] = []
+            if found:
+                doc = self.nlp.make_doc(text)
+                spans = [doc.char_span(s, e, label=label, alignment_mode="expand") for s, e, label in found]
+                spans = [sp for sp in spans if sp is not None and sp.label_ in mapping]
+                entities, scores = self.nlp_engine._get_updated_entities(spans, [default] * len(spans))
+            artifacts = self._artifacts(partial(self._tokens, text, doc), entities, scores, self.nlp_engine)
             wanted = self._entities_for(text)
             results = self.engine.analyze(text, "en", entities=wanted, nlp_artifacts=artifacts,
                                           score_threshold=self.score_threshold,
@@ -392,6 +400,18 @@ class PiiAnalyzer:
                 found = resolve(address_blocks(text, found, self.nlp.Defaults.stop_words))
             out.append(found)
         return out
+
+    def _tokens(self, text: str, doc: Any) -> tuple[Any, list[int], list[str], list[str]]:
+        """What Presidio's context enhancement reads: the tokens, their offsets, lower-case forms
+        and context keywords — from the doc's arrays, not one Token object per token (which cost
+        as much as the pattern recognizers)."""
+        from spacy.attrs import IDX, LOWER
+
+        doc = self.nlp.make_doc(text) if doc is None else doc
+        columns = doc.to_array([IDX, LOWER]).tolist()
+        strings = self.nlp.vocab.strings
+        lemmas = [strings[h] for _, h in columns]
+        return doc, [i for i, _ in columns], lemmas, [k for word in lemmas for k in self._keywords(word)]
 
     def _keywords(self, word: str) -> tuple[str, ...]:
         """Presidio's context keywords of one lower-case word (none for stop words and
