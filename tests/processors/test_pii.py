@@ -216,6 +216,21 @@ def test_recognizers_skipped_by_their_necessary_conditions_would_have_found_noth
     assert {"IP_ADDRESS", "IBAN_CODE", "US_DRIVER_LICENSE", "CRYPTO", "LOCATION", "PERSON"} <= found
 
 
+def test_context_enhancement_asked_only_where_a_context_word_occurs_changes_nothing(analyzer: PiiAnalyzer) -> None:
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    texts = [*GATED_POSITIVES, "my zip code is 94105", "the code is 94105", "driver license: X2 or A1234567",
+             "lic. no. B7654321", *[s["full_text"] for s in json.loads(DATASET.read_text())]]
+    ours = analyzer.analyze(texts)
+    assert any(f.entity_type == "LOCATION" for f in ours[len(GATED_POSITIVES)])  # "zip" lifts the code
+    assert ours[len(GATED_POSITIVES) + 1] == []
+    mine, analyzer.engine.context_aware_enhancer = analyzer.engine.context_aware_enhancer, LemmaContextAwareEnhancer()
+    try:
+        assert analyzer.analyze(texts) == ours
+    finally:
+        analyzer.engine.context_aware_enhancer = mine
+
+
 def test_a_recognizer_whose_patterns_changed_is_not_gated() -> None:
     from presidio_analyzer import Pattern, PatternRecognizer, RecognizerRegistry
 

@@ -309,6 +309,33 @@ def _artifacts_class() -> Any:
     return Artifacts
 
 
+def context_enhancer() -> Any:
+    """Presidio's default context enhancer, asked only about results whose recognizer has a
+    context word somewhere in the text: no other result can be raised, and asking loads the
+    text's tokens and deep-copies every result (weak driver-licence matches like "X2" are common)."""
+    from presidio_analyzer import RecognizerResult
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    class Enhancer(LemmaContextAwareEnhancer):  # type: ignore[misc]
+        def enhance_using_context(self, text: str, raw_results: list[Any], nlp_artifacts: Any,
+                                  recognizers: list[Any], context: list[str] | None = None) -> list[Any]:
+            if context:
+                return super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context)
+            lowered = text.lower()
+            words = {r.id: [w.lower() for w in r.context or ()] for r in recognizers}
+            key = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
+            # A context word matches when it is part of a token (Presidio's substring mode, and
+            # whole words too): never unless it is part of the text.
+            may = [any(w in lowered for w in words.get((r.recognition_metadata or {}).get(key), ())) for r in raw_results]
+            if not any(may):
+                return raw_results
+            asked = [r for r, m in zip(raw_results, may, strict=True) if m]
+            enhanced = iter(super().enhance_using_context(text, asked, nlp_artifacts, recognizers, context))
+            return [next(enhanced) if m else r for r, m in zip(raw_results, may, strict=True)]
+
+    return Enhancer()
+
+
 @dataclass(frozen=True)
 class Finding:
     entity_type: str
@@ -351,7 +378,8 @@ class PiiAnalyzer:
         self.nlp = nlp
         self.nlp_engine = SpacyNlpEngine(models=[{"lang_code": "en", "model_name": model}])
         self.nlp_engine.nlp = {"en": nlp}
-        self.engine = AnalyzerEngine(nlp_engine=self.nlp_engine, supported_languages=["en"])
+        self.engine = AnalyzerEngine(nlp_engine=self.nlp_engine, supported_languages=["en"],
+                                     context_aware_enhancer=context_enhancer())
         for recognizer in conversational_recognizers():
             if recognizer.supported_entities[0] in self.entities:
                 self.engine.registry.add_recognizer(recognizer)
