@@ -385,6 +385,10 @@ def test_worker_processes_give_the_same_result(analyzer: PiiAnalyzer) -> None:
     proc.start()
     try:
         pooled = attributes(proc.process(batch_of(spans)))
+        # The worker loads neither torch nor transformers (Presidio and thinc would, for nothing).
+        assert proc._pool is not None
+        assert proc._pool.submit(eval, "[__import__('sys').modules.get(m, 0) for m in ('torch', 'transformers')]"
+                                 ).result() == [None, None]
     finally:
         proc.shutdown()
     assert pooled == inline
