@@ -11,8 +11,9 @@ Side by side on the same spans, in one process on this machine:
 * ``pii``: the pii processor (batches of ``--batch`` spans; cold cache at the start);
 * ``pii+hallucination+injection``: the three processors in pipeline order;
 * ``pii(workers=N)``: the pii processor with N worker processes, alone and with the other two;
-* ``…, pipelined``: the three through the collector's ``Pipeline``, whose stage after ``pii``
-  (which offloads its work) runs in a thread of its own, overlapping the next batch's analysis.
+* ``…, pipelined``: the three through the collector's ``Pipeline``, whose stage after
+  ``pii(workers=N)`` (which offloads its work) runs in a thread of its own, overlapping the
+  next batch's analysis.
 
     .venv/bin/python bench/safety.py [--spans 4000] [--batch 512] [--baseline-spans 300] [--workers 2]
 """
@@ -216,10 +217,6 @@ def main() -> int:
             pool_proc._cache.clear()
             results.setdefault(f"pii(workers={args.workers})+hallucination+injection, pipelined", []).append(
                 len(spans) / run_pipeline(three, spans, args.batch))
-        pii_proc._cache.clear()
-        three[0] = pii_proc
-        results.setdefault("pii+hallucination+injection, pipelined", []).append(
-            len(spans) / run_pipeline(three, spans, args.batch))
     if pool_proc is not None:
         pool_proc.shutdown()
     print(f"\n{'variant':<52}{'spans/s (median)':>18}   runs")

@@ -382,6 +382,8 @@ def test_worker_processes_give_the_same_result(analyzer: PiiAnalyzer) -> None:
     spans = [chat(user=TEXT), chat(user="nothing personal here"), chat(user="Ask Maria Lopez, 10.0.0.12")]
     inline = attributes(_processor(analyzer).process(batch_of(spans)))
     proc = PiiProcessor(PiiConfig(workers=1))
+    # Only with workers does the pipeline run the processors after pii in a stage of their own.
+    assert proc.offloads and not _processor(analyzer).offloads
     proc.start()
     try:
         pooled = attributes(proc.process(batch_of(spans)))

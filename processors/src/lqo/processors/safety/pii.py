@@ -120,9 +120,6 @@ def _worker_analyze(texts: list[str]) -> list[list[Finding]]:
 
 class PiiProcessor:
     check = flag = "pii"
-    # With workers the analysis runs in other processes; inline, spaCy's NER (its matrix
-    # products and transition loop) runs mostly without the GIL: the pipeline overlaps it.
-    offloads = True
 
     def __init__(self, config: PiiConfig, ctx: ComponentContext | None = None) -> None:
         self.config = config
@@ -133,6 +130,13 @@ class PiiProcessor:
         self._key = config.hash_key.get_secret_value().encode() if config.hash_key else b""
         self._found = ctx.telemetry.counter("lqo_pii_findings", "PII values found in GenAI content, by type.",
                                             ["entity_type"]) if ctx else None
+
+    @property
+    def offloads(self) -> bool:
+        """With workers the analysis runs in other processes: the pipeline runs the processors
+        after this one on the previous batch meanwhile. (Inline, only spaCy's matrix products
+        release the GIL; overlapping gained nothing measurable, bench/BENCHMARKS.md.)"""
+        return self.config.workers > 0
 
     def start(self) -> None:
         c = self.config
