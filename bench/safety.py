@@ -16,6 +16,7 @@ Side by side on the same spans, in one process on this machine:
   next batch's analysis.
 
     .venv/bin/python bench/safety.py [--spans 4000] [--batch 512] [--baseline-spans 300] [--workers 2]
+    .venv/bin/python bench/safety.py --cpu [--spans 2000]    # CPU per span of each check
 """
 
 from __future__ import annotations
@@ -158,6 +159,8 @@ def main() -> int:
     parser.add_argument("--baseline-spans", type=int, default=300)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cpu", action="store_true", help="only print each check's CPU per span (collector "
+                        "process and PII workers apart), twice")
     args = parser.parse_args()
 
     from lqo.processors.safety.hallucination import HallucinationConfig, HallucinationProcessor
@@ -170,6 +173,8 @@ def main() -> int:
     from presidio_analyzer.nlp_engine import NlpEngineProvider
 
     spans = make_spans(args.spans)
+    if args.cpu:
+        return cpu_per_span(spans, args.batch, args.workers)
     chars = statistics.mean(sum(len(t) for t in texts_of(s)) for s in spans)
     print(f"{len(spans)} spans, {chars:.0f} characters of text per span, batches of {args.batch}", file=sys.stderr)
     conf = {"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": DEFAULT_MODEL}]}
@@ -226,6 +231,38 @@ def main() -> int:
                                    strict=True)]
     print(f"\npii / plain Presidio on the same {len(base)} spans: median {statistics.median(ratio):.1f}x")
     ner_budget(pii_proc, spans[:1000])
+    return 0
+
+
+def cpu_per_span(spans: list[dict[str, str]], size: int, workers: int) -> int:
+    """CPU seconds per span of each check: this process's, and its PII workers' (from /proc)."""
+    import os
+
+    from lqo.processors.safety.hallucination import HallucinationConfig, HallucinationProcessor
+    from lqo.processors.safety.injection import InjectionConfig, InjectionProcessor
+    from lqo.processors.safety.pii import PiiConfig, PiiProcessor
+
+    def cpu_of(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    pool = PiiProcessor(PiiConfig(workers=workers))
+    pool.start()
+    assert pool._pool is not None
+    pids = list(pool._pool._processes)
+    checks = [(f"pii(workers={workers})", pool), ("hallucination", HallucinationProcessor(HallucinationConfig())),
+              ("prompt_injection", InjectionProcessor(InjectionConfig()))]
+    prepared = batches(spans, size)
+    for _ in range(2):
+        pool._cache.clear()
+        for name, proc in checks:
+            own, theirs = time.process_time(), sum(cpu_of(p) for p in pids)
+            for batch in prepared:
+                proc.process(batch)
+            own, theirs = time.process_time() - own, sum(cpu_of(p) for p in pids) - theirs
+            print(f"{name:<20} collector process {own / len(spans) * 1e3:.3f} ms/span, "
+                  f"workers {theirs / len(spans) * 1e3:.3f} ms/span")
+    pool.shutdown()
     return 0
 
 
