@@ -7,6 +7,7 @@ subprocess with its own embedded store — as users run it.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -160,12 +161,22 @@ def make_collector(tmp_path: Path) -> Iterator[Any]:
     def make(overrides: dict[str, Any] | None = None, start: bool = True) -> CollectorProcess:
         workdir = tmp_path / f"collector{len(started)}"
         workdir.mkdir()
-        ports = free_port(), free_port(), free_port()
         config_path = workdir / "lqo.yaml"
-        config_path.write_text(yaml.safe_dump(collector_config(*ports, overrides)))
-        proc = CollectorProcess(workdir, config_path, *ports)
-        started.append(proc)
-        return proc.start() if start else proc
+        for attempt in range(3):
+            ports = free_port(), free_port(), free_port()
+            config_path.write_text(yaml.safe_dump(collector_config(*ports, copy.deepcopy(overrides))))
+            proc = CollectorProcess(workdir, config_path, *ports)
+            started.append(proc)
+            if not start:
+                return proc
+            try:
+                return proc.start()
+            except RuntimeError as exc:
+                # A port free_port() saw free can be taken (e.g. as some client's source port)
+                # before the collector binds it: new ports, not a failed test.
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     yield make
     for proc in started:

@@ -149,3 +149,29 @@ def test_default_config_runs_the_installed_offline_processors_and_both_exporters
     assert built.pipeline.processors == ["genai_normalize", "pii", "cost", "hallucination", "prompt_injection"]
     assert built.pipeline.exporters == ["clickhouse", "prometheus"]
     assert built.service.telemetry.metrics.address == "127.0.0.1:8888"
+
+
+def test_the_collector_fixture_retries_on_ports_taken_before_it_binds(make_collector, monkeypatch) -> None:
+    """free_port() can hand out a port another socket takes before the collector binds it; the
+    fixture then starts the collector on new ports instead of failing the test."""
+    import socket
+
+    import conftest
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    real, calls = conftest.free_port, []
+
+    def first_busy() -> int:
+        calls.append(1)
+        return busy if len(calls) == 2 else real()  # the HTTP port of the first attempt
+
+    monkeypatch.setattr(conftest, "free_port", first_busy)
+    try:
+        col = make_collector()
+    finally:
+        taken.close()
+    assert len(calls) == 6 and col.http_port != busy
+    assert "Address already in use" in col.log()
