@@ -154,6 +154,28 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
+def start_collector(workdir: Path, overrides: dict[str, Any] | None = None, start: bool = True,
+                    started: list[CollectorProcess] | None = None) -> CollectorProcess:
+    """A collector with ``overrides`` on free loopback ports, its config in ``workdir/lqo.yaml``."""
+    config_path = workdir / "lqo.yaml"
+    for attempt in range(3):
+        ports = free_port(), free_port(), free_port()
+        config_path.write_text(yaml.safe_dump(collector_config(*ports, copy.deepcopy(overrides))))
+        proc = CollectorProcess(workdir, config_path, *ports)
+        if started is not None:
+            started.append(proc)
+        if not start:
+            return proc
+        try:
+            return proc.start()
+        except RuntimeError as exc:
+            # A port free_port() saw free can be taken (e.g. as some client's source port)
+            # before the collector binds it: new ports, not a failed test.
+            if "Address already in use" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture
 def make_collector(tmp_path: Path) -> Iterator[Any]:
     started: list[CollectorProcess] = []
@@ -161,22 +183,7 @@ def make_collector(tmp_path: Path) -> Iterator[Any]:
     def make(overrides: dict[str, Any] | None = None, start: bool = True) -> CollectorProcess:
         workdir = tmp_path / f"collector{len(started)}"
         workdir.mkdir()
-        config_path = workdir / "lqo.yaml"
-        for attempt in range(3):
-            ports = free_port(), free_port(), free_port()
-            config_path.write_text(yaml.safe_dump(collector_config(*ports, copy.deepcopy(overrides))))
-            proc = CollectorProcess(workdir, config_path, *ports)
-            started.append(proc)
-            if not start:
-                return proc
-            try:
-                return proc.start()
-            except RuntimeError as exc:
-                # A port free_port() saw free can be taken (e.g. as some client's source port)
-                # before the collector binds it: new ports, not a failed test.
-                if "Address already in use" not in str(exc) or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return start_collector(workdir, overrides, start=start, started=started)
 
     yield make
     for proc in started:

@@ -65,14 +65,9 @@ def assert_still_accepts(collector) -> None:
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory):
     """One collector with small limits shared by the stateless bad-input cases."""
-    import yaml
-    from conftest import CollectorProcess, collector_config, free_port
-    workdir = tmp_path_factory.mktemp("limited")
-    ports = free_port(), free_port(), free_port()
-    cfg = collector_config(*ports, {"receivers": {"otlp": {"protocols": {
+    from conftest import start_collector
+    proc = start_collector(tmp_path_factory.mktemp("limited"), {"receivers": {"otlp": {"protocols": {
         "grpc": {"max_recv_msg_size": LIMIT}, "http": {"max_request_body_size": LIMIT}}}}})
-    (workdir / "lqo.yaml").write_text(yaml.safe_dump(cfg))
-    proc = CollectorProcess(workdir, workdir / "lqo.yaml", *ports).start()
     yield proc
     proc.stop()
 

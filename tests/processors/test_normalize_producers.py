@@ -14,7 +14,7 @@ from typing import Any
 
 import genai_prices
 import pytest
-from conftest import CollectorProcess, collector_config, free_port
+from conftest import CollectorProcess, start_collector
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -42,16 +42,10 @@ OPENLLMETRY_FINISH = {"tool_calls": "tool_call"}
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    workdir = tmp_path_factory.mktemp("normalize")
-    ports = free_port(), free_port(), free_port()
-    config = collector_config(*ports, {
+    col = start_collector(tmp_path_factory.mktemp("normalize"), {
         "processors": {"genai_normalize": {}, "cost": {}},
         "service": {"pipelines": {"traces": {"processors": ["genai_normalize", "cost"]}}},
     })
-    import yaml
-
-    (workdir / "lqo.yaml").write_text(yaml.safe_dump(config))
-    col = CollectorProcess(workdir, workdir / "lqo.yaml", *ports).start()
     for producer in PRODUCERS:
         run = subprocess.run([sys.executable, str(PRODUCER), producer, col.http_url, *CASSETTES],
                              capture_output=True, text=True, timeout=120)
