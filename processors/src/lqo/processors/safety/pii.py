@@ -74,7 +74,8 @@ class PiiConfig(CheckConfig):
     allow_list: list[str] = Field(default_factory=list, description="values never reported (exact match)")
     hash_key: SecretStr | None = Field(None, description="key of the HMAC for action: hash (e.g. ${env:LQO_PII_KEY})")
     spacy_model: str = Field(DEFAULT_MODEL, description="installed spaCy model package name or directory")
-    gate_ner: bool = Field(True, description="run NER only on sentences that can hold a name (capitalized words)")
+    gate_ner: bool = Field(True, description=(
+        "run NER only around words that can be part of a name, five tokens either side (and on all-lower-case text)"))
     workers: int = Field(0, ge=0, le=64, description="worker processes for analysis (0: in the pipeline thread)")
     cache_size: int = Field(16384, ge=0, description="distinct texts whose findings are remembered")
     scan_events: bool = Field(True, description="also scan and rewrite the attributes of GenAI events")
