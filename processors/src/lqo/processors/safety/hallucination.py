@@ -51,9 +51,9 @@ _HEDGES = re.compile(r"\b(?:i think|i believe|probably|possibly|perhaps|maybe|mi
 _REFUSAL = re.compile(r"\b(?:i (?:do not|don't|cannot|can't|am unable to) (?:know|answer|find|determine|say)|"
                       r"(?:not|no) (?:enough|sufficient) information|unable to (?:answer|determine)|"
                       r"the (?:context|text|passage|document)s? (?:does|do) not (?:say|mention|state|contain))\b", re.I)
-_NEGATION = re.compile(r"\b(?:not|no|never|n't|neither|nor|isn't|wasn't|aren't|weren't|doesn't|didn't)\b", re.I)
 _NEGATION_WORDS = frozenset(["not", "no", "never", "neither", "nor", "isn't", "wasn't", "aren't", "weren't", "doesn't",
-                             "didn't"])  # the words _NEGATION matches whole
+                             "didn't"])
+_NEGATION = re.compile(r"\b(?:" + "|".join(sorted(_NEGATION_WORDS)) + r"|n't)\b", re.I)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CACHE_SIZE = 2048
 

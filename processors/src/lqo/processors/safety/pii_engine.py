@@ -24,11 +24,13 @@ default engine on the same texts, so each shortcut's cost in accuracy is measure
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -227,18 +229,14 @@ def postal_codes() -> Any:
 _PRESIDIO_CONDITIONS = {
     # every alternative has a letter next to a digit (or Presidio's stray "A-Z]{2}" before
     # digits), or six digits in a row
-    "UsLicenseRecognizer": (r"[A-Z][0-9]|[0-9][A-Z]|\][0-9]|[0-9]{6}", True),
+    "UsLicenseRecognizer": (r"[A-Z][0-9]|[0-9][A-Z]|\][0-9]|[0-9]{6}", True, "7fc86b06650e3751"),
     # IPv4: three dots between digits; IPv6: "::" or two hex digits around a colon
-    "IpRecognizer": (r"[0-9]\.[0-9]{1,3}\.[0-9]|::|[0-9A-F]:[0-9A-F]", True),
+    "IpRecognizer": (r"[0-9]\.[0-9]{1,3}\.[0-9]|::|[0-9A-F]:[0-9A-F]", True, "5f7f281db001a5ce"),
     # a country code and two check digits, upper case (its flags leave out IGNORECASE)
-    "IbanRecognizer": (r"[A-Z]{2}[0-9]{2}", False),
+    "IbanRecognizer": (r"[A-Z]{2}[0-9]{2}", False, "1f98697e78e08d67"),
     # a Bitcoin address: 26 or more letters and digits in a row
-    "CryptoRecognizer": (r"[A-Z0-9]{26}", True),
-}
-
-
-_PRESIDIO_DIGESTS = {"UsLicenseRecognizer": "7fc86b06650e3751", "IpRecognizer": "5f7f281db001a5ce",
-                     "IbanRecognizer": "1f98697e78e08d67", "CryptoRecognizer": "9d9a993fd6aee894"}
+    "CryptoRecognizer": (r"[A-Z0-9]{26}", True, "9d9a993fd6aee894"),
+}  # name: (condition, case-insensitive, digest of the recognizer's patterns it was derived from)
 
 
 def gate_recognizers(registry: Any) -> int:
@@ -248,7 +246,7 @@ def gate_recognizers(registry: Any) -> int:
     with; under IGNORECASE ``re`` folds at least the characters ``regex`` does.)"""
     flags = re.DOTALL | re.MULTILINE
     conditions = {name: re.compile(p, flags | (re.IGNORECASE if i else 0))
-                  for name, (p, i) in _PRESIDIO_CONDITIONS.items()}
+                  for name, (p, i, _) in _PRESIDIO_CONDITIONS.items()}
     # Each street pattern's words, as the pattern has them: after a space or "\b", before "\b",
     # a space or a number.
     conditions["LqoStreetAddressRecognizer"] = re.compile(
@@ -261,8 +259,8 @@ def gate_recognizers(registry: Any) -> int:
         condition = conditions.get(recognizer.name)
         if condition is None:
             continue
-        if recognizer.name in _PRESIDIO_CONDITIONS and patterns_digest(recognizer) != _PRESIDIO_DIGESTS.get(
-                recognizer.name):
+        if recognizer.name in _PRESIDIO_CONDITIONS and patterns_digest(recognizer) != _PRESIDIO_CONDITIONS[
+                recognizer.name][2]:
             log.debug("%s has patterns this analyzer does not know; it runs on every text", recognizer.name)
             continue
         recognizer.analyze = _gated(recognizer.analyze, condition)
@@ -278,8 +276,6 @@ def _gated(analyze: Any, condition: Any) -> Any:
 
 
 def patterns_digest(recognizer: Any) -> str:
-    import hashlib
-
     return hashlib.sha256("\x00".join(p.regex for p in recognizer.patterns).encode()).hexdigest()[:16]
 
 
@@ -317,12 +313,21 @@ def context_enhancer() -> Any:
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 
     class Enhancer(LemmaContextAwareEnhancer):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self._words: dict[str, tuple[str, ...]] = {}  # each recognizer's context words, lower case
+
         def enhance_using_context(self, text: str, raw_results: list[Any], nlp_artifacts: Any,
                                   recognizers: list[Any], context: list[str] | None = None) -> list[Any]:
             if context:
                 return super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context)
+            if not raw_results:
+                return raw_results
             lowered = text.lower()
-            words = {r.id: [w.lower() for w in r.context or ()] for r in recognizers}
+            words = self._words
+            for r in recognizers:
+                if r.id not in words:
+                    words[r.id] = tuple(w.lower() for w in r.context or ())
             key = RecognizerResult.RECOGNIZER_IDENTIFIER_KEY
             # A context word matches when it is part of a token (Presidio's substring mode, and
             # whole words too): never unless it is part of the text.
@@ -464,12 +469,11 @@ _ADDRESS_LINE_WORDS = 5
 _ADDRESS_LINES = 4  # unit, town, region, postcode and country lines after the street
 
 
-def address_blocks(text: str, findings: list[Finding], stop_words: Iterable[str]) -> list[Finding]:
+def address_blocks(text: str, findings: list[Finding], stop: AbstractSet[str]) -> list[Finding]:
     """``findings`` with each location that ends its line carried over the short lines after
     it: a postal address goes on with unit, town, region, postcode and country lines, which
     alone look like nothing ("pomáz", "Rwanda 02438"). A line with a common word ("thanks for
     your help"), a question, a colon or a phone number ends the block; so do two blank lines."""
-    stop = frozenset(stop_words)
     out = []
     for f in findings:
         if f.entity_type == "LOCATION":
@@ -478,7 +482,7 @@ def address_blocks(text: str, findings: list[Finding], stop_words: Iterable[str]
     return out
 
 
-def _address_end(text: str, end: int, stop: frozenset[str]) -> int:
+def _address_end(text: str, end: int, stop: AbstractSet[str]) -> int:
     line_end = text.find("\n", end)
     if line_end < 0 or not _address_line(text[end:line_end], stop, rest=True):
         return end
@@ -497,7 +501,7 @@ def _address_end(text: str, end: int, stop: frozenset[str]) -> int:
     return new_end
 
 
-def _address_line(line: str, stop: frozenset[str], rest: bool = False) -> bool:
+def _address_line(line: str, stop: AbstractSet[str], rest: bool = False) -> bool:
     content = line.strip().lstrip("?*-•·>#").strip()
     if rest and not content:
         return True
