@@ -176,6 +176,32 @@ def test_ner_gate_finds_what_ungated_ner_finds(analyzer: PiiAnalyzer) -> None:
     assert all(any(f.entity_type == "PERSON" for f in found) for found in gated)
 
 
+def test_ner_results_are_remembered_per_chunk_not_per_text(analyzer: PiiAnalyzer) -> None:
+    """Texts that differ far from a name share its NER chunk: the second is not run through the
+    model again, and gets the findings a cold analyzer gives it."""
+    first = "The weather was nice and the roads were empty this morning. Then ask Maria Lopez about it."
+    second = "Our billing page failed to load twice on my laptop this morning. Then ask Maria Lopez about it."
+    assert [first[a:b] for a, b in ner_chunks(first)] == [second[a:b] for a, b in ner_chunks(second)]
+    analyzer.clear_caches()
+    cold = analyzer.analyze([second])
+    analyzer.clear_caches()
+    sent: list[str] = []
+    run = analyzer._ner
+    analyzer._ner = lambda chunks: sent.extend(chunks) or run(chunks)  # type: ignore[method-assign]
+    try:
+        warm = analyzer.analyze([first])
+        assert sent == ["this morning. Then ask Maria Lopez about it."]
+        assert analyzer.analyze([second]) == cold
+        assert len(sent) == 1
+    finally:
+        del analyzer._ner
+    person = [f for f in cold[0] if f.entity_type == "PERSON"]
+    assert [second[f.start:f.end] for f in person] == ["Maria Lopez"]
+    offset = len(second) - len(first)  # the same name, as far from each text's end
+    assert [(f.start + offset, f.end + offset) for f in warm[0] if f.entity_type == "PERSON"] == \
+        [(f.start, f.end) for f in person]
+
+
 GATED_POSITIVES = [
     "server at 10.0.0.12, gateway ::1, and fe80::1ff:fe23:4567:890a%eth0; legacy ::ffff:192.0.2.1",
     "IPv6 2001:db8::8a2e:370:7334 and 2001:0db8:85a3:0000:0000:8a2e:0370:7334",
