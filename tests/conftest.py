@@ -16,10 +16,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -34,6 +34,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+T = TypeVar("T")
+
+
+def on_free_ports(start: Callable[[], T], attempts: int = 3) -> T:
+    """``start()``, which binds ports from :func:`free_port`, again when one was taken in between.
+
+    A port free_port() saw free can be taken (e.g. as some client's source port) before the
+    server binds it: that is new ports, not a failed test."""
+    for attempt in range(attempts):
+        try:
+            return start()
+        except (RuntimeError, OSError, AssertionError) as exc:
+            clash = "address already in use" in str(exc).lower() or "failed to bind" in str(exc).lower()
+            if not clash or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -158,22 +176,16 @@ def start_collector(workdir: Path, overrides: dict[str, Any] | None = None, star
                     started: list[CollectorProcess] | None = None) -> CollectorProcess:
     """A collector with ``overrides`` on free loopback ports, its config in ``workdir/lqo.yaml``."""
     config_path = workdir / "lqo.yaml"
-    for attempt in range(3):
+
+    def attempt() -> CollectorProcess:
         ports = free_port(), free_port(), free_port()
         config_path.write_text(yaml.safe_dump(collector_config(*ports, copy.deepcopy(overrides))))
         proc = CollectorProcess(workdir, config_path, *ports)
         if started is not None:
             started.append(proc)
-        if not start:
-            return proc
-        try:
-            return proc.start()
-        except RuntimeError as exc:
-            # A port free_port() saw free can be taken (e.g. as some client's source port)
-            # before the collector binds it: new ports, not a failed test.
-            if "Address already in use" not in str(exc) or attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+        return proc.start() if start else proc
+
+    return on_free_ports(attempt)
 
 
 @pytest.fixture

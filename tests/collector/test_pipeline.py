@@ -9,7 +9,7 @@ import time
 
 import pyarrow.compute as pc
 import pytest
-from conftest import free_port
+from conftest import free_port, on_free_ports
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -68,19 +68,23 @@ def in_process(ch_server):
     made = []
 
     def make(processors: dict, order: list[str], exporter_extra: dict | None = None) -> Collector:
-        grpc_port = free_port()
-        config = {
-            "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc_port}"}}}},
-            "processors": processors,
-            "exporters": {"clickhouse": {"endpoint": ch_server.endpoint, "database": ch_server.database,
-                                         "batch": {"flush_interval": "50ms"}, **(exporter_extra or {})}},
-            "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": order,
-                                                 "exporters": ["clickhouse"]}},
-                        "telemetry": {"metrics": {"address": f"127.0.0.1:{free_port()}"}}},
-        }
-        collector = Collector(config)
-        collector.start()
-        collector.grpc_port = grpc_port
+        def attempt() -> Collector:
+            grpc_port = free_port()
+            config = {
+                "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{grpc_port}"}}}},
+                "processors": processors,
+                "exporters": {"clickhouse": {"endpoint": ch_server.endpoint, "database": ch_server.database,
+                                             "batch": {"flush_interval": "50ms"}, **(exporter_extra or {})}},
+                "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": order,
+                                                     "exporters": ["clickhouse"]}},
+                            "telemetry": {"metrics": {"address": f"127.0.0.1:{free_port()}"}}},
+            }
+            collector = Collector(config)
+            collector.start()
+            collector.grpc_port = grpc_port
+            return collector
+
+        collector = on_free_ports(attempt)
         made.append(collector)
         return collector
 

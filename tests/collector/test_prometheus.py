@@ -20,7 +20,7 @@ import genai_prices
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import CollectorProcess, free_port
+from conftest import CollectorProcess, free_port, on_free_ports
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -84,27 +84,30 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(scrape_port: int) -> str:
-        port = free_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            f"scrape_configs: [{{job_name: lqo, static_configs: [{{targets: ['127.0.0.1:{scrape_port}']}}]}}]\n"
-        )
-        log = (tmp_path / "prometheus.log").open("wb")
-        procs.append(subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
-            stdout=log, stderr=subprocess.STDOUT))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return url
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"prometheus did not start: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
+        def attempt() -> str:
+            port = free_port()
+            config = tmp_path / "prometheus.yml"
+            config.write_text(
+                "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                f"scrape_configs: [{{job_name: lqo, static_configs: [{{targets: ['127.0.0.1:{scrape_port}']}}]}}]\n"
+            )
+            log = (tmp_path / "prometheus.log").open("wb")
+            procs.append(subprocess.Popen(
+                [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                 f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
+                stdout=log, stderr=subprocess.STDOUT))
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and procs[-1].poll() is None:
+                try:
+                    with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
+                        if r.status == 200:
+                            return url
+                except OSError:
+                    time.sleep(0.2)
+            raise AssertionError(f"prometheus did not start: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
+
+        return on_free_ports(attempt)
 
     yield start
     for p in procs:
