@@ -195,6 +195,12 @@ def test_ner_results_are_remembered_per_chunk_not_per_text(analyzer: PiiAnalyzer
         assert len(sent) == 1
     finally:
         del analyzer._ner
+    # A long chunk (here a whole text typed in lower case) goes to the model, not into the cache.
+    lower = "my name is maria lopez and i live in boston. " * 30
+    assert ner_chunks(lower) == [(0, len(lower))]
+    before = len(analyzer._ner_cache._entries)
+    assert analyzer.analyze([lower]) == analyzer.analyze([lower]) != [[]]
+    assert len(analyzer._ner_cache._entries) == before
     person = [f for f in cold[0] if f.entity_type == "PERSON"]
     assert [second[f.start:f.end] for f in person] == ["Maria Lopez"]
     offset = len(second) - len(first)  # the same name, as far from each text's end

@@ -54,6 +54,9 @@ LONG_DIGIT_ENTITIES = frozenset({"PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "US_IT
 _URL_HINT = re.compile(r"[a-z0-9.-]\.[a-z]", re.IGNORECASE)
 _KEYWORD_CACHE = 200_000  # distinct words whose context keywords are kept, per analyzer
 _NER_CACHE = 32_768  # distinct NER chunks whose entities are kept, per analyzer (~10 MB)
+# Longer chunks (whole lower-case texts, ungated NER) are not kept: they rarely repeat apart
+# from their text, whose findings the check caches already, and would bound the cache at GBs.
+_NER_CACHE_CHARS = 1024
 _DIGIT_RUN = re.compile(r"\d(?:[ ().+-]{0,3}\d){6,}")
 _SENTENCE = re.compile(r"[^.!?\s][^.!?\n]*(?:[.!?]+|\n|$)")
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
@@ -413,9 +416,12 @@ class PiiAnalyzer:
                     for s, e in (ner_chunks(t) if self.gate_ner else [(0, len(t))])]
             # The model sees only the chunk, so its entities are a function of the chunk's text:
             # stock phrases around names and products repeat across texts that differ elsewhere.
-            found_in = self._ner_cache.resolve((texts[i][s:e] for i, s, e in jobs), self._ner)
-            for i, start, end in jobs:
-                ents[i].extend((start + a, start + b, label) for a, b, label in found_in[texts[i][start:end]])
+            chunks = [texts[i][s:e] for i, s, e in jobs]
+            found_in = self._ner_cache.resolve((c for c in chunks if len(c) <= _NER_CACHE_CHARS), self._ner)
+            whole = list(dict.fromkeys(c for c in chunks if len(c) > _NER_CACHE_CHARS))
+            found_in.update(zip(whole, self._ner(whole), strict=True))
+            for (i, start, _), chunk in zip(jobs, chunks, strict=True):
+                ents[i].extend((start + a, start + b, label) for a, b, label in found_in[chunk])
         out = []
         mapping = self.nlp_engine.ner_model_configuration.model_to_presidio_entity_mapping
         default = self.nlp_engine.ner_model_configuration.default_score
