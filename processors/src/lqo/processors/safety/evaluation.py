@@ -53,9 +53,10 @@ class TextCache(Generic[V]):
         return value
 
     def resolve(self, texts: Iterable[str], compute: Callable[[list[str]], Iterable[V]],
-                trivial: Callable[[str], V | None] = lambda text: None) -> dict[str, V]:
+                trivial: Callable[[str], V | None] = lambda text: None,
+                keep: Callable[[str], bool] = lambda text: True) -> dict[str, V]:
         """Each distinct text's result: cached, ``trivial(text)`` when not None (never cached),
-        else from one ``compute(missing texts)`` call."""
+        else from one ``compute(missing texts)`` call (remembered where ``keep(text)``)."""
         found: dict[str, V] = {}
         todo: list[str] = []
         for text in dict.fromkeys(texts):
@@ -70,7 +71,7 @@ class TextCache(Generic[V]):
         if todo:
             for text, result in zip(todo, compute(todo), strict=True):
                 found[text] = result
-                if self.size:
+                if self.size and keep(text):
                     self._entries[text] = result
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)

@@ -56,8 +56,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ENTITIES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "US_ITIN", "IBAN_CODE",
                     "IP_ADDRESS", "LOCATION", "US_BANK_NUMBER", "US_PASSPORT", "US_DRIVER_LICENSE", "UK_NHS",
                     "CRYPTO", "MEDICAL_LICENSE")
-# Event attributes that are never message text.
 _MIN_SPREAD_CHARS = 3  # shorter values ("Al", "NY") would match ordinary words elsewhere
+# Event attributes that are never message text.
 _EVENT_STRUCTURAL = STRUCTURAL_KEYS | {"gen_ai.system", "gen_ai.provider.name", "event.name", "index",
                                        "finish_reason", "gen_ai.evaluation.name", "gen_ai.evaluation.score.label",
                                        "gen_ai.evaluation.score.value", "gen_ai.evaluation.explanation"}
@@ -299,8 +299,8 @@ def spread(texts: Sequence[str], findings: Mapping[str, list[Finding]]) -> dict[
     out = {}
     for text in set(texts):
         own = findings.get(text) or []
-        extra = [Finding(values[m.group().lower()].entity_type, m.start(), m.end(), values[m.group().lower()].score)
-                 for m in pattern.finditer(text) if m.group().lower() in values
+        extra = [Finding(seed.entity_type, m.start(), m.end(), seed.score)
+                 for m in pattern.finditer(text) if (seed := values.get(m.group().lower())) is not None
                  and not any(f.start < m.end() and m.start() < f.end for f in own)]
         if extra:
             out[text] = resolve([*own, *extra])

@@ -417,9 +417,7 @@ class PiiAnalyzer:
             # The model sees only the chunk, so its entities are a function of the chunk's text:
             # stock phrases around names and products repeat across texts that differ elsewhere.
             chunks = [texts[i][s:e] for i, s, e in jobs]
-            found_in = self._ner_cache.resolve((c for c in chunks if len(c) <= _NER_CACHE_CHARS), self._ner)
-            whole = list(dict.fromkeys(c for c in chunks if len(c) > _NER_CACHE_CHARS))
-            found_in.update(zip(whole, self._ner(whole), strict=True))
+            found_in = self._ner_cache.resolve(chunks, self._ner, keep=lambda c: len(c) <= _NER_CACHE_CHARS)
             for (i, start, _), chunk in zip(jobs, chunks, strict=True):
                 ents[i].extend((start + a, start + b, label) for a, b, label in found_in[chunk])
         out = []
