@@ -208,6 +208,37 @@ def test_ner_results_are_remembered_per_chunk_not_per_text(analyzer: PiiAnalyzer
         [(f.start, f.end) for f in person]
 
 
+def test_vocabulary_stops_growing_at_its_limit_and_findings_do_not_change(analyzer: PiiAnalyzer) -> None:
+    """spaCy keeps every new word for good; past the limit, each batch's new words are forgotten
+    (a memory zone) and the findings are what the same analyzer finds with the words kept."""
+    rng = np.random.default_rng(5)
+
+    def word() -> str:
+        return "".join(rng.choice(list("bcdfghklmnprstvz")) + rng.choice(list("aeiou")) for _ in range(4))
+
+    def texts() -> list[str]:
+        return [f"Please ask {word().title()} {word().title()} about ticket {word()}-{rng.integers(10**9)}; "
+                f"mail {word()}@{word()}.com or call 212-555-{rng.integers(1000, 9999)}. {word()} {word()}!"
+                for _ in range(40)]
+
+    strings = analyzer.nlp.vocab.strings
+    limit = analyzer.vocab_limit
+    try:
+        analyzer.vocab_limit = len(strings)  # at the limit: every batch runs in a zone
+        batches = [texts() for _ in range(3)]
+        size = len(strings)
+        zoned = [analyzer.analyze(batch) for batch in batches]
+        assert len(strings) == size  # hundreds of new words, none kept
+        types = [{f.entity_type for f in found} for batch in zoned for found in batch]
+        assert all("EMAIL_ADDRESS" in t for t in types) and sum("PERSON" in t for t in types) > 100  # NER ran
+        analyzer.vocab_limit = size + 10**9  # under the limit: words are kept
+        analyzer.clear_caches()
+        assert [analyzer.analyze(batch) for batch in batches] == zoned
+        assert len(strings) > size + 40 * 3 * 5
+    finally:
+        analyzer.vocab_limit = limit
+
+
 GATED_POSITIVES = [
     "server at 10.0.0.12, gateway ::1, and fe80::1ff:fe23:4567:890a%eth0; legacy ::ffff:192.0.2.1",
     "IPv6 2001:db8::8a2e:370:7334 and 2001:0db8:85a3:0000:0000:8a2e:0370:7334",
