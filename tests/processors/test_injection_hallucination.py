@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from lqo.processors.safety.evaluation import SamplingConfig
+from lqo.processors.safety.evaluation import TEXT_CACHE_CHARS, SamplingConfig, TextCache
 from lqo.processors.safety.hallucination import (
     Grounding,
     HallucinationConfig,
@@ -176,3 +176,28 @@ def test_hostile_message_json_does_not_break_the_checks() -> None:
              chat(user="x" * 200_000, output="y" * 200_000)]
     for proc in (InjectionProcessor(InjectionConfig()), HallucinationProcessor(HallucinationConfig())):
         assert len(proc.process(batch_of(spans))) == 3
+
+
+def test_text_caches_hold_at_most_their_characters_as_well_as_their_count() -> None:
+    """Distinct long messages would otherwise keep count × length characters alive."""
+    cache: TextCache[int] = TextCache(100, chars=10_000)
+    texts = [f"{i:04d}" + "x" * 2_996 for i in range(10)]  # 3,000 characters each
+    assert cache.resolve(texts[:5], lambda todo: [len(t) for t in todo]) == {t: 3_000 for t in texts[:5]}
+    assert list(cache._entries) == texts[2:5] and cache.held == 9_000  # the oldest two went
+    assert cache.get(texts[2], lambda: -1) == 3_000  # kept, and now the most recently used
+    cache.get(texts[6], lambda: 3_000)
+    assert list(cache._entries) == [texts[4], texts[2], texts[6]] and cache.held == 9_000
+    assert cache.resolve(["y" * 20_000], lambda todo: [1] * len(todo)) == {"y" * 20_000: 1}
+    assert not cache._entries and cache.held == 0  # a text over the budget is computed, not kept
+    many: TextCache[int] = TextCache(3)  # the count still bounds short texts
+    many.resolve(list("abcdef"), lambda todo: [1] * len(todo))
+    assert list(many._entries) == list("def") and many.held == 3
+    many.clear()
+    assert many.held == 0
+
+    proc = InjectionProcessor(InjectionConfig())  # a real check's cache: bounded by characters too
+    assert proc._cache.chars == TEXT_CACHE_CHARS
+    proc._cache.chars = 200_000
+    long_texts = [f"message {i}: " + "please summarise the report below. " * 600 for i in range(30)]
+    assert [proc._score(text) for text in long_texts] == [score_text(text) for text in long_texts]
+    assert 0 < proc._cache.held <= 200_000 < sum(map(len, long_texts))

@@ -28,17 +28,24 @@ EVALUATION_EVENT = "gen_ai.evaluation.result"
 V = TypeVar("V")
 
 
+TEXT_CACHE_CHARS = 32_000_000  # characters of text a TextCache keeps, whatever its count
+
+
 class TextCache(Generic[V]):
     """A check's result per distinct text (system prompts and stock answers repeat), the least
-    recently used dropped beyond ``size``; what is missing is computed in one batch
-    (:meth:`resolve`) or one at a time (:meth:`get`)."""
+    recently used dropped beyond ``size`` entries or ``chars`` characters of text (so a producer
+    of very long messages cannot make the cache hold GBs); what is missing is computed in one
+    batch (:meth:`resolve`) or one at a time (:meth:`get`)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, chars: int = TEXT_CACHE_CHARS) -> None:
         self.size = size
+        self.chars = chars
+        self.held = 0  # characters of the texts kept
         self._entries: OrderedDict[Hashable, V] = OrderedDict()
 
     def clear(self) -> None:
         self._entries.clear()
+        self.held = 0
 
     def get(self, key: Hashable, compute: Callable[[], V]) -> V:
         hit = self._entries.get(key)
@@ -47,9 +54,8 @@ class TextCache(Generic[V]):
             return hit
         value = compute()
         if self.size:
-            self._entries[key] = value
-            if len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            self._add(key, value)
+            self._evict()
         return value
 
     def resolve(self, texts: Iterable[str], compute: Callable[[list[str]], Iterable[V]],
@@ -72,10 +78,18 @@ class TextCache(Generic[V]):
             for text, result in zip(todo, compute(todo), strict=True):
                 found[text] = result
                 if self.size and keep(text):
-                    self._entries[text] = result
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+                    self._add(text, result)
+            self._evict()
         return found
+
+    def _add(self, key: Hashable, value: V) -> None:
+        self._entries[key] = value
+        self.held += len(key) if isinstance(key, str) else 0
+
+    def _evict(self) -> None:
+        while len(self._entries) > self.size or (self.held > self.chars and self._entries):
+            key, _ = self._entries.popitem(last=False)
+            self.held -= len(key) if isinstance(key, str) else 0
 
 
 class SamplingConfig(StrictModel):

@@ -77,7 +77,8 @@ class PiiConfig(CheckConfig):
     gate_ner: bool = Field(True, description=(
         "run NER only around words that can be part of a name, five tokens either side (and on all-lower-case text)"))
     workers: int = Field(0, ge=0, le=64, description="worker processes for analysis (0: in the pipeline thread)")
-    cache_size: int = Field(16384, ge=0, description="distinct texts whose findings are remembered")
+    cache_size: int = Field(16384, ge=0, description="distinct texts whose findings are remembered "
+                                                        "(and at most 32 M characters of them)")
     scan_events: bool = Field(True, description="also scan and rewrite the attributes of GenAI events")
     skipped_content: Literal["drop", "keep"] = Field("drop", description=(
         "what happens to the content of spans shed by sampling: drop (default) or keep unscanned"))

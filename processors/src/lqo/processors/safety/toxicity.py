@@ -58,7 +58,8 @@ class ToxicityConfig(CheckConfig):
     threads: int | None = Field(None, ge=1, le=256, description="CPU threads for inference (default: all cores)")
     score_input: bool = Field(False, description="also score the user's latest message (lqo.toxicity.input_score)")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="flag toxicity at this score")
-    cache_size: int = Field(4096, ge=0, description="distinct texts whose scores are remembered")
+    cache_size: int = Field(4096, ge=0, description="distinct texts whose scores are remembered "
+                                                        "(and at most 32 M characters of them)")
     cache_dir: Path = Field(Path(".lqo/models"), description="where converted (ONNX) models are kept")
     shed_at_measured_rate: bool = Field(True, description=(
         "without sampling.max_spans_per_second: shed spans above 80% of the scoring rate (measured at start, "
