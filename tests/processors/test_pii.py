@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -452,8 +454,25 @@ def test_worker_processes_give_the_same_result(analyzer: PiiAnalyzer) -> None:
         pooled = attributes(proc.process(batch_of(spans)))
         # The worker loads neither torch nor transformers (Presidio and thinc would, for nothing).
         assert proc._pool is not None
-        assert proc._pool.submit(eval, "[__import__('sys').modules.get(m, 0) for m in ('torch', 'transformers')]"
-                                 ).result() == [None, None]
+        assert proc._pool.submit(eval, "[m in __import__('sys').modules for m in ('torch', 'transformers')]"
+                                 ).result() == [False, False]
     finally:
         proc.shutdown()
     assert pooled == inline
+
+
+def test_the_analyzer_loads_without_torch_and_leaves_it_importable() -> None:
+    """Presidio and thinc would import torch and transformers (~280 MB, ~5 s) for a spaCy CNN
+    pipeline that never uses them; a collector without the toxicity check does not load them,
+    and one with it still can afterwards."""
+    code = (
+        "import sys\n"
+        "from lqo.processors.safety.pii import DEFAULT_ENTITIES\n"
+        "from lqo.processors.safety.pii_engine import PiiAnalyzer\n"
+        "found = PiiAnalyzer(DEFAULT_ENTITIES, 0.4).analyze(['Ask Maria Lopez at maria@example.com'])[0]\n"
+        "print(sorted(f.entity_type for f in found), 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+        "import torch, transformers\n"
+        "print(torch.tensor([1, 2]).sum().item())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split("\n")[:2] == ["['EMAIL_ADDRESS', 'PERSON'] False False", "3"], out.stderr[-2000:]

@@ -23,7 +23,6 @@ import hmac
 import logging
 import os
 import re
-import sys
 from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -95,24 +94,10 @@ class PiiConfig(CheckConfig):
 _worker_analyzer: PiiAnalyzer | None = None
 
 
-# Presidio and thinc import these when installed (the toxicity check needs them); a PII worker
-# running a spaCy CNN pipeline does not: refusing them saves ~280 MB and ~5 s per worker.
-_UNUSED_IN_WORKERS = ("torch", "transformers")
-
-
 def _worker_init(entities: list[str], threshold: float, allow: list[str], model: str, gate: bool) -> None:
     global _worker_analyzer
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    refused = [name for name in _UNUSED_IN_WORKERS if name not in sys.modules]
-    for name in refused:
-        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
-    try:
-        _worker_analyzer = PiiAnalyzer(entities, threshold, allow, model, gate)
-    except Exception:  # a pipeline that needs them (a transformer model): load it with them
-        for name in refused:
-            if sys.modules.get(name, False) is None:
-                del sys.modules[name]
-        _worker_analyzer = PiiAnalyzer(entities, threshold, allow, model, gate)
+    _worker_analyzer = PiiAnalyzer(entities, threshold, allow, model, gate)  # without torch (UNUSED_MODULES)
 
 
 def _worker_analyze(texts: list[str]) -> list[list[Finding]]:
