@@ -80,3 +80,72 @@ def test_attribute_access_across_chunks():
     cols = batch.attribute_columns(["gen_ai.request.model", "http.route"], rows)
     for key, column in cols.items():
         assert column.to_pylist() == [e.get(key) for e in expected]
+
+
+def test_map_rebuild_in_c_gives_what_arrow_gives(monkeypatch):
+    """SpanAttributes rebuilt by the C helper (one copy of the attribute bytes) and by Arrow's
+    kernels (concatenate, then take): the same column, on chunked, sliced batches, for added,
+    replaced and removed keys, non-ASCII and empty values, and rows left with no entries."""
+    import numpy as np
+    import pyarrow as pa
+    import pytest
+
+    from lqo.collector.model import otlp, spanbatch
+
+    if not otlp.NATIVE_AVAILABLE:
+        pytest.skip("the C extension is not built here")
+    batch = SpanBatch.concat([_batch(9, seed=s) for s in (8, 9, 10)]).slice(2, 23)
+    assert batch.table.column("SpanAttributes").num_chunks > 1
+    rows = np.nonzero(batch.genai_mask())[0]
+    http = np.nonzero(~batch.genai_mask())[0]
+    http_keys = [set(dict(kv)) for kv in batch.table.column("SpanAttributes").take(pa.array(http)).to_pylist()]
+    edits = [
+        lambda b: b.with_attribute_columns(rows, {
+            "gen_ai.request.model": pa.array([f"mödel-{i}" if i % 2 else None for i in range(len(rows))]),
+            "lqo.cost.usd": pa.array([str(i / 7) if i % 3 else "" for i in range(len(rows))]),
+            "lqo.note": pa.array(["✓ 日本語"] * len(rows))}),
+        lambda b: b.with_attributes(http, [{"lqo.x": "1"} if i % 2 else {} for i in range(len(http))],
+                                    [keys if i % 2 == 0 else set() for i, keys in enumerate(http_keys)]),
+        lambda b: b.with_attribute_columns(rows, {"lqo.none": pa.nulls(len(rows), pa.string())}),
+    ]
+    calls = []
+    native = spanbatch._merge_map
+    monkeypatch.setattr(spanbatch, "_merge_map", lambda *a: calls.append(1) or native(*a))
+    for edit in edits:
+        monkeypatch.setattr(spanbatch, "NATIVE_MERGE", True)
+        fast = edit(batch)
+        monkeypatch.setattr(spanbatch, "NATIVE_MERGE", False)
+        slow = edit(batch)
+        assert fast.table.column("SpanAttributes").to_pylist() == slow.table.column("SpanAttributes").to_pylist()
+        assert fast.table.equals(slow.table)
+    assert len(calls) == 2  # the third edit adds nothing: no rebuild at all
+    emptied = edits[1](batch).table.column("SpanAttributes").take(pa.array(http[::2])).to_pylist()
+    assert emptied == [[]] * len(http[::2])  # every key of those rows removed
+
+
+def test_map_rebuild_in_c_refuses_inconsistent_buffers():
+    import numpy as np
+    import pyarrow as pa
+    import pytest
+
+    from lqo.collector.model import otlp, spanbatch
+
+    if not otlp.NATIVE_AVAILABLE:
+        pytest.skip("the C extension is not built here")
+    strings = pa.array(["alpha", "beta"])
+    view = spanbatch._string_view(strings)
+    empty = spanbatch._string_view(pa.array([], pa.string()))
+    rows = np.array([0, 1, 2], dtype=np.int64)
+    small = tuple(pa.allocate_buffer(4) for _ in range(5))  # far too small for 2 entries
+    with pytest.raises(ValueError, match="too small"):
+        spanbatch._merge_map(2, rows, None, view, [view], np.zeros(3, np.int64), empty, empty, small)
+    with pytest.raises(ValueError, match="as many values as keys"):
+        spanbatch._merge_map(2, rows, None, view, [], np.zeros(3, np.int64), empty, empty, small)
+    big = tuple(pa.allocate_buffer(64) for _ in range(5))
+    with pytest.raises(ValueError, match="cover"):
+        spanbatch._merge_map(2, np.array([0, 1, 5], np.int64), None, view, [view], np.zeros(3, np.int64),
+                             empty, empty, big)
+    assert spanbatch._merge_map(2, rows, None, view, [view], np.zeros(3, np.int64), empty, empty, big) == (2, 9, 9)
+    with pytest.raises(ValueError, match="offsets buffer too short"):
+        spanbatch._merge_map(2, rows, None, (view[0], view[1], 0, 9), [view], np.zeros(3, np.int64),
+                             empty, empty, small)

@@ -777,9 +777,184 @@ done:
     return result;
 }
 
+/* ------------------------------------------------------------------ map rebuild
+ *
+ * merge_map: a SpanAttributes map column rebuilt with entries added (and some removed), in one
+ * pass of memcpy over the old entries, for SpanBatch._rebuilt_attributes. Arrow's way
+ * (concatenate the chunks, then take in row order) copies every attribute byte twice.
+ * Strings are (int32 offsets, data, array offset, length) as pyarrow holds them; the caller
+ * sized the five output buffers exactly; every copy is bounds-checked against them.
+ */
+
+typedef struct {
+    Py_buffer offs, data;
+    const int32_t *off; /* at the array's offset */
+    const char *bytes;
+    Py_ssize_t n;
+    int held;
+} sview_t;
+
+static void sview_release(sview_t *v) {
+    if (v->held) { PyBuffer_Release(&v->offs); PyBuffer_Release(&v->data); v->held = 0; }
+}
+
+static int sview_get(PyObject *spec, sview_t *v) {
+    PyObject *offs, *data;
+    Py_ssize_t offset, n;
+    if (!PyArg_ParseTuple(spec, "OOnn", &offs, &data, &offset, &n)) return -1;
+    if (PyObject_GetBuffer(offs, &v->offs, PyBUF_SIMPLE)) return -1;
+    if (PyObject_GetBuffer(data, &v->data, PyBUF_SIMPLE)) { PyBuffer_Release(&v->offs); return -1; }
+    v->held = 1;
+    if (offset < 0 || n < 0 || (offset + n + 1) * 4 > v->offs.len) {
+        PyErr_SetString(PyExc_ValueError, "merge_map: offsets buffer too short");
+        return -1;
+    }
+    v->off = (const int32_t *)v->offs.buf + offset;
+    v->bytes = (const char *)v->data.buf;
+    v->n = n;
+    if (n && (v->off[0] < 0 || v->off[n] > v->data.len || v->off[0] > v->off[n])) {
+        PyErr_SetString(PyExc_ValueError, "merge_map: offsets outside the data buffer");
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct {
+    int32_t *off;
+    char *data;
+    Py_ssize_t n_cap, data_cap, n, len;
+} sout_t;
+
+/* Appends strings [first, last) of v (contiguous) to o. */
+static int sout_run(sout_t *o, const sview_t *v, Py_ssize_t first, Py_ssize_t last) {
+    if (first >= last) return 0;
+    int32_t a = v->off[first], b = v->off[last];
+    Py_ssize_t count = last - first;
+    if (b < a || o->n + count > o->n_cap || o->len + (b - a) > o->data_cap) {
+        PyErr_SetString(PyExc_ValueError, "merge_map: output buffers too small");
+        return -1;
+    }
+    memcpy(o->data + o->len, v->bytes + a, (size_t)(b - a));
+    int32_t shift = (int32_t)o->len - a;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int32_t end = v->off[first + i + 1];
+        if (end < v->off[first + i]) { PyErr_SetString(PyExc_ValueError, "merge_map: offsets decrease"); return -1; }
+        o->off[o->n + 1 + i] = end + shift;
+    }
+    o->n += count;
+    o->len += b - a;
+    return 0;
+}
+
+static int get_writable(PyObject *obj, Py_buffer *b) { return PyObject_GetBuffer(obj, b, PyBUF_WRITABLE); }
+
+static PyObject *merge_map(PyObject *self, PyObject *args) {
+    Py_ssize_t n_rows;
+    PyObject *old_start_o, *keep_o, *keys_o, *val_chunks_o, *new_start_o, *new_keys_o, *new_vals_o, *out_o;
+    if (!PyArg_ParseTuple(args, "nOOOOOOOO", &n_rows, &old_start_o, &keep_o, &keys_o, &val_chunks_o,
+                          &new_start_o, &new_keys_o, &new_vals_o, &out_o))
+        return NULL;
+    Py_buffer old_start = {0}, new_start = {0}, keep = {0}, outs[5];
+    int have[5] = {0}, have_old = 0, have_new = 0, have_keep = 0;
+    sview_t keys = {0}, new_keys = {0}, new_vals = {0};
+    sview_t *chunks = NULL;
+    Py_ssize_t n_chunks = 0, *chunk_end = NULL;
+    PyObject *result = NULL;
+
+    if (!PyList_Check(val_chunks_o) || !PyTuple_Check(out_o) || PyTuple_GET_SIZE(out_o) != 5) {
+        PyErr_SetString(PyExc_TypeError, "merge_map: values must be a list, out a 5-tuple");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(old_start_o, &old_start, PyBUF_SIMPLE)) goto done;
+    have_old = 1;
+    if (PyObject_GetBuffer(new_start_o, &new_start, PyBUF_SIMPLE)) goto done;
+    have_new = 1;
+    if (old_start.len != (n_rows + 1) * 8 || new_start.len != (n_rows + 1) * 8) {
+        PyErr_SetString(PyExc_ValueError, "merge_map: row ranges must be n_rows + 1 int64");
+        goto done;
+    }
+    if (keep_o != Py_None) {
+        if (PyObject_GetBuffer(keep_o, &keep, PyBUF_SIMPLE)) goto done;
+        have_keep = 1;
+    }
+    if (sview_get(keys_o, &keys) || sview_get(new_keys_o, &new_keys) || sview_get(new_vals_o, &new_vals)) goto done;
+    if (new_keys.n != new_vals.n || (have_keep && keep.len != keys.n)) {
+        PyErr_SetString(PyExc_ValueError, "merge_map: keys, values and keep must be as long");
+        goto done;
+    }
+    n_chunks = PyList_GET_SIZE(val_chunks_o);
+    chunks = calloc((size_t)(n_chunks ? n_chunks : 1), sizeof(sview_t));
+    chunk_end = calloc((size_t)(n_chunks ? n_chunks : 1), sizeof(Py_ssize_t));
+    if (!chunks || !chunk_end) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t c = 0; c < n_chunks; c++) {
+        if (sview_get(PyList_GET_ITEM(val_chunks_o, c), &chunks[c])) goto done;
+        chunk_end[c] = (c ? chunk_end[c - 1] : 0) + chunks[c].n;
+    }
+    if ((n_chunks ? chunk_end[n_chunks - 1] : 0) != keys.n) {
+        PyErr_SetString(PyExc_ValueError, "merge_map: as many values as keys are needed");
+        goto done;
+    }
+    for (int i = 0; i < 5; i++) {
+        if (get_writable(PyTuple_GET_ITEM(out_o, i), &outs[i])) goto done;
+        have[i] = 1;
+    }
+    {
+        const int64_t *os = old_start.buf, *ns = new_start.buf;
+        const uint8_t *kp = have_keep ? keep.buf : NULL;
+        int32_t *map_off = outs[0].buf;
+        if (outs[0].len < (n_rows + 1) * 4 || outs[1].len < 4 || outs[3].len < 4) {
+            PyErr_SetString(PyExc_ValueError, "merge_map: output buffers too small");
+            goto done;
+        }
+        sout_t ok = {outs[1].buf, outs[2].buf, outs[1].len / 4 - 1, outs[2].len, 0, 0};
+        sout_t ov = {outs[3].buf, outs[4].buf, outs[3].len / 4 - 1, outs[4].len, 0, 0};
+        ok.off[0] = ov.off[0] = 0;
+        Py_ssize_t c = 0, c_start = 0;
+        if (os[0] != 0 || ns[0] != 0 || os[n_rows] != keys.n || ns[n_rows] != new_keys.n) {
+            PyErr_SetString(PyExc_ValueError, "merge_map: row ranges do not cover the entries");
+            goto done;
+        }
+        for (Py_ssize_t r = 0; r < n_rows; r++) {
+            map_off[r] = (int32_t)ok.n;
+            Py_ssize_t a = os[r], b = os[r + 1];
+            if (b < a || ns[r + 1] < ns[r]) { PyErr_SetString(PyExc_ValueError, "merge_map: row ranges decrease"); goto done; }
+            while (a < b) {  /* old entries, in runs within one values chunk and kept */
+                while (c < n_chunks && a >= chunk_end[c]) { c_start = chunk_end[c]; c++; }
+                if (c >= n_chunks) { PyErr_SetString(PyExc_ValueError, "merge_map: entry past the values"); goto done; }
+                Py_ssize_t stop = b < chunk_end[c] ? b : chunk_end[c];
+                if (kp) {
+                    while (a < stop && !kp[a]) a++;
+                    Py_ssize_t run = a;
+                    while (run < stop && kp[run]) run++;
+                    stop = run;
+                }
+                if (a >= stop) continue;
+                if (sout_run(&ok, &keys, a, stop) || sout_run(&ov, &chunks[c], a - c_start, stop - c_start)) goto done;
+                a = stop;
+            }
+            if (sout_run(&ok, &new_keys, ns[r], ns[r + 1]) || sout_run(&ov, &new_vals, ns[r], ns[r + 1])) goto done;
+        }
+        map_off[n_rows] = (int32_t)ok.n;
+        result = Py_BuildValue("nnn", ok.n, ok.len, ov.len);
+    }
+done:
+    for (int i = 0; i < 5; i++) if (have[i]) PyBuffer_Release(&outs[i]);
+    if (have_old) PyBuffer_Release(&old_start);
+    if (have_new) PyBuffer_Release(&new_start);
+    if (have_keep) PyBuffer_Release(&keep);
+    sview_release(&keys); sview_release(&new_keys); sview_release(&new_vals);
+    for (Py_ssize_t i = 0; i < n_chunks && chunks; i++) sview_release(&chunks[i]);
+    free(chunks); free(chunk_end);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"decode", decode, METH_O,
      "decode(bytes) -> dict of Arrow column buffers for an ExportTraceServiceRequest"},
+    {"merge_map", merge_map, METH_VARARGS,
+     "merge_map(n_rows, old_start, keep, keys, value_chunks, new_start, new_keys, new_values, out) -> "
+     "(entries, key bytes, value bytes) written into out's (map offsets, key offsets, key data, "
+     "value offsets, value data)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -15,6 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+try:  # the optional C extension (built with the collector; without it, Arrow kernels do the same)
+    from lqo.collector.model._otlp_native import merge_map as _merge_map
+except ImportError:  # pragma: no cover - no C compiler at install time
+    _merge_map = None
+
 ATTR_MAP = pa.map_(pa.string(), pa.string())
 TIMESTAMP_NS = pa.timestamp("ns")
 
@@ -68,6 +73,33 @@ def _take_sorted(values: pa.ChunkedArray, indices: np.ndarray) -> pa.Array:
             parts.append(chunk.take(pa.array(indices[first:cut] - chunk_start)))
         first, chunk_start = cut, chunk_end
     return pa.concat_arrays(parts) if parts else pa.array([], values.type)
+
+
+# Rebuild attribute maps with the C helper when it is built (tests switch it off to compare).
+NATIVE_MERGE = True
+_NO_OFFSETS = pa.py_buffer(np.zeros(1, dtype=np.int32).tobytes())
+
+
+def _string_view(values: pa.Array) -> tuple[pa.Buffer, pa.Buffer, int, int]:
+    """A string array as the C helper reads it: (offsets, data, offset, length)."""
+    _, offsets, data = values.buffers()
+    if offsets is None:  # an empty array may come without buffers
+        return _NO_OFFSETS, pa.py_buffer(b""), 0, 0
+    return offsets, data if data is not None else pa.py_buffer(b""), values.offset, len(values)
+
+
+def _offsets(view: tuple[pa.Buffer, pa.Buffer, int, int]) -> np.ndarray:
+    offsets, _, offset, n = view
+    return np.frombuffer(offsets, dtype=np.int32, count=n + 1, offset=4 * offset)
+
+
+def _text_bytes(view: tuple[pa.Buffer, pa.Buffer, int, int]) -> int:
+    o = _offsets(view)
+    return int(o[-1]) - int(o[0])
+
+
+def _lengths(view: tuple[pa.Buffer, pa.Buffer, int, int]) -> np.ndarray:
+    return np.diff(_offsets(view).astype(np.int64))
 
 
 def _single(values: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -324,6 +356,12 @@ class SpanBatch:
         """This batch with the ``SpanAttributes`` entries in ``keep`` plus the new ones, each
         row's new entries after its old ones."""
         owners, akeys, items = self._attr_arrays()
+        if NATIVE_MERGE and _merge_map is not None:
+            column = self._merged_natively(keep, new_owner, new_keys, new_vals)
+            if column is not None:
+                i = self.table.schema.get_field_index("SpanAttributes")
+                table = self.table.set_column(i, self.table.schema.field(i), column)
+                return SpanBatch(table, self.approx_bytes, self._genai_mask)
         if keep.all():  # nothing replaced or removed: the old entries go in as they are
             old_owner, old_keys, old_vals = owners, akeys, items
         else:
@@ -339,6 +377,46 @@ class SpanBatch:
         i = self.table.schema.get_field_index("SpanAttributes")
         table = self.table.set_column(i, self.table.schema.field(i), column)
         return SpanBatch(table, self.approx_bytes, self._genai_mask)
+
+    def _merged_natively(self, keep: np.ndarray, new_owner: list[np.ndarray], new_keys: list[pa.Array],
+                         new_vals: list[pa.Array]) -> pa.Array | None:
+        """The rebuilt map column from one pass of the C helper, which copies each attribute byte
+        once (Arrow's chunked take concatenates every chunk, then takes: twice); None where it does
+        not apply (null values, over 2 GiB of text)."""
+        owners, akeys, items = self._attr_arrays()
+        n = len(self)
+        add_owner = np.concatenate(new_owner) if new_owner else np.zeros(0, dtype=np.int64)
+        order = pa.array(np.argsort(add_owner, kind="stable"))
+        add_keys = pa.concat_arrays([k.cast(pa.string()) for k in new_keys] or [pa.array([], pa.string())]).take(order)
+        add_vals = pa.concat_arrays([v.cast(pa.string()) for v in new_vals] or [pa.array([], pa.string())]).take(order)
+        chunks = [c for c in items.chunks if len(c)]
+        if add_vals.null_count or any(c.null_count for c in chunks):
+            return None
+        views = [_string_view(a) for a in (akeys, add_keys, add_vals, *chunks)]
+        kept_all = bool(keep.all())
+        if kept_all:
+            key_bytes = _text_bytes(views[0]) + _text_bytes(views[1])
+            val_bytes = sum(_text_bytes(v) for v in views[3:]) + _text_bytes(views[2])
+        else:
+            key_bytes = int(_lengths(views[0])[keep].sum()) + _text_bytes(views[1])
+            val_lengths = np.concatenate([_lengths(v) for v in views[3:]]) if chunks else np.zeros(0, np.int64)
+            val_bytes = int(val_lengths[keep].sum()) + _text_bytes(views[2])
+        entries = int(keep.sum()) + len(add_keys)
+        if max(key_bytes, val_bytes) > 2**31 - 1:
+            return None
+        old_start = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owners, minlength=n), out=old_start[1:])
+        new_start = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(add_owner, minlength=n), out=new_start[1:])
+        out = (pa.allocate_buffer(4 * (n + 1)), pa.allocate_buffer(4 * (entries + 1)), pa.allocate_buffer(max(1, key_bytes)),
+               pa.allocate_buffer(4 * (entries + 1)), pa.allocate_buffer(max(1, val_bytes)))
+        written = _merge_map(n, old_start, None if kept_all else np.ascontiguousarray(keep, dtype=np.uint8),
+                             views[0], views[3:], new_start, views[1], views[2], out)
+        if written != (entries, key_bytes, val_bytes):  # cannot happen: the sizes above are exact
+            raise AssertionError(f"map rebuild wrote {written}, expected {(entries, key_bytes, val_bytes)}")
+        keys = pa.Array.from_buffers(pa.string(), entries, [None, out[1], out[2]])
+        vals = pa.Array.from_buffers(pa.string(), entries, [None, out[3], out[4]])
+        return pa.MapArray.from_arrays(pa.Array.from_buffers(pa.int32(), n + 1, [None, out[0]]), keys, vals)
 
     def with_attributes(self, rows: np.ndarray, updates: list[dict[str, str]],
                         removals: list[set[str]] | None = None) -> SpanBatch:
