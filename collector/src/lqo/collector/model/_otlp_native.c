@@ -14,6 +14,8 @@
  * Values this file does not render (kvlists, nested arrays, doubles needing exponent
  * handling) are emitted as "" and reported as fixups (map id, value index, raw AnyValue
  * bytes) for Python to render with the reference code.
+ *
+ * Also merge_map (at the end): the attribute-map rebuild processors' writes need.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
