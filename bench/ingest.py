@@ -48,8 +48,14 @@ def _free_port() -> int:
 
 
 def _cpu_seconds(pid: int) -> float:
+    return sum(_proc_counters(pid)[:2])
+
+
+def _proc_counters(pid: int) -> tuple[float, float, int]:
+    """(user CPU-s, system CPU-s, minor page faults) of the whole process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick, int(fields[7])
 
 
 def _thread_cpu(pid: int) -> dict[str, float]:
@@ -172,6 +178,7 @@ def measure(
     proc, ports = run_collector(workdir, processors, exporter, decoder, prometheus)
     try:
         cpu0 = _cpu_seconds(proc.pid)
+        counters0 = _proc_counters(proc.pid)
         threads0 = _thread_cpu(proc.pid)
         t0 = time.perf_counter()
         threads, all_stats = [], []
@@ -197,6 +204,7 @@ def measure(
             time.sleep(0.05)
         wall = time.perf_counter() - t0
         cpu = _cpu_seconds(proc.pid) - cpu0
+        user, system, faults = (b - a for a, b in zip(counters0, _proc_counters(proc.pid), strict=True))
         per_thread = {k: round((v - threads0.get(k, 0.0)) / sent * 1e6, 2) for k, v in _thread_cpu(proc.pid).items()}
         per_thread = {k: v for k, v in sorted(per_thread.items(), key=lambda kv: -kv[1]) if v >= 0.05}
         distinct_ids = int(_query(ports["http"], "SELECT uniqExact(SpanId) AS c FROM otel_traces")[0]["c"])
@@ -220,6 +228,8 @@ def measure(
         "refusals_retried": sum(s["refused"] for s in all_stats),
         "wall_s": round(wall, 2), "collector_cpu_s": round(cpu, 2),
         "spans_per_s_wall": round(sent / wall), "spans_per_cpu_s": round(sent / cpu) if cpu else None,
+        "system_cpu_share": round(system / (user + system), 3) if user + system else None,
+        "minor_faults_per_1k_spans": round(faults / sent * 1000, 1),
         "cpu_us_per_span_by_thread": per_thread,
         "processor_cpu_us_per_span": processor_us,
     }
@@ -296,6 +306,7 @@ def main() -> None:
                 assert result["spans_stored"] == result["spans_sent"], "spans lost or duplicated"
                 runs.setdefault(label, []).append(result)
     summary = {}
+    order = {label: list(results) for label, results in runs.items()}  # run order, before sorting
     for label, results in runs.items():
         results.sort(key=lambda r: r["spans_per_cpu_s"])
         summary[label] = {
@@ -305,9 +316,14 @@ def main() -> None:
         }
     if "spine" in summary:
         base = summary["spine"]
-        for s in summary.values():
+        for label, s in summary.items():
             s["cpu_throughput_vs_spine"] = round(s["median_spans_per_cpu_s"] / base["median_spans_per_cpu_s"], 3)
             s["wall_throughput_vs_spine"] = round(s["median_spans_per_s_wall"] / base["median_spans_per_s_wall"], 3)
+            # Each run against the spine run just before it (same machine weather): the median of
+            # these ratios is steadier than the ratio of medians when the VM drifts during a session.
+            paired = sorted(r["spans_per_cpu_s"] / b["spans_per_cpu_s"] for r, b in zip(order[label], order["spine"],
+                                                                                         strict=True))
+            s["cpu_vs_spine_paired_median"] = round(paired[len(paired) // 2], 3)
     print(json.dumps({"cores": os.cpu_count(), "spans_per_run": args.spans, **summary}, indent=2))
 
 
