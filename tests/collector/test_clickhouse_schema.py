@@ -89,3 +89,25 @@ def test_cluster_rendering_is_valid_clickhouse_sql(chdb_store):
         assert "ON CLUSTER prod" in formatted
         if engine:
             assert f"ENGINE = {engine}" in formatted
+
+
+def test_inserts_are_written_as_compact_parts(collector):
+    """A collector batch (~1 KB a span, tens of thousands of spans) is written as one Compact part
+    (a single data file) rather than Wide (a file and a compression buffer per column stream),
+    which halves chdb's insert CPU (bench/BENCHMARKS.md); merges past 128 MiB make Wide parts."""
+    import urllib.request
+
+    from workload import make_request
+
+    body = make_request(12_000, seed=3).SerializeToString()  # ~13 MB, one request
+    request = urllib.request.Request(f"{collector.http_url}/v1/traces", data=body,
+                                     headers={"Content-Type": "application/x-protobuf"})
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 200
+    assert collector.wait_stored(12_000) == 12_000
+    (row,) = collector.query("SELECT create_table_query AS q FROM system.tables WHERE name = 'otel_traces'")
+    assert "min_bytes_for_wide_part = 134217728" in row["q"]
+    parts = collector.query("SELECT part_type, data_uncompressed_bytes AS b FROM system.parts "
+                            "WHERE table = 'otel_traces' AND active")
+    assert {p["part_type"] for p in parts} == {"Compact"}
+    assert max(int(p["b"]) for p in parts) > 10 * 2**20  # Wide under ClickHouse's default (10 MiB)

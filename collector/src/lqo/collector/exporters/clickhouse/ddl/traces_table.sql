@@ -41,4 +41,8 @@ PARTITION BY toDate(Timestamp)
 PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))
 ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp)
 $ttl
-SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
+-- The contrib exporter's settings, plus: inserts (a collector batch is ~1 KB x 16-64k spans) are
+-- written as Compact parts, one file instead of a file and a compression buffer per column
+-- stream (~50 here): half the insert CPU in chdb (bench/BENCHMARKS.md); merges past 128 MiB
+-- make Wide parts as usual, for column-selective reads of old data.
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1, min_bytes_for_wide_part = 134217728
