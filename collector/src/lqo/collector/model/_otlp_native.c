@@ -848,8 +848,6 @@ static int sout_run(sout_t *o, const sview_t *v, Py_ssize_t first, Py_ssize_t la
     return 0;
 }
 
-static int get_writable(PyObject *obj, Py_buffer *b) { return PyObject_GetBuffer(obj, b, PyBUF_WRITABLE); }
-
 static PyObject *merge_map(PyObject *self, PyObject *args) {
     Py_ssize_t n_rows;
     PyObject *old_start_o, *keep_o, *keys_o, *val_chunks_o, *new_start_o, *new_keys_o, *new_vals_o, *out_o;
@@ -897,7 +895,7 @@ static PyObject *merge_map(PyObject *self, PyObject *args) {
         goto done;
     }
     for (int i = 0; i < 5; i++) {
-        if (get_writable(PyTuple_GET_ITEM(out_o, i), &outs[i])) goto done;
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(out_o, i), &outs[i], PyBUF_WRITABLE)) goto done;
         have[i] = 1;
     }
     {

@@ -355,13 +355,19 @@ class SpanBatch:
                             new_vals: list[pa.Array]) -> SpanBatch:
         """This batch with the ``SpanAttributes`` entries in ``keep`` plus the new ones, each
         row's new entries after its old ones."""
-        owners, akeys, items = self._attr_arrays()
+        column = None
         if NATIVE_MERGE and _merge_map is not None:
             column = self._merged_natively(keep, new_owner, new_keys, new_vals)
-            if column is not None:
-                i = self.table.schema.get_field_index("SpanAttributes")
-                table = self.table.set_column(i, self.table.schema.field(i), column)
-                return SpanBatch(table, self.approx_bytes, self._genai_mask)
+        if column is None:
+            column = self._merged_with_arrow(keep, new_owner, new_keys, new_vals)
+        i = self.table.schema.get_field_index("SpanAttributes")
+        table = self.table.set_column(i, self.table.schema.field(i), column)
+        return SpanBatch(table, self.approx_bytes, self._genai_mask)
+
+    def _merged_with_arrow(self, keep: np.ndarray, new_owner: list[np.ndarray], new_keys: list[pa.Array],
+                           new_vals: list[pa.Array]) -> pa.Array:
+        """The rebuilt map column from Arrow kernels (the fallback without the C extension)."""
+        owners, akeys, items = self._attr_arrays()
         if keep.all():  # nothing replaced or removed: the old entries go in as they are
             old_owner, old_keys, old_vals = owners, akeys, items
         else:
@@ -373,10 +379,7 @@ class SpanBatch:
         vals = _single(pa.chunked_array([*_chunks(old_vals), *new_vals], pa.string()).take(order))
         offsets = np.zeros(len(self) + 1, dtype=np.int32)
         np.cumsum(np.bincount(all_owner, minlength=len(self)), out=offsets[1:])
-        column = pa.MapArray.from_arrays(pa.array(offsets), keys, vals)
-        i = self.table.schema.get_field_index("SpanAttributes")
-        table = self.table.set_column(i, self.table.schema.field(i), column)
-        return SpanBatch(table, self.approx_bytes, self._genai_mask)
+        return pa.MapArray.from_arrays(pa.array(offsets), keys, vals)
 
     def _merged_natively(self, keep: np.ndarray, new_owner: list[np.ndarray], new_keys: list[pa.Array],
                          new_vals: list[pa.Array]) -> pa.Array | None:

@@ -84,12 +84,16 @@ class TextCache(Generic[V]):
 
     def _add(self, key: Hashable, value: V) -> None:
         self._entries[key] = value
-        self.held += len(key) if isinstance(key, str) else 0
+        self.held += _chars(key)
 
     def _evict(self) -> None:
         while len(self._entries) > self.size or (self.held > self.chars and self._entries):
             key, _ = self._entries.popitem(last=False)
-            self.held -= len(key) if isinstance(key, str) else 0
+            self.held -= _chars(key)
+
+
+def _chars(key: Hashable) -> int:
+    return len(key) if isinstance(key, str) else 0
 
 
 class SamplingConfig(StrictModel):

@@ -57,7 +57,8 @@ _URL_HINT = re.compile(r"[a-z0-9.-]\.[a-z]", re.IGNORECASE)
 _KEYWORD_CACHE = 200_000  # distinct words whose context keywords are kept, per analyzer
 _NER_CACHE = 32_768  # distinct NER chunks whose entities are kept, per analyzer (~10 MB)
 # Longer chunks (whole lower-case texts, ungated NER) are not kept: they rarely repeat apart
-# from their text, whose findings the check caches already, and would bound the cache at GBs.
+# from their text, whose findings the check caches already, and one would push many short,
+# repeating chunks out of the cache's character budget.
 _NER_CACHE_CHARS = 1024
 # spaCy keeps every word it has seen (a lexeme and its string) for good: in a long-running
 # collector, ids, numbers and names would grow the vocabulary without bound (~65 MB per 100k
