@@ -264,11 +264,24 @@ def breakdown(batch: int, rounds: int) -> dict:
         conn.query(sql)
     data = SpanBatch.concat(batches).table
     cols = ", ".join(f"`{c}`" for c in data.column_names)
-    for label, setting in (("indexes_at_insert", 1), ("indexes_at_merge", 0)):
-        t = time.process_time()
-        conn.query(f"INSERT INTO default.otel_traces ({cols}) SETTINGS "
-                   f"materialize_skip_indexes_on_insert = {setting} SELECT * FROM Python(data)")
-        out[f"chdb_insert.{label}_us_per_span"] = us(time.process_time() - t)
+    # The same table with ClickHouse's default min_bytes_for_wide_part (10 MiB): inserts as Wide parts.
+    conn.query("CREATE TABLE default.wide AS default.otel_traces")
+    conn.query("ALTER TABLE default.wide MODIFY SETTING min_bytes_for_wide_part = 10485760")
+    conn.query("SYSTEM STOP MERGES")  # insert cost only; merges run later, in the background
+    variants = (("indexes_at_insert", "otel_traces", 1), ("indexes_at_merge", "otel_traces", 0),
+                ("wide_parts_indexes_at_merge", "wide", 0))
+    times: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+    for r in range(10):  # alternating, order reversed every other round
+        for label, table, setting in variants[::1 if r % 2 else -1]:
+            t = time.process_time()
+            conn.query(f"INSERT INTO default.{table} ({cols}) SETTINGS "
+                       f"materialize_skip_indexes_on_insert = {setting} SELECT * FROM Python(data)")
+            times[label].append(time.process_time() - t)
+    for label, values in times.items():
+        out[f"chdb_insert.{label}_us_per_span"] = us(sorted(values)[len(values) // 2])
+    parts = conn.query("SELECT table, part_type FROM system.parts WHERE active AND table IN ('otel_traces', 'wide')",
+                       "CSV").bytes().decode().split()
+    out["part_types"] = sorted(set(parts))
     conn.close()
     shutil.rmtree(store, ignore_errors=True)
     return out
