@@ -149,3 +149,77 @@ def test_map_rebuild_in_c_refuses_inconsistent_buffers():
     with pytest.raises(ValueError, match="offsets buffer too short"):
         spanbatch._merge_map(2, rows, None, (view[0], view[1], 0, 9), [view], np.zeros(3, np.int64),
                              empty, empty, small)
+
+
+def test_key_codes_in_c_match_arrows_dictionary_encoding():
+    """The C key coder (predicted next key, else a hash table that grows) gives Arrow's
+    dictionary_encode answer: distinct values in order of first appearance, every entry's index."""
+    import numpy as np
+    import pyarrow as pa
+    import pytest
+
+    from lqo.collector.model import otlp, spanbatch
+
+    if not otlp.NATIVE_AVAILABLE:
+        pytest.skip("the C extension is not built here")
+    rng = np.random.default_rng(11)
+    kinds = [["gen_ai.request.model", "gen_ai.usage.input_tokens", "", "ключ", "gen_ai.usage.output_tokens"],
+             ["http.route", "http.request.method", "gen_ai.request.model", "日本語"]]
+    rows = [kinds[int(k)] if rng.random() > 0.1 else kinds[int(k)][::-1] for k in rng.integers(0, 2, 500)]
+    cases = [
+        pa.array([key for row in rows for key in row]),  # spans of two kinds, some in another order
+        pa.array([f"attr.{i}" for i in rng.integers(0, 5000, 20000)]),  # thousands of distinct keys
+        pa.array(["same"] * 1000),
+        pa.array([], pa.string()),
+        pa.array(["x", "yy", "x", "zzz", "yy"] * 40).slice(7, 150),  # a slice: offsets not from 0
+    ]
+    for keys in cases:
+        codes = np.full(len(keys), -7, dtype=np.int32)
+        distinct = spanbatch._native_key_codes(spanbatch._string_view(keys), codes)
+        expected = keys.dictionary_encode()
+        assert distinct == expected.dictionary.to_pylist()
+        assert codes.tolist() == expected.indices.to_pylist()
+    with pytest.raises(ValueError, match="too small"):
+        spanbatch._native_key_codes(spanbatch._string_view(cases[0]), np.zeros(3, dtype=np.int32))
+    broken = pa.py_buffer(np.array([0, 5, 2, 6], dtype=np.int32).tobytes())  # offsets go back
+    with pytest.raises(ValueError, match="offsets decrease"):
+        spanbatch._native_key_codes((broken, pa.py_buffer(b"abcdef"), 0, 3), np.zeros(3, dtype=np.int32))
+
+
+def test_attribute_reads_in_c_match_arrow(monkeypatch):
+    """attribute_columns through the C gather and through Arrow's takes: the same arrays, on a
+    chunked, sliced batch, for present, absent and duplicated keys and a subset of rows."""
+    import numpy as np
+    import pyarrow as pa
+    import pytest
+
+    from lqo.collector.model import otlp, spanbatch
+
+    if not otlp.NATIVE_AVAILABLE:
+        pytest.skip("the C extension is not built here")
+    batch = SpanBatch.concat([_batch(11, seed=s) for s in (12, 13, 14)]).slice(4, 25)
+    # a map with a duplicated key (other producers' decoders may not deduplicate): the last wins
+    doubled = pa.MapArray.from_arrays(pa.array([0, 3], pa.int32()), pa.array(["k", "gen_ai.request.model", "k"]),
+                                      pa.array(["first", "m", "last"]))
+    table = batch.table.slice(0, 1)
+    table = table.set_column(table.schema.get_field_index("SpanAttributes"), "SpanAttributes", doubled)
+    batch = SpanBatch.concat([batch, SpanBatch(table)])
+    keys = ["gen_ai.request.model", "gen_ai.usage.input_tokens", "k", "http.route", "absent"]
+    expected = [dict(kv) for kv in batch.table.column("SpanAttributes").to_pylist()]
+    expected[-1]["k"] = "last"
+    for rows in (np.arange(len(batch)), np.nonzero(batch.genai_mask())[0], np.array([len(batch) - 1])):
+        results = {}
+        for native in (True, False):
+            monkeypatch.setattr(spanbatch, "NATIVE_MERGE", native)
+            results[native] = batch.attribute_columns(keys, rows)
+        for key in keys:
+            assert results[True][key].to_pylist() == results[False][key].to_pylist()
+            assert results[True][key].to_pylist() == [expected[r].get(key) for r in rows]
+    chunks = [spanbatch._string_view(pa.array(["ab", "c"])), spanbatch._string_view(pa.array(["déf"]))]
+    offsets, data, validity, nulls = spanbatch._native_take(chunks, np.array([2, -1, 0, 2], dtype=np.int64))
+    taken = pa.Array.from_buffers(pa.string(), 4, [pa.py_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)])
+    assert taken.to_pylist() == ["déf", None, "ab", "déf"] and nulls == 1
+    with pytest.raises(IndexError):
+        spanbatch._native_take(chunks, np.array([3], dtype=np.int64))
+    with pytest.raises(ValueError, match="int64"):
+        spanbatch._native_take(chunks, np.array([0], dtype=np.int32))

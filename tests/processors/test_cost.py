@@ -214,3 +214,25 @@ def test_with_attributes_on_a_sliced_batch() -> None:
                      {"gen_ai.request.model": "m3", "k": "3"},
                      {"gen_ai.request.model": "m4", "k": "4", "y": "2"}]
     assert out.get_attributes(["k", "y"], rows) == [{"k": "new"}, {"k": "4", "y": "2"}]
+
+
+def test_amounts_formatted_in_c_match_the_arrow_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lqo.processors import cost
+
+    if cost._native_decimals is None:
+        pytest.skip("the C extension is not built here")
+    rng = np.random.default_rng(5)
+    for scale in range(19):
+        values = np.concatenate([rng.integers(0, 2**62, 500), rng.integers(0, 10**6, 500),
+                                 [0, 1, 10**scale, 7 * 10**scale, 2**63 - 1]]).astype(np.int64)
+        fast = cost._decimal_strings(values, scale)
+        with monkeypatch.context() as m:
+            m.setattr(cost, "_native_decimals", None)
+            slow = cost._decimal_strings(values, scale)
+        assert fast.equals(slow), scale
+        assert all(Decimal(s) == Decimal(int(v)).scaleb(-scale) for s, v in zip(fast.to_pylist()[-5:], values[-5:], strict=True))
+    assert cost._decimal_strings(np.array([185, 120000, 0]), 6).to_pylist() == ["0.000185", "0.12", "0"]
+    with pytest.raises(ValueError, match="negative"):
+        cost._native_decimals(np.array([-1], dtype=np.int64), 3)
+    with pytest.raises(ValueError, match="scale"):
+        cost._native_decimals(np.array([1], dtype=np.int64), 19)

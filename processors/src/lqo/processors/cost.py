@@ -34,6 +34,11 @@ from lqo.collector.config import StrictModel
 from lqo.collector.model.spanbatch import SpanBatch, group_rows
 from lqo.processors.prices import FIELDS, ZERO, Band, PriceBook, RateCard, Usage
 
+try:  # the collector's optional C extension: amounts formatted in one pass
+    from lqo.collector.model._otlp_native import decimal_strings as _native_decimals
+except ImportError:  # pragma: no cover - built without a C compiler
+    _native_decimals = None
+
 log = logging.getLogger(__name__)
 
 PROVIDER = "gen_ai.provider.name"
@@ -371,6 +376,9 @@ def _counts(values: pa.Array) -> np.ndarray:
 
 def _decimal_strings(unscaled: np.ndarray, scale: int) -> pa.Array:
     """Non-negative integers in units of 10**-scale → plain decimal strings ("0.000185")."""
+    if _native_decimals is not None and 0 <= scale <= 18:
+        offsets, data = _native_decimals(np.ascontiguousarray(unscaled, dtype=np.int64), scale)
+        return pa.Array.from_buffers(pa.string(), len(unscaled), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     if scale == 0:
         return pc.cast(pa.array(unscaled), pa.string())
     unit = 10**scale
@@ -395,11 +403,11 @@ class _Columns:
             raise ArithmeticError("negative price")
         for key, values in ((COST_INPUT, in_int), (COST_OUTPUT, out_int), (COST_USD, in_int + out_int)):
             self.chunks[key].append((positions, _decimal_strings(values, scale)))
-        self.chunks[COST_SOURCE].append((positions, pa.array(["computed"] * len(positions), pa.string())))
+        self.chunks[COST_SOURCE].append((positions, pa.repeat(pa.scalar("computed"), len(positions))))
 
     def set_unknown(self, positions: np.ndarray) -> None:
         self.unknown += len(positions)
-        self.chunks[COST_SOURCE].append((positions, pa.array(["unknown_model"] * len(positions), pa.string())))
+        self.chunks[COST_SOURCE].append((positions, pa.repeat(pa.scalar("unknown_model"), len(positions))))
 
     def set_one(self, pos: int, update: dict[str, str]) -> None:
         self.unknown += update.get(COST_SOURCE) == "unknown_model"

@@ -16,9 +16,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 try:  # the optional C extension (built with the collector; without it, Arrow kernels do the same)
+    from lqo.collector.model._otlp_native import key_codes as _native_key_codes
     from lqo.collector.model._otlp_native import merge_map as _merge_map
+    from lqo.collector.model._otlp_native import take_strings as _native_take
 except ImportError:  # pragma: no cover - no C compiler at install time
-    _merge_map = None
+    _merge_map = _native_key_codes = _native_take = None
 
 ATTR_MAP = pa.map_(pa.string(), pa.string())
 TIMESTAMP_NS = pa.timestamp("ns")
@@ -75,7 +77,7 @@ def _take_sorted(values: pa.ChunkedArray, indices: np.ndarray) -> pa.Array:
     return pa.concat_arrays(parts) if parts else pa.array([], values.type)
 
 
-# Rebuild attribute maps with the C helper when it is built (tests switch it off to compare).
+# Use the C helpers (map rebuild, key codes) when they are built (tests switch them off to compare).
 NATIVE_MERGE = True
 _NO_OFFSETS = pa.py_buffer(np.zeros(1, dtype=np.int32).tobytes())
 
@@ -187,7 +189,8 @@ class SpanBatch:
         codes, distinct = self._key_codes()
         exact, prefixes = frozenset(exact), tuple(prefixes)
         lut = np.array([k in exact or k.startswith(prefixes) for k in distinct] + [False], dtype=bool)
-        mask[owners[lut[codes]]] = True
+        if lut.any():  # else no entry can match: skip the pass over them
+            mask[owners[lut[codes]]] = True
         return mask
 
     def attribute_keys(self, exact: Iterable[str] = (), prefixes: Iterable[str] = ()) -> list[str]:
@@ -210,17 +213,21 @@ class SpanBatch:
         dozen): key tests run once per distinct key, then one numpy lookup per entry."""
         if self._codes is None:
             _, keys, _ = self._attr_arrays()
-            encoded = keys.dictionary_encode()
-            distinct = encoded.dictionary.to_pylist()
-            codes = pc.fill_null(encoded.indices, len(distinct)).to_numpy(zero_copy_only=False)
-            self._codes = codes.astype(np.int64), distinct
+            if NATIVE_MERGE and _native_key_codes is not None and not keys.null_count:
+                codes = np.empty(len(keys), dtype=np.int32)  # int32: half the memory traffic of int64
+                self._codes = codes, _native_key_codes(_string_view(keys), codes)
+            else:
+                encoded = keys.dictionary_encode()
+                distinct = encoded.dictionary.to_pylist()
+                codes = pc.fill_null(encoded.indices, len(distinct)).to_numpy(zero_copy_only=False)
+                self._codes = codes.astype(np.int64), distinct
         return self._codes
 
     def _key_positions(self, keys: list[str]) -> np.ndarray:
         """Per entry: the index of its key in ``keys``, or -1."""
         codes, distinct = self._key_codes()
         where = {k: i for i, k in enumerate(keys)}
-        lut = np.array([where.get(k, -1) for k in distinct] + [-1], dtype=np.int64)
+        lut = np.array([where.get(k, -1) for k in distinct] + [-1], dtype=np.int32)
         return lut[codes]
 
     def rows_with_events(self, names: Iterable[str]) -> np.ndarray:
@@ -262,17 +269,16 @@ class SpanBatch:
         as list_parent_indices abort the process on map arrays in pyarrow 26: never call
         them on map columns.)"""
         if self._attrs is None:
-            owners, keys, items = [], [], []
-            row = 0
+            lengths, keys, items = [], [], []
             for chunk in self.table.column("SpanAttributes").chunks:
                 offsets = chunk.offsets.to_numpy()
                 start, end = int(offsets[0]), int(offsets[-1])
                 keys.append(chunk.keys.slice(start, end - start))
                 items.append(chunk.items.slice(start, end - start))
-                owners.append(np.repeat(np.arange(row, row + len(chunk)), np.diff(offsets)))
-                row += len(chunk)
+                lengths.append(np.diff(offsets))
+            counts = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int32)
             self._attrs = (
-                np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64),
+                np.repeat(np.arange(len(self), dtype=np.int32), counts),  # int32: rows fit, half the bytes
                 pa.concat_arrays(keys) if keys else pa.array([], pa.string()),
                 pa.chunked_array(items, pa.string()),
             )
@@ -308,11 +314,24 @@ class SpanBatch:
             return out
         owners, _, items = self._attr_arrays()
         which = self._key_positions(keys)
-        selected = np.nonzero((which >= 0) & self._row_mask(rows)[owners])[0]
+        position = np.full(len(self), -1, dtype=np.int32)  # per span: its index in rows, or -1
+        position[rows] = np.arange(n, dtype=np.int32)
+        where = position[owners]
+        selected = np.nonzero((which >= 0) & (where >= 0))[0]
         if not len(selected):
             return out
+        which, where = which[selected], where[selected]
+        chunks = [c for c in items.chunks if len(c)]
+        if NATIVE_MERGE and _native_take is not None and not any(c.null_count for c in chunks):
+            # One C call for every key: the entry index per (key, row), -1 where absent.
+            index = np.full((len(keys), n), -1, dtype=np.int64)
+            index[which, where] = selected  # a duplicated key: the last one wins
+            offsets, data, validity, nulls = _native_take([_string_view(c) for c in chunks], index)
+            values = pa.Array.from_buffers(pa.string(), index.size, [
+                None if validity is None else pa.py_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)],
+                null_count=nulls)
+            return {key: values.slice(i * n, n) for i, key in enumerate(keys)}
         values = _take_sorted(items, selected)  # only the wanted entries leave their chunks
-        which, where = which[selected], np.searchsorted(rows, owners[selected])
         for i, key in enumerate(keys):
             idx = np.nonzero(which == i)[0]
             if not len(idx):
@@ -334,27 +353,29 @@ class SpanBatch:
         columns = {k: v for k, v in columns.items() if v.null_count < len(v)}
         if not len(rows) or not columns:
             return self
-        owners, _, _ = self._attr_arrays()
-        existing = self._key_positions(list(columns))
-        replacing = (existing >= 0).any()
-        keep = np.ones(len(owners), dtype=bool)
-        new_owner, new_keys, new_vals = [], [], []
-        for i, (key, values) in enumerate(columns.items()):
-            valid = values.is_valid().to_numpy(zero_copy_only=False)
-            if replacing:
-                setting = np.zeros(len(self), dtype=bool)
-                setting[rows[valid]] = True
-                keep &= ~((existing == i) & setting[owners])
-            positions = np.nonzero(valid)[0]
-            new_owner.append(rows[positions])
-            new_keys.append(pa.array([key], pa.string()).take(pa.array(np.zeros(len(positions), dtype=np.int64))))
-            new_vals.append(values.filter(pa.array(valid)).cast(pa.string()))
-        return self._rebuilt_attributes(keep, new_owner, new_keys, new_vals)
+        keys, n = list(columns), len(rows)
+        valid = np.stack([v.is_valid().to_numpy(zero_copy_only=False) for v in columns.values()], axis=1)
+        at, which = np.nonzero(valid)  # row-major: each row's new entries, in key order
+        keep = None
+        if not set(keys).isdisjoint(self._key_codes()[1]):  # existing entries of these keys are replaced
+            owners, _, _ = self._attr_arrays()
+            existing = self._key_positions(keys)
+            position = np.full(len(self), -1, dtype=np.int32)
+            position[rows] = np.arange(n, dtype=np.int32)
+            where = position[owners]
+            hit = np.nonzero((existing >= 0) & (where >= 0))[0]
+            keep = np.ones(len(owners), dtype=bool)
+            keep[hit[valid[where[hit], existing[hit]]]] = False
+        values = pa.concat_arrays([v.cast(pa.string()) for v in columns.values()])
+        return self._rebuilt_attributes(keep, rows[at], pa.array(keys, pa.string()).take(pa.array(which)),
+                                        values.take(pa.array(which * n + at)))
 
-    def _rebuilt_attributes(self, keep: np.ndarray, new_owner: list[np.ndarray], new_keys: list[pa.Array],
-                            new_vals: list[pa.Array]) -> SpanBatch:
-        """This batch with the ``SpanAttributes`` entries in ``keep`` plus the new ones, each
-        row's new entries after its old ones."""
+    def _rebuilt_attributes(self, keep: np.ndarray | None, new_owner: np.ndarray, new_keys: pa.Array,
+                            new_vals: pa.Array) -> SpanBatch:
+        """This batch with the ``SpanAttributes`` entries in ``keep`` (all when None) plus the new
+        ones (``new_owner`` ascending), each row's new entries after its old ones."""
+        new_owner = np.asarray(new_owner, dtype=np.int64)
+        new_keys, new_vals = new_keys.cast(pa.string()), new_vals.cast(pa.string())
         column = None
         if NATIVE_MERGE and _merge_map is not None:
             column = self._merged_natively(keep, new_owner, new_keys, new_vals)
@@ -364,56 +385,51 @@ class SpanBatch:
         table = self.table.set_column(i, self.table.schema.field(i), column)
         return SpanBatch(table, self.approx_bytes, self._genai_mask)
 
-    def _merged_with_arrow(self, keep: np.ndarray, new_owner: list[np.ndarray], new_keys: list[pa.Array],
-                           new_vals: list[pa.Array]) -> pa.Array:
+    def _merged_with_arrow(self, keep: np.ndarray | None, new_owner: np.ndarray, new_keys: pa.Array,
+                           new_vals: pa.Array) -> pa.Array:
         """The rebuilt map column from Arrow kernels (the fallback without the C extension)."""
         owners, akeys, items = self._attr_arrays()
-        if keep.all():  # nothing replaced or removed: the old entries go in as they are
+        if keep is None:  # nothing replaced or removed: the old entries go in as they are
             old_owner, old_keys, old_vals = owners, akeys, items
         else:
             kept = pa.array(np.nonzero(keep)[0])
             old_owner, old_keys, old_vals = owners[keep], akeys.take(kept), items.take(kept)
-        all_owner = np.concatenate([old_owner, *new_owner])
+        all_owner = np.concatenate([old_owner, new_owner])
         order = pa.array(np.argsort(all_owner, kind="stable"))
-        keys = pa.concat_arrays([old_keys, *new_keys]).take(order)
-        vals = _single(pa.chunked_array([*_chunks(old_vals), *new_vals], pa.string()).take(order))
+        keys = pa.concat_arrays([old_keys, new_keys]).take(order)
+        vals = _single(pa.chunked_array([*_chunks(old_vals), new_vals], pa.string()).take(order))
         offsets = np.zeros(len(self) + 1, dtype=np.int32)
         np.cumsum(np.bincount(all_owner, minlength=len(self)), out=offsets[1:])
         return pa.MapArray.from_arrays(pa.array(offsets), keys, vals)
 
-    def _merged_natively(self, keep: np.ndarray, new_owner: list[np.ndarray], new_keys: list[pa.Array],
-                         new_vals: list[pa.Array]) -> pa.Array | None:
+    def _merged_natively(self, keep: np.ndarray | None, new_owner: np.ndarray, new_keys: pa.Array,
+                         new_vals: pa.Array) -> pa.Array | None:
         """The rebuilt map column from one pass of the C helper, which copies each attribute byte
         once (Arrow's chunked take concatenates every chunk, then takes: twice); None where it does
         not apply (null values, over 2 GiB of text)."""
         owners, akeys, items = self._attr_arrays()
         n = len(self)
-        add_owner = np.concatenate(new_owner) if new_owner else np.zeros(0, dtype=np.int64)
-        order = pa.array(np.argsort(add_owner, kind="stable"))
-        add_keys = pa.concat_arrays([k.cast(pa.string()) for k in new_keys] or [pa.array([], pa.string())]).take(order)
-        add_vals = pa.concat_arrays([v.cast(pa.string()) for v in new_vals] or [pa.array([], pa.string())]).take(order)
         chunks = [c for c in items.chunks if len(c)]
-        if add_vals.null_count or any(c.null_count for c in chunks):
+        if new_vals.null_count or any(c.null_count for c in chunks):
             return None
-        views = [_string_view(a) for a in (akeys, add_keys, add_vals, *chunks)]
-        kept_all = bool(keep.all())
-        if kept_all:
+        views = [_string_view(a) for a in (akeys, new_keys, new_vals, *chunks)]
+        if keep is None:
             key_bytes = _text_bytes(views[0]) + _text_bytes(views[1])
             val_bytes = sum(_text_bytes(v) for v in views[3:]) + _text_bytes(views[2])
         else:
             key_bytes = int(_lengths(views[0])[keep].sum()) + _text_bytes(views[1])
             val_lengths = np.concatenate([_lengths(v) for v in views[3:]]) if chunks else np.zeros(0, np.int64)
             val_bytes = int(val_lengths[keep].sum()) + _text_bytes(views[2])
-        entries = int(keep.sum()) + len(add_keys)
+        entries = (len(owners) if keep is None else int(keep.sum())) + len(new_keys)
         if max(key_bytes, val_bytes) > 2**31 - 1:
             return None
         old_start = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(owners, minlength=n), out=old_start[1:])
         new_start = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(add_owner, minlength=n), out=new_start[1:])
+        np.cumsum(np.bincount(new_owner, minlength=n), out=new_start[1:])
         out = (pa.allocate_buffer(4 * (n + 1)), pa.allocate_buffer(4 * (entries + 1)), pa.allocate_buffer(max(1, key_bytes)),
                pa.allocate_buffer(4 * (entries + 1)), pa.allocate_buffer(max(1, val_bytes)))
-        written = _merge_map(n, old_start, None if kept_all else np.ascontiguousarray(keep, dtype=np.uint8),
+        written = _merge_map(n, old_start, None if keep is None else np.ascontiguousarray(keep, dtype=np.uint8),
                              views[0], views[3:], new_start, views[1], views[2], out)
         if written != (entries, key_bytes, val_bytes):  # cannot happen: the sizes above are exact
             raise AssertionError(f"map rebuild wrote {written}, expected {(entries, key_bytes, val_bytes)}")
@@ -443,7 +459,7 @@ class SpanBatch:
         add_owner = np.repeat(rows, [len(u) for u in updates])
         add_keys = pa.array([k for u in updates for k in u], pa.string())
         add_vals = pa.array([v for u in updates for v in u.values()], pa.string())
-        return self._rebuilt_attributes(keep, [add_owner], [add_keys], [add_vals])
+        return self._rebuilt_attributes(None if keep.all() else keep, add_owner, add_keys, add_vals)
 
     def with_events(self, rows: np.ndarray, events: list[list[tuple[str, int, dict[str, str]]]]) -> SpanBatch:
         """A batch whose spans ``rows`` (ascending) carry exactly ``events`` (one list of
