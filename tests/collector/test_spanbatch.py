@@ -223,3 +223,11 @@ def test_attribute_reads_in_c_match_arrow(monkeypatch):
         spanbatch._native_take(chunks, np.array([3], dtype=np.int64))
     with pytest.raises(ValueError, match="int64"):
         spanbatch._native_take(chunks, np.array([0], dtype=np.int32))
+    codes, owners = np.array([0, 1, 0], dtype=np.int32), np.array([0, 0, 1], dtype=np.int32)
+    index = np.full(4, -1, dtype=np.int64)
+    spanbatch._native_entry_index(codes, owners, np.array([1, 0], np.int32), np.array([0, 1], np.int32), index)
+    assert index.tolist() == [1, -1, 0, 2]  # (key 0: span 0 → entry 1), (key 1: spans 0, 1 → entries 0, 2)
+    with pytest.raises(IndexError, match="out of range"):
+        spanbatch._native_entry_index(codes, owners, np.array([1], np.int32), np.array([0, 1], np.int32), index)
+    with pytest.raises(IndexError, match="too small"):
+        spanbatch._native_entry_index(codes, owners, np.array([1, 0], np.int32), np.array([0, 1], np.int32), index[:3])

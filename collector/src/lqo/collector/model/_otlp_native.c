@@ -1206,6 +1206,48 @@ done:
     return result;
 }
 
+/* entry_index: out[lut[codes[e]] * n + position[owners[e]]] = e for every attribute entry e whose key
+ * is wanted (lut >= 0) and whose span is (position >= 0): which entry holds each (key, span) of a
+ * read, in one pass instead of numpy's four (a duplicated key: the last one wins). */
+static PyObject *entry_index(PyObject *self, PyObject *args) {
+    PyObject *codes_o, *owners_o, *lut_o, *position_o, *out_o;
+    if (!PyArg_ParseTuple(args, "OOOOO", &codes_o, &owners_o, &lut_o, &position_o, &out_o)) return NULL;
+    Py_buffer b[5] = {{0}};
+    int held = 0;
+    PyObject *result = NULL;
+    PyObject *objs[5] = {codes_o, owners_o, lut_o, position_o, out_o};
+    for (; held < 5; held++)
+        if (PyObject_GetBuffer(objs[held], &b[held], held == 4 ? PyBUF_WRITABLE : PyBUF_SIMPLE)) goto done;
+    {
+        const int32_t *codes = b[0].buf, *owners = b[1].buf, *lut = b[2].buf, *position = b[3].buf;
+        int64_t *out = b[4].buf;
+        Py_ssize_t entries = b[0].len / 4, n_codes = b[2].len / 4, n_rows = b[3].len / 4, n_out = b[4].len / 8;
+        if (b[1].len != b[0].len || b[0].len % 4 || b[2].len % 4 || b[3].len % 4 || b[4].len % 8) {
+            PyErr_SetString(PyExc_ValueError, "entry_index: codes and owners must be int32 of one length, out int64");
+            goto done;
+        }
+        int32_t n = 0;  /* positions are 0..n-1: the largest one + 1 */
+        for (Py_ssize_t r = 0; r < n_rows; r++) if (position[r] >= n) n = position[r] + 1;
+        for (Py_ssize_t e = 0; e < entries; e++) {
+            int32_t c = codes[e], o = owners[e];
+            if (c < 0 || c >= n_codes || o < 0 || o >= n_rows) {
+                PyErr_SetString(PyExc_IndexError, "entry_index: code or owner out of range");
+                goto done;
+            }
+            int32_t k = lut[c], p = position[o];
+            if (k < 0 || p < 0) continue;
+            Py_ssize_t slot = (Py_ssize_t)k * n + p;
+            if (slot >= n_out) { PyErr_SetString(PyExc_IndexError, "entry_index: out too small"); goto done; }
+            out[slot] = e;
+        }
+        Py_INCREF(Py_None);
+        result = Py_None;
+    }
+done:
+    for (int i = 0; i < held; i++) PyBuffer_Release(&b[i]);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"decode", decode, METH_O,
      "decode(bytes) -> dict of Arrow column buffers for an ExportTraceServiceRequest"},
@@ -1219,6 +1261,9 @@ static PyMethodDef methods[] = {
     {"decimal_strings", decimal_strings, METH_VARARGS,
      "decimal_strings(values, scale) -> (offsets, data) of the string array of non-negative int64 "
      "values in units of 10**-scale (0..18), as plain decimals with trailing zeros dropped"},
+    {"entry_index", entry_index, METH_VARARGS,
+     "entry_index(codes, owners, lut, position, out) -> None; out[lut[codes[e]] * n + position[owners[e]]] = e "
+     "where both are >= 0 (int32 inputs, int64 out, n = max(position) + 1)"},
     {"key_codes", key_codes, METH_VARARGS,
      "key_codes((offsets, data, offset, length), codes) -> the distinct strings in order of first "
      "appearance; codes (int32, writable, one per string) gets each string's index among them"},

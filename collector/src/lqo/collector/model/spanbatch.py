@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 try:  # the optional C extension (built with the collector; without it, Arrow kernels do the same)
+    from lqo.collector.model._otlp_native import entry_index as _native_entry_index
     from lqo.collector.model._otlp_native import key_codes as _native_key_codes
     from lqo.collector.model._otlp_native import merge_map as _merge_map
     from lqo.collector.model._otlp_native import take_strings as _native_take
 except ImportError:  # pragma: no cover - no C compiler at install time
-    _merge_map = _native_key_codes = _native_take = None
+    _merge_map = _native_key_codes = _native_take = _native_entry_index = None
 
 ATTR_MAP = pa.map_(pa.string(), pa.string())
 TIMESTAMP_NS = pa.timestamp("ns")
@@ -313,24 +314,29 @@ class SpanBatch:
         if not n or not len(self):
             return out
         owners, _, items = self._attr_arrays()
-        which = self._key_positions(keys)
         position = np.full(len(self), -1, dtype=np.int32)  # per span: its index in rows, or -1
         position[rows] = np.arange(n, dtype=np.int32)
-        where = position[owners]
-        selected = np.nonzero((which >= 0) & (where >= 0))[0]
-        if not len(selected):
-            return out
-        which, where = which[selected], where[selected]
         chunks = [c for c in items.chunks if len(c)]
-        if NATIVE_MERGE and _native_take is not None and not any(c.null_count for c in chunks):
-            # One C call for every key: the entry index per (key, row), -1 where absent.
+        codes, distinct = self._key_codes()
+        if (NATIVE_MERGE and _native_take is not None and codes.dtype == owners.dtype == np.int32
+                and not any(c.null_count for c in chunks)):
+            # The entry index per (key, row), -1 where absent (a duplicated key: the last one wins),
+            # then one gather of every value: two C passes.
+            where = {k: i for i, k in enumerate(keys)}
+            lut = np.array([where.get(k, -1) for k in distinct], dtype=np.int32)
             index = np.full((len(keys), n), -1, dtype=np.int64)
-            index[which, where] = selected  # a duplicated key: the last one wins
+            _native_entry_index(codes, owners, lut, position, index)
             offsets, data, validity, nulls = _native_take([_string_view(c) for c in chunks], index)
             values = pa.Array.from_buffers(pa.string(), index.size, [
                 None if validity is None else pa.py_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)],
                 null_count=nulls)
             return {key: values.slice(i * n, n) for i, key in enumerate(keys)}
+        which = self._key_positions(keys)
+        where = position[owners]
+        selected = np.nonzero((which >= 0) & (where >= 0))[0]
+        if not len(selected):
+            return out
+        which, where = which[selected], where[selected]
         values = _take_sorted(items, selected)  # only the wanted entries leave their chunks
         for i, key in enumerate(keys):
             idx = np.nonzero(which == i)[0]
