@@ -78,7 +78,7 @@ def _take_sorted(values: pa.ChunkedArray, indices: np.ndarray) -> pa.Array:
     return pa.concat_arrays(parts) if parts else pa.array([], values.type)
 
 
-# Use the C helpers (map rebuild, key codes) when they are built (tests switch them off to compare).
+# Use the C helpers (key codes, attribute reads, map rebuild) when built (tests switch them off to compare).
 NATIVE_MERGE = True
 _NO_OFFSETS = pa.py_buffer(np.zeros(1, dtype=np.int32).tobytes())
 
