@@ -231,3 +231,41 @@ def test_attribute_reads_in_c_match_arrow(monkeypatch):
         spanbatch._native_entry_index(codes, owners, np.array([1], np.int32), np.array([0, 1], np.int32), index)
     with pytest.raises(IndexError, match="too small"):
         spanbatch._native_entry_index(codes, owners, np.array([1, 0], np.int32), np.array([0, 1], np.int32), index[:3])
+
+
+def test_c_helpers_survive_random_buffers():
+    """Random offsets, data and indices: each C helper returns or raises a clean error, never
+    reads out of bounds (a crash would take the collector down)."""
+    import numpy as np
+    import pyarrow as pa
+    import pytest
+
+    from lqo.collector.model import otlp, spanbatch
+
+    if not otlp.NATIVE_AVAILABLE:
+        pytest.skip("the C extension is not built here")
+    rng = np.random.default_rng(0)
+    outcomes = {"returned": 0, "refused": 0}
+    for _ in range(3000):
+        n = int(rng.integers(0, 8))
+        offsets = rng.integers(-3, 20, n + 1).astype(np.int32)
+        if rng.random() < 0.5:
+            offsets = np.sort(offsets)
+        data = bytes(rng.integers(0, 256, int(rng.integers(0, 16)), dtype=np.uint8))
+        view = (pa.py_buffer(offsets.tobytes()), pa.py_buffer(data), int(rng.integers(0, 2)), n - int(rng.integers(0, 2)))
+        calls = [
+            lambda view=view: spanbatch._native_key_codes(view, np.zeros(max(0, view[3]), np.int32)),
+            lambda view=view: spanbatch._native_take([view, view],
+                                                     rng.integers(-2, 10, int(rng.integers(0, 6))).astype(np.int64)),
+            lambda: spanbatch._native_entry_index(
+                *(rng.integers(-1, 4, m).astype(np.int32) for m in [int(rng.integers(0, 6))] * 2),
+                rng.integers(-1, 3, int(rng.integers(0, 4))).astype(np.int32),
+                rng.integers(-1, 4, int(rng.integers(0, 5))).astype(np.int32), np.zeros(int(rng.integers(0, 12)), np.int64)),
+        ]
+        for call in calls:
+            try:
+                call()
+                outcomes["returned"] += 1
+            except (ValueError, IndexError, UnicodeDecodeError):
+                outcomes["refused"] += 1
+    assert outcomes["returned"] > 300 and outcomes["refused"] > 300, outcomes
