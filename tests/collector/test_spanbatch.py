@@ -269,3 +269,18 @@ def test_c_helpers_survive_random_buffers():
             except (ValueError, IndexError, UnicodeDecodeError):
                 outcomes["refused"] += 1
     assert outcomes["returned"] > 300 and outcomes["refused"] > 300, outcomes
+
+
+def test_with_attribute_columns_takes_chunked_columns_and_refuses_misaligned_ones():
+    import numpy as np
+    import pyarrow as pa
+    import pytest
+
+    batch = _batch(12, seed=15)
+    rows = np.nonzero(batch.genai_mask())[0]
+    values = [f"v{i}" for i in range(len(rows))]
+    chunked = pa.chunked_array([values[:2], values[2:]], pa.string())
+    out = batch.with_attribute_columns(rows, {"lqo.test": chunked})
+    assert out.attribute_columns(["lqo.test"], rows)["lqo.test"].to_pylist() == values
+    with pytest.raises(ValueError, match="one value per row"):
+        batch.with_attribute_columns(rows, {"lqo.test": pa.array(values[:-1])})

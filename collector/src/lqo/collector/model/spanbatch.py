@@ -356,7 +356,9 @@ class SpanBatch:
         """A batch where, for each key, the spans ``rows`` (ascending) whose value in
         ``columns[key]`` is not null get that value (replacing an existing entry or appended).
         The vectorized counterpart of :meth:`with_attributes`."""
-        columns = {k: v for k, v in columns.items() if v.null_count < len(v)}
+        if any(len(v) != len(rows) for v in columns.values()):
+            raise ValueError(f"with_attribute_columns: each column needs one value per row ({len(rows)})")
+        columns = {k: _single(v) for k, v in columns.items() if v.null_count < len(v)}
         if not len(rows) or not columns:
             return self
         keys, n = list(columns), len(rows)
