@@ -47,10 +47,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cpu_seconds(pid: int) -> float:
-    return sum(_proc_counters(pid)[:2])
-
-
 def _proc_counters(pid: int) -> tuple[float, float, int]:
     """(user CPU-s, system CPU-s, minor page faults) of the whole process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -177,7 +173,6 @@ def measure(
     workdir = Path(tempfile.mkdtemp(prefix="lqo-bench-"))
     proc, ports = run_collector(workdir, processors, exporter, decoder, prometheus)
     try:
-        cpu0 = _cpu_seconds(proc.pid)
         counters0 = _proc_counters(proc.pid)
         threads0 = _thread_cpu(proc.pid)
         t0 = time.perf_counter()
@@ -203,8 +198,8 @@ def measure(
                 break
             time.sleep(0.05)
         wall = time.perf_counter() - t0
-        cpu = _cpu_seconds(proc.pid) - cpu0
         user, system, faults = (b - a for a, b in zip(counters0, _proc_counters(proc.pid), strict=True))
+        cpu = user + system
         per_thread = {k: round((v - threads0.get(k, 0.0)) / sent * 1e6, 2) for k, v in _thread_cpu(proc.pid).items()}
         per_thread = {k: v for k, v in sorted(per_thread.items(), key=lambda kv: -kv[1]) if v >= 0.05}
         distinct_ids = int(_query(ports["http"], "SELECT uniqExact(SpanId) AS c FROM otel_traces")[0]["c"])

@@ -224,12 +224,14 @@ class SpanBatch:
                 self._codes = codes.astype(np.int64), distinct
         return self._codes
 
+    def _key_lut(self, keys: list[str]) -> np.ndarray:
+        """Per key code (and one more, for null keys): the index of that key in ``keys``, or -1."""
+        where = {k: i for i, k in enumerate(keys)}
+        return np.array([where.get(k, -1) for k in self._key_codes()[1]] + [-1], dtype=np.int32)
+
     def _key_positions(self, keys: list[str]) -> np.ndarray:
         """Per entry: the index of its key in ``keys``, or -1."""
-        codes, distinct = self._key_codes()
-        where = {k: i for i, k in enumerate(keys)}
-        lut = np.array([where.get(k, -1) for k in distinct] + [-1], dtype=np.int32)
-        return lut[codes]
+        return self._key_lut(keys)[self._key_codes()[0]]
 
     def rows_with_events(self, names: Iterable[str]) -> np.ndarray:
         """Per span: does it carry an event named one of ``names``?"""
@@ -314,18 +316,15 @@ class SpanBatch:
         if not n or not len(self):
             return out
         owners, _, items = self._attr_arrays()
-        position = np.full(len(self), -1, dtype=np.int32)  # per span: its index in rows, or -1
-        position[rows] = np.arange(n, dtype=np.int32)
+        position = self._positions(rows)
         chunks = [c for c in items.chunks if len(c)]
-        codes, distinct = self._key_codes()
+        codes = self._key_codes()[0]
         if (NATIVE_MERGE and _native_take is not None and codes.dtype == owners.dtype == np.int32
                 and not any(c.null_count for c in chunks)):
             # The entry index per (key, row), -1 where absent (a duplicated key: the last one wins),
             # then one gather of every value: two C passes.
-            where = {k: i for i, k in enumerate(keys)}
-            lut = np.array([where.get(k, -1) for k in distinct], dtype=np.int32)
             index = np.full((len(keys), n), -1, dtype=np.int64)
-            _native_entry_index(codes, owners, lut, position, index)
+            _native_entry_index(codes, owners, self._key_lut(keys), position, index)
             offsets, data, validity, nulls = _native_take([_string_view(c) for c in chunks], index)
             values = pa.Array.from_buffers(pa.string(), index.size, [
                 None if validity is None else pa.py_buffer(validity), pa.py_buffer(offsets), pa.py_buffer(data)],
@@ -346,6 +345,12 @@ class SpanBatch:
             take[where[idx]] = idx  # a duplicated key: the last one wins
             out[key] = values.take(pa.array(take, mask=take < 0))
         return out
+
+    def _positions(self, rows: np.ndarray) -> np.ndarray:
+        """Per span: its index in ``rows``, or -1."""
+        position = np.full(len(self), -1, dtype=np.int32)
+        position[rows] = np.arange(len(rows), dtype=np.int32)
+        return position
 
     def _row_mask(self, rows: np.ndarray) -> np.ndarray:
         mask = np.zeros(len(self), dtype=bool)
@@ -368,9 +373,7 @@ class SpanBatch:
         if not set(keys).isdisjoint(self._key_codes()[1]):  # existing entries of these keys are replaced
             owners, _, _ = self._attr_arrays()
             existing = self._key_positions(keys)
-            position = np.full(len(self), -1, dtype=np.int32)
-            position[rows] = np.arange(n, dtype=np.int32)
-            where = position[owners]
+            where = self._positions(rows)[owners]
             hit = np.nonzero((existing >= 0) & (where >= 0))[0]
             keep = np.ones(len(owners), dtype=bool)
             keep[hit[valid[where[hit], existing[hit]]]] = False
@@ -383,7 +386,6 @@ class SpanBatch:
         """This batch with the ``SpanAttributes`` entries in ``keep`` (all when None) plus the new
         ones (``new_owner`` ascending), each row's new entries after its old ones."""
         new_owner = np.asarray(new_owner, dtype=np.int64)
-        new_keys, new_vals = new_keys.cast(pa.string()), new_vals.cast(pa.string())
         column = None
         if NATIVE_MERGE and _merge_map is not None:
             column = self._merged_natively(keep, new_owner, new_keys, new_vals)
