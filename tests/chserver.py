@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 import uuid
@@ -55,6 +56,7 @@ class ChdbHttpServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
