@@ -24,6 +24,7 @@ from lqo.processors.safety.pii_engine import (
     needs_torch,
     ner_chunks,
     postal_codes,
+    recognizer_gates,
     street_addresses,
     warn_if_slow_parser,
 )
@@ -251,6 +252,9 @@ GATED_POSITIVES = [
     "ship to 221B Baker Street, 48 rue Descartes, Nassaustraat 123, apt 5, 2279 President St, zip 94105",
     "my name is jane porter; call me Sam; ask Mrs. Dalloway or dr. who",
     "Medical license AB1234567, phone 212-555-0143",
+    # not ASCII: the gates' case-insensitive path
+    "Zustellung: Ziegelgasse 26, Zürich; Frau Dr. Müller; IP 192.168.0.1; Führerschein B1234567",
+    "ſend to 10 DOWNING ſTREET — MY NAME IS Ǆemal, IBAN DE89 3704 0044 0532 0130 00 ✓",
 ]
 
 
@@ -280,6 +284,27 @@ def test_recognizers_skipped_by_their_necessary_conditions_would_have_found_noth
         assert gate_recognizers(analyzer.engine.registry) == len(gated_names)
     found = {f.entity_type for findings in gated[:len(GATED_POSITIVES)] for f in findings}
     assert {"IP_ADDRESS", "IBAN_CODE", "US_DRIVER_LICENSE", "CRYPTO", "LOCATION", "PERSON"} <= found
+
+
+def test_each_gate_on_lowered_ascii_text_is_its_case_insensitive_condition() -> None:
+    """The gates search ASCII text lowered, alternative by alternative: the same test as the
+    whole condition case-insensitively, on random text made of the characters and words the
+    conditions are built from."""
+    import random
+
+    rng = random.Random(5)
+    words = ["street", "Street", "ST", "St", "rd", "Ave", "rue", "calle", "apt", "Suite", "flat", "Nassaustraat",
+             "gasse", "GATAN", "Way", "way", "Mr", "DR", "dear", "name is", "NAME\tIS", "call me", "CALL  ME",
+             "Close", "x", "Q", "ab", "fe80", "DE", "GB"]
+    pieces = [*words, *"0123456789", " ", " ", "\t", "\n", ".", ":", "::", "]", "#", "-", ","]
+    gates = recognizer_gates()
+    checked = 0
+    for _ in range(4000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 14)))
+        for name, gate in gates.items():
+            assert gate(text) == (gate.full.search(text) is not None), (name, text)
+            checked += gate(text)
+    assert checked > 1000  # the conditions do hold on much of this text
 
 
 def test_context_enhancement_asked_only_where_a_context_word_occurs_changes_nothing(analyzer: PiiAnalyzer) -> None:
