@@ -307,6 +307,33 @@ def test_each_gate_on_lowered_ascii_text_is_its_case_insensitive_condition() -> 
     assert checked > 1000  # the conditions do hold on much of this text
 
 
+def test_entity_edges_widened_to_the_texts_tokens_as_spacy_would(analyzer: PiiAnalyzer) -> None:
+    """The analyzer widens a chunk's entity to whole tokens of the text from the tokens of the
+    non-space runs around its edges, not the whole text's doc: the same spans as
+    ``Doc.char_span(alignment_mode="expand")``, for random edges in and between tokens."""
+    import random
+
+    rng = random.Random(11)
+    texts = [TEXT, "(Jane Porter), e-mail:jane@example.com;Mr.Smith's  flat\n\nin São Paulo-Centro, don't.",
+             *[s["full_text"] for s in json.loads(DATASET.read_text())[:40]]]
+    compared = widened = 0
+    for text in texts:
+        doc = analyzer.nlp.make_doc(text)
+        for _ in range(60):
+            start = rng.randrange(len(text))
+            end = rng.randrange(start + 1, min(len(text), start + 40) + 1)
+            mine = analyzer._entity(text, start, end, "PERSON")
+            if text[start].isspace() or text[end - 1].isspace():
+                assert mine is None
+                continue
+            span = doc.char_span(start, end, label="PERSON", alignment_mode="expand")
+            assert mine is not None and span is not None
+            assert (mine.start_char, mine.end_char, mine.text) == (span.start_char, span.end_char, span.text), text
+            compared += 1
+            widened += (mine.start_char, mine.end_char) != (start, end)
+    assert compared > 1500 and widened > 500
+
+
 def test_context_enhancement_asked_only_where_a_context_word_occurs_changes_nothing(analyzer: PiiAnalyzer) -> None:
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 

@@ -365,6 +365,29 @@ def gate_recognizers(registry: Any) -> int:
     return gated
 
 
+def remember_recognizer_lists(registry: Any) -> None:
+    """``get_recognizers`` filters every recognizer by language and entity on each ``analyze``
+    (~3% of the analysis): the list for a language and set of entities is kept, for as long as
+    the registry holds the same recognizers."""
+    lists: dict[tuple[Any, ...], list[Any]] = {}
+    original = registry.get_recognizers
+
+    def get_recognizers(language: str, entities: list[str] | None = None, all_fields: bool = False,
+                        ad_hoc_recognizers: list[Any] | None = None) -> list[Any]:
+        if ad_hoc_recognizers:
+            return original(language, entities, all_fields, ad_hoc_recognizers)
+        key = (language, all_fields, tuple(entities) if entities is not None else None,
+               len(registry.recognizers), *map(id, registry.recognizers))
+        found = lists.get(key)
+        if found is None:
+            found = lists[key] = original(language, entities, all_fields)
+            if len(lists) > 4096:
+                lists.clear()
+        return list(found)
+
+    registry.get_recognizers = get_recognizers
+
+
 def _gated(analyze: Any, gate: _Gate) -> Any:
     def run(text: str, *args: Any, **kwargs: Any) -> Any:
         return analyze(text, *args, **kwargs) if gate(text) else []
@@ -438,6 +461,15 @@ def context_enhancer() -> Any:
     return Enhancer()
 
 
+@dataclass
+class NerEntity:
+    """What Presidio reads of a spaCy entity span (``label_`` is rewritten to its entity type)."""
+    start_char: int
+    end_char: int
+    label_: str
+    text: str
+
+
 @dataclass(frozen=True)
 class Finding:
     entity_type: str
@@ -497,6 +529,7 @@ class PiiAnalyzer:
             if recognizer.supported_entities[0] in self.entities:
                 self.engine.registry.add_recognizer(recognizer)
         gate_recognizers(self.engine.registry)
+        remember_recognizer_lists(self.engine.registry)
         self._artifacts = _artifacts_class()
         self._keyword_cache: TextCache[tuple[str, ...]] = TextCache(_KEYWORD_CACHE)
         self._ner_cache: TextCache[list[tuple[int, int, str]]] = TextCache(_NER_CACHE)
@@ -538,9 +571,12 @@ class PiiAnalyzer:
             entities: list[Any] = []
             scores: list[float] = []
             if found:
-                doc = self.nlp.make_doc(text)
-                spans = [doc.char_span(s, e, label=label, alignment_mode="expand") for s, e, label in found]
-                spans = [sp for sp in spans if sp is not None and sp.label_ in mapping]
+                spans = [self._entity(text, s, e, label) for s, e, label in found if label in mapping]
+                if None in spans:  # an entity edge in whitespace: the whole text's tokens decide
+                    doc = self.nlp.make_doc(text)
+                    spans = [doc.char_span(s, e, label=label, alignment_mode="expand") for s, e, label in found
+                             if label in mapping]
+                spans = [sp for sp in spans if sp is not None]
                 entities, scores = self.nlp_engine._get_updated_entities(spans, [default] * len(spans))
             artifacts = self._artifacts(partial(self._tokens, text, doc), entities, scores, self.nlp_engine)
             wanted = self._entities_for(text)
@@ -552,6 +588,26 @@ class PiiAnalyzer:
                 found = resolve(address_blocks(text, found, self.nlp.Defaults.stop_words))
             out.append(found)
         return out
+
+    def _entity(self, text: str, start: int, end: int, label: str) -> NerEntity | None:
+        """The entity a chunk's NER found, widened to whole tokens of the text, as
+        ``Doc.char_span(..., alignment_mode="expand")`` on the whole text's tokens would: the
+        tokenizer splits at whitespace first, so the tokens of the non-space runs the entity's
+        edges fall in decide, and an edge that starts or ends such a run is a token edge
+        already. None where an edge falls in whitespace."""
+        if start >= end or text[start].isspace() or text[end - 1].isspace():
+            return None
+        if (start and not text[start - 1].isspace()) or (end < len(text) and not text[end].isspace()):
+            a, b = start, end
+            while a and not text[a - 1].isspace():
+                a -= 1
+            while b < len(text) and not text[b].isspace():
+                b += 1
+            tokens = self.nlp.tokenizer(text[a:b])
+            start = a + next(t.idx for t in reversed(tokens) if t.idx <= start - a)
+            last = next(t for t in tokens if t.idx + len(t) >= end - a)
+            end = a + last.idx + len(last)
+        return NerEntity(start, end, label, text[start:end])
 
     def _ner(self, chunks: list[str]) -> list[list[tuple[int, int, str]]]:
         return [[(ent.start_char, ent.end_char, ent.label_) for ent in doc.ents] for doc in self.nlp.pipe(chunks)]
