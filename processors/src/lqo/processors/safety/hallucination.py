@@ -40,20 +40,21 @@ from lqo.processors.safety.content import (
     conversation,
 )
 from lqo.processors.safety.evaluation import CheckConfig, CheckProcessor, TextCache, Verdict
+from lqo.processors.safety.folding import Folded
 
 STOP_WORDS = frozenset(["a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves", "yes", "one", "ones", "also", "well", "known", "named", "called", "first", "started", "based", "answer", "question", "following", "however"])
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?", re.UNICODE)
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?![\w])")
 _QUOTED = re.compile(r"[\"“”]([^\"“”]{2,80})[\"“”]")
 _CAPITALIZED = re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:of|the|de|van|von|and|&)?\s*[A-Z][\w'’-]*)*")
-_HEDGES = re.compile(r"\b(?:i think|i believe|probably|possibly|perhaps|maybe|might be|may be|it seems|likely|"
-                     r"not sure|i guess|as far as i know|if i recall|approximately|around|roughly)\b", re.I)
-_REFUSAL = re.compile(r"\b(?:i (?:do not|don't|cannot|can't|am unable to) (?:know|answer|find|determine|say)|"
+_HEDGES = Folded(r"\b(?:i think|i believe|probably|possibly|perhaps|maybe|might be|may be|it seems|likely|"
+                     r"not sure|i guess|as far as i know|if i recall|approximately|around|roughly)\b")
+_REFUSAL = Folded(r"\b(?:i (?:do not|don't|cannot|can't|am unable to) (?:know|answer|find|determine|say)|"
                       r"(?:not|no) (?:enough|sufficient) information|unable to (?:answer|determine)|"
-                      r"the (?:context|text|passage|document)s? (?:does|do) not (?:say|mention|state|contain))\b", re.I)
+                      r"the (?:context|text|passage|document)s? (?:does|do) not (?:say|mention|state|contain))\b")
 _NEGATION_WORDS = frozenset(["not", "no", "never", "neither", "nor", "isn't", "wasn't", "aren't", "weren't", "doesn't",
                              "didn't"])
-_NEGATION = re.compile(r"\b(?:" + "|".join(sorted(_NEGATION_WORDS)) + r"|n't)\b", re.I)
+_NEGATION = Folded(r"\b(?:" + "|".join(sorted(_NEGATION_WORDS)) + r"|n't)\b")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CACHE_SIZE = 2048
 
@@ -173,7 +174,7 @@ def signals(answer: str, grounding: Grounding) -> Signals:
     s = Signals()
     if _REFUSAL.search(answer):
         s.refusal = True
-    s.hedging = len(_HEDGES.findall(answer))
+    s.hedging = _HEDGES.count(answer)
     claims = _claims(answer)
     s.entities = len(claims)
     s.unsupported_entities = sum(1 for c in claims if not _supported_claim(c, grounding))
@@ -241,7 +242,7 @@ def _self_contradictions(answer: str) -> int:
                           if (lower := w.lower()) not in STOP_WORDS and lower not in _NEGATION_WORDS)
         if len(words) < 2:
             continue
-        negated = bool(_NEGATION.search(sentence))
+        negated = _NEGATION.search(sentence)
         if words in seen and seen[words] != negated:
             found += 1
         seen.setdefault(words, negated)

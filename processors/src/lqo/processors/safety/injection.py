@@ -28,22 +28,23 @@ from pydantic import Field
 from lqo.collector.components import ComponentContext, Factory
 from lqo.processors.safety.content import DOCUMENT_KEYS, INPUT_MESSAGES, TOOL_RESULT, conversation
 from lqo.processors.safety.evaluation import CheckConfig, CheckProcessor, TextCache, Verdict
+from lqo.processors.safety.folding import Folded
 
-_I = re.IGNORECASE
 _PREVIOUS = r"(?:all\s+|any\s+|the\s+|your\s+|of\s+)*(?:previous|prior|above|earlier|preceding|former|original|initial|system)"
 _RULES = r"(?:instructions?|prompts?|rules|directions|guidelines|context|messages?|commands?|constraints)"
 
-FAMILIES: dict[str, tuple[float, re.Pattern[str]]] = {
-    "instruction_override": (0.8, re.compile("|".join([
+# Written in lower case, matched case-insensitively (see folding).
+FAMILIES: dict[str, tuple[float, Folded]] = {
+    "instruction_override": (0.8, Folded("|".join([
         rf"\b(?:ignore|disregard|forget|skip|override|bypass|neglect)\b[^.\n]{{0,20}}?{_PREVIOUS}\s+{_RULES}",
         r"\b(?:ignore|disregard|forget)\s+(?:everything|all)\s+(?:above|before|you\s+(?:were|have\s+been)\s+told)",
         r"\bnew\s+(?:instructions?|rules|task)\s*:",
         r"\bfrom\s+now\s+on,?\s+you\s+(?:will|must|are|shall)\b",
         r"\bdo\s+not\s+(?:follow|obey)\s+(?:your|the|any)\s+(?:rules|guidelines|instructions|policies)",
         r"\binstead,?\s+(?:say|output|print|respond\s+with)\b[^.\n]{0,40}\b(?:only|exactly)\b",
-    ]), _I)),
-    "role_play_jailbreak": (0.65, re.compile("|".join([
-        r"\b(?:DAN|STAN|DUDE|AIM)\b[^.\n]{0,40}\b(?:mode|anything\s+now|stands?\s+for)",
+    ]))),
+    "role_play_jailbreak": (0.65, Folded("|".join([
+        r"\b(?:dan|stan|dude|aim)\b[^.\n]{0,40}\b(?:mode|anything\s+now|stands?\s+for)",
         r"\bdo\s+anything\s+now\b",
         r"\b(?:developer|god|jailbreak|unrestricted|unfiltered|evil)\s+mode\b",
         r"\bjailbr(?:oken|eak)\b",
@@ -53,30 +54,30 @@ FAMILIES: dict[str, tuple[float, re.Pattern[str]]] = {
         r"(?:unfiltered|uncensored|unrestricted|amoral|evil|rogue)\b",
         r"\b(?:no|without\s+any)\s+(?:ethical|moral|content)\s+(?:guidelines|restrictions|filters|policy)",
         r"\bstay\s+in\s+character\b",
-    ]), _I)),
-    "system_prompt_exfiltration": (0.7, re.compile("|".join([
+    ]))),
+    "system_prompt_exfiltration": (0.7, Folded("|".join([
         r"\b(?:reveal|show|print|output|display|repeat|tell\s+me|give\s+me|leak|dump|what\s+(?:is|are|were))\b"
         r"[^.\n]{0,25}\b(?:system\s+prompt|initial\s+(?:prompt|instructions)|hidden\s+(?:prompt|instructions)|"
         r"(?:your|the)\s+(?:instructions|rules|guidelines|prompt))\b",
         r"\b(?:repeat|print|output|copy)\b[^.\n]{0,20}\b(?:words|text|everything|all)\s+(?:above|before)\b",
         r"\bbegin\s+your\s+(?:reply|answer|response)\s+with\b[^.\n]{0,30}\b(?:prompt|instructions)",
-    ]), _I)),
-    "delimiter_injection": (0.6, re.compile("|".join([
+    ]))),
+    "delimiter_injection": (0.6, Folded("|".join([
         r"<\|(?:im_start|im_end|system|endoftext|start_header_id|eot_id)\|>",
-        r"\[/?INST\]|<</?SYS>>",
+        r"\[/?inst\]|<</?sys>>",
         r"(?:^|\n)\s*#{2,}\s*(?:system|instruction)s?\s*:?",
         r"</?(?:system|instructions?)>",
         r"(?:^|\n)\s*(?:system|assistant)\s*:\s*(?:you|ignore|new)\b",
-    ]), _I)),
-    "encoded_payload": (0.5, re.compile("|".join([
+    ]))),
+    "encoded_payload": (0.5, Folded("|".join([
         r"\b(?:decode|decrypt|translate)\b[^.\n]{0,30}\b(?:base64|rot13|hex|binary|cipher)\b[^.\n]{0,40}"
         r"\b(?:follow|execute|run|obey|do\s+what)",
-        r"[\U000E0000-\U000E007F]{4,}",  # Unicode tag characters: invisible text
+        r"[\U000e0000-\U000e007f]{4,}",  # Unicode tag characters: invisible text
         r"[\u200b-\u200f\u2060\ufeff]{3,}",
-    ]), _I)),
+    ]))),
 }
 _BASE64 = re.compile(r"[A-Za-z0-9+/]{32,}={0,2}")
-_INSTRUCTION_WORDS = re.compile(r"\b(?:ignore|instructions|system|prompt|pretend|reveal|password|secret)\b", _I)
+_INSTRUCTION_WORDS = Folded(r"\b(?:ignore|instructions|system|prompt|pretend|reveal|password|secret)\b")
 # Text of which no pattern can match: too short, or no letter nor encoded character at all.
 _MIN_LENGTH = 12
 _CACHE_SIZE = 4096
