@@ -544,3 +544,17 @@ def test_a_transformer_pipeline_is_loaded_with_torch(tmp_path: Path) -> None:
     (tmp_path / "cnn" / "config.cfg").write_text('[components.ner]\nfactory = "ner"\n')
     assert needs_torch(str(tmp_path / "trf")) and needs_torch(str(tmp_path / "pkg"))
     assert not needs_torch(str(tmp_path / "cnn"))
+
+
+def test_rewrite_touches_exactly_the_texts_that_are_scanned() -> None:
+    """``rewrite_leaves`` rewrites what ``text_leaves`` returns and nothing else (the check skips
+    a value none of whose scanned texts has a finding, so the two must agree)."""
+    from lqo.processors.safety.content import rewrite_leaves, text_leaves
+
+    value = json.dumps([{"role": "user", "name": ["Jane Porter", {"content": "Jane Porter"}], "id": "Jane Porter",
+                         "parts": [{"type": "text", "content": "Jane Porter"}, {"type": "text", "content": ""}]}])
+    rewritten = json.loads(rewrite_leaves(value, lambda text: f"<{text}>"))
+    assert text_leaves(value) == ["Jane Porter", "Jane Porter"]
+    assert rewritten[0]["name"] == ["Jane Porter", {"content": "<Jane Porter>"}] and rewritten[0]["id"] == "Jane Porter"
+    assert rewritten[0]["parts"] == [{"type": "text", "content": "<Jane Porter>"}, {"type": "text", "content": ""}]
+    assert rewrite_leaves("plain Jane", lambda text: text.upper()) == "PLAIN JANE"

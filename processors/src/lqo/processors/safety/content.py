@@ -140,25 +140,27 @@ def text_leaves(value: str) -> list[str]:
 
 
 def rewrite_leaves(value: str, rewrite: Callable[[str], str]) -> str:
-    """``value`` with every free-text piece replaced by ``rewrite(piece)``; JSON stays JSON
-    (re-serialized only when a piece changed)."""
+    """``value`` with every free-text piece (what :func:`text_leaves` returns) replaced by
+    ``rewrite(piece)``; JSON stays JSON (re-serialized only when a piece changed)."""
     parsed = _loads(value)
     if parsed is None:
         return rewrite(value)
     changed = [False]
 
-    def visit(node: Any) -> Any:
+    def visit(node: Any, key: str | None) -> Any:
         if isinstance(node, str):
-            new = rewrite(node) if node else node
+            if not node or key in STRUCTURAL_KEYS:
+                return node
+            new = rewrite(node)
             changed[0] |= new != node
             return new
         if isinstance(node, list):
-            return [visit(x) for x in node]
+            return [visit(x, key) for x in node]
         if isinstance(node, dict):
-            return {k: (v if k in STRUCTURAL_KEYS and isinstance(v, str) else visit(v)) for k, v in node.items()}
+            return {k: visit(v, k) for k, v in node.items()}
         return node
 
-    result = visit(parsed)
+    result = visit(parsed, None)
     return _dumps(result) if changed[0] else value
 
 

@@ -209,19 +209,22 @@ class PiiProcessor:
         attrs = batch.get_attributes(keys, rows) if keys else [{} for _ in rows]
         event_rows = rows[with_events[rows]]
         events = dict(zip(event_rows.tolist(), batch.events(event_rows), strict=True)) if len(event_rows) else {}
-        span_texts = []
+        span_texts, leaves = [], []
         for row, a in zip(rows.tolist(), attrs, strict=True):
-            own = [t for v in a.values() for t in text_leaves(v)]
+            leaves.append({k: text_leaves(v) for k, v in a.items()})
+            own = [t for texts in leaves[-1].values() for t in texts]
             own.extend(t for name, _, ea in events.get(row, ()) if name in event_names
                        for k, v in ea.items() if k not in _EVENT_STRUCTURAL for t in text_leaves(v))
             span_texts.append(own)
         findings = self._analyze([t for own in span_texts for t in own])
         verdicts, new_events = [], {}
-        for row, a, own in zip(rows.tolist(), attrs, span_texts, strict=True):
+        for row, a, own, texts_of in zip(rows.tolist(), attrs, span_texts, leaves, strict=True):
             types: list[str] = []
             echoed = spread(own, findings)
             found = ChainMap(echoed, findings) if echoed else findings
-            rewritten = {k: self._rewrite_value(v, found, types) for k, v in a.items()}
+            # A value none of whose texts has a finding stays as it is (no JSON round trip).
+            rewritten = {k: self._rewrite_value(v, found, types) if any(found.get(t) for t in texts_of[k]) else v
+                         for k, v in a.items()}
             if row in events:
                 evs = [(name, ts, {k: (self._rewrite_value(v, found, types)
                                        if name in event_names and k not in _EVENT_STRUCTURAL else v)
@@ -280,13 +283,23 @@ def spread(texts: Sequence[str], findings: Mapping[str, list[Finding]]) -> dict[
                     values.setdefault(part.lower(), f)
     if not values:
         return {}
-    pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
-                         + r")(?!\w)", re.IGNORECASE)
+    source = r"(?<!\w)(?:" + "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)) + r")(?!\w)"
+    anycase = re.compile(source, re.IGNORECASE)
+    # ASCII values in ASCII text: a substring test first (most texts hold none of them), then the
+    # pattern on the lowered text, the same positions and matches (see folding).
+    lower = re.compile(source) if all(v.isascii() for v in values) else None
     out = {}
     for text in set(texts):
+        if lower is not None and text.isascii():
+            folded = text.lower()
+            if not any(v in folded for v in values):
+                continue
+            matches = lower.finditer(folded)
+        else:
+            matches = anycase.finditer(text)
         own = findings.get(text) or []
         extra = [Finding(seed.entity_type, m.start(), m.end(), seed.score)
-                 for m in pattern.finditer(text) if (seed := values.get(m.group().lower())) is not None
+                 for m in matches if (seed := values.get(m.group().lower())) is not None
                  and not any(f.start < m.end() and m.start() < f.end for f in own)]
         if extra:
             out[text] = resolve([*own, *extra])
