@@ -55,3 +55,10 @@ def test_a_pattern_not_in_lower_case_is_refused() -> None:
     with pytest.raises(ValueError, match="lower case"):
         Folded(r"\b(?:DAN|stan)\b")
     assert Folded(r"\W\d\S[\U000e0000-\U000e007f]").search("a 1x\U000e0041")  # escapes keep their case
+
+
+def test_a_pattern_whose_letters_fold_into_ascii_is_never_searched_lowered() -> None:
+    """IGNORECASE matches "ſ" to "s": lowering ASCII text cannot find that, so such a pattern
+    (an echoed PII value, say) always takes the case-insensitive path."""
+    assert Folded(r"\bſam\b").search("ask Sam") and Folded(r"\bſam\b").count("SAM sam ſam") == 3
+    assert not Folded(r"\bſam\b").fast("ask Sam") and Folded(r"straße").fast("ask Sam")

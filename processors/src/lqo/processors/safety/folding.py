@@ -11,6 +11,7 @@ reaches beyond ASCII ("ſ" is "s", the Kelvin sign "k"), gets the pattern under 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 _last: tuple[str, str] = ("", "")  # the last text lowered, shared by every pattern of the process
 
@@ -25,8 +26,14 @@ def lowered(text: str) -> str:
     return last[1]
 
 
+def _folds_into_ascii(char: str) -> bool:
+    """Does IGNORECASE let this non-ASCII character match an ASCII one ("ſ" and "s", "ı" and "i")?"""
+    return any(len(c) == 1 and c.isascii() for c in (char.upper(), char.lower(), char.casefold()))
+
+
 class Folded:
-    """A regular expression written in lower case, matched case-insensitively."""
+    """A regular expression written in lower case, matched case-insensitively. (A pattern with a
+    character that IGNORECASE matches to an ASCII one, such as "ſ", always takes the slow path.)"""
 
     __slots__ = ("anycase", "lower")
 
@@ -34,16 +41,24 @@ class Folded:
         bare = re.sub(r"\\.", "", pattern)  # escapes such as \W keep their case
         if bare != bare.lower():
             raise ValueError(f"a folded pattern is written in lower case: {pattern!r}")
-        self.lower = re.compile(pattern, flags)
+        folds = any(not c.isascii() and _folds_into_ascii(c) for c in bare)
+        self.lower = None if folds else re.compile(pattern, flags)
         self.anycase = re.compile(pattern, flags | re.IGNORECASE)
 
+    def fast(self, text: str) -> bool:
+        """Is ``text`` searched lowered (positions are the same as in ``text``)?"""
+        return self.lower is not None and text.isascii()
+
+    def finditer(self, text: str) -> Iterator[re.Match[str]]:
+        """The matches; on the lowered text where :meth:`fast`, so ``group()`` is lower case there."""
+        if self.fast(text):
+            assert self.lower is not None
+            return self.lower.finditer(lowered(text))
+        return self.anycase.finditer(text)
+
     def search(self, text: str) -> bool:
-        if text.isascii():
-            return self.lower.search(lowered(text)) is not None
-        return self.anycase.search(text) is not None
+        return next(self.finditer(text), None) is not None
 
     def count(self, text: str) -> int:
         """How many non-overlapping matches (``len(findall)``)."""
-        if text.isascii():
-            return sum(1 for _ in self.lower.finditer(lowered(text)))
-        return sum(1 for _ in self.anycase.finditer(text))
+        return sum(1 for _ in self.finditer(text))

@@ -48,6 +48,7 @@ from lqo.processors.safety.evaluation import (
     Verdict,
     write_verdicts,
 )
+from lqo.processors.safety.folding import Folded, lowered
 from lqo.processors.safety.pii_engine import DEFAULT_MODEL, Finding, PiiAnalyzer, resolve
 
 log = logging.getLogger(__name__)
@@ -283,20 +284,14 @@ def spread(texts: Sequence[str], findings: Mapping[str, list[Finding]]) -> dict[
                     values.setdefault(part.lower(), f)
     if not values:
         return {}
-    source = r"(?<!\w)(?:" + "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)) + r")(?!\w)"
-    anycase = re.compile(source, re.IGNORECASE)
-    # ASCII values in ASCII text: a substring test first (most texts hold none of them), then the
-    # pattern on the lowered text, the same positions and matches (see folding).
-    lower = re.compile(source) if all(v.isascii() for v in values) else None
+    pattern = Folded(r"(?<!\w)(?:" + "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+                     + r")(?!\w)")
     out = {}
     for text in set(texts):
-        if lower is not None and text.isascii():
-            folded = text.lower()
-            if not any(v in folded for v in values):
-                continue
-            matches = lower.finditer(folded)
-        else:
-            matches = anycase.finditer(text)
+        # Most texts hold none of the values: where the text is searched lowered, a substring test first.
+        if pattern.fast(text) and not any(v in lowered(text) for v in values):
+            continue
+        matches = pattern.finditer(text)
         own = findings.get(text) or []
         extra = [Finding(seed.entity_type, m.start(), m.end(), seed.score)
                  for m in matches if (seed := values.get(m.group().lower())) is not None
