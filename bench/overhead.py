@@ -20,7 +20,12 @@ one call then made 44 spans.) Each call is timed twice: wall time (the latency t
 thread (``time.thread_time``: the work on the call path, without the server's and the
 neighbours' noise). Each block also reads the CPU time of the whole process per call, which
 counts work moved off the call path (our deferred telemetry thread, every variant's span
-export). Results are medians per variant minus the baseline's median:
+export). Each block ends by finishing the variant's queued work (lqo's ``flush()``; nothing for
+the others), inside the block's window, so work deferred to a background thread is counted with
+the calls that caused it. Results are per variant minus the baseline's: medians of wall and
+thread time, the mean of process CPU (background work lands in some calls and not others, so a
+median would hide it), and a second table of the mean wall time (a block's wall time per call)
+and the 99th percentile of single calls, where work done in batches shows:
 
   per call   a non-streaming chat completion
   per stream the recorded 9-event stream, whole call
@@ -86,12 +91,15 @@ def serve(long_chunks: int, delay_ms: float) -> None:
         sys.stdin.read()  # until the parent closes our stdin
 
 
-def instrument(variant: str, tp: Any, mp: Any) -> None:
+def instrument(variant: str, tp: Any, mp: Any) -> Any:
+    """Instruments the process; returns what finishes the variant's deferred work (or None)."""
     kwargs = {"tracer_provider": tp, "meter_provider": mp}
     if variant in ("lqo", "lqo-inline"):
         from lqo.instrumentation.httpx import HttpxGenAIInstrumentor
 
-        HttpxGenAIInstrumentor().instrument(defer=variant == "lqo", **kwargs)
+        inst = HttpxGenAIInstrumentor()
+        inst.instrument(defer=variant == "lqo", **kwargs)
+        return inst.flush
     elif variant == "openai-v2":
         from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
@@ -103,6 +111,7 @@ def instrument(variant: str, tp: Any, mp: Any) -> None:
         Traceloop().instrument(**kwargs)
     elif variant != "none":
         raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    return None
 
 
 def worker(variant: str, url: str, block: int) -> None:
@@ -123,7 +132,7 @@ def worker(variant: str, url: str, block: int) -> None:
     tp = TracerProvider()
     tp.add_span_processor(BatchSpanProcessor(Discard()))
     mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    instrument(variant, tp, mp)
+    settle = instrument(variant, tp, mp) or (lambda: None)
     client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
 
     def plain() -> int:
@@ -137,7 +146,7 @@ def worker(variant: str, url: str, block: int) -> None:
         return sum(1 for _ in client.chat.completions.create(**STREAM_ARGS, user=LONG_MARKER))
 
     kinds = {"plain": plain, "stream": stream, "long": long}
-    samples: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": [], "proc": []} for k in KINDS}
+    samples: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": [], "proc": [], "block": []} for k in KINDS}
     chunks: dict[str, int] = {}
     calls = 0
     for line in sys.stdin:
@@ -147,7 +156,7 @@ def worker(variant: str, url: str, block: int) -> None:
         for kind, fn in kinds.items():
             w, c = samples[kind]["wall"], samples[kind]["cpu"]
             n = block if kind == "plain" else max(1, block // 4)
-            p0 = time.process_time()
+            p0, b0 = time.process_time(), time.perf_counter()
             for _ in range(n):
                 t0, c0 = time.perf_counter(), time.thread_time()
                 chunks[kind] = fn()
@@ -156,8 +165,13 @@ def worker(variant: str, url: str, block: int) -> None:
                 if keep:
                     w.append(t1 - t0)
                     c.append(c1 - c0)
+            # Work these calls left queued (lqo's telemetry thread) is finished inside the block's
+            # window: counted with the calls that caused it, not run later while the process
+            # waits for its next turn.
+            settle()
             if keep:  # every thread of the process (span export, deferred telemetry), per call
                 samples[kind]["proc"].append((time.process_time() - p0) / n)
+                samples[kind]["block"].append((time.perf_counter() - b0) / n)
         print("ok", flush=True)
     tp.force_flush()
     print(json.dumps({"samples": samples, "chunks": chunks, "calls": calls, "spans": exported[0]}), flush=True)
@@ -198,6 +212,10 @@ def run(url: str, variants: list[str], calls: int, block: int) -> dict[str, Any]
     return {
         "median_us": {f"{v}/{k}/{m}": statistics.median(out[v]["samples"][k][m]) * 1e6
                       for v in variants for k in KINDS for m in ("wall", "cpu", "proc")},
+        "mean_us": {f"{v}/{k}/{m}": statistics.fmean(out[v]["samples"][k][m]) * 1e6
+                    for v in variants for k in KINDS for m in ("wall", "cpu", "proc", "block")},
+        "p99_us": {f"{v}/{k}/wall": _quantile(out[v]["samples"][k]["wall"], 0.99) * 1e6
+                   for v in variants for k in KINDS},
         "chunks": first["chunks"],
         "samples": {k: len(first["samples"][k]["wall"]) for k in KINDS},
         "spans": {v: out[v]["spans"] for v in variants},
@@ -205,8 +223,18 @@ def run(url: str, variants: list[str], calls: int, block: int) -> dict[str, Any]
     }
 
 
+def _quantile(xs: list[float], q: float) -> float:
+    ordered = sorted(xs)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def report(res: dict[str, Any], variants: list[str]) -> str:
-    med, chunks = res["median_us"], res["chunks"]
+    # Wall and thread: medians per call. Process: the mean per call over all blocks, because
+    # work done in the background (span export, lqo's telemetry thread) lands in some blocks
+    # and not others, and a median of such lumps would hide it.
+    med = {k: res["mean_us"][k] if k.endswith("/proc") else v for k, v in res["median_us"].items()}
+    chunks = res["chunks"]
+    mean, p99 = res["mean_us"], res["p99_us"]
     extra = chunks["long"] - chunks["stream"]
     lines = [
         f"samples per variant: {res['samples']}; events per stream: short {chunks['stream']}, long {chunks['long']}",
@@ -214,8 +242,8 @@ def report(res: dict[str, Any], variants: list[str]) -> str:
         "baseline (none), median per call: "
         + ", ".join(f"{k} {med[f'none/{k}/wall']:.0f} µs wall / {med[f'none/{k}/cpu']:.0f} µs thread" for k in KINDS),
         "",
-        "added, median µs: wall = the caller's latency; thread = CPU of the calling thread;",
-        "process = CPU of all the process's threads per call (background export and telemetry too)",
+        "added µs: wall = the caller's latency (median); thread = CPU of the calling thread (median);",
+        "process = CPU of all the process's threads per call (mean; background export and telemetry too)",
         "",
         f"{'':14s} {'per call':>26s} {'per stream':>26s} {'per chunk':>26s}",
         f"{'':14s}" + f" {'wall':>8s} {'thread':>8s} {'process':>8s}" * 3,
@@ -232,6 +260,15 @@ def report(res: dict[str, Any], variants: list[str]) -> str:
             added_short = med[f"{v}/stream/{m}"] - med[f"none/stream/{m}"]
             row.append(f"{(added_long - added_short) / max(1, extra):8.2f}")
         lines.append(" ".join(row))
+    lines += ["", "the caller's latency beyond the median, added µs: mean = a block's wall time per call, the",
+              "queued telemetry finished inside it; p99 = the 99th percentile of single calls", "",
+              f"{'':14s} {'per call':>17s} {'per stream':>17s}",
+              f"{'':14s}" + f" {'mean':>8s} {'p99':>8s}" * 2]
+    for v in variants:
+        if v != "none":
+            lines.append(" ".join([v.ljust(14)] + [f"{d[f'{v}/{k}/{m}'] - d[f'none/{k}/{m}']:8.1f}"
+                                                   for k in ("plain", "stream")
+                                                   for d, m in ((mean, "block"), (p99, "wall"))]))
     lines += ["", f"calls made: {res['calls']}; spans exported: {res['spans']}"]
     return "\n".join(lines)
 

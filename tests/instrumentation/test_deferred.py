@@ -1,11 +1,13 @@
 """Telemetry off the call path: spans are decoded and ended on the worker thread, and nothing is
 lost — SDK flush/shutdown wait for it, back-pressure bounds it, a forked child gets its own —
-plus the inline mode, the model sniff and the singleton instrumentor."""
+plus the worker's batches, the inline mode, the model sniff and the singleton instrumentor."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from typing import Any
 
 import httpx2
@@ -150,3 +152,68 @@ def test_forked_child_gets_its_own_worker(instrument: Any) -> None:
         _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
     assert seen == b"1"
+
+
+def _worker_for_test(interval: float) -> tuple[_worker.Worker, list[BaseException]]:
+    errors: list[BaseException] = []
+    return _worker.Worker(lambda where, exc: errors.append(exc), interval=interval), errors
+
+
+def test_worker_gathers_a_batch_and_drain_runs_it_at_once() -> None:
+    """Calls wait for the batch interval (one wake-up for many calls); drain() does not wait for it."""
+    w, errors = _worker_for_test(interval=60.0)
+    ran: list[tuple[int, str]] = []
+    for i in range(50):
+        w.submit(lambda i=i: ran.append((i, threading.current_thread().name)))
+    time.sleep(0.2)
+    assert ran == []  # still gathering
+    started = time.monotonic()
+    assert w.drain(timeout=5.0)
+    assert time.monotonic() - started < 5.0
+    assert [i for i, _ in ran] == list(range(50))  # in submission order
+    assert {name for _, name in ran} == {"lqo-genai-telemetry"}
+    w.stop()
+    assert errors == []
+
+
+def test_worker_wakes_again_for_each_later_batch() -> None:
+    w, _ = _worker_for_test(interval=0.005)
+    for _ in range(20):  # no drain: each batch must wake the thread by itself
+        done = threading.Event()
+        w.submit(done.set)
+        assert done.wait(5.0)
+    w.stop()
+
+
+def test_worker_loses_nothing_under_concurrent_submitters() -> None:
+    w, errors = _worker_for_test(interval=0.001)
+    counts = [0] * 4
+
+    def inc(k: int) -> None:
+        counts[k] += 1  # only the worker thread writes
+
+    def submitter(k: int) -> None:
+        for _ in range(5000):
+            w.submit(inc, k)
+
+    threads = [threading.Thread(target=submitter, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert w.drain(timeout=10.0)
+    assert counts == [5000] * 4
+    w.stop()
+    w.submit(inc, 0)  # after stop: inline
+    assert counts[0] == 5001 and errors == []
+
+
+def test_worker_stop_runs_what_is_pending_and_reports_errors() -> None:
+    w, errors = _worker_for_test(interval=60.0)
+    ran: list[int] = []
+    w.submit(ran.append, 1)
+    w.submit(lambda: 1 / 0)
+    w.submit(ran.append, 2)
+    w.stop(timeout=5.0)
+    assert ran == [1, 2]
+    assert [type(e) for e in errors] == [ZeroDivisionError]

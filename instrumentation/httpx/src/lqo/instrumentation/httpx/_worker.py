@@ -2,21 +2,28 @@
 
 The call path only starts the span, timestamps, and keeps references to the request and
 response bytes. Everything else — parsing JSON and streams, span attributes, ending the span at
-its recorded end time, metrics, events — runs here, on one daemon thread per instrumentor, while
-the application waits on its next I/O. One thread keeps each call's work in order (a stream's
-batches, then its end).
+its recorded end time, metrics, events — runs here, on one daemon thread per instrumentor. One
+thread keeps each call's work in order (a stream's batches, then its end).
 
-Nothing is lost at flush or exit: ``drain()`` waits for the queue, and it runs before any SDK
-``TracerProvider`` / ``MeterProvider`` / ``LoggerProvider`` ``force_flush`` or ``shutdown`` (the
-instrumentor wraps those) and at interpreter exit. When the application makes calls faster than
-the thread keeps up, a caller waits for the queue to go down (back-pressure) rather than letting
-memory grow. ``defer=False`` (or ``LQO_GENAI_DEFER=false``) does the work inline instead.
+The thread works in batches: the first call queued wakes it, it lets ``BATCH_INTERVAL_S`` of
+calls gather, then runs them all and sleeps until the next call. Waking a thread per call costs
+more than the call's telemetry: every hand-off is a futex wake-up plus two GIL transfers, and
+the application's thread waits for the GIL at each (measured in ``bench/BENCHMARKS.md``). Spans
+keep the timestamps taken on the call path; only their export is later, which a
+``BatchSpanProcessor`` delays by seconds anyway.
+
+Nothing is lost at flush or exit: ``drain()`` runs the queue at once and waits for it, and it
+runs before any SDK ``TracerProvider`` / ``MeterProvider`` / ``LoggerProvider`` ``force_flush``
+or ``shutdown`` (the instrumentor wraps those) and at interpreter exit. When the application
+makes calls faster than the thread keeps up, a caller waits for the queue to go down
+(back-pressure) rather than letting memory grow. ``defer=False`` (or ``LQO_GENAI_DEFER=false``)
+does the work inline instead.
 """
 
 from __future__ import annotations
 
+import collections
 import os
-import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +31,10 @@ from typing import Any
 DEFER_ENV = "LQO_GENAI_DEFER"
 # Calls queued before a caller waits; each holds its request and response bytes.
 MAX_PENDING = 2048
+# How long the thread lets calls gather after the first one wakes it.
+BATCH_INTERVAL_S = 0.05
+
+_Item = tuple[Callable[..., None], tuple[Any, ...]]
 
 
 def defer_from_env() -> bool:
@@ -31,13 +42,22 @@ def defer_from_env() -> bool:
 
 
 class Worker:
-    def __init__(self, on_error: Callable[[str, BaseException], None], deferred: bool = True) -> None:
+    def __init__(self, on_error: Callable[[str, BaseException], None], deferred: bool = True,
+                 interval: float = BATCH_INTERVAL_S) -> None:
         self.deferred = deferred
+        self.interval = interval
         self._on_error = on_error
-        self._queue: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
         self._stopped = False
+        self._reset()
+
+    def _reset(self) -> None:
+        # deque.append / popleft are atomic: the call path takes no lock.
+        self._items: collections.deque[_Item | None] = collections.deque()
+        self._wake = threading.Event()  # set: there is work (cleared by the thread before it runs the batch)
+        self._hurry = threading.Event()  # set: someone waits, run now instead of gathering
+        self._woken = False  # the call path's cheap mirror of _wake, so it sets the Event once per batch
+        self._start_lock = threading.Lock()
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
         """Runs ``fn(*args)`` on the worker thread (inline when not deferred); never raises."""
@@ -46,12 +66,16 @@ class Worker:
             return
         if self._thread is None:
             self._start()
-        elif self._queue.qsize() > MAX_PENDING:
+        items = self._items
+        items.append((fn, args))
+        if len(items) > MAX_PENDING:
             self.drain(timeout=5.0)
-        self._queue.put((fn, args))
+        elif not self._woken:
+            self._woken = True
+            self._wake.set()
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Waits until everything submitted so far has run; False on timeout."""
+        """Runs everything submitted so far and waits for it; False on timeout."""
         thread = self._thread
         if thread is None or not self.deferred:
             return True
@@ -61,7 +85,10 @@ class Worker:
             self._run_pending()
             return True
         done = threading.Event()
-        self._queue.put((done.set, ()))
+        self._items.append((done.set, ()))
+        self._hurry.set()
+        self._woken = True
+        self._wake.set()
         return done.wait(timeout)
 
     def stop(self, timeout: float | None = 5.0) -> None:
@@ -69,13 +96,14 @@ class Worker:
         self.drain(timeout)
         self._stopped = True
         if self._thread is not None and self._thread.is_alive():
-            self._queue.put(None)
+            self._items.append(None)
+            self._hurry.set()
+            self._wake.set()
 
     def after_fork(self) -> None:
         """In a forked child the thread is gone and the queue belongs to the parent's calls."""
-        self._queue = queue.SimpleQueue()
         self._thread = None
-        self._start_lock = threading.Lock()
+        self._reset()
 
     def _start(self) -> None:
         with self._start_lock:
@@ -85,19 +113,24 @@ class Worker:
                 self._thread = thread
 
     def _loop(self) -> None:
-        get = self._queue.get
+        items, wake, hurry = self._items, self._wake, self._hurry
         while True:
-            item = get()
-            if item is None:
-                return
-            self._run(*item)
+            wake.wait()
+            hurry.wait(self.interval)  # let the batch gather
+            hurry.clear()
+            # Cleared before the batch runs: a call queued from here on wakes the next round.
+            self._woken = False
+            wake.clear()
+            while items:
+                item = items.popleft()
+                if item is None:
+                    return
+                self._run(*item)
 
     def _run_pending(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
+        items = self._items
+        while items:
+            item = items.popleft()
             if item is not None:
                 self._run(*item)
 
