@@ -217,3 +217,26 @@ def test_worker_stop_runs_what_is_pending_and_reports_errors() -> None:
     w.stop(timeout=5.0)
     assert ran == [1, 2]
     assert [type(e) for e in errors] == [ZeroDivisionError]
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_metric_exemplars_point_at_the_genai_span(instrument: Any, defer: bool) -> None:
+    """Metrics are recorded in the call's span context on whichever thread records them, so
+    the SDK's trace-based exemplars link each histogram to its GenAI span (not to the caller's
+    span, and not to nothing on the worker thread)."""
+    inst = instrument(defer=defer)
+    tracer = inst.tracer_provider.get_tracer("app")
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv, tracer.start_as_current_span("handler") as outer:
+        _client(srv.url).chat.completions.create(**ARGS)
+    (span,) = inst.genai_spans()
+    assert span.parent.span_id == outer.get_span_context().span_id
+    # One collection only: exemplars belong to the collection interval they were offered in.
+    data = inst.reader.get_metrics_data()
+    points = [p for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+              if m.name in ("gen_ai.client.operation.duration", "gen_ai.client.token.usage")
+              for p in m.data.data_points]
+    assert len(points) == 3
+    for point in points:
+        (exemplar,) = point.exemplars
+        assert exemplar.span_id == span.context.span_id
+        assert exemplar.trace_id == span.context.trace_id

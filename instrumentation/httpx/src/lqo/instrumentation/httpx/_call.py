@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from ._content import bounded_json
 from ._record import CallRecord, as_str
@@ -294,8 +294,6 @@ class Call:
     def _emit_event(self, content: dict[str, Any]) -> None:
         if not content:
             return
-        from opentelemetry import trace
-
         attrs = {
             ga.GEN_AI_OPERATION_NAME: self.rec.operation,
             ga.GEN_AI_PROVIDER_NAME: self._provider,
@@ -306,7 +304,7 @@ class Call:
         self._tel.event_logger.emit(
             event_name=EVENT_NAME,
             attributes=attrs,
-            context=trace.set_span_in_context(self.span),
+            context=set_span_in_context(self.span),
         )
 
     def _record_metrics(self, elapsed: float, ttfc: float | None, error_type: str | None) -> None:
@@ -322,13 +320,16 @@ class Call:
         if rec.response_model:
             attrs[ga.GEN_AI_RESPONSE_MODEL] = rec.response_model
         tel = self._tel
+        # Recorded in the call's span context, whichever thread runs this: exemplars (the SDK's
+        # default trace-based filter) then point at this GenAI span.
+        ctx = set_span_in_context(self.span)
         if error_type is not None:
-            tel.duration.record(elapsed, {**attrs, _ERROR_TYPE: error_type})
+            tel.duration.record(elapsed, {**attrs, _ERROR_TYPE: error_type}, ctx)
         else:
-            tel.duration.record(elapsed, attrs)
+            tel.duration.record(elapsed, attrs, ctx)
         if rec.input_tokens is not None:
-            tel.tokens.record(rec.input_tokens, {**attrs, ga.GEN_AI_TOKEN_TYPE: "input"})
+            tel.tokens.record(rec.input_tokens, {**attrs, ga.GEN_AI_TOKEN_TYPE: "input"}, ctx)
         if rec.output_tokens is not None:
-            tel.tokens.record(rec.output_tokens, {**attrs, ga.GEN_AI_TOKEN_TYPE: "output"})
+            tel.tokens.record(rec.output_tokens, {**attrs, ga.GEN_AI_TOKEN_TYPE: "output"}, ctx)
         if ttfc is not None:
-            tel.ttfc.record(ttfc, attrs)
+            tel.ttfc.record(ttfc, attrs, ctx)
