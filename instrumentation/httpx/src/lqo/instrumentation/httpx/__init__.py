@@ -136,6 +136,7 @@ class HttpxGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if tel is not None:
             atexit.unregister(tel.worker.drain)
             tel.worker.stop()
+            tel.spans.close()
 
 
 def _drain_first(tel: Telemetry) -> Any:

@@ -1,7 +1,8 @@
 """One instrumented LLM call: span start, response reading (whole or streamed), telemetry at end.
 
-The application's thread starts the span and keeps references; decoding and the span's end run
-on the telemetry worker (see ``_worker``), so a call pays for little more than ``start_span``.
+The application's thread makes the span's context (ids, sampling decision; see ``_spans``) and
+keeps references; the SDK span, decoding and the span's end run on the telemetry worker (see
+``_worker``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
-from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
 from ._content import bounded_json
 from ._record import CallRecord, as_str
@@ -28,7 +29,9 @@ _SERVER_ADDRESS = "server.address"
 _SERVER_PORT = "server.port"
 
 
-_MODEL_KEY = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.){1,512})"')
+# The string's body as an unrolled loop (runs of plain bytes, then escapes): half the time of
+# an alternation per byte.
+_MODEL_KEY = re.compile(rb'"model"\s*:\s*"([^"\\]{0,512}(?:\\.[^"\\]{0,512}){0,256})"')
 
 
 def _content_type(headers: Any) -> str:
@@ -46,6 +49,8 @@ def sniff_model(body: bytes) -> str | None:
     if m is None:
         return None
     raw = m.group(1)
+    if len(raw) > 512:  # not a model name: the worker reads the body
+        return None
     try:
         value = json.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
     except ValueError:
@@ -94,6 +99,7 @@ class Call:
         "_headers",
         "_model",
         "_parser",
+        "_pending",
         "_provider",
         "_request_body",
         "_start",
@@ -130,8 +136,7 @@ class Call:
             attrs[ga.GEN_AI_REQUEST_MODEL] = model
         attrs[_SERVER_ADDRESS] = host
         attrs[_SERVER_PORT] = port
-        self.span = tel.tracer.start_span(f"{operation} {model}" if model else operation,
-                                          kind=SpanKind.CLIENT, attributes=attrs)
+        self.span, self._pending = tel.spans.start(f"{operation} {model}" if model else operation, attrs)
         self._start = time.perf_counter()
 
     # --- on the application's thread -----------------------------------------------------
@@ -164,6 +169,13 @@ class Call:
 
     # --- on the worker ---------------------------------------------------------------------
 
+    def _materialize(self) -> None:
+        """The SDK span, if the call path only made its context (``_spans``); first thing on the worker."""
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            self.span = self._tel.spans.materialize(pending)
+
     def _record(self) -> CallRecord:
         """The call's record with the request decoded (once, on first use)."""
         rec = self.rec
@@ -187,6 +199,7 @@ class Call:
         return rec
 
     def _feed(self, chunks: list[bytes]) -> None:
+        self._materialize()
         rec = self._record()
         parser = self._parser
         if parser is None:
@@ -211,6 +224,7 @@ class Call:
 
     def _complete(self, error: BaseException | None, body: bytes | None, elapsed: float, end_ns: int) -> None:
         try:
+            self._materialize()
             self._finish(error, body, elapsed, end_ns)
         except Exception as exc:
             self._tel.internal_error("end", exc)

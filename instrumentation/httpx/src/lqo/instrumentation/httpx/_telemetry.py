@@ -12,6 +12,7 @@ from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.schemas import Schemas
 
 from ._content import CaptureMode, capture_mode_from_env, max_bytes_from_env
+from ._spans import SpanStarter
 from ._worker import Worker, defer_from_env
 from .decoders import Router
 from .version import __version__
@@ -66,6 +67,8 @@ class Telemetry:
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
         self.worker = Worker(self.internal_error, defer_from_env() if defer is None else defer)
+        # Inline mode ends the span before the call returns: nothing to gain by starting it late.
+        self.spans = SpanStarter(self.tracer, lazy=self.worker.deferred)
 
     @property
     def event_logger(self) -> Any:
