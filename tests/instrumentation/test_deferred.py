@@ -240,3 +240,32 @@ def test_metric_exemplars_point_at_the_genai_span(instrument: Any, defer: bool) 
         (exemplar,) = point.exemplars
         assert exemplar.span_id == span.context.span_id
         assert exemplar.trace_id == span.context.trace_id
+
+
+def test_worker_gives_the_gil_away_between_slices_of_a_long_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch longer than a slice sleeps briefly after each slice, so an application thread
+    waiting for the GIL is held up by one slice, not by the whole batch; short batches never do."""
+    sleeps: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(_worker.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+    worker = _worker.Worker(lambda where, exc: None)
+    ran: list[int] = []
+
+    def busy(i: int) -> None:
+        end = time.perf_counter() + 0.0005
+        while time.perf_counter() < end:
+            pass
+        ran.append(i)
+
+    try:
+        for i in range(3):
+            worker.submit(ran.append, i)
+        assert worker.drain(5.0)
+        assert sleeps == []  # a short batch runs in one go
+        for i in range(40):  # ~20 ms of work: ~20 slices
+            worker.submit(busy, i)
+        assert worker.drain(5.0)
+    finally:
+        worker.stop()
+    assert ran == [0, 1, 2, *range(40)]
+    assert len(sleeps) >= 8 and set(sleeps) == {_worker.YIELD_S}

@@ -1,7 +1,8 @@
 """Work taken off the application's call path.
 
-The call path only starts the span, timestamps, and keeps references to the request and
-response bytes. Everything else — parsing JSON and streams, span attributes, ending the span at
+The call path only makes the span's context (``_spans``), timestamps, and keeps references to
+the request and response bytes. Everything else — the SDK span, parsing JSON and streams, span
+attributes, ending the span at
 its recorded end time, metrics, events — runs here, on one daemon thread per instrumentor. One
 thread keeps each call's work in order (a stream's batches, then its end).
 
@@ -10,7 +11,8 @@ calls gather, then runs them all and sleeps until the next call. Waking a thread
 more than the call's telemetry: every hand-off is a futex wake-up plus two GIL transfers, and
 the application's thread waits for the GIL at each (measured in ``bench/BENCHMARKS.md``). Spans
 keep the timestamps taken on the call path; only their export is later, which a
-``BatchSpanProcessor`` delays by seconds anyway.
+``BatchSpanProcessor`` delays by seconds anyway. A long batch gives the GIL away for a moment
+after every ``SLICE_S`` of work, so a waiting application thread is not held up by all of it.
 
 Nothing is lost at flush or exit: ``drain()`` runs the queue at once and waits for it, and it
 runs before any SDK ``TracerProvider`` / ``MeterProvider`` / ``LoggerProvider`` ``force_flush``
@@ -25,6 +27,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +36,11 @@ DEFER_ENV = "LQO_GENAI_DEFER"
 MAX_PENDING = 2048
 # How long the thread lets calls gather after the first one wakes it.
 BATCH_INTERVAL_S = 0.05
+# A batch gives the GIL away after each slice of this much work, for this long, so that an
+# application thread waiting for it is held up by one slice, not by the whole batch (CPython
+# hands a waiting thread the GIL only after the 5 ms switch interval otherwise).
+SLICE_S = 0.001
+YIELD_S = 0.00005
 
 _Item = tuple[Callable[..., None], tuple[Any, ...]]
 
@@ -121,11 +129,15 @@ class Worker:
             # Cleared before the batch runs: a call queued from here on wakes the next round.
             self._woken = False
             wake.clear()
+            slice_end = time.perf_counter() + SLICE_S
             while items:
                 item = items.popleft()
                 if item is None:
                     return
                 self._run(*item)
+                if time.perf_counter() > slice_end:
+                    time.sleep(YIELD_S)
+                    slice_end = time.perf_counter() + SLICE_S
 
     def _run_pending(self) -> None:
         items = self._items
