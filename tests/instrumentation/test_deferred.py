@@ -246,9 +246,8 @@ def test_worker_gives_the_gil_away_between_slices_of_a_long_batch(monkeypatch: p
     """A batch longer than a slice sleeps briefly after each slice, so an application thread
     waiting for the GIL is held up by one slice, not by the whole batch; short batches never do."""
     sleeps: list[float] = []
-    real_sleep = time.sleep
-    monkeypatch.setattr(_worker.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
-    worker = _worker.Worker(lambda where, exc: None)
+    monkeypatch.setattr(_worker, "sleep", lambda s: (sleeps.append(s), time.sleep(s)))
+    worker, _ = _worker_for_test(interval=_worker.BATCH_INTERVAL_S)
     ran: list[int] = []
 
     def busy(i: int) -> None:

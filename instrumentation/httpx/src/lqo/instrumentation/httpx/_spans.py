@@ -69,10 +69,7 @@ class _PresetIds:
         _PRESET.value = None  # the last thing start_span asks for: consumed
         return p[1]
 
-    def is_trace_id_random(self) -> bool:
-        return bool(self.inner.is_trace_id_random())
-
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # everything else is the original's
         return getattr(self.inner, name)
 
 
@@ -88,10 +85,7 @@ class _PresetSampler:
             return self.inner.should_sample(*args, **kwargs)
         return p[2]
 
-    def get_description(self) -> str:
-        return str(self.inner.get_description())
-
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # everything else is the original's
         return getattr(self.inner, name)
 
 
@@ -102,7 +96,7 @@ def _sdk_tracer(tracer: Any) -> Any:
     cls = type(tracer)
     if cls.__name__ != "Tracer" or not cls.__module__.startswith("opentelemetry.sdk.trace"):
         return None
-    if not all(hasattr(tracer, a) for a in ("id_generator", "sampler", "start_span")):
+    if not (hasattr(tracer, "id_generator") and hasattr(tracer, "sampler")):
         return None
     return tracer
 
@@ -175,7 +169,7 @@ class SpanStarter:
         ids = tracer.id_generator.inner
         if parent.is_valid:
             trace_id = parent.trace_id
-            random_id = bool(parent.trace_flags & _RANDOM) if _RANDOM else False
+            random_id = bool(parent.trace_flags & _RANDOM)
         else:
             trace_id = ids.generate_trace_id()
             random_id = bool(_RANDOM) and ids.is_trace_id_random()

@@ -2,9 +2,9 @@
 
 The call path only makes the span's context (``_spans``), timestamps, and keeps references to
 the request and response bytes. Everything else — the SDK span, parsing JSON and streams, span
-attributes, ending the span at
-its recorded end time, metrics, events — runs here, on one daemon thread per instrumentor. One
-thread keeps each call's work in order (a stream's batches, then its end).
+attributes, ending the span at its recorded end time, metrics, events — runs here, on one daemon
+thread per instrumentor. One thread keeps each call's work in order (a stream's batches, then
+its end).
 
 The thread works in batches: the first call queued wakes it, it lets ``BATCH_INTERVAL_S`` of
 calls gather, then runs them all and sleeps until the next call. Waking a thread per call costs
@@ -27,8 +27,8 @@ from __future__ import annotations
 import collections
 import os
 import threading
-import time
 from collections.abc import Callable
+from time import perf_counter, sleep
 from typing import Any
 
 DEFER_ENV = "LQO_GENAI_DEFER"
@@ -129,15 +129,15 @@ class Worker:
             # Cleared before the batch runs: a call queued from here on wakes the next round.
             self._woken = False
             wake.clear()
-            slice_end = time.perf_counter() + SLICE_S
+            slice_end = perf_counter() + SLICE_S
             while items:
                 item = items.popleft()
                 if item is None:
                     return
                 self._run(*item)
-                if time.perf_counter() > slice_end:
-                    time.sleep(YIELD_S)
-                    slice_end = time.perf_counter() + SLICE_S
+                if perf_counter() > slice_end:
+                    sleep(YIELD_S)
+                    slice_end = perf_counter() + SLICE_S
 
     def _run_pending(self) -> None:
         items = self._items
