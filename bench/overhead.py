@@ -11,6 +11,14 @@ discarding exporter, a MeterProvider with an in-memory reader); content capture 
   lqo-inline   the same with defer=False (all telemetry work on the calling thread; not by default)
   openai-v2    opentelemetry-instrumentation-openai-v2 (the OTel contrib instrumentation)
   openllmetry  opentelemetry-instrumentation-openai (Traceloop's OpenLLMetry)
+  lqo-toggle   lqo on and off in turns within one process, each block run both ways (the order
+               alternating); its added figures are against its own "off" calls
+  NAME#2       a second process of a variant: ``none,none#2`` shows how far two processes of the
+               same code differ (the noise floor of comparing variants across processes)
+
+Two processes running identical code differ by up to ~20 µs per call at the median on the
+2-core VM (``--variants none#2``: memory layout, hash seeds, which core each lands on), so an
+added cost of that size is resolved only by ``lqo-toggle``, which compares in one process.
 
 Each variant lives in its own process, instrumented once, and the processes take turns in small
 blocks (``--block`` plain calls, a quarter as many of each stream; the order rotates every block),
@@ -94,6 +102,7 @@ def serve(long_chunks: int, delay_ms: float) -> None:
 def instrument(variant: str, tp: Any, mp: Any) -> Any:
     """Instruments the process; returns what finishes the variant's deferred work (or None)."""
     kwargs = {"tracer_provider": tp, "meter_provider": mp}
+    variant = variant.split("#", 1)[0]  # "none#2": a second process of a variant (an A/A check)
     if variant in ("lqo", "lqo-inline"):
         from lqo.instrumentation.httpx import HttpxGenAIInstrumentor
 
@@ -132,7 +141,15 @@ def worker(variant: str, url: str, block: int) -> None:
     tp = TracerProvider()
     tp.add_span_processor(BatchSpanProcessor(Discard()))
     mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    settle = instrument(variant, tp, mp) or (lambda: None)
+    base_variant = variant.split("#", 1)[0]
+    toggle = base_variant == "lqo-toggle"
+    if toggle:  # on and off in turns within this one process: no process-to-process noise
+        from lqo.instrumentation.httpx import HttpxGenAIInstrumentor
+
+        inst = HttpxGenAIInstrumentor()
+        settle = inst.flush
+    else:
+        settle = instrument(variant, tp, mp) or (lambda: None)
     client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
 
     def plain() -> int:
@@ -146,15 +163,18 @@ def worker(variant: str, url: str, block: int) -> None:
         return sum(1 for _ in client.chat.completions.create(**STREAM_ARGS, user=LONG_MARKER))
 
     kinds = {"plain": plain, "stream": stream, "long": long}
-    samples: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": [], "proc": [], "block": []} for k in KINDS}
+
+    def new_samples() -> dict[str, dict[str, list[float]]]:
+        return {k: {"wall": [], "cpu": [], "proc": [], "block": []} for k in KINDS}
+
+    samples, off_samples = new_samples(), new_samples()
     chunks: dict[str, int] = {}
     calls = 0
-    for line in sys.stdin:
-        if line.strip() == "done":
-            break
-        keep = line.strip() != "warmup"
+
+    def run_block(dest: dict[str, dict[str, list[float]]], keep: bool, settle: Any) -> None:
+        nonlocal calls
         for kind, fn in kinds.items():
-            w, c = samples[kind]["wall"], samples[kind]["cpu"]
+            w, c = dest[kind]["wall"], dest[kind]["cpu"]
             n = block if kind == "plain" else max(1, block // 4)
             p0, b0 = time.process_time(), time.perf_counter()
             for _ in range(n):
@@ -170,11 +190,27 @@ def worker(variant: str, url: str, block: int) -> None:
             # waits for its next turn.
             settle()
             if keep:  # every thread of the process (span export, deferred telemetry), per call
-                samples[kind]["proc"].append((time.process_time() - p0) / n)
-                samples[kind]["block"].append((time.perf_counter() - b0) / n)
+                dest[kind]["proc"].append((time.process_time() - p0) / n)
+                dest[kind]["block"].append((time.perf_counter() - b0) / n)
+
+    for turn, line in enumerate(sys.stdin):
+        if line.strip() == "done":
+            break
+        keep = line.strip() != "warmup"
+        if not toggle:
+            run_block(samples, keep, settle)
+        else:  # half the blocks on first, half off first
+            for on in (True, False) if turn % 2 == 0 else (False, True):
+                if on:
+                    inst.instrument(defer=True, tracer_provider=tp, meter_provider=mp)
+                    run_block(samples, keep, settle)
+                    inst.uninstrument()
+                else:
+                    run_block(off_samples, keep, lambda: None)
         print("ok", flush=True)
     tp.force_flush()
-    print(json.dumps({"samples": samples, "chunks": chunks, "calls": calls, "spans": exported[0]}), flush=True)
+    print(json.dumps({"samples": samples, "off": off_samples if toggle else None, "chunks": chunks, "calls": calls,
+                      "spans": exported[0]}), flush=True)
 
 
 def run(url: str, variants: list[str], calls: int, block: int) -> dict[str, Any]:
@@ -208,6 +244,10 @@ def run(url: str, variants: list[str], calls: int, block: int) -> dict[str, Any]
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+    for v in variants:  # a toggled variant's calls with the instrumentation off: its own baseline
+        if out[v].get("off"):
+            out[f"{v}:off"] = {**out[v], "samples": out[v]["off"]}
+    variants = list(out)
     first = out[variants[0]]
     return {
         "median_us": {f"{v}/{k}/{m}": statistics.median(out[v]["samples"][k][m]) * 1e6
@@ -216,10 +256,11 @@ def run(url: str, variants: list[str], calls: int, block: int) -> dict[str, Any]
                     for v in variants for k in KINDS for m in ("wall", "cpu", "proc", "block")},
         "p99_us": {f"{v}/{k}/wall": _quantile(out[v]["samples"][k]["wall"], 0.99) * 1e6
                    for v in variants for k in KINDS},
+        "baseline": {v: f"{v}:off" if f"{v}:off" in out else "none" for v in variants},
         "chunks": first["chunks"],
         "samples": {k: len(first["samples"][k]["wall"]) for k in KINDS},
-        "spans": {v: out[v]["spans"] for v in variants},
-        "calls": {v: out[v]["calls"] for v in variants},
+        "spans": {v: out[v]["spans"] for v in variants if not v.endswith(":off")},
+        "calls": {v: out[v]["calls"] for v in variants if not v.endswith(":off")},  # a toggled one: on and off
     }
 
 
@@ -249,26 +290,30 @@ def report(res: dict[str, Any], variants: list[str]) -> str:
         f"{'':14s}" + f" {'wall':>8s} {'thread':>8s} {'process':>8s}" * 3,
     ]
     metrics = ("wall", "cpu", "proc")
-    for v in variants:
-        if v == "none":
-            continue
+    base = res["baseline"]
+    rows = [v for v in variants if v != "none"]
+    for v in rows:
+        b = base[v]
         row = [v.ljust(14)]
         for k in ("plain", "stream"):
-            row += [f"{med[f'{v}/{k}/{m}'] - med[f'none/{k}/{m}']:8.1f}" for m in metrics]
+            row += [f"{med[f'{v}/{k}/{m}'] - med[f'{b}/{k}/{m}']:8.1f}" for m in metrics]
         for m in metrics:
-            added_long = med[f"{v}/long/{m}"] - med[f"none/long/{m}"]
-            added_short = med[f"{v}/stream/{m}"] - med[f"none/stream/{m}"]
+            added_long = med[f"{v}/long/{m}"] - med[f"{b}/long/{m}"]
+            added_short = med[f"{v}/stream/{m}"] - med[f"{b}/stream/{m}"]
             row.append(f"{(added_long - added_short) / max(1, extra):8.2f}")
         lines.append(" ".join(row))
     lines += ["", "the caller's latency beyond the median, added µs: mean = a block's wall time per call, the",
               "queued telemetry finished inside it; p99 = the 99th percentile of single calls", "",
               f"{'':14s} {'per call':>17s} {'per stream':>17s}",
               f"{'':14s}" + f" {'mean':>8s} {'p99':>8s}" * 2]
-    for v in variants:
-        if v != "none":
-            lines.append(" ".join([v.ljust(14)] + [f"{d[f'{v}/{k}/{m}'] - d[f'none/{k}/{m}']:8.1f}"
+    for v in rows:
+        b = base[v]
+        lines.append(" ".join([v.ljust(14)] + [f"{d[f'{v}/{k}/{m}'] - d[f'{b}/{k}/{m}']:8.1f}"
                                                    for k in ("plain", "stream")
-                                                   for d, m in ((mean, "block"), (p99, "wall"))]))
+                                               for d, m in ((mean, "block"), (p99, "wall"))]))
+    own = [v for v in rows if base[v] != "none"]
+    if own:
+        lines += ["", f"{', '.join(own)}: against the same process's calls with the instrumentation off"]
     lines += ["", f"calls made: {res['calls']}; spans exported: {res['spans']}"]
     return "\n".join(lines)
 
