@@ -123,6 +123,49 @@ def instrument(variant: str, tp: Any, mp: Any) -> Any:
     return None
 
 
+class SendClock:
+    """Times, per call, the part of ``Client.send`` that is not the client's own send.
+
+    Two timing layers around the HTTP client's ``send``: one below lqo's (installed before the
+    first ``instrument()``, so lqo wraps it) and one above, put on for each block. Per call,
+    above minus below is the time spent in between: lqo's own call path, paired call by call
+    and free of the server's and the client's noise. With lqo off the same difference is the
+    layers' own cost, subtracted in the report.
+    """
+
+    def __init__(self, client_class: type) -> None:
+        self.cls = next(c for c in client_class.__mro__ if "send" in c.__dict__)
+        raw = self.cls.__dict__["send"]
+        self.below_ns = 0
+        self.between: list[float] = []
+        self._next: Any = None
+
+        def below(client: Any, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter_ns()
+            try:
+                return raw(client, *args, **kwargs)
+            finally:
+                self.below_ns = time.perf_counter_ns() - t0
+
+        def above(client: Any, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter_ns()
+            try:
+                return self._next(client, *args, **kwargs)
+            finally:
+                self.between.append((time.perf_counter_ns() - t0 - self.below_ns) / 1e9)
+
+        self.cls.send = below  # type: ignore[attr-defined]
+        self._above = above
+
+    def __enter__(self) -> SendClock:
+        self._next = self.cls.__dict__["send"]
+        self.cls.send = self._above  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cls.send = self._next  # type: ignore[attr-defined]
+
+
 def worker(variant: str, url: str, block: int) -> None:
     """One variant, instrumented once. Runs a block per line on stdin; "done" prints the samples."""
     import openai
@@ -151,6 +194,7 @@ def worker(variant: str, url: str, block: int) -> None:
     else:
         settle = instrument(variant, tp, mp) or (lambda: None)
     client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+    clock = SendClock(type(client._client)) if toggle else None
 
     def plain() -> int:
         client.chat.completions.create(**ARGS)
@@ -165,7 +209,7 @@ def worker(variant: str, url: str, block: int) -> None:
     kinds = {"plain": plain, "stream": stream, "long": long}
 
     def new_samples() -> dict[str, dict[str, list[float]]]:
-        return {k: {"wall": [], "cpu": [], "proc": [], "block": []} for k in KINDS}
+        return {k: {"wall": [], "cpu": [], "proc": [], "block": [], "between": []} for k in KINDS}
 
     samples, off_samples = new_samples(), new_samples()
     chunks: dict[str, int] = {}
@@ -177,6 +221,8 @@ def worker(variant: str, url: str, block: int) -> None:
             w, c = dest[kind]["wall"], dest[kind]["cpu"]
             n = block if kind == "plain" else max(1, block // 4)
             p0, b0 = time.process_time(), time.perf_counter()
+            if clock is not None:
+                clock.between = dest[kind]["between"] if keep else []
             for _ in range(n):
                 t0, c0 = time.perf_counter(), time.thread_time()
                 chunks[kind] = fn()
@@ -203,10 +249,12 @@ def worker(variant: str, url: str, block: int) -> None:
             for on in (True, False) if turn % 2 == 0 else (False, True):
                 if on:
                     inst.instrument(defer=True, tracer_provider=tp, meter_provider=mp)
-                    run_block(samples, keep, settle)
+                    with clock:  # type: ignore[union-attr]
+                        run_block(samples, keep, settle)
                     inst.uninstrument()
                 else:
-                    run_block(off_samples, keep, lambda: None)
+                    with clock:  # type: ignore[union-attr]
+                        run_block(off_samples, keep, lambda: None)
         print("ok", flush=True)
     tp.force_flush()
     print(json.dumps({"samples": samples, "off": off_samples if toggle else None, "chunks": chunks, "calls": calls,
@@ -256,6 +304,9 @@ def run(url: str, variants: list[str], calls: int, block: int) -> dict[str, Any]
                     for v in variants for k in KINDS for m in ("wall", "cpu", "proc", "block")},
         "p99_us": {f"{v}/{k}/wall": _quantile(out[v]["samples"][k]["wall"], 0.99) * 1e6
                    for v in variants for k in KINDS},
+        "between_us": {f"{v}/{k}/{q}": _quantile(out[v]["samples"][k]["between"], q) * 1e6
+                       for v in variants for k in KINDS if out[v]["samples"][k].get("between")
+                       for q in (0.5, 0.9)},
         "baseline": {v: f"{v}:off" if f"{v}:off" in out else "none" for v in variants},
         "chunks": first["chunks"],
         "samples": {k: len(first["samples"][k]["wall"]) for k in KINDS},
@@ -314,6 +365,18 @@ def report(res: dict[str, Any], variants: list[str]) -> str:
     own = [v for v in rows if base[v] != "none"]
     if own:
         lines += ["", f"{', '.join(own)}: against the same process's calls with the instrumentation off"]
+    between = res.get("between_us", {})
+    for v in own:
+        if f"{v}/plain/0.5" not in between:
+            continue
+        b = base[v]
+        lines += ["", f"{v}: the instrumentation's own time in Client.send per call, timed between a layer",
+                  "above it and one below it, call by call (minus the same with it off: the layers' cost)", ""]
+        for k, label in (("plain", "per call"), ("stream", "per stream (to the response headers)")):
+            on = [between[f"{v}/{k}/{q}"] for q in (0.5, 0.9)]
+            off = [between[f"{b}/{k}/{q}"] for q in (0.5, 0.9)]
+            lines.append(f"  {label}: median {on[0] - off[0]:.1f} µs, p90 {on[1] - off[1]:.1f} µs "
+                         f"(layers alone: {off[0]:.1f} / {off[1]:.1f})")
     lines += ["", f"calls made: {res['calls']}; spans exported: {res['spans']}"]
     return "\n".join(lines)
 
