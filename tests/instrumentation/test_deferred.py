@@ -268,3 +268,57 @@ def test_worker_gives_the_gil_away_between_slices_of_a_long_batch(monkeypatch: p
         worker.stop()
     assert ran == [0, 1, 2, *range(40)]
     assert len(sleeps) >= 8 and set(sleeps) == {_worker.YIELD_S}
+
+
+def test_model_as_a_value_before_the_key(instrument: Any) -> None:
+    """``"model"`` can also be a value (Gemini's role name) ahead of the key: the sniff goes on."""
+    inst = instrument()
+    body = b'{"contents": [{"role": "model", "parts": []}], "model" : "gpt-4o-mini", "messages": []}'
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv, httpx2.Client() as http:
+        http.post(srv.url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    (span,) = inst.genai_spans()
+    assert span.name == "chat gpt-4o-mini"
+
+
+def test_suppressed_instrumentation_makes_no_span(instrument: Any) -> None:
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    inst = instrument()
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv:
+        client = _client(srv.url)
+        with suppress_instrumentation():
+            client.chat.completions.create(**ARGS)
+        client.chat.completions.create(**ARGS)
+    assert len(inst.genai_spans()) == 1
+
+
+def test_uninstrument_under_a_later_wrapper_leaves_ours_inert() -> None:
+    """Another instrumentation wrapped Client.send after us: uninstrument() cannot take our
+    function out from under it, so it stays in place and passes every call straight through."""
+    import wrapt
+    from opentelemetry.instrumentation.utils import unwrap
+
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(BatchSpanProcessor(exporter))
+    original = httpx2.Client.__dict__["send"]
+    seen: list[str] = []
+
+    def theirs(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        seen.append(args[0].url.path)
+        return wrapped(*args, **kwargs)
+
+    inst = HttpxGenAIInstrumentor()
+    inst.instrument(tracer_provider=tp)
+    wrapt.wrap_function_wrapper(httpx2, "Client.send", theirs)
+    try:
+        inst.uninstrument()
+        with ReplayServer(load_cassette(CHAT_PLAIN)) as srv:
+            _client(srv.url).chat.completions.create(**ARGS)
+        tp.force_flush()
+        assert seen == ["/v1/chat/completions"]  # theirs still runs
+        assert _ours(exporter) == []  # ours passes through
+    finally:
+        unwrap(httpx2.Client, "send")
+        httpx2.Client.send = original
+    assert httpx2.Client.__dict__["send"] is original

@@ -264,3 +264,66 @@ def test_any_other_tracer_starts_the_span_on_the_call_path() -> None:
         inst.uninstrument()
     assert provider.tracer.started == [("chat gpt-4o-mini", threading.current_thread().name)]
     assert (seen.contexts[0][0].trace_id, seen.contexts[0][0].span_id) == (0xABC, 0xDEF)
+
+
+def test_context_nobody_asked_for_is_made_on_the_worker(instrument: Any) -> None:
+    """No hook, no HTTP span, no propagator: the ids are drawn when the worker makes the span,
+    which is still the child of the caller's span."""
+    inst = instrument()
+    tracer = inst.tracer_provider.get_tracer("app")
+    with (ReplayServer(load_cassette(CHAT_PLAIN)) as srv, httpx2.Client() as http,
+          tracer.start_as_current_span("handler") as parent):
+        http.post(srv.url + "/v1/chat/completions", json=BODY).raise_for_status()
+    (span,) = inst.genai_spans()
+    assert span.context.is_valid and span.context.trace_flags.sampled
+    assert span.context.trace_id == parent.get_span_context().trace_id
+    assert span.parent.span_id == parent.get_span_context().span_id
+    assert span.attributes["gen_ai.request.model"] == "gpt-4o-mini"
+
+
+def test_a_post_without_model_shows_the_callers_context(instrument: Any) -> None:
+    """Asked for during the call, the context of a request that is not an LLM call (no model) is
+    the caller's: nothing points at a GenAI span that is never exported."""
+    inst = instrument()
+    tracer = inst.tracer_provider.get_tracer("app")
+    seen = Seen()
+    with (ReplayServer(load_cassette(CHAT_PLAIN)) as srv, httpx2.Client(event_hooks={"request": [seen]}) as http,
+          tracer.start_as_current_span("handler") as parent):
+        http.post(srv.url + "/v1/chat/completions", json={"messages": []})
+        http.post(srv.url + "/v1/chat/completions", json=BODY)
+    (no_model, _), (llm, _) = seen.contexts
+    assert no_model == parent.get_span_context()
+    (span,) = inst.genai_spans()
+    _same_context(llm, span)
+    (point,) = inst.metrics()["gen_ai.client.operation.duration"]
+    assert point.count == 1
+
+
+def test_threads_asking_at_once_get_one_context() -> None:
+    from opentelemetry.sdk.trace import TracerProvider as SdkProvider
+
+    from lqo.instrumentation.httpx._spans import DeferredSpan, SpanStarter
+
+    starter = SpanStarter(SdkProvider().get_tracer(SCOPE), lazy=True)
+    tracer = starter.deferrable()
+    assert tracer is not None
+    url = httpx2.URL("http://127.0.0.1:1/v1/chat/completions")
+    for _ in range(20):
+        span = DeferredSpan(starter, tracer, otel_context.get_current(), time.time_ns(),
+                            b'{"model": "m", "messages": []}', url)
+        barrier = threading.Barrier(8)
+        got: list[SpanContext] = []
+
+        def ask(span: DeferredSpan = span, barrier: threading.Barrier = barrier,
+                got: list[SpanContext] = got) -> None:
+            barrier.wait()
+            got.append(span.get_span_context())
+
+        threads = [threading.Thread(target=ask) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len({(c.trace_id, c.span_id) for c in got}) == 1 and len(got) == 8
+        assert got[0].is_valid and span.genai_model() == "m"
+    starter.close()

@@ -17,6 +17,7 @@ or zero-code: ``opentelemetry-instrument python app.py`` / ``lqo-instrument pyth
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib
 import os
 import weakref
@@ -28,13 +29,27 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
+from opentelemetry.instrumentation.utils import unwrap
 
 from ._call import start_call
 from ._content import CaptureMode
 from ._telemetry import Telemetry
 from .package import _instruments_any
 from .version import __version__
+
+try:  # the keys is_instrumentation_enabled() reads, checked in a context the wrapper already has
+    from opentelemetry.instrumentation.utils import (  # type: ignore[attr-defined]
+        _SUPPRESS_INSTRUMENTATION_KEY,
+        _SUPPRESS_INSTRUMENTATION_KEY_PLAIN,
+    )
+
+    def _suppressed(ctx: Any) -> bool:
+        return bool(ctx.get(_SUPPRESS_INSTRUMENTATION_KEY) or ctx.get(_SUPPRESS_INSTRUMENTATION_KEY_PLAIN))
+except ImportError:  # a future opentelemetry-instrumentation that moved them
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    def _suppressed(ctx: Any) -> bool:
+        return not is_instrumentation_enabled()
 
 __all__ = ["CaptureMode", "HttpxGenAIInstrumentor", "__version__"]
 
@@ -65,7 +80,8 @@ class HttpxGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         # BaseInstrumentor is a singleton whose __init__ runs on every construction:
         # ``HttpxGenAIInstrumentor().uninstrument()`` must still find what instrument() did.
         if not hasattr(self, "_patched"):
-            self._patched: list[tuple[Any, str]] = []
+            self._patched: list[tuple[Any, str]] = []  # wrapt wrappers, undone with unwrap()
+            self._sends: list[tuple[Any, Any, Any]] = []  # (class, its own send, our send)
             self._tel: Telemetry | None = None
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -102,12 +118,16 @@ class HttpxGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 module = importlib.import_module(name)
             except ImportError:
                 continue
-            wrapt.wrap_function_wrapper(module, "Client.send", _sync_wrapper(tel, module.SyncByteStream))
-            wrapt.wrap_function_wrapper(module, "AsyncClient.send", _async_wrapper(tel, module.AsyncByteStream))
-            self._patched.append((module.Client, "send"))
-            self._patched.append((module.AsyncClient, "send"))
+            self._patch_send(module.Client, _sync_send(tel, module.Client.send, module.SyncByteStream))
+            self._patch_send(module.AsyncClient, _async_send(tel, module.AsyncClient.send, module.AsyncByteStream))
         if tel.worker.deferred:
             self._hook_flushes(tel)
+
+    def _patch_send(self, owner: type, send: Any) -> None:
+        """A plain function in place of ``owner.send``: every LLM call goes through it, and a wrapt
+        proxy there cost ~2 µs per call in binding alone (``bench/BENCHMARKS.md``)."""
+        self._sends.append((owner, owner.__dict__.get("send"), send))
+        owner.send = send  # type: ignore[attr-defined]
 
     def _hook_flushes(self, tel: Telemetry) -> None:
         drain = _drain_first(tel)
@@ -132,8 +152,17 @@ class HttpxGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         for owner, attr in reversed(self._patched):
             unwrap(owner, attr)
         self._patched.clear()
+        for owner, original, send in reversed(self._sends):
+            if owner.__dict__.get("send") is send:
+                if original is None:
+                    delattr(owner, "send")
+                else:
+                    owner.send = original
+            # else something wrapped it after us and holds our function: it stays, passing through
+        self._sends.clear()
         tel, self._tel = self._tel, None
         if tel is not None:
+            tel.enabled = False
             atexit.unregister(tel.worker.drain)
             tel.worker.stop()
             tel.spans.close()
@@ -153,15 +182,11 @@ def _timeout_s(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
     return millis / 1000 if isinstance(millis, (int, float)) and millis > 0 else 5.0
 
 
-def _request_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    return args[0] if args else kwargs.get("request")
-
-
-def _begin(tel: Telemetry, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if not is_instrumentation_enabled():
+def _begin(tel: Telemetry, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
+    if not tel.enabled or _suppressed(ctx):
         return None
     try:
-        return start_call(tel, _request_of(args, kwargs))
+        return start_call(tel, args[0] if args else kwargs.get("request"), ctx)
     except Exception as exc:
         tel.internal_error("request", exc)
         return None
@@ -175,14 +200,15 @@ def _after(tel: Telemetry, call: Any, response: Any, stream_base: type, is_async
         call.end(None)
 
 
-def _sync_wrapper(tel: Telemetry, stream_base: type) -> Any:
-    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        call = _begin(tel, args, kwargs)
+def _sync_send(tel: Telemetry, original: Any, stream_base: type) -> Any:
+    def send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        ctx = otel_context.get_current()
+        call = _begin(tel, args, kwargs, ctx)
         if call is None:
-            return wrapped(*args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(call.span))
+            return original(self, *args, **kwargs)
+        token = otel_context.attach(trace.set_span_in_context(call.span, ctx))
         try:
-            response = wrapped(*args, **kwargs)
+            response = original(self, *args, **kwargs)
         except BaseException as exc:
             call.end(exc)
             raise
@@ -191,17 +217,18 @@ def _sync_wrapper(tel: Telemetry, stream_base: type) -> Any:
         _after(tel, call, response, stream_base, False)
         return response
 
-    return wrapper
+    return functools.wraps(original)(send)
 
 
-def _async_wrapper(tel: Telemetry, stream_base: type) -> Any:
-    async def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        call = _begin(tel, args, kwargs)
+def _async_send(tel: Telemetry, original: Any, stream_base: type) -> Any:
+    async def send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        ctx = otel_context.get_current()
+        call = _begin(tel, args, kwargs, ctx)
         if call is None:
-            return await wrapped(*args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(call.span))
+            return await original(self, *args, **kwargs)
+        token = otel_context.attach(trace.set_span_in_context(call.span, ctx))
         try:
-            response = await wrapped(*args, **kwargs)
+            response = await original(self, *args, **kwargs)
         except BaseException as exc:
             call.end(exc)
             raise
@@ -210,4 +237,4 @@ def _async_wrapper(tel: Telemetry, stream_base: type) -> Any:
         _after(tel, call, response, stream_base, True)
         return response
 
-    return wrapper
+    return functools.wraps(original)(send)

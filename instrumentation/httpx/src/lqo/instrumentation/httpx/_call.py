@@ -8,7 +8,6 @@ keeps references; the SDK span, decoding and the span's end run on the telemetry
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any
 
@@ -17,6 +16,8 @@ from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
 from ._content import bounded_json
 from ._record import CallRecord, as_str
+from ._sniff import model_of
+from ._spans import DeferredSpan
 from ._streams import StreamParser, proxy_class
 from ._telemetry import Telemetry
 
@@ -29,39 +30,17 @@ _SERVER_ADDRESS = "server.address"
 _SERVER_PORT = "server.port"
 
 
-# The string's body as an unrolled loop (runs of plain bytes, then escapes): half the time of
-# an alternation per byte.
-_MODEL_KEY = re.compile(rb'"model"\s*:\s*"([^"\\]{0,512}(?:\\.[^"\\]{0,512}){0,256})"')
-
-
 def _content_type(headers: Any) -> str:
     return (headers.get("content-type") or "").lower()
 
 
-def sniff_model(body: bytes) -> str | None:
-    """The request's model without parsing the body: the first ``"model": "…"`` pair.
-
-    SDKs put the top-level key before or after the messages, whose text is escaped JSON and
-    cannot fake a match; a nested object with its own ``model`` key could. The worker parses
-    the body and corrects the span if the sniffed value was not the top-level one.
-    """
-    m = _MODEL_KEY.search(body)
-    if m is None:
-        return None
-    raw = m.group(1)
-    if len(raw) > 512:  # not a model name: the worker reads the body
-        return None
-    try:
-        value = json.loads(b'"' + raw + b'"') if b"\\" in raw else raw.decode()
-    except ValueError:
-        return None
-    return value or None
-
-
-def start_call(tel: Telemetry, request: Any) -> Call | None:
+def start_call(tel: Telemetry, request: Any, ctx: Any) -> Call | None:
     """A Call for an LLM API request, or None for any other request (the common, cheap path).
 
-    Runs on the application's call path: no parsing beyond the model sniff.
+    Runs on the application's call path (``ctx``: its current context). Whether a POST of a
+    JSON object to an LLM API path is an LLM call depends on its model (``_sniff.model_of``);
+    where the span can wait whole for the worker (``SpanStarter.deferrable``) that is decided
+    there, or when the span's context is first asked for; else here, before the span starts.
     """
     if request.method != "POST":
         return None
@@ -76,16 +55,14 @@ def start_call(tel: Telemetry, request: Any) -> Call | None:
         return None
     if content[:1] != b"{" and content[:64].lstrip()[:1] != b"{":
         return None  # LLM APIs take a JSON object
-    model = sniff_model(content)
-    if model is None:
-        if "/deployments/" not in path:
-            return None  # an LLM path, but no model: not an LLM call
-        # Azure OpenAI: the deployment names the model
-        model = path.split("/deployments/", 1)[1].split("/", 1)[0] or None
     family, operation = route
-    host = url.host
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return Call(tel, family, operation, model, content, tel.router.provider(family, host, port), host, port)
+    tracer = tel.spans.deferrable()
+    if tracer is not None:
+        return Call(tel, family, operation, None, content, url, ctx, tracer)
+    model = model_of(content, path)
+    if not model:
+        return None
+    return Call(tel, family, operation, model, content, url, ctx, None)
 
 
 class Call:
@@ -105,6 +82,7 @@ class Call:
         "_start",
         "_status",
         "_tel",
+        "_url",
         "first_chunk",
         "host",
         "operation",
@@ -114,15 +92,16 @@ class Call:
     )
 
     def __init__(self, tel: Telemetry, family: Any, operation: str, model: str | None, request_body: bytes,
-                 provider: str, host: str, port: int) -> None:
+                 url: Any, ctx: Any, deferred_tracer: Any) -> None:
         self._tel = tel
         self._family = family
         self.operation = operation
         self._model = model
         self._request_body = request_body
-        self._provider = provider
-        self.host = host
-        self.port = port
+        self._url = url  # server address, port and provider: read by _describe, off the call path
+        self._provider = ""
+        self.host = ""
+        self.port = 0
         self._status = 0
         self._headers: Any = None
         self._parser: StreamParser | None = None
@@ -130,14 +109,29 @@ class Call:
         self.rec: CallRecord | None = None
         self.first_chunk: float | None = None
         self._ended = False
-        # What samplers see at creation (semconv: operation, provider, model, server).
-        attrs: dict[str, Any] = {ga.GEN_AI_OPERATION_NAME: operation, ga.GEN_AI_PROVIDER_NAME: provider}
+        if deferred_tracer is not None:  # model (is it an LLM call?) and ids: when first needed
+            self.span = self._pending = DeferredSpan(tel.spans, deferred_tracer, ctx, time.time_ns(),
+                                                     request_body, url)
+        else:
+            self.span, self._pending = tel.spans.start(ctx, self._describe)
+        self._start = time.perf_counter()
+
+    def _describe(self) -> tuple[str, dict[str, Any]]:
+        """The span's name and the attributes samplers see at creation (semconv: operation,
+        provider, model, server); on the worker unless a sampler must be asked on the call path.
+        Always called before the worker records anything."""
+        if not self._provider:
+            url = self._url
+            self.host = host = url.host
+            self.port = port = url.port or (443 if url.scheme == "https" else 80)
+            self._provider = self._tel.router.provider(self._family, host, port)
+        model = self._model
+        attrs: dict[str, Any] = {ga.GEN_AI_OPERATION_NAME: self.operation, ga.GEN_AI_PROVIDER_NAME: self._provider}
         if model:
             attrs[ga.GEN_AI_REQUEST_MODEL] = model
-        attrs[_SERVER_ADDRESS] = host
-        attrs[_SERVER_PORT] = port
-        self.span, self._pending = tel.spans.start(f"{operation} {model}" if model else operation, attrs)
-        self._start = time.perf_counter()
+        attrs[_SERVER_ADDRESS] = self.host
+        attrs[_SERVER_PORT] = self.port
+        return (f"{self.operation} {model}" if model else self.operation), attrs
 
     # --- on the application's thread -----------------------------------------------------
 
@@ -149,9 +143,13 @@ class Call:
         if self._status >= 400:  # the error is all we report; the body is the SDK's
             self.end(None)
             return
-        try:
-            body = response.content
-        except Exception:  # not read yet: a streamed response, watched as the SDK reads it
+        body = None
+        if getattr(response, "is_closed", True):  # read whole by the client (asking an open one
+            try:                                    # for .content raises, which costs more than
+                body = response.content             # all the rest of this method)
+            except Exception:
+                body = None
+        if body is None:  # not read yet: a streamed response, watched as the SDK reads it
             response.stream = proxy_class(stream_base, is_async)(response.stream, self)
             return
         self.end(None, body)
@@ -169,12 +167,20 @@ class Call:
 
     # --- on the worker ---------------------------------------------------------------------
 
-    def _materialize(self) -> None:
-        """The SDK span, if the call path only made its context (``_spans``); first thing on the worker."""
+    def _materialize(self) -> bool:
+        """The SDK span, if the call path left it to the worker (``_spans``); first thing on the
+        worker. False: not an LLM call after all (no model), and nothing is recorded."""
         pending = self._pending
         if pending is not None:
+            if self._model is None:
+                model = pending.genai_model()
+                if not model:
+                    self._request_body = b""
+                    return False
+                self._model = model
             self._pending = None
-            self.span = self._tel.spans.materialize(pending)
+            self.span = self._tel.spans.materialize(pending, self._describe)
+        return self._model is not None
 
     def _record(self) -> CallRecord:
         """The call's record with the request decoded (once, on first use)."""
@@ -199,7 +205,8 @@ class Call:
         return rec
 
     def _feed(self, chunks: list[bytes]) -> None:
-        self._materialize()
+        if not self._materialize():
+            return
         rec = self._record()
         parser = self._parser
         if parser is None:
@@ -224,8 +231,8 @@ class Call:
 
     def _complete(self, error: BaseException | None, body: bytes | None, elapsed: float, end_ns: int) -> None:
         try:
-            self._materialize()
-            self._finish(error, body, elapsed, end_ns)
+            if self._materialize():
+                self._finish(error, body, elapsed, end_ns)
         except Exception as exc:
             self._tel.internal_error("end", exc)
             try:

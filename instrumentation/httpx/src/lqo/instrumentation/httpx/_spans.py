@@ -4,36 +4,43 @@ The OpenTelemetry SDK's ``Tracer.start_span`` costs ~35 µs on a small VM (bound
 the ``_Span``, the processors' ``on_start``): when it ran on the call path it was most of the
 latency a call gained. What the call path needs is only the span's *context* — trace and span
 id, sampled flag, trace state — current while the request is sent, so the HTTP client span
-becomes its child and the ``traceparent`` header names it. ``SpanStarter.start`` makes that
-context with the tracer's own id generator and sampler (one sampling decision, taken with the
-attributes semconv lists for samplers) and returns it as a ``NonRecordingSpan``;
-``SpanStarter.materialize``, on the telemetry worker, then has the same tracer create the SDK
-span with those ids, that decision and the call's start time. It does so by presetting them on
-thin wrappers around the tracer's ``id_generator`` and ``sampler``, which the SDK's ``Tracer``
-keeps as instance attributes; the tracer is this instrumentation's own (its scope), and the
-wrappers pass through to the originals whenever nothing is preset.
+becomes its child and the ``traceparent`` header names it. The call path makes a
+``DeferredSpan``: under the SDK's default sampler its context (and the verdict whether the
+request is an LLM call at all) is made only when first asked for, or on the worker; under any
+other sampler ``SpanStarter.start`` asks the sampler once, on the calling thread, with the
+attributes semconv lists for samplers, and makes the context there. The ids come from the
+tracer's own id generator. ``SpanStarter.materialize``, on the telemetry worker, then has the
+same tracer create the SDK span with those ids, that decision and the call's start time. It
+does so by presetting them on thin wrappers around the tracer's ``id_generator`` and
+``sampler``, which the SDK's ``Tracer`` keeps as instance attributes; the tracer is this
+instrumentation's own (its scope), and the wrappers pass through to the originals whenever
+nothing is preset.
 
 Used only with the SDK's tracer and the deferred worker. Any other tracer (a vendor's API
 implementation, the no-op one), a disabled tracer, or inline mode start the span eagerly, as
 before. What the application sees during the call: ``trace.get_current_span()`` inside httpx
-event hooks is a ``NonRecordingSpan`` with the GenAI span's context (attributes set on it
+event hooks is a non-recording span with the GenAI span's context (attributes set on it
 there are dropped; the span's own attributes are the instrumentation's).
 """
 
 from __future__ import annotations
 
+import random
 import threading
-import time
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from time import time_ns
+from typing import Any
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
+
+from ._sniff import model_of
 
 _SAMPLED = TraceFlags.SAMPLED
 _RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)  # W3C trace context level 2 (SDK >= 1.40)
 _FLAGS = tuple(TraceFlags(i) for i in range(4))
 _NO_STATE = TraceState()  # immutable: one empty state serves every span without one
+_MASK64 = (1 << 64) - 1
 # The SDK's default sampler (``parentbased_always_on``), whose decision is the parent's sampled
 # flag, or "sample" for a root: taken here without calling it (and so without the
 # ``SamplingResult`` it builds), and again by the SDK on the worker, which reaches the same.
@@ -101,16 +108,73 @@ def _sdk_tracer(tracer: Any) -> Any:
     return tracer
 
 
-class Pending(NamedTuple):
-    """A span whose context exists (on the call path) and whose SDK span is yet to be made."""
+def _is_random_id_generator(ids: Any) -> bool:
+    """The SDK's default ``RandomIdGenerator`` (all bits from ``random.getrandbits``), exactly."""
+    cls = type(ids)
+    return cls.__name__ == "RandomIdGenerator" and cls.__module__.startswith("opentelemetry.sdk.trace")
 
-    tracer: Any
-    name: str
-    context: Any
-    attributes: dict[str, Any]
-    ids: tuple[int, int]
-    result: Any  # the sampler's result, or None where the SDK's sampler retakes the same decision
-    start_ns: int
+
+# (span name, attributes at creation): asked for on the call path only when a sampler needs them.
+Describe = Callable[[], tuple[str, dict[str, Any]]]
+# Makes a DeferredSpan's verdict and context the first time anyone asks (rarely two threads at once).
+_CONTEXT_LOCK = threading.Lock()
+_DECIDED = "(decided by the caller)"  # a DeferredSpan.model: an LLM call, its model the Call's
+
+
+class DeferredSpan(NonRecordingSpan):
+    """The GenAI span while the call runs: its context, and what the worker needs to make the SDK span.
+
+    With the SDK's default sampler the decision is the parent's flag, so nothing on the call path
+    needs the ids, nor the model: both wait until someone asks for the context — an HTTP client
+    span starting under this one, a propagator writing ``traceparent``, the application in an
+    event hook — or else for the worker. Whoever comes first decides whether the request is an
+    LLM call at all (``_sniff.model_of``); if it is not, the context is the caller's own (no
+    span of ours in between) and the worker records nothing. A sampler that must be asked (any
+    other) is asked on the call path, and the context is made there.
+    """
+
+    # Set where known at creation (class defaults: one instance write less each on the call path).
+    _context: SpanContext | None = None  # type: ignore[assignment]
+    model: str | None = None  # None: not known yet; "": not an LLM call; else the call's (sniffed) model
+    result: Any = None  # the sampler's result, or None where the SDK's sampler retakes the same decision
+    described: tuple[str, dict[str, Any]] | None = None  # (name, attributes) the sampler was shown
+
+    def __init__(self, starter: SpanStarter, tracer: Any, parent: Any, start_ns: int, body: bytes = b"",
+                 url: Any = None) -> None:
+        self.starter = starter
+        self.tracer = tracer
+        self.parent = parent  # the caller's Context
+        self.start_ns = start_ns
+        self.body = body  # the request body and URL, until the model is known
+        self.url = url
+
+    def genai_model(self) -> str:
+        """The sniffed model, "" if this is not an LLM call; decided once, by the first to ask."""
+        model = self.model
+        if model is None:
+            with _CONTEXT_LOCK:
+                model = self._decide()
+        return model
+
+    def _decide(self) -> str:  # under _CONTEXT_LOCK
+        model = self.model
+        if model is None:
+            model = self.model = model_of(self.body, self.url.path)
+            self.body = b""
+        return model
+
+    def get_span_context(self) -> SpanContext:
+        context = self._context
+        if context is None:
+            with _CONTEXT_LOCK:
+                context = self._context
+                if context is None:
+                    if self._decide():
+                        context = self.starter.default_context(self.tracer, self.parent)
+                    else:  # not an LLM call: no span of ours, the caller's shows through
+                        context = trace.get_current_span(self.parent).get_span_context()
+                    self._context = context
+        return context
 
 
 class SpanStarter:
@@ -121,6 +185,7 @@ class SpanStarter:
         self.lazy = lazy
         self._sdk: Any = None  # the SDK tracer whose id generator and sampler are wrapped
         self._default_sampler = False
+        self._random_ids = False  # the SDK's RandomIdGenerator: both ids from one getrandbits
         self._lock = threading.Lock()
 
     def _lazy_tracer(self) -> Any:
@@ -141,6 +206,7 @@ class SpanStarter:
                     self._default_sampler = tracer.sampler.inner.get_description() == DEFAULT_SAMPLER
                 except Exception:
                     self._default_sampler = False
+                self._random_ids = _is_random_id_generator(tracer.id_generator.inner)
                 self._sdk = tracer
         enabled = getattr(tracer, "_is_enabled", None)
         if enabled is not None and not enabled():
@@ -158,41 +224,79 @@ class SpanStarter:
             if isinstance(tracer.sampler, _PresetSampler):
                 tracer.sampler = tracer.sampler.inner
 
-    def start(self, name: str, attributes: dict[str, Any]) -> tuple[Any, Pending | None]:
-        """(the span to make current during the call, the pending half or None if started)."""
+    def deferrable(self) -> Any:
+        """The SDK tracer when a call's span can wait whole for the worker or its first use (the
+        SDK's default sampler: nothing on the call path needs its ids or model), else None."""
+        tracer = self._lazy_tracer() if self.lazy else None
+        return tracer if tracer is not None and self._default_sampler else None
+
+    def start(self, ctx: Any, describe: Describe) -> tuple[Any, DeferredSpan | None]:
+        """(the span to make current during the call, the deferred span or None if started).
+
+        ``ctx`` is the caller's current context; ``describe`` gives the span's name and creation
+        attributes, and is called on the call path only where a sampler or an eager start needs
+        them (otherwise ``materialize`` calls it on the worker).
+        """
         tracer = self._lazy_tracer() if self.lazy else None
         if tracer is None:
-            return self.tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes), None
-        start_ns = time.time_ns()
-        ctx = otel_context.get_current()
-        parent = trace.get_current_span(ctx).get_span_context()
+            name, attributes = describe()
+            return self.tracer.start_span(name, ctx, kind=SpanKind.CLIENT, attributes=attributes), None
+        if self._default_sampler:  # the caller decided it is an LLM call
+            span = DeferredSpan(self, tracer, ctx, time_ns())
+            span.model = _DECIDED
+        else:
+            span = self._sampled(tracer, ctx, describe)
+        return span, span
+
+    def _ids(self, tracer: Any, parent: SpanContext) -> tuple[int, int, bool]:
+        """(trace id, span id or 0 to be generated after sampling, random-trace-id flag)."""
         ids = tracer.id_generator.inner
         if parent.is_valid:
-            trace_id = parent.trace_id
-            random_id = bool(parent.trace_flags & _RANDOM)
+            span_id = random.getrandbits(64) if self._random_ids else 0
+            return parent.trace_id, span_id, bool(parent.trace_flags & _RANDOM)
+        if self._random_ids:  # what RandomIdGenerator does, in one draw instead of two calls
+            bits = random.getrandbits(192)
+            return bits >> 64 or ids.generate_trace_id(), bits & _MASK64, bool(_RANDOM)
+        return ids.generate_trace_id(), 0, bool(_RANDOM) and ids.is_trace_id_random()
+
+    def default_context(self, tracer: Any, ctx: Any) -> SpanContext:
+        """The span's context under the SDK's default sampler: sampled as its parent (a root: yes)."""
+        parent = trace.get_current_span(ctx).get_span_context()
+        trace_id, span_id, random_id = self._ids(tracer, parent)
+        if parent.is_valid:
+            flags, state = (_SAMPLED if parent.trace_flags.sampled else 0), parent.trace_state
         else:
-            trace_id = ids.generate_trace_id()
-            random_id = bool(_RANDOM) and ids.is_trace_id_random()
-        if self._default_sampler:
-            result = None
-            sampled = parent.trace_flags.sampled if parent.is_valid else True
-            state = parent.trace_state if parent.is_valid else _NO_STATE
-        else:
-            result = tracer.sampler.inner.should_sample(ctx, trace_id, name, SpanKind.CLIENT, attributes, ())
-            sampled = result.decision.is_sampled()
-            state = result.trace_state if result.trace_state is not None else _NO_STATE
-        flags = _SAMPLED if sampled else 0
+            flags, state = _SAMPLED, _NO_STATE
         if random_id:
             flags |= _RANDOM
-        span_id = ids.generate_span_id()
-        span = NonRecordingSpan(SpanContext(trace_id, span_id, False, _FLAGS[flags], state))
-        return span, Pending(tracer, name, ctx, attributes, (trace_id, span_id), result, start_ns)
+        span_id = span_id or tracer.id_generator.inner.generate_span_id()
+        return SpanContext(trace_id, span_id, False, _FLAGS[flags], state)
 
-    def materialize(self, pending: Pending) -> Any:
-        """The SDK span for ``pending`` (on the worker), with its ids, decision and start time."""
-        _PRESET.value = (*pending.ids, pending.result)
+    def _sampled(self, tracer: Any, ctx: Any, describe: Describe) -> DeferredSpan:
+        """The span with its sampler asked now, on the calling thread, with the semconv attributes."""
+        start_ns = time_ns()
+        parent = trace.get_current_span(ctx).get_span_context()
+        trace_id, span_id, random_id = self._ids(tracer, parent)
+        name, attributes = described = describe()
+        result = tracer.sampler.inner.should_sample(ctx, trace_id, name, SpanKind.CLIENT, attributes, ())
+        state = result.trace_state if result.trace_state is not None else _NO_STATE
+        flags = _SAMPLED if result.decision.is_sampled() else 0
+        if random_id:
+            flags |= _RANDOM
+        if not span_id:  # after the sampler, as the SDK asks a custom generator
+            span_id = tracer.id_generator.inner.generate_span_id()
+        context = SpanContext(trace_id, span_id, False, _FLAGS[flags], state)
+        span = DeferredSpan(self, tracer, ctx, start_ns)
+        span.model, span.result, span.described, span._context = _DECIDED, result, described, context
+        return span
+
+    def materialize(self, span: DeferredSpan, describe: Describe) -> Any:
+        """The SDK span for ``span`` (on the worker), with its ids, decision and start time."""
+        name, attributes = span.described or describe()
+        context = span.get_span_context()
+        _PRESET.value = (context.trace_id, context.span_id, span.result)
         try:
-            return pending.tracer.start_span(pending.name, context=pending.context, kind=SpanKind.CLIENT,
-                                             attributes=pending.attributes, start_time=pending.start_ns)
+            return span.tracer.start_span(name, context=span.parent, kind=SpanKind.CLIENT,
+                                          attributes=attributes, start_time=span.start_ns)
         finally:
             _PRESET.value = None

@@ -66,6 +66,7 @@ class Telemetry:
         self._event_logger: Any = None
         self._warned: set[str] = set()
         self._warn_lock = threading.Lock()
+        self.enabled = True  # False once uninstrumented: a send patched over by others passes through
         self.worker = Worker(self.internal_error, defer_from_env() if defer is None else defer)
         # Inline mode ends the span before the call returns: nothing to gain by starting it late.
         self.spans = SpanStarter(self.tracer, lazy=self.worker.deferred)
