@@ -149,8 +149,8 @@ class SendClock:
 
         def above(client: Any, *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter_ns()
-            try:
-                return self._next(client, *args, **kwargs)
+            try:  # bound as the class would bind it (a wrapt proxy needs the instance)
+                return self._next.__get__(client, type(client))(*args, **kwargs)
             finally:
                 self.between.append((time.perf_counter_ns() - t0 - self.below_ns) / 1e9)
 
