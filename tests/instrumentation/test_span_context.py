@@ -327,3 +327,29 @@ def test_threads_asking_at_once_get_one_context() -> None:
         assert len({(c.trace_id, c.span_id) for c in got}) == 1 and len(got) == 8
         assert got[0].is_valid and span.genai_model() == "m"
     starter.close()
+
+
+def test_a_tracer_disabled_by_its_config_makes_no_span_and_shows_the_callers_context() -> None:
+    """The SDK's TracerConfig switch, asked when the context is made (not on every call)."""
+    from opentelemetry.sdk.trace import _disable_tracer_configurator
+
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    inst = HttpxGenAIInstrumentor()
+    inst.instrument(tracer_provider=tp)
+    seen = Seen()
+    try:
+        with ReplayServer(load_cassette(CHAT_PLAIN)) as srv:
+            _post(srv.url, seen)  # enabled: resolves the tracer
+            inst.flush()  # its span made before the switch (a span is made after its call)
+            tp._set_tracer_configurator(tracer_configurator=_disable_tracer_configurator)
+            _post(srv.url, seen)  # disabled: asked in the hook
+            with httpx2.Client() as http:  # disabled, nobody asks during the call
+                http.post(srv.url + "/v1/chat/completions", json=BODY).raise_for_status()
+        tp.force_flush()
+    finally:
+        inst.uninstrument()
+    (span,) = _ours(exporter)
+    _same_context(seen.contexts[0][0], span)
+    assert not seen.contexts[1][0].is_valid  # no span was current: the caller's (none) shows through

@@ -192,14 +192,6 @@ def _begin(tel: Telemetry, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: A
         return None
 
 
-def _after(tel: Telemetry, call: Any, response: Any, stream_base: type, is_async: bool) -> None:
-    try:
-        call.on_response(response, stream_base, is_async)
-    except Exception as exc:
-        tel.internal_error("response", exc)
-        call.end(None)
-
-
 def _sync_send(tel: Telemetry, original: Any, stream_base: type) -> Any:
     def send(self: Any, *args: Any, **kwargs: Any) -> Any:
         ctx = otel_context.get_current()
@@ -214,7 +206,11 @@ def _sync_send(tel: Telemetry, original: Any, stream_base: type) -> Any:
             raise
         finally:
             otel_context.detach(token)
-        _after(tel, call, response, stream_base, False)
+        try:
+            call.on_response(response, stream_base, False)
+        except Exception as exc:
+            tel.internal_error("response", exc)
+            call.end(None)
         return response
 
     return functools.wraps(original)(send)
@@ -234,7 +230,11 @@ def _async_send(tel: Telemetry, original: Any, stream_base: type) -> Any:
             raise
         finally:
             otel_context.detach(token)
-        _after(tel, call, response, stream_base, True)
+        try:
+            call.on_response(response, stream_base, True)
+        except Exception as exc:
+            tel.internal_error("response", exc)
+            call.end(None)
         return response
 
     return functools.wraps(original)(send)

@@ -8,7 +8,7 @@ keeps references; the SDK span, decoding and the span's end run on the telemetry
 from __future__ import annotations
 
 import json
-import time
+from time import perf_counter, time_ns
 from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
@@ -69,27 +69,17 @@ class Call:
     """One call. ``__init__``, ``on_response`` and ``end`` run on the application's thread and
     only take timestamps and references; the rest runs on the telemetry worker (``_worker``)."""
 
-    __slots__ = (
-        "_accumulator",
-        "_ended",
-        "_family",
-        "_headers",
-        "_model",
-        "_parser",
-        "_pending",
-        "_provider",
-        "_request_body",
-        "_start",
-        "_status",
-        "_tel",
-        "_url",
-        "first_chunk",
-        "host",
-        "operation",
-        "port",
-        "rec",
-        "span",
-    )
+    # Defaults on the class, not set per call: each instance write is time on the call path.
+    _provider = ""  # these three: by _describe, from _url
+    host = ""
+    port = 0
+    _status = 0
+    _headers: Any = None
+    _parser: StreamParser | None = None
+    _accumulator: Any = None
+    rec: CallRecord | None = None
+    first_chunk: float | None = None
+    _ended = False
 
     def __init__(self, tel: Telemetry, family: Any, operation: str, model: str | None, request_body: bytes,
                  url: Any, ctx: Any, deferred_tracer: Any) -> None:
@@ -99,22 +89,11 @@ class Call:
         self._model = model
         self._request_body = request_body
         self._url = url  # server address, port and provider: read by _describe, off the call path
-        self._provider = ""
-        self.host = ""
-        self.port = 0
-        self._status = 0
-        self._headers: Any = None
-        self._parser: StreamParser | None = None
-        self._accumulator: Any = None
-        self.rec: CallRecord | None = None
-        self.first_chunk: float | None = None
-        self._ended = False
         if deferred_tracer is not None:  # model (is it an LLM call?) and ids: when first needed
-            self.span = self._pending = DeferredSpan(tel.spans, deferred_tracer, ctx, time.time_ns(),
-                                                     request_body, url)
+            self.span = self._pending = DeferredSpan(tel.spans, deferred_tracer, ctx, time_ns(), request_body, url)
         else:
             self.span, self._pending = tel.spans.start(ctx, self._describe)
-        self._start = time.perf_counter()
+        self._start = perf_counter()
 
     def _describe(self) -> tuple[str, dict[str, Any]]:
         """The span's name and the attributes samplers see at creation (semconv: operation,
@@ -151,15 +130,16 @@ class Call:
                 body = None
         if body is None:  # not read yet: a streamed response, watched as the SDK reads it
             response.stream = proxy_class(stream_base, is_async)(response.stream, self)
-            return
-        self.end(None, body)
+        elif not self._ended:  # end(None, body), one call less
+            self._ended = True
+            self._tel.worker.submit(self._complete, None, body, perf_counter() - self._start, time_ns())
 
     def end(self, error: BaseException | None, body: bytes | None = None) -> None:
         """Ends the call exactly once: timestamps here, telemetry on the worker; never raises."""
         if self._ended:
             return
         self._ended = True
-        self._tel.worker.submit(self._complete, error, body, time.perf_counter() - self._start, time.time_ns())
+        self._tel.worker.submit(self._complete, error, body, perf_counter() - self._start, time_ns())
 
     def feed(self, chunks: list[bytes]) -> None:
         """A batch of streamed body bytes, passed on to the worker in arrival order."""

@@ -138,6 +138,7 @@ class DeferredSpan(NonRecordingSpan):
     model: str | None = None  # None: not known yet; "": not an LLM call; else the call's (sniffed) model
     result: Any = None  # the sampler's result, or None where the SDK's sampler retakes the same decision
     described: tuple[str, dict[str, Any]] | None = None  # (name, attributes) the sampler was shown
+    own = True  # False: the context is the caller's (no span of ours may carry it)
 
     def __init__(self, starter: SpanStarter, tracer: Any, parent: Any, start_ns: int, body: bytes = b"",
                  url: Any = None) -> None:
@@ -169,10 +170,11 @@ class DeferredSpan(NonRecordingSpan):
             with _CONTEXT_LOCK:
                 context = self._context
                 if context is None:
-                    if self._decide():
+                    if self._decide() and self.starter.enabled():
                         context = self.starter.default_context(self.tracer, self.parent)
-                    else:  # not an LLM call: no span of ours, the caller's shows through
+                    else:  # not an LLM call, or a disabled tracer: the caller's context shows through
                         context = trace.get_current_span(self.parent).get_span_context()
+                        self.own = False
                     self._context = context
         return context
 
@@ -186,6 +188,7 @@ class SpanStarter:
         self._sdk: Any = None  # the SDK tracer whose id generator and sampler are wrapped
         self._default_sampler = False
         self._random_ids = False  # the SDK's RandomIdGenerator: both ids from one getrandbits
+        self._enabled: Any = None
         self._lock = threading.Lock()
 
     def _lazy_tracer(self) -> Any:
@@ -207,8 +210,9 @@ class SpanStarter:
                 except Exception:
                     self._default_sampler = False
                 self._random_ids = _is_random_id_generator(tracer.id_generator.inner)
+                self._enabled = getattr(tracer, "_is_enabled", None)  # the tracer config's switch
                 self._sdk = tracer
-        enabled = getattr(tracer, "_is_enabled", None)
+        enabled = self._enabled
         if enabled is not None and not enabled():
             return None
         return tracer
@@ -226,9 +230,19 @@ class SpanStarter:
 
     def deferrable(self) -> Any:
         """The SDK tracer when a call's span can wait whole for the worker or its first use (the
-        SDK's default sampler: nothing on the call path needs its ids or model), else None."""
-        tracer = self._lazy_tracer() if self.lazy else None
-        return tracer if tracer is not None and self._default_sampler else None
+        SDK's default sampler: nothing on the call path needs its ids or model), else None.
+        Whether the tracer is enabled (its TracerConfig) is asked then, too, not here."""
+        tracer = self._sdk
+        if tracer is None:
+            tracer = self._lazy_tracer() if self.lazy else None
+            if tracer is None:
+                return None
+        return tracer if self._default_sampler else None
+
+    def enabled(self) -> bool:
+        """The SDK tracer's config switch (``TracerProvider._set_tracer_configurator``)."""
+        enabled = self._enabled
+        return enabled is None or bool(enabled())
 
     def start(self, ctx: Any, describe: Describe) -> tuple[Any, DeferredSpan | None]:
         """(the span to make current during the call, the deferred span or None if started).
@@ -294,6 +308,8 @@ class SpanStarter:
         """The SDK span for ``span`` (on the worker), with its ids, decision and start time."""
         name, attributes = span.described or describe()
         context = span.get_span_context()
+        if not span.own:  # given out as the caller's own context: no span of ours
+            return NonRecordingSpan(context)
         _PRESET.value = (context.trace_id, context.span_id, span.result)
         try:
             return span.tracer.start_span(name, context=span.parent, kind=SpanKind.CLIENT,
