@@ -37,19 +37,13 @@ from ._telemetry import Telemetry
 from .package import _instruments_any
 from .version import __version__
 
-try:  # the keys is_instrumentation_enabled() reads, checked in a context the wrapper already has
+try:  # the keys is_instrumentation_enabled() reads, looked up in the context send() already has
     from opentelemetry.instrumentation.utils import (  # type: ignore[attr-defined]
-        _SUPPRESS_INSTRUMENTATION_KEY,
-        _SUPPRESS_INSTRUMENTATION_KEY_PLAIN,
+        _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS,
     )
-
-    def _suppressed(ctx: Any) -> bool:
-        return bool(ctx.get(_SUPPRESS_INSTRUMENTATION_KEY) or ctx.get(_SUPPRESS_INSTRUMENTATION_KEY_PLAIN))
-except ImportError:  # a future opentelemetry-instrumentation that moved them
-    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-
-    def _suppressed(ctx: Any) -> bool:
-        return not is_instrumentation_enabled()
+except ImportError:  # a future opentelemetry-instrumentation that moved it: the plain key below
+    _SUPPRESS = "suppress_instrumentation"  # type: ignore[assignment]
+_SUPPRESS_PLAIN = "suppress_instrumentation"  # suppress_instrumentation() sets it too (compatibility)
 
 __all__ = ["CaptureMode", "HttpxGenAIInstrumentor", "__version__"]
 
@@ -182,21 +176,16 @@ def _timeout_s(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
     return millis / 1000 if isinstance(millis, (int, float)) and millis > 0 else 5.0
 
 
-def _begin(tel: Telemetry, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: Any) -> Any:
-    if not tel.enabled or _suppressed(ctx):
-        return None
-    try:
-        return start_call(tel, args[0] if args else kwargs.get("request"), ctx)
-    except Exception as exc:
-        tel.internal_error("request", exc)
-        return None
-
-
 def _sync_send(tel: Telemetry, original: Any, stream_base: type) -> Any:
     def send(self: Any, *args: Any, **kwargs: Any) -> Any:
         ctx = otel_context.get_current()
-        call = _begin(tel, args, kwargs, ctx)
-        if call is None:
+        call = None
+        if tel.enabled and not (ctx.get(_SUPPRESS) or ctx.get(_SUPPRESS_PLAIN)):
+            try:
+                call = start_call(tel, args[0] if args else kwargs.get("request"), ctx)
+            except Exception as exc:
+                tel.internal_error("request", exc)
+        if call is None:  # not an LLM call, suppressed, uninstrumented, or failed
             return original(self, *args, **kwargs)
         token = otel_context.attach(trace.set_span_in_context(call.span, ctx))
         try:
@@ -219,8 +208,13 @@ def _sync_send(tel: Telemetry, original: Any, stream_base: type) -> Any:
 def _async_send(tel: Telemetry, original: Any, stream_base: type) -> Any:
     async def send(self: Any, *args: Any, **kwargs: Any) -> Any:
         ctx = otel_context.get_current()
-        call = _begin(tel, args, kwargs, ctx)
-        if call is None:
+        call = None
+        if tel.enabled and not (ctx.get(_SUPPRESS) or ctx.get(_SUPPRESS_PLAIN)):
+            try:
+                call = start_call(tel, args[0] if args else kwargs.get("request"), ctx)
+            except Exception as exc:
+                tel.internal_error("request", exc)
+        if call is None:  # not an LLM call, suppressed, uninstrumented, or failed
             return await original(self, *args, **kwargs)
         token = otel_context.attach(trace.set_span_in_context(call.span, ctx))
         try:
