@@ -17,7 +17,6 @@ or zero-code: ``opentelemetry-instrument python app.py`` / ``lqo-instrument pyth
 from __future__ import annotations
 
 import atexit
-import functools
 import importlib
 import os
 import weakref
@@ -25,25 +24,15 @@ from collections.abc import Collection
 from typing import Any
 
 import wrapt
-from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 from opentelemetry.instrumentation.utils import unwrap
 
-from ._call import start_call
 from ._content import CaptureMode
+from ._send import make_send
 from ._telemetry import Telemetry
 from .package import _instruments_any
 from .version import __version__
-
-try:  # the keys is_instrumentation_enabled() reads, looked up in the context send() already has
-    from opentelemetry.instrumentation.utils import (  # type: ignore[attr-defined]
-        _SUPPRESS_INSTRUMENTATION_KEY as _SUPPRESS,
-    )
-except ImportError:  # a future opentelemetry-instrumentation that moved it: the plain key below
-    _SUPPRESS = "suppress_instrumentation"  # type: ignore[assignment]
-_SUPPRESS_PLAIN = "suppress_instrumentation"  # suppress_instrumentation() sets it too (compatibility)
 
 __all__ = ["CaptureMode", "HttpxGenAIInstrumentor", "__version__"]
 
@@ -112,8 +101,8 @@ class HttpxGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 module = importlib.import_module(name)
             except ImportError:
                 continue
-            self._patch_send(module.Client, _sync_send(tel, module.Client.send, module.SyncByteStream))
-            self._patch_send(module.AsyncClient, _async_send(tel, module.AsyncClient.send, module.AsyncByteStream))
+            self._patch_send(module.Client, make_send(tel, module.Client.send, module.SyncByteStream, False))
+            self._patch_send(module.AsyncClient, make_send(tel, module.AsyncClient.send, module.AsyncByteStream, True))
         if tel.worker.deferred:
             self._hook_flushes(tel)
 
@@ -174,61 +163,3 @@ def _timeout_s(args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:
     """force_flush(timeout_millis=…) bounds our wait too; shutdown() gets 5 s."""
     millis = kwargs.get("timeout_millis", args[0] if args else None)
     return millis / 1000 if isinstance(millis, (int, float)) and millis > 0 else 5.0
-
-
-def _sync_send(tel: Telemetry, original: Any, stream_base: type) -> Any:
-    def send(self: Any, *args: Any, **kwargs: Any) -> Any:
-        ctx = otel_context.get_current()
-        call = None
-        if tel.enabled and not (ctx.get(_SUPPRESS) or ctx.get(_SUPPRESS_PLAIN)):
-            try:
-                call = start_call(tel, args[0] if args else kwargs.get("request"), ctx)
-            except Exception as exc:
-                tel.internal_error("request", exc)
-        if call is None:  # not an LLM call, suppressed, uninstrumented, or failed
-            return original(self, *args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(call.span, ctx))
-        try:
-            response = original(self, *args, **kwargs)
-        except BaseException as exc:
-            call.end(exc)
-            raise
-        finally:
-            otel_context.detach(token)
-        try:
-            call.on_response(response, stream_base, False)
-        except Exception as exc:
-            tel.internal_error("response", exc)
-            call.end(None)
-        return response
-
-    return functools.wraps(original)(send)
-
-
-def _async_send(tel: Telemetry, original: Any, stream_base: type) -> Any:
-    async def send(self: Any, *args: Any, **kwargs: Any) -> Any:
-        ctx = otel_context.get_current()
-        call = None
-        if tel.enabled and not (ctx.get(_SUPPRESS) or ctx.get(_SUPPRESS_PLAIN)):
-            try:
-                call = start_call(tel, args[0] if args else kwargs.get("request"), ctx)
-            except Exception as exc:
-                tel.internal_error("request", exc)
-        if call is None:  # not an LLM call, suppressed, uninstrumented, or failed
-            return await original(self, *args, **kwargs)
-        token = otel_context.attach(trace.set_span_in_context(call.span, ctx))
-        try:
-            response = await original(self, *args, **kwargs)
-        except BaseException as exc:
-            call.end(exc)
-            raise
-        finally:
-            otel_context.detach(token)
-        try:
-            call.on_response(response, stream_base, True)
-        except Exception as exc:
-            tel.internal_error("response", exc)
-            call.end(None)
-        return response
-
-    return functools.wraps(original)(send)

@@ -30,6 +30,9 @@ _SERVER_ADDRESS = "server.address"
 _SERVER_PORT = "server.port"
 
 
+_UNSEEN = object()
+
+
 def _content_type(headers: Any) -> str:
     return (headers.get("content-type") or "").lower()
 
@@ -46,7 +49,9 @@ def start_call(tel: Telemetry, request: Any, ctx: Any) -> Call | None:
         return None
     url = request.url
     path = url.path
-    route = tel.router.route(path)
+    route = tel.routes.get(path, _UNSEEN)  # the router's cache, read without a call
+    if route is _UNSEEN:
+        route = tel.router.route(path)
     if route is None:
         return None
     try:
@@ -56,7 +61,7 @@ def start_call(tel: Telemetry, request: Any, ctx: Any) -> Call | None:
     if content[:1] != b"{" and content[:64].lstrip()[:1] != b"{":
         return None  # LLM APIs take a JSON object
     family, operation = route
-    tracer = tel.spans.deferrable()
+    tracer = tel.spans.deferred_tracer or tel.spans.deferrable()
     if tracer is not None:
         return Call(tel, family, operation, None, content, url, ctx, tracer)
     model = model_of(content, path)

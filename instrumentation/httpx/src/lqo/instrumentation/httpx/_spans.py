@@ -189,6 +189,9 @@ class SpanStarter:
         self._default_sampler = False
         self._random_ids = False  # the SDK's RandomIdGenerator: both ids from one getrandbits
         self._enabled: Any = None
+        # The SDK tracer once resolved and wrapped, if its sampler is the default: deferrable()'s
+        # answer, read by the call path without a call.
+        self.deferred_tracer: Any = None
         self._lock = threading.Lock()
 
     def _lazy_tracer(self) -> Any:
@@ -212,6 +215,7 @@ class SpanStarter:
                 self._random_ids = _is_random_id_generator(tracer.id_generator.inner)
                 self._enabled = getattr(tracer, "_is_enabled", None)  # the tracer config's switch
                 self._sdk = tracer
+                self.deferred_tracer = tracer if self._default_sampler else None
         enabled = self._enabled
         if enabled is not None and not enabled():
             return None
@@ -219,7 +223,7 @@ class SpanStarter:
 
     def close(self) -> None:
         """Gives the tracer its own id generator and sampler back (after the worker stopped)."""
-        tracer, self._sdk = self._sdk, None
+        tracer, self._sdk, self.deferred_tracer = self._sdk, None, None
         if tracer is None:
             return
         with self._lock:

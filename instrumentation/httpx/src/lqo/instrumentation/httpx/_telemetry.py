@@ -62,6 +62,7 @@ class Telemetry:
         self.capture_mode = capture_mode if capture_mode is not None else capture_mode_from_env()
         self.content_max_bytes = content_max_bytes or max_bytes_from_env()
         self.router = Router(provider_hosts)
+        self.routes = self.router.cache  # path → route or None, for the call path to read directly
         self._logger_provider = logger_provider
         self._event_logger: Any = None
         self._warned: set[str] = set()
