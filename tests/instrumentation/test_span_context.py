@@ -307,10 +307,9 @@ def test_threads_asking_at_once_get_one_context() -> None:
     starter = SpanStarter(SdkProvider().get_tracer(SCOPE), lazy=True)
     tracer = starter.deferrable()
     assert tracer is not None
-    url = httpx2.URL("http://127.0.0.1:1/v1/chat/completions")
+    request = httpx2.Request("POST", "http://127.0.0.1:1/v1/chat/completions", json={"model": "m", "messages": []})
     for _ in range(20):
-        span = DeferredSpan(starter, tracer, otel_context.get_current(), time.time_ns(),
-                            b'{"model": "m", "messages": []}', url)
+        span = DeferredSpan(starter, tracer, otel_context.get_current(), time.time_ns(), request)
         barrier = threading.Barrier(8)
         got: list[SpanContext] = []
 

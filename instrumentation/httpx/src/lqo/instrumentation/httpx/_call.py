@@ -16,7 +16,7 @@ from opentelemetry.trace import Status, StatusCode, set_span_in_context
 
 from ._content import bounded_json
 from ._record import CallRecord, as_str
-from ._sniff import model_of
+from ._sniff import request_model
 from ._spans import DeferredSpan
 from ._streams import StreamParser, proxy_class
 from ._telemetry import Telemetry
@@ -40,34 +40,27 @@ def _content_type(headers: Any) -> str:
 def start_call(tel: Telemetry, request: Any, ctx: Any) -> Call | None:
     """A Call for an LLM API request, or None for any other request (the common, cheap path).
 
-    Runs on the application's call path (``ctx``: its current context). Whether a POST of a
-    JSON object to an LLM API path is an LLM call depends on its model (``_sniff.model_of``);
-    where the span can wait whole for the worker (``SpanStarter.deferrable``) that is decided
-    there, or when the span's context is first asked for; else here, before the span starts.
+    Runs on the application's call path (``ctx``: its current context). Whether a POST to an
+    LLM API path is an LLM call depends on its body: a JSON object with a model
+    (``_sniff.request_model``). Where the span can wait whole for the worker
+    (``SpanStarter.deferrable``) that is decided there, or when the span's context is first
+    asked for; else here, before the span starts.
     """
     if request.method != "POST":
         return None
-    url = request.url
-    path = url.path
+    path = request.url.path
     route = tel.routes.get(path, _UNSEEN)  # the router's cache, read without a call
     if route is _UNSEEN:
         route = tel.router.route(path)
     if route is None:
         return None
-    try:
-        content = request.content
-    except Exception:  # streamed request body (uploads): not an LLM call we can read
-        return None
-    if content[:1] != b"{" and content[:64].lstrip()[:1] != b"{":
-        return None  # LLM APIs take a JSON object
-    family, operation = route
     tracer = tel.spans.deferred_tracer or tel.spans.deferrable()
     if tracer is not None:
-        return Call(tel, family, operation, None, content, url, ctx, tracer)
-    model = model_of(content, path)
+        return Call(tel, route, None, request, ctx, tracer)
+    model = request_model(request)
     if not model:
         return None
-    return Call(tel, family, operation, model, content, url, ctx, None)
+    return Call(tel, route, model, request, ctx, None)
 
 
 class Call:
@@ -75,7 +68,7 @@ class Call:
     only take timestamps and references; the rest runs on the telemetry worker (``_worker``)."""
 
     # Defaults on the class, not set per call: each instance write is time on the call path.
-    _provider = ""  # these three: by _describe, from _url
+    _provider = ""  # these three: by _describe, from the request's URL
     host = ""
     port = 0
     _status = 0
@@ -86,16 +79,14 @@ class Call:
     first_chunk: float | None = None
     _ended = False
 
-    def __init__(self, tel: Telemetry, family: Any, operation: str, model: str | None, request_body: bytes,
-                 url: Any, ctx: Any, deferred_tracer: Any) -> None:
+    def __init__(self, tel: Telemetry, route: tuple[Any, str], model: str | None, request: Any, ctx: Any,
+                 deferred_tracer: Any) -> None:
         self._tel = tel
-        self._family = family
-        self.operation = operation
+        self._family, self.operation = route
         self._model = model
-        self._request_body = request_body
-        self._url = url  # server address, port and provider: read by _describe, off the call path
+        self._request = request  # its body and URL: read on the worker (or by a first _describe)
         if deferred_tracer is not None:  # model (is it an LLM call?) and ids: when first needed
-            self.span = self._pending = DeferredSpan(tel.spans, deferred_tracer, ctx, time_ns(), request_body, url)
+            self.span = self._pending = DeferredSpan(tel.spans, deferred_tracer, ctx, time_ns(), request)
         else:
             self.span, self._pending = tel.spans.start(ctx, self._describe)
         self._start = perf_counter()
@@ -105,7 +96,7 @@ class Call:
         provider, model, server); on the worker unless a sampler must be asked on the call path.
         Always called before the worker records anything."""
         if not self._provider:
-            url = self._url
+            url = self._request.url
             self.host = host = url.host
             self.port = port = url.port or (443 if url.scheme == "https" else 80)
             self._provider = self._tel.router.provider(self._family, host, port)
@@ -120,24 +111,20 @@ class Call:
     # --- on the application's thread -----------------------------------------------------
 
     def on_response(self, response: Any, stream_base: type, is_async: bool) -> None:
-        # Status and headers only: a stream proxy's finalizer holds this call, which must not
-        # hold the response (and through it the proxy), or abandoned streams would never end.
+        if getattr(response, "is_closed", True):  # read whole by the client (or never to be read)
+            if not self._ended:  # as end(), one call less; the worker reads status, headers, body
+                self._ended = True
+                self._tel.worker.submit(self._complete_response, response, perf_counter() - self._start, time_ns())
+            return
+        # A streamed response, watched as the SDK reads it. Status and headers only: the stream
+        # proxy's finalizer holds this call, which must not hold the response (and through it
+        # the proxy), or abandoned streams would never end.
         self._status = response.status_code
         self._headers = response.headers
         if self._status >= 400:  # the error is all we report; the body is the SDK's
             self.end(None)
             return
-        body = None
-        if getattr(response, "is_closed", True):  # read whole by the client (asking an open one
-            try:                                    # for .content raises, which costs more than
-                body = response.content             # all the rest of this method)
-            except Exception:
-                body = None
-        if body is None:  # not read yet: a streamed response, watched as the SDK reads it
-            response.stream = proxy_class(stream_base, is_async)(response.stream, self)
-        elif not self._ended:  # end(None, body), one call less
-            self._ended = True
-            self._tel.worker.submit(self._complete, None, body, perf_counter() - self._start, time_ns())
+        response.stream = proxy_class(stream_base, is_async)(response.stream, self)
 
     def end(self, error: BaseException | None, body: bytes | None = None) -> None:
         """Ends the call exactly once: timestamps here, telemetry on the worker; never raises."""
@@ -160,12 +147,22 @@ class Call:
             if self._model is None:
                 model = pending.genai_model()
                 if not model:
-                    self._request_body = b""
+                    self._request = None
                     return False
                 self._model = model
             self._pending = None
             self.span = self._tel.spans.materialize(pending, self._describe)
         return self._model is not None
+
+    def _complete_response(self, response: Any, elapsed: float, end_ns: int) -> None:
+        """A response the client read whole (or closed unread), held until now."""
+        try:
+            self._status = response.status_code
+            self._headers = response.headers
+            body = response.content if self._status < 400 else None  # an error: its status is all we report
+        except Exception:  # closed unread
+            body = None
+        self._complete(None, body, elapsed, end_ns)
 
     def _record(self) -> CallRecord:
         """The call's record with the request decoded (once, on first use)."""
@@ -174,7 +171,13 @@ class Call:
             return rec
         rec = self.rec = CallRecord(self.operation, self._tel.capture_mode.captures)
         rec.request_model = self._model
-        content, self._request_body = self._request_body, b""
+        request, self._request = self._request, None  # read once: the bytes go with the request
+        if not self._provider:  # the server's attributes need the URL
+            self._describe()
+        try:
+            content = request.content
+        except Exception:  # never read (a streamed upload): nothing to parse
+            content = b""
         if len(content) <= MAX_REQUEST_PARSE_BYTES:
             try:
                 body = json.loads(content)

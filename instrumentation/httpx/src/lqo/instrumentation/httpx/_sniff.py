@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 # The string's body as an unrolled loop (runs of plain bytes, then escapes): half the time of
 # an alternation per byte.
@@ -44,3 +45,15 @@ def model_of(body: bytes, path: str) -> str:
     if model is None and "/deployments/" in path:  # Azure OpenAI: the deployment names the model
         model = path.split("/deployments/", 1)[1].split("/", 1)[0]
     return model or ""
+
+
+def request_model(request: Any) -> str:
+    """``model_of`` an httpx request: "" also for a body that is not a JSON object (LLM APIs take
+    one) or that was not read (a streamed upload: not an LLM call we can read)."""
+    try:
+        content = request.content
+    except Exception:
+        return ""
+    if content[:1] != b"{" and content[:64].lstrip()[:1] != b"{":
+        return ""
+    return model_of(content, request.url.path)

@@ -34,7 +34,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 
-from ._sniff import model_of
+from ._sniff import request_model
 
 _SAMPLED = TraceFlags.SAMPLED
 _RANDOM = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)  # W3C trace context level 2 (SDK >= 1.40)
@@ -140,14 +140,12 @@ class DeferredSpan(NonRecordingSpan):
     described: tuple[str, dict[str, Any]] | None = None  # (name, attributes) the sampler was shown
     own = True  # False: the context is the caller's (no span of ours may carry it)
 
-    def __init__(self, starter: SpanStarter, tracer: Any, parent: Any, start_ns: int, body: bytes = b"",
-                 url: Any = None) -> None:
+    def __init__(self, starter: SpanStarter, tracer: Any, parent: Any, start_ns: int, request: Any = None) -> None:
         self.starter = starter
         self.tracer = tracer
         self.parent = parent  # the caller's Context
         self.start_ns = start_ns
-        self.body = body  # the request body and URL, until the model is known
-        self.url = url
+        self.request = request  # the httpx request, until the verdict on it
 
     def genai_model(self) -> str:
         """The sniffed model, "" if this is not an LLM call; decided once, by the first to ask."""
@@ -160,8 +158,8 @@ class DeferredSpan(NonRecordingSpan):
     def _decide(self) -> str:  # under _CONTEXT_LOCK
         model = self.model
         if model is None:
-            model = self.model = model_of(self.body, self.url.path)
-            self.body = b""
+            model = self.model = request_model(self.request)
+            self.request = None
         return model
 
     def get_span_context(self) -> SpanContext:
