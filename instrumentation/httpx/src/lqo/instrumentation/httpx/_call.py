@@ -1,8 +1,9 @@
 """One instrumented LLM call: span start, response reading (whole or streamed), telemetry at end.
 
-The application's thread makes the span's context (ids, sampling decision; see ``_spans``) and
-keeps references; the SDK span, decoding and the span's end run on the telemetry worker (see
-``_worker``).
+The application's thread makes the span current as a placeholder whose context (ids, sampling
+decision, and whether this is an LLM call at all) waits until someone asks for it (see
+``_spans``), and keeps references to the request and response; the verdict, the SDK span,
+decoding and the span's end run on the telemetry worker (see ``_worker``).
 """
 
 from __future__ import annotations
