@@ -12,19 +12,23 @@ discarding exporter, a MeterProvider with an in-memory reader); content capture 
   openai-v2    opentelemetry-instrumentation-openai-v2 (the OTel contrib instrumentation)
   openllmetry  opentelemetry-instrumentation-openai (Traceloop's OpenLLMetry)
   lqo-toggle   lqo on and off in turns within one process, each block run both ways (the order
-               alternating); its added figures are against its own "off" calls
+               alternating); its added figures are against its own "off" calls, and it times
+               lqo's own part of Client.send call by call (``SendClock``)
   NAME#2       a second process of a variant: ``none,none#2`` shows how far two processes of the
                same code differ (the noise floor of comparing variants across processes)
 
 Two processes running identical code differ by up to ~20 µs per call at the median on the
 2-core VM (``--variants none#2``: memory layout, hash seeds, which core each lands on), so an
-added cost of that size is resolved only by ``lqo-toggle``, which compares in one process.
+added cost of that size is resolved only by ``lqo-toggle``, which compares in one process and
+times lqo's own code per call.
+
+    .venv/bin/python bench/overhead.py --calls 1000 --block 20 --variants none,none#2,lqo,lqo-toggle,openai-v2,openllmetry
 
 Each variant lives in its own process, instrumented once, and the processes take turns in small
 blocks (``--block`` plain calls, a quarter as many of each stream; the order rotates every block),
-so drift on a shared machine hits every variant alike. (Switching instrumentation on and off in
-one process is not an option: repeated instrument/uninstrument stacks OpenLLMetry's wrappers —
-one call then made 44 spans.) Each call is timed twice: wall time (the latency the caller sees) and CPU time of the calling
+so drift on a shared machine hits every variant alike. (Switching the peers on and off in one
+process is not an option: repeated instrument/uninstrument stacks OpenLLMetry's wrappers — one
+call then made 44 spans; lqo's uninstrument() restores everything, which ``lqo-toggle`` uses.) Each call is timed twice: wall time (the latency the caller sees) and CPU time of the calling
 thread (``time.thread_time``: the work on the call path, without the server's and the
 neighbours' noise). Each block also reads the CPU time of the whole process per call, which
 counts work moved off the call path (our deferred telemetry thread, every variant's span
