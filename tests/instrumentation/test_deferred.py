@@ -103,12 +103,17 @@ def test_nested_model_key_is_corrected(instrument: Any) -> None:
     assert point.attributes["gen_ai.request.model"] == "gpt-4o-mini"
 
 
-def test_escaped_model_name_is_decoded(instrument: Any) -> None:
-    inst = instrument()
-    body = b'{"model": "org\\/model\\u00e9", "messages": []}'
+def _only_span_for(inst: Any, body: bytes) -> Any:
+    """POSTs a raw JSON body to the chat path; the one GenAI span it made."""
     with ReplayServer(load_cassette(CHAT_PLAIN)) as srv, httpx2.Client() as http:
         http.post(srv.url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
     (span,) = inst.genai_spans()
+    return span
+
+
+def test_escaped_model_name_is_decoded(instrument: Any) -> None:
+    inst = instrument()
+    span = _only_span_for(inst, b'{"model": "org\\/model\\u00e9", "messages": []}')
     assert span.attributes["gen_ai.request.model"] == "org/modelé"
 
 
@@ -273,10 +278,7 @@ def test_worker_gives_the_gil_away_between_slices_of_a_long_batch(monkeypatch: p
 def test_model_as_a_value_before_the_key(instrument: Any) -> None:
     """``"model"`` can also be a value (Gemini's role name) ahead of the key: the sniff goes on."""
     inst = instrument()
-    body = b'{"contents": [{"role": "model", "parts": []}], "model" : "gpt-4o-mini", "messages": []}'
-    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv, httpx2.Client() as http:
-        http.post(srv.url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
-    (span,) = inst.genai_spans()
+    span = _only_span_for(inst, b'{"contents": [{"role": "model", "parts": []}], "model" : "gpt-4o-mini", "messages": []}')
     assert span.name == "chat gpt-4o-mini"
 
 

@@ -96,11 +96,7 @@ class Call:
         """The span's name and the attributes samplers see at creation (semconv: operation,
         provider, model, server); on the worker unless a sampler must be asked on the call path.
         Always called before the worker records anything."""
-        if not self._provider:
-            url = self._request.url
-            self.host = host = url.host
-            self.port = port = url.port or (443 if url.scheme == "https" else 80)
-            self._provider = self._tel.router.provider(self._family, host, port)
+        self._resolve_server()
         model = self._model
         attrs: dict[str, Any] = {ga.GEN_AI_OPERATION_NAME: self.operation, ga.GEN_AI_PROVIDER_NAME: self._provider}
         if model:
@@ -108,6 +104,14 @@ class Call:
         attrs[_SERVER_ADDRESS] = self.host
         attrs[_SERVER_PORT] = self.port
         return (f"{self.operation} {model}" if model else self.operation), attrs
+
+    def _resolve_server(self) -> None:
+        """server.address / server.port and the provider, from the request's URL (once)."""
+        if not self._provider:
+            url = self._request.url
+            self.host = host = url.host
+            self.port = port = url.port or (443 if url.scheme == "https" else 80)
+            self._provider = self._tel.router.provider(self._family, host, port)
 
     # --- on the application's thread -----------------------------------------------------
 
@@ -172,9 +176,8 @@ class Call:
             return rec
         rec = self.rec = CallRecord(self.operation, self._tel.capture_mode.captures)
         rec.request_model = self._model
+        self._resolve_server()  # before the request (and its URL) is let go
         request, self._request = self._request, None  # read once: the bytes go with the request
-        if not self._provider:  # the server's attributes need the URL
-            self._describe()
         try:
             content = request.content
         except Exception:  # never read (a streamed upload): nothing to parse

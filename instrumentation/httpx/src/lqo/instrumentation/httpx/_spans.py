@@ -17,8 +17,8 @@ instrumentation's own (its scope), and the wrappers pass through to the original
 nothing is preset.
 
 Used only with the SDK's tracer and the deferred worker. Any other tracer (a vendor's API
-implementation, the no-op one), a disabled tracer, or inline mode start the span eagerly, as
-before. What the application sees during the call: ``trace.get_current_span()`` inside httpx
+implementation, the no-op one) or inline mode start the span eagerly, as before; a tracer
+disabled by its TracerConfig gives the caller's context, as the SDK's own start_span does. What the application sees during the call: ``trace.get_current_span()`` inside httpx
 event hooks is a non-recording span with the GenAI span's context (attributes set on it
 there are dropped; the span's own attributes are the instrumentation's).
 """
@@ -128,7 +128,7 @@ class DeferredSpan(NonRecordingSpan):
     needs the ids, nor the model: both wait until someone asks for the context — an HTTP client
     span starting under this one, a propagator writing ``traceparent``, the application in an
     event hook — or else for the worker. Whoever comes first decides whether the request is an
-    LLM call at all (``_sniff.model_of``); if it is not, the context is the caller's own (no
+    LLM call at all (``_sniff.request_model``); if it is not, the context is the caller's own (no
     span of ours in between) and the worker records nothing. A sampler that must be asked (any
     other) is asked on the call path, and the context is made there.
     """
@@ -232,14 +232,13 @@ class SpanStarter:
 
     def deferrable(self) -> Any:
         """The SDK tracer when a call's span can wait whole for the worker or its first use (the
-        SDK's default sampler: nothing on the call path needs its ids or model), else None.
-        Whether the tracer is enabled (its TracerConfig) is asked then, too, not here."""
-        tracer = self._sdk
-        if tracer is None:
-            tracer = self._lazy_tracer() if self.lazy else None
-            if tracer is None:
-                return None
-        return tracer if self._default_sampler else None
+        SDK's default sampler: nothing on the call path needs its ids or model), else None; it
+        resolves the tracer first if need be. Once resolved, the call path reads
+        ``deferred_tracer`` directly. Whether the tracer is enabled (its TracerConfig) is asked
+        when the context is made, not here."""
+        if self._sdk is None and self.lazy:
+            self._lazy_tracer()
+        return self.deferred_tracer
 
     def enabled(self) -> bool:
         """The SDK tracer's config switch (``TracerProvider._set_tracer_configurator``)."""
@@ -308,10 +307,10 @@ class SpanStarter:
 
     def materialize(self, span: DeferredSpan, describe: Describe) -> Any:
         """The SDK span for ``span`` (on the worker), with its ids, decision and start time."""
-        name, attributes = span.described or describe()
         context = span.get_span_context()
         if not span.own:  # given out as the caller's own context: no span of ours
             return NonRecordingSpan(context)
+        name, attributes = span.described or describe()
         _PRESET.value = (context.trace_id, context.span_id, span.result)
         try:
             return span.tracer.start_span(name, context=span.parent, kind=SpanKind.CLIENT,

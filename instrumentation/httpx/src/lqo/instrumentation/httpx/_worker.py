@@ -1,7 +1,7 @@
 """Work taken off the application's call path.
 
-The call path only makes the span's context (``_spans``), timestamps, and keeps references to
-the request and response bytes. Everything else — the SDK span, parsing JSON and streams, span
+The call path only makes the span current (a placeholder, ``_spans``), timestamps, and keeps
+references to the request and response. Everything else — the SDK span, parsing JSON and streams, span
 attributes, ending the span at its recorded end time, metrics, events — runs here, on one daemon
 thread per instrumentor. One thread keeps each call's work in order (a stream's batches, then
 its end).

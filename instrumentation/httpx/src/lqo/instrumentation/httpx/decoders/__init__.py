@@ -78,15 +78,15 @@ _CACHE_SIZE = 4096
 class Router:
     __slots__ = ("_custom", "_providers", "_routes")
 
-    @property
-    def cache(self) -> dict[str, tuple[Family, str] | None]:
-        """Routes found so far by path (the same dict for the router's life; cleared when full)."""
-        return self._routes
-
     def __init__(self, custom_hosts: dict[str, str] | None = None) -> None:
         self._custom = {**_hosts_from_env(), **{k.lower(): v for k, v in (custom_hosts or {}).items()}}
         self._routes: dict[str, tuple[Family, str] | None] = {}
         self._providers: dict[tuple[str, str, int | None], str] = {}
+
+    @property
+    def cache(self) -> dict[str, tuple[Family, str] | None]:
+        """Routes found so far by path (the same dict for the router's life; cleared when full)."""
+        return self._routes
 
     def route(self, path: str) -> tuple[Family, str] | None:
         try:
