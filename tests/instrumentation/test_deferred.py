@@ -4,10 +4,12 @@ plus the worker's batches, the inline mode, the model sniff and the singleton in
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 import httpx2
@@ -59,6 +61,25 @@ def test_deferred_span_keeps_call_timing(instrument: Any) -> None:
     (point,) = inst.metrics()["gen_ai.client.operation.duration"]
     # The span's end is the call's end, not the time the worker got to it.
     assert abs((span.end_time - span.start_time) / 1e9 - point.sum) < 0.005
+
+
+def test_finished_call_lets_its_response_go_before_the_worker_runs(instrument: Any) -> None:
+    """Status, headers and body are taken on the call path; the response object itself is not
+    kept waiting for the worker's batch (it would outlive the call, and the application's
+    garbage collections would find it there)."""
+    inst = instrument()
+    inst.instrumentor._tel.worker.interval = 60.0  # the batch waits until flushed
+    responses: list[weakref.ref[Any]] = []
+    http = httpx2.Client(event_hooks={"response": [lambda r: responses.append(weakref.ref(r))]})
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv:
+        openai.OpenAI(base_url=srv.url + "/v1", api_key="k", max_retries=0, http_client=http).chat.completions.create(**ARGS)
+    gc.collect()
+    assert len(responses) == 1 and responses[0]() is None
+    assert [s for s in inst.exporter.get_finished_spans() if s.instrumentation_scope.name == SCOPE] == []
+    (span,) = inst.genai_spans()  # the body still reached the worker
+    recorded = json.loads(load_cassette(CHAT_PLAIN)[0].body)
+    assert span.attributes["gen_ai.usage.output_tokens"] == recorded["usage"]["completion_tokens"]
+    assert span.attributes["gen_ai.response.id"] == recorded["id"]
 
 
 def test_provider_shutdown_drains_pending_calls() -> None:

@@ -117,9 +117,21 @@ class Call:
 
     def on_response(self, response: Any, stream_base: type, is_async: bool) -> None:
         if getattr(response, "is_closed", True):  # read whole by the client (or never to be read)
-            if not self._ended:  # as end(), one call less; the worker reads status, headers, body
-                self._ended = True
-                self._tel.worker.submit(self._complete_response, response, perf_counter() - self._start, time_ns())
+            if not self._ended:  # as end(), one call less
+                # Status, headers and body now, not the response: held until the worker runs, a
+                # response (and its request, URL, streams…) would outlive the call by up to a
+                # batch, and garbage collections on the application's thread would find it there
+                # (twice as many, each twice as long: bench/BENCHMARKS.md, session 16).
+                self._status = status = response.status_code
+                self._headers = response.headers
+                body = None
+                if status < 400:  # an error: its status is all we report
+                    try:
+                        body = response.content
+                    except Exception:  # closed unread
+                        pass
+                self._ended = True  # after the reads: if one raises, send() ends the call with end()
+                self._tel.worker.submit(self._complete, None, body, perf_counter() - self._start, time_ns())
             return
         # A streamed response, watched as the SDK reads it. Status and headers only: the stream
         # proxy's finalizer holds this call, which must not hold the response (and through it
@@ -158,16 +170,6 @@ class Call:
             self._pending = None
             self.span = self._tel.spans.materialize(pending, self._describe)
         return self._model is not None
-
-    def _complete_response(self, response: Any, elapsed: float, end_ns: int) -> None:
-        """A response the client read whole (or closed unread), held until now."""
-        try:
-            self._status = response.status_code
-            self._headers = response.headers
-            body = response.content if self._status < 400 else None  # an error: its status is all we report
-        except Exception:  # closed unread
-            body = None
-        self._complete(None, body, elapsed, end_ns)
 
     def _record(self) -> CallRecord:
         """The call's record with the request decoded (once, on first use)."""
