@@ -54,11 +54,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -213,7 +215,22 @@ def worker(variant: str, url: str, block: int) -> None:
     kinds = {"plain": plain, "stream": stream, "long": long}
 
     def new_samples() -> dict[str, dict[str, list[float]]]:
-        return {k: {"wall": [], "cpu": [], "proc": [], "block": [], "between": []} for k in KINDS}
+        return {k: {"wall": [], "cpu": [], "proc": [], "block": [], "gc": [], "between": []} for k in KINDS}
+
+    # Garbage collection run on the calling thread (CPython collects on whichever thread's
+    # allocation crosses the threshold): objects an instrumentation keeps past the call make
+    # the application's thread collect more often, and each collection longer.
+    calling_thread = threading.get_ident()
+    gc_s = [0.0, 0.0]  # total, start of the running collection
+
+    def gc_clock(phase: str, info: Any) -> None:
+        if threading.get_ident() == calling_thread:
+            if phase == "start":
+                gc_s[1] = time.perf_counter()
+            else:
+                gc_s[0] += time.perf_counter() - gc_s[1]
+
+    gc.callbacks.append(gc_clock)
 
     samples, off_samples = new_samples(), new_samples()
     chunks: dict[str, int] = {}
@@ -224,7 +241,7 @@ def worker(variant: str, url: str, block: int) -> None:
         for kind, fn in kinds.items():
             w, c = dest[kind]["wall"], dest[kind]["cpu"]
             n = block if kind == "plain" else max(1, block // 4)
-            p0, b0 = time.process_time(), time.perf_counter()
+            p0, b0, g0 = time.process_time(), time.perf_counter(), gc_s[0]
             if clock is not None:
                 clock.between = dest[kind]["between"] if keep else []
             for _ in range(n):
@@ -242,6 +259,7 @@ def worker(variant: str, url: str, block: int) -> None:
             if keep:  # every thread of the process (span export, deferred telemetry), per call
                 dest[kind]["proc"].append((time.process_time() - p0) / n)
                 dest[kind]["block"].append((time.perf_counter() - b0) / n)
+                dest[kind]["gc"].append((gc_s[0] - g0) / n)
 
     for turn, line in enumerate(sys.stdin):
         if line.strip() == "done":
@@ -305,7 +323,7 @@ def run(url: str, variants: list[str], calls: int, block: int) -> dict[str, Any]
         "median_us": {f"{v}/{k}/{m}": statistics.median(out[v]["samples"][k][m]) * 1e6
                       for v in variants for k in KINDS for m in ("wall", "cpu", "proc")},
         "mean_us": {f"{v}/{k}/{m}": statistics.fmean(out[v]["samples"][k][m]) * 1e6
-                    for v in variants for k in KINDS for m in ("wall", "cpu", "proc", "block")},
+                    for v in variants for k in KINDS for m in ("wall", "cpu", "proc", "block", "gc")},
         "p99_us": {f"{v}/{k}/wall": _quantile(out[v]["samples"][k]["wall"], 0.99) * 1e6
                    for v in variants for k in KINDS},
         "between_us": {f"{v}/{k}/{q}": _quantile(out[v]["samples"][k]["between"], q) * 1e6
@@ -358,14 +376,15 @@ def report(res: dict[str, Any], variants: list[str]) -> str:
             row.append(f"{(added_long - added_short) / max(1, extra):8.2f}")
         lines.append(" ".join(row))
     lines += ["", "the caller's latency beyond the median, added µs: mean = a block's wall time per call, the",
-              "queued telemetry finished inside it; p99 = the 99th percentile of single calls", "",
-              f"{'':14s} {'per call':>17s} {'per stream':>17s}",
-              f"{'':14s}" + f" {'mean':>8s} {'p99':>8s}" * 2]
+              "queued telemetry finished inside it; p99 = the 99th percentile of single calls; gc = garbage",
+              "collection on the calling thread per call (mean)", "",
+              f"{'':14s} {'per call':>26s} {'per stream':>26s}",
+              f"{'':14s}" + f" {'mean':>8s} {'p99':>8s} {'gc':>8s}" * 2]
     for v in rows:
         b = base[v]
         lines.append(" ".join([v.ljust(14)] + [f"{d[f'{v}/{k}/{m}'] - d[f'{b}/{k}/{m}']:8.1f}"
                                                    for k in ("plain", "stream")
-                                               for d, m in ((mean, "block"), (p99, "wall"))]))
+                                               for d, m in ((mean, "block"), (p99, "wall"), (mean, "gc"))]))
     own = [v for v in rows if base[v] != "none"]
     if own:
         lines += ["", f"{', '.join(own)}: against the same process's calls with the instrumentation off"]
