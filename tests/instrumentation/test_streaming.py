@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import subprocess
+import sys
 from typing import Any
 
 import httpx
@@ -94,7 +97,45 @@ def test_abandoned_stream_ends_once_when_collected(instrument: Any) -> None:
     _one_span(inst)
 
 
-@pytest.mark.parametrize("how", ["exhausted", "closed_early", "broken"])
+_OPEN_AT_EXIT = """
+import json, sys
+import openai
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from lqo.instrumentation.httpx import HttpxGenAIInstrumentor
+
+class Printer(SpanExporter):
+    def export(self, spans):
+        for s in spans:
+            print("SPAN", json.dumps({"name": s.name, **dict(s.attributes)}), flush=True)
+        return SpanExportResult.SUCCESS
+
+tp = TracerProvider()  # its exit shutdown is registered first, so it runs last
+tp.add_span_processor(BatchSpanProcessor(Printer()))
+HttpxGenAIInstrumentor().instrument(tracer_provider=tp)
+client = openai.OpenAI(base_url=sys.argv[1] + "/v1", api_key="k", max_retries=0)
+stream = client.chat.completions.create(**json.loads(sys.argv[2]))
+print("READ", next(iter(stream)).id, flush=True)
+# exits here, the stream still referenced and never closed
+"""
+
+
+def test_stream_still_open_at_exit_ends_and_is_exported(tmp_path: Any) -> None:
+    """A script that stops reading a stream and quits: the span ends at exit, exported."""
+    app = tmp_path / "app.py"
+    app.write_text(_OPEN_AT_EXIT)
+    with ReplayServer(load_cassette(CHAT_STREAM)) as srv:
+        out = subprocess.run([sys.executable, str(app), srv.url, json.dumps(ARGS)],
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (read,) = [line.split(" ", 1)[1] for line in out.stdout.splitlines() if line.startswith("READ ")]
+    spans = [json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines() if line.startswith("SPAN ")]
+    assert len(spans) == 1, out.stdout
+    assert spans[0]["name"] == "chat gpt-4" and spans[0]["gen_ai.response.id"] == read
+    assert "Exception ignored" not in out.stderr
+
+
+@pytest.mark.parametrize("how", ["exhausted", "closed_early", "broken", "abandoned"])
 def test_async_stream_ends_once(how: str, instrument: Any) -> None:
     inst = instrument()
 
@@ -108,6 +149,11 @@ def test_async_stream_ends_once(how: str, instrument: Any) -> None:
             async for _ in stream:
                 break
             await stream.close()
+        elif how == "abandoned":  # one chunk read, then dropped without close()
+            await stream.__anext__()
+            del stream
+            gc.collect()
+            return
         else:
             with pytest.raises(openai.APIError):
                 async for _ in stream:

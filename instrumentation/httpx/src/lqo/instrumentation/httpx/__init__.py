@@ -30,6 +30,7 @@ from opentelemetry.instrumentation.utils import unwrap
 
 from ._content import CaptureMode
 from ._send import make_send
+from ._streams import end_open_streams
 from ._telemetry import Telemetry
 from .package import _instruments_any
 from .version import __version__
@@ -105,6 +106,9 @@ class HttpxGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._patch_send(module.AsyncClient, make_send(tel, module.AsyncClient.send, module.AsyncByteStream, True))
         if tel.worker.deferred:
             self._hook_flushes(tel)
+        # Registered after the drain, so it runs first (atexit is last-in first-out): streams
+        # still open at exit end, and their telemetry is drained with the rest.
+        atexit.register(end_open_streams)
 
     def _patch_send(self, owner: type, send: Any) -> None:
         """A plain function in place of ``owner.send``: every LLM call goes through it, and a wrapt
@@ -147,6 +151,7 @@ class HttpxGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if tel is not None:
             tel.enabled = False
             atexit.unregister(tel.worker.drain)
+            atexit.unregister(end_open_streams)
             tel.worker.stop()
             tel.spans.close()
 

@@ -134,8 +134,8 @@ class Call:
                 self._tel.worker.submit(self._complete, None, body, perf_counter() - self._start, time_ns())
             return
         # A streamed response, watched as the SDK reads it. Status and headers only: the stream
-        # proxy's finalizer holds this call, which must not hold the response (and through it
-        # the proxy), or abandoned streams would never end.
+        # proxy holds this call, which must not hold the response (and through it the proxy), or
+        # an abandoned stream would end only at a garbage collection, not when dropped.
         self._status = response.status_code
         self._headers = response.headers
         if self._status >= 400:  # the error is all we report; the body is the SDK's
