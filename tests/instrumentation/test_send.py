@@ -8,6 +8,10 @@ from typing import Any
 
 import httpx2
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from lqo.instrumentation.httpx import HttpxGenAIInstrumentor
 from lqo.instrumentation.httpx._send import _signature, make_send
@@ -73,3 +77,37 @@ def test_a_signature_it_cannot_reproduce_gets_the_generic_wrapper() -> None:
         assert _signature(original, {})[0] == "self, *args, **kwargs"
     send = make_send(Telemetry(defer=False), clashing, httpx2.SyncByteStream, False)
     assert send(object(), GET, ctx=5) == (GET, 5)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["context_var", "api"])
+def test_the_genai_span_is_current_during_the_call_and_the_callers_context_comes_back(direct: bool) -> None:
+    """The span is made current by setting the API's ContextVar (default runtime context) or
+    through the API; either way the request sees it and the caller gets its context back, also
+    when the request fails."""
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    seen: list[Any] = []
+
+    class Fake:
+        def send(self, request: Any, fail: bool = False) -> Any:
+            seen.append(trace.get_current_span().get_span_context())
+            if fail:
+                raise httpx2.ConnectError("refused", request=request)
+            return httpx2.Response(200, json={"id": "r1", "model": "m", "choices": []}, request=request)
+
+    send = make_send(Telemetry(tracer_provider=tp, defer=False), Fake.send, httpx2.SyncByteStream, False,
+                     direct=direct)
+    assert (send.__globals__["_var_set"] is not None) is direct  # the SDK's default runtime context
+    chat = httpx2.Request("POST", "http://127.0.0.1:1/v1/chat/completions", json={"model": "m", "messages": []})
+    with tp.get_tracer("app").start_as_current_span("outer") as outer:
+        send(Fake(), chat)
+        assert trace.get_current_span() is outer
+        with pytest.raises(httpx2.ConnectError):
+            send(Fake(), chat, fail=True)
+        assert trace.get_current_span() is outer
+    ok, failed = sorted((s for s in exporter.get_finished_spans() if s.name == "chat m"),
+                        key=lambda s: "error.type" in s.attributes)
+    assert [c.span_id for c in seen] == [ok.context.span_id, failed.context.span_id]
+    assert ok.parent.span_id == failed.parent.span_id == outer.get_span_context().span_id
+    assert ok.attributes["gen_ai.response.id"] == "r1" and failed.attributes["error.type"] == "ConnectError"
