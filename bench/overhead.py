@@ -129,6 +129,35 @@ def instrument(variant: str, tp: Any, mp: Any) -> Any:
     return None
 
 
+def _timed_stream_class(base: type) -> type:
+    class Timed(base):  # type: ignore[misc, valid-type]
+        """A byte stream passing another's chunks through, timing each ``next`` that gave one."""
+
+        def __init__(self, inner: Any, done: Any) -> None:
+            self._inner, self._done = inner, done
+
+        def __iter__(self) -> Any:
+            spent = chunks = 0
+            it = iter(self._inner)
+            try:
+                while True:
+                    t0 = time.perf_counter_ns()
+                    try:
+                        chunk = next(it)
+                    except StopIteration:
+                        return
+                    spent += time.perf_counter_ns() - t0
+                    chunks += 1
+                    yield chunk
+            finally:
+                self._done(spent, chunks)
+
+        def close(self) -> None:
+            self._inner.close()
+
+    return Timed
+
+
 class SendClock:
     """Times, per call, the part of ``Client.send`` that is not the client's own send.
 
@@ -137,28 +166,51 @@ class SendClock:
     above minus below is the time spent in between: lqo's own call path, paired call by call
     and free of the server's and the client's noise. With lqo off the same difference is the
     layers' own cost, subtracted in the report.
+
+    Streamed responses get two such layers around the byte stream the SDK reads: one under
+    lqo's stream proxy (put on by the lower ``send``), one over it (by the upper). Per stream,
+    the time in the upper layer's ``next`` calls minus the lower one's, over the chunks, is the
+    proxy's own time per chunk.
     """
 
     def __init__(self, client_class: type) -> None:
         self.cls = next(c for c in client_class.__mro__ if "send" in c.__dict__)
         raw = self.cls.__dict__["send"]
+        timed = _timed_stream_class(sys.modules[self.cls.__module__.split(".")[0]].SyncByteStream)
         self.below_ns = 0
         self.between: list[float] = []
+        self.per_chunk: list[float] = []
         self._next: Any = None
+        self._stream: list[Any] = [None, None]  # the latest stream's layers: (ns in next, chunks)
+
+        def layer_done(state: list[Any], i: int, ns: int, chunks: int) -> None:
+            # The SDK may close the stream once it has seen the last event, without a final
+            # next(): then the upper layer finishes first.
+            state[i] = (ns, chunks)
+            if state[0] is not None and state[1] is not None and chunks and state[0][1] == state[1][1]:
+                self.per_chunk.append((state[1][0] - state[0][0]) / chunks / 1e9)
 
         def below(client: Any, *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter_ns()
             try:
-                return raw(client, *args, **kwargs)
+                response = raw(client, *args, **kwargs)
+                if not response.is_closed:  # streamed: time the chunks lqo's proxy reads from here
+                    state = self._stream = [None, None]
+                    response.stream = timed(response.stream, lambda ns, n: layer_done(state, 0, ns, n))
+                return response
             finally:
                 self.below_ns = time.perf_counter_ns() - t0
 
         def above(client: Any, *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter_ns()
             try:  # bound as the class would bind it (a wrapt proxy needs the instance)
-                return self._next.__get__(client, type(client))(*args, **kwargs)
+                response = self._next.__get__(client, type(client))(*args, **kwargs)
             finally:
                 self.between.append((time.perf_counter_ns() - t0 - self.below_ns) / 1e9)
+            if not response.is_closed:
+                state = self._stream
+                response.stream = timed(response.stream, lambda ns, n: layer_done(state, 1, ns, n))
+            return response
 
         self.cls.send = below  # type: ignore[attr-defined]
         self._above = above
@@ -215,7 +267,7 @@ def worker(variant: str, url: str, block: int) -> None:
     kinds = {"plain": plain, "stream": stream, "long": long}
 
     def new_samples() -> dict[str, dict[str, list[float]]]:
-        return {k: {"wall": [], "cpu": [], "proc": [], "block": [], "gc": [], "between": []} for k in KINDS}
+        return {k: {"wall": [], "cpu": [], "proc": [], "block": [], "gc": [], "between": [], "per_chunk": []} for k in KINDS}
 
     # Garbage collection run on the calling thread (CPython collects on whichever thread's
     # allocation crosses the threshold): objects an instrumentation keeps past the call make
@@ -244,6 +296,7 @@ def worker(variant: str, url: str, block: int) -> None:
             p0, b0, g0 = time.process_time(), time.perf_counter(), gc_s[0]
             if clock is not None:
                 clock.between = dest[kind]["between"] if keep else []
+                clock.per_chunk = dest[kind]["per_chunk"] if keep else []
             for _ in range(n):
                 t0, c0 = time.perf_counter(), time.thread_time()
                 chunks[kind] = fn()
@@ -329,6 +382,9 @@ def run(url: str, variants: list[str], calls: int, block: int) -> dict[str, Any]
         "between_us": {f"{v}/{k}/{q}": _quantile(out[v]["samples"][k]["between"], q) * 1e6
                        for v in variants for k in KINDS if out[v]["samples"][k].get("between")
                        for q in (0.5, 0.9)},
+        "per_chunk_us": {f"{v}/{k}/{q}": _quantile(out[v]["samples"][k]["per_chunk"], q) * 1e6
+                         for v in variants for k in KINDS if out[v]["samples"][k].get("per_chunk")
+                         for q in (0.5, 0.9)},
         "baseline": {v: f"{v}:off" if f"{v}:off" in out else "none" for v in variants},
         "chunks": first["chunks"],
         "samples": {k: len(first["samples"][k]["wall"]) for k in KINDS},
@@ -400,6 +456,12 @@ def report(res: dict[str, Any], variants: list[str]) -> str:
             off = [between[f"{b}/{k}/{q}"] for q in (0.5, 0.9)]
             lines.append(f"  {label}: median {on[0] - off[0]:.1f} µs, p90 {on[1] - off[1]:.1f} µs "
                          f"(layers alone: {off[0]:.1f} / {off[1]:.1f})")
+        per_chunk = res.get("per_chunk_us", {})
+        if f"{v}/long/0.5" in per_chunk and f"{b}/long/0.5" in per_chunk:
+            on = [per_chunk[f"{v}/long/{q}"] for q in (0.5, 0.9)]
+            off = [per_chunk[f"{b}/long/{q}"] for q in (0.5, 0.9)]
+            lines.append(f"  per chunk (the stream proxy, {res['chunks']['long']}-event streams): median "
+                         f"{on[0] - off[0]:.2f} µs, p90 {on[1] - off[1]:.2f} µs (layers alone: {off[0]:.2f} / {off[1]:.2f})")
     lines += ["", f"calls made: {res['calls']}; spans exported: {res['spans']}"]
     return "\n".join(lines)
 
