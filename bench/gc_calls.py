@@ -85,12 +85,7 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(args.measure, args.url, args.calls)))
         return
-    server = subprocess.Popen([sys.executable, overhead.__file__, "--serve"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        url = server.stdout.readline().strip()  # type: ignore[union-attr]
-        if not url:
-            raise SystemExit("the replay server did not start (are ../shared/fixtures/recordings present?)")
+    with overhead.replay_server() as url:
         print(f"calls per variant: {args.calls}; collections on the calling thread per 1,000 calls: "
               "count × mean ms; total ms", flush=True)
         for variant in args.variants.split(","):
@@ -106,9 +101,6 @@ def main() -> None:
                 total += s * per_k * 1000
                 cells.append(f"gen{g} {n * per_k:5.1f} × {s / n * 1000 if n else 0:6.2f}")
             print(f"  {variant:12s} " + "   ".join(cells) + f"   total {total:7.1f} ms", flush=True)
-    finally:
-        server.stdin.close()  # type: ignore[union-attr]
-        server.wait(10)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ provider's think time before each response, the common case for LLM calls.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import json
@@ -62,6 +63,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,22 @@ def serve(long_chunks: int, delay_ms: float) -> None:
     with Fixed([chat]) as srv:
         print(srv.url, flush=True)
         sys.stdin.read()  # until the parent closes our stdin
+
+
+@contextlib.contextmanager
+def replay_server(long_chunks: int = 200, delay_ms: float = 0.0) -> Iterator[str]:
+    """``serve`` in its own process; yields its URL."""
+    server = subprocess.Popen([sys.executable, __file__, "--serve", "--long-chunks", str(long_chunks),
+                               "--server-delay-ms", str(delay_ms)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()  # type: ignore[union-attr]
+        if not url:
+            raise SystemExit("the replay server did not start (are ../shared/fixtures/recordings present?)")
+        yield url
+    finally:
+        server.stdin.close()  # type: ignore[union-attr]
+        server.wait(10)
 
 
 def instrument(variant: str, tp: Any, mp: Any) -> Any:
@@ -486,19 +504,10 @@ def main() -> None:
     variants = args.variants.split(",")
     if "none" not in variants:
         variants.insert(0, "none")
-    server = subprocess.Popen([sys.executable, __file__, "--serve", "--long-chunks", str(args.long_chunks),
-                               "--server-delay-ms", str(args.server_delay_ms)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        url = server.stdout.readline().strip()  # type: ignore[union-attr]
-        if not url:
-            raise SystemExit("the replay server did not start (are ../shared/fixtures/recordings present?)")
+    with replay_server(args.long_chunks, args.server_delay_ms) as url:
         print(f"server {url} (delay {args.server_delay_ms} ms); {len(variants)} variants interleaved in blocks "
               f"of {args.block}", file=sys.stderr)
         res = run(url, variants, args.calls, args.block)
-    finally:
-        server.stdin.close()  # type: ignore[union-attr]
-        server.wait(10)
     print(report(res, variants))
     if args.json:
         print(json.dumps(res, indent=1))
