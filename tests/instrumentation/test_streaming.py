@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import subprocess
 import sys
 from typing import Any
@@ -15,6 +16,8 @@ import httpx
 import openai
 import pytest
 from opentelemetry.trace import StatusCode
+
+from lqo.instrumentation.httpx import _streams
 
 from .expected import expected_for
 from .replay import RECORDINGS, ReplayServer, load_cassette
@@ -133,6 +136,34 @@ def test_stream_still_open_at_exit_ends_and_is_exported(tmp_path: Any) -> None:
     assert len(spans) == 1, out.stdout
     assert spans[0]["name"] == "chat gpt-4" and spans[0]["gen_ai.response.id"] == read
     assert "Exception ignored" not in out.stderr
+
+
+def test_forked_child_does_not_end_the_parents_open_stream(instrument: Any) -> None:
+    """The child inherits the parent's open stream as a copy; at the child's exit it must not
+    end (and export) the parent's call, which the parent still reads and ends itself."""
+    inst = instrument()
+    with ReplayServer(load_cassette(CHAT_STREAM)) as srv:
+        stream = _client(srv.url).chat.completions.create(**ARGS)
+        chunks = iter(stream)
+        next(chunks)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: what its exit would do, then count the spans it made
+            code = 1
+            try:
+                inst.exporter.clear()
+                _streams.end_open_streams()
+                os.write(write, str(len(inst.genai_spans())).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        seen = os.read(read, 16)
+        _, status = os.waitpid(pid, 0)
+        for _ in chunks:
+            pass
+    assert os.WEXITSTATUS(status) == 0 and seen == b"0"
+    assert _one_span(inst).attributes["gen_ai.usage.output_tokens"] == 5
 
 
 @pytest.mark.parametrize("how", ["exhausted", "closed_early", "broken", "abandoned"])

@@ -10,6 +10,7 @@ garbage-collected.
 from __future__ import annotations
 
 import json
+import os
 import time
 import zlib
 from collections.abc import Callable
@@ -141,6 +142,8 @@ BATCH_BYTES = 64 * 1024
 # still referenced when the interpreter exits (a script that stopped reading and quit) is ended
 # by ``end_open_streams``, which the instrumentor runs at exit before its telemetry drains.
 _open: dict[int, _Watch] = {}
+# A forked child inherits the parent's open streams as copies: they are the parent's calls to end.
+os.register_at_fork(after_in_child=_open.clear)
 
 
 def end_open_streams() -> None:
