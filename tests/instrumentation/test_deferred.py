@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from lqo.instrumentation.httpx import HttpxGenAIInstrumentor, _worker
 
+from .forking import in_forked_child
 from .replay import RECORDINGS, ReplayServer, load_cassette
 
 CHAT_PLAIN = RECORDINGS / "openai" / "openai__test_chat_completion_no_content.yaml"
@@ -162,22 +163,14 @@ def test_forked_child_gets_its_own_worker(instrument: Any) -> None:
         client = _client(srv.url)
         client.chat.completions.create(**ARGS)  # the parent's worker thread is running
         assert len(inst.genai_spans()) == 1
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: a call, a flush, report how many of our spans it sees
-            code = 1
-            try:
-                inst.exporter.clear()
-                client.chat.completions.create(**ARGS)
-                os.write(write, str(len(inst.genai_spans())).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        seen = os.read(read, 16)
-        _, status = os.waitpid(pid, 0)
-    assert os.WEXITSTATUS(status) == 0
-    assert seen == b"1"
+
+        def child() -> str:  # a call, a flush, how many of our spans it sees
+            inst.exporter.clear()
+            client.chat.completions.create(**ARGS)
+            return str(len(inst.genai_spans()))
+
+        seen = in_forked_child(child)
+    assert seen == "1"
 
 
 def _worker_for_test(interval: float) -> tuple[_worker.Worker, list[BaseException]]:

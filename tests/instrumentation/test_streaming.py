@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import subprocess
 import sys
 from typing import Any
@@ -20,6 +19,7 @@ from opentelemetry.trace import StatusCode
 from lqo.instrumentation.httpx import _streams
 
 from .expected import expected_for
+from .forking import in_forked_child
 from .replay import RECORDINGS, ReplayServer, load_cassette
 
 CHAT_STREAM = RECORDINGS / "openai" / "openai__test_chat_completion_streaming.yaml"
@@ -146,23 +146,16 @@ def test_forked_child_does_not_end_the_parents_open_stream(instrument: Any) -> N
         stream = _client(srv.url).chat.completions.create(**ARGS)
         chunks = iter(stream)
         next(chunks)
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: what its exit would do, then count the spans it made
-            code = 1
-            try:
-                inst.exporter.clear()
-                _streams.end_open_streams()
-                os.write(write, str(len(inst.genai_spans())).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        seen = os.read(read, 16)
-        _, status = os.waitpid(pid, 0)
+
+        def child() -> str:  # what its exit would do, then the spans it made
+            inst.exporter.clear()
+            _streams.end_open_streams()
+            return str(len(inst.genai_spans()))
+
+        seen = in_forked_child(child)
         for _ in chunks:
             pass
-    assert os.WEXITSTATUS(status) == 0 and seen == b"0"
+    assert seen == "0"
     assert _one_span(inst).attributes["gen_ai.usage.output_tokens"] == 5
 
 
