@@ -13,7 +13,8 @@ discarding exporter, a MeterProvider with an in-memory reader); content capture 
   openllmetry  opentelemetry-instrumentation-openai (Traceloop's OpenLLMetry)
   lqo-toggle   lqo on and off in turns within one process, each block run both ways (the order
                alternating); its added figures are against its own "off" calls, and it times
-               lqo's own part of Client.send call by call (``SendClock``)
+               lqo's own part of Client.send call by call and its stream proxy's part of each
+               chunk, stream by stream (``SendClock``)
   NAME#2       a second process of a variant: ``none,none#2`` shows how far two processes of the
                same code differ (the noise floor of comparing variants across processes)
 
@@ -37,7 +38,8 @@ the others), inside the block's window, so work deferred to a background thread 
 the calls that caused it. Results are per variant minus the baseline's: medians of wall and
 thread time, the mean of process CPU (background work lands in some calls and not others, so a
 median would hide it), and a second table of the mean wall time (a block's wall time per call)
-and the 99th percentile of single calls, where work done in batches shows:
+and the 99th percentile of single calls, where work done in batches shows, beside the time the
+calling thread spent in garbage collection per call (see ``bench/gc_calls.py``):
 
   per call   a non-streaming chat completion
   per stream the recorded 9-event stream, whole call

@@ -3,8 +3,8 @@
 The proxies replace ``response.stream`` (the raw byte stream under httpx/httpx2's Response), so
 every SDK keeps its own types and parsing; we only watch the bytes go by, timestamp the first,
 and hand them to the telemetry worker in batches, where ``StreamParser`` decodes them. A proxy
-ends its call exactly once: when the stream is exhausted, raises, is closed, or is
-garbage-collected.
+ends its call exactly once: when the stream is exhausted, raises, is closed, is
+garbage-collected, or is still open when the interpreter exits.
 """
 
 from __future__ import annotations
