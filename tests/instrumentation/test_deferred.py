@@ -139,6 +139,18 @@ def test_escaped_model_name_is_decoded(instrument: Any) -> None:
     assert span.attributes["gen_ai.request.model"] == "org/modelé"
 
 
+def test_percent_encoded_path_is_routed_and_decoded(instrument: Any) -> None:
+    """Routes are cached by the path as sent; the route and the Azure deployment (the model)
+    still come from the decoded path, on the first request and from the cache."""
+    inst = instrument()
+    with ReplayServer(load_cassette(CHAT_PLAIN)) as srv, httpx2.Client() as http:
+        for _ in range(2):
+            http.post(srv.url + "/openai/deployments/my%2Dmodel/chat%2Fcompletions?api-version=1", json={"messages": []})
+    spans = inst.genai_spans()
+    assert [s.name for s in spans] == ["chat my-model"] * 2
+    assert all(s.attributes["gen_ai.operation.name"] == "chat" for s in spans)
+
+
 def test_post_without_model_is_not_an_llm_call(instrument: Any) -> None:
     inst = instrument()
     with ReplayServer(load_cassette(CHAT_PLAIN)) as srv, httpx2.Client() as http:

@@ -88,9 +88,13 @@ class Router:
         """Routes found so far by path (the same dict for the router's life; cleared when full)."""
         return self._routes
 
-    def route(self, path: str) -> tuple[Family, str] | None:
+    def route(self, path: str, key: str | None = None) -> tuple[Family, str] | None:
+        """The API family and operation of a (decoded) URL path, or None; cached under ``key``
+        (default: the path itself; the call path uses the path as sent, cheaper to read)."""
+        if key is None:
+            key = path
         try:
-            return self._routes[path]
+            return self._routes[key]
         except KeyError:
             pass
         found = None
@@ -101,7 +105,7 @@ class Router:
                 break
         if len(self._routes) >= _CACHE_SIZE:
             self._routes.clear()
-        self._routes[path] = found
+        self._routes[key] = found
         return found
 
     def provider(self, family: Family, host: str, port: int | None) -> str:
