@@ -215,7 +215,8 @@ class Call:
                 self._accumulator = self._family.stream(self.operation, rec)
             on_event = self._on_event if self._accumulator is not None else self._on_body
             encoding = headers.get("content-encoding") or ""
-            parser = self._parser = StreamParser(kind if self._accumulator is not None else "json", encoding, on_event)
+            parser = self._parser = StreamParser(kind if self._accumulator is not None else "json", encoding, on_event,
+                                                 getattr(self._accumulator, "skip", None))
         try:
             parser.feed(b"".join(chunks))
         except Exception:

@@ -38,14 +38,19 @@ class StreamParser:
     """Feeds raw body bytes; calls ``on_event(event_name, data)`` for each complete message.
 
     ``kind`` is ``sse`` (``event:``/``data:`` blocks), ``ndjson`` (one JSON object per line) or
-    ``json`` (one document, delivered at ``close``).
+    ``json`` (one document, delivered at ``close``). ``skip(event_name, payload)``, when given, is
+    asked before an event's JSON is decoded: True means it carries nothing the caller needs (a
+    content delta with content capture off), and it is not decoded, which is most of a stream's
+    cost here.
     """
 
-    __slots__ = ("_buf", "_decomp", "_kind", "_on_event", "_overflow", "broken", "events")
+    __slots__ = ("_buf", "_decomp", "_kind", "_on_event", "_overflow", "_skip", "broken", "events")
 
-    def __init__(self, kind: str, content_encoding: str, on_event: Callable[[str, Any], None]) -> None:
+    def __init__(self, kind: str, content_encoding: str, on_event: Callable[[str, Any], None],
+                 skip: Callable[[str, bytes], bool] | None = None) -> None:
         self._kind = kind
         self._on_event = on_event
+        self._skip = skip
         self._buf = b""
         self._overflow = False
         self.events = 0
@@ -88,14 +93,10 @@ class StreamParser:
     def _split(self, buf: bytes, sep: bytes, handle: Callable[[bytes], None]) -> bytes:
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
-        start = 0
-        while True:
-            end = buf.find(sep, start)
-            if end < 0:
-                break
-            handle(buf[start:end])
-            start = end + len(sep)
-        rest = buf[start:]
+        parts = buf.split(sep)
+        rest = parts.pop()  # after the last separator: an incomplete message, kept for the next feed
+        for part in parts:
+            handle(part)
         if len(rest) > MAX_EVENT_BYTES:
             # Not a stream we understand; stop parsing rather than buffer without bound.
             self.broken = True
@@ -106,6 +107,8 @@ class StreamParser:
         line = line.strip()
         if not line:
             return
+        if self._skip is not None and self._skip("", line):
+            return
         try:
             data = json.loads(line)
         except ValueError:
@@ -115,16 +118,21 @@ class StreamParser:
 
     def _sse_event(self, block: bytes) -> None:
         event = ""
-        data_lines = []
-        for line in block.split(b"\n"):
-            if line.startswith(b"data:"):
-                data_lines.append(line[5:].lstrip(b" "))
-            elif line.startswith(b"event:"):
-                event = line[6:].strip().decode("utf-8", "replace")
-        if not data_lines:
-            return
-        payload = b"\n".join(data_lines)
+        if block.startswith(b"data:") and b"\n" not in block:  # the usual block: one data line
+            payload = block[5:].lstrip(b" ")
+        else:
+            data_lines = []
+            for line in block.split(b"\n"):
+                if line.startswith(b"data:"):
+                    data_lines.append(line[5:].lstrip(b" "))
+                elif line.startswith(b"event:"):
+                    event = line[6:].strip().decode("utf-8", "replace")
+            if not data_lines:
+                return
+            payload = b"\n".join(data_lines)
         if payload == b"[DONE]":
+            return
+        if self._skip is not None and self._skip(event, payload):
             return
         try:
             data = json.loads(payload)

@@ -111,6 +111,10 @@ class Messages:
         return MessagesStream(self, operation, rec)
 
 
+# Events that carry only content (and a keep-alive): not decoded when content is not captured.
+_CONTENT_EVENTS = frozenset(("content_block_start", "content_block_delta", "content_block_stop", "ping"))
+
+
 class MessagesStream:
     """Rebuilds the final message from message_start / content_block_* / message_delta events."""
 
@@ -187,6 +191,9 @@ class MessagesStream:
                 content.append(block)
             self._message["content"] = content
         self._family.response(self._op, self._message, self._rec)
+
+    def skip(self, name: str, payload: bytes) -> bool:
+        return not self._rec.capture and name in _CONTENT_EVENTS
 
 
 FAMILY = Messages()

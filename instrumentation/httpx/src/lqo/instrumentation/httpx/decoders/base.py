@@ -20,6 +20,14 @@ COMMON_PARAMS = {
 
 
 class Stream(Protocol):
+    """A streamed response's events, decoded JSON each, then ``finish`` at its end.
+
+    A stream may also have ``skip(name, payload) -> bool``: asked with an event's name and raw
+    JSON bytes before they are decoded; True when the event cannot change the telemetry (a
+    content delta while content capture is off), so it is not decoded. It must answer from
+    what it has already seen and bytes alone, and err towards False.
+    """
+
     def event(self, name: str, data: Any) -> None: ...
 
     def finish(self) -> None: ...

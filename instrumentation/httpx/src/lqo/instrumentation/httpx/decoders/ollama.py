@@ -6,6 +6,7 @@ Ollama streams by default (NDJSON, one JSON object per line); the last object ha
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
@@ -107,6 +108,10 @@ class Ollama:
         return OllamaStream(self, operation, rec)
 
 
+# A line's "done": false (in JSON text a quote inside a string is escaped: this is a key).
+_NOT_DONE = re.compile(rb'"done"\s*:\s*false')
+
+
 class OllamaStream:
     __slots__ = ("_calls", "_family", "_final", "_op", "_rec", "_text", "_thinking")
 
@@ -150,6 +155,12 @@ class OllamaStream:
             final["response"] = text
             final["thinking"] = thinking
         self._family.response(self._op, final, self._rec)
+
+    def skip(self, name: str, payload: bytes) -> bool:
+        """A content line with capture off: not the last ("done": true), not an error."""
+        rec = self._rec
+        return (not rec.capture and rec.response_model is not None and b'"error"' not in payload
+                and _NOT_DONE.search(payload) is not None)
 
 
 FAMILY = Ollama()

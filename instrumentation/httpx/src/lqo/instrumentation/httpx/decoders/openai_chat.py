@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
@@ -50,6 +51,23 @@ def openai_response_meta(body: dict[str, Any], rec: CallRecord) -> None:
     tier = as_str(body.get("service_tier"))
     if tier:
         rec.attrs[ga.GEN_AI_OPENAI_RESPONSE_SERVICE_TIER] = tier
+
+
+# A chunk's "finish_reason" or "usage" key with a value other than null. In JSON text a quote
+# inside a string is escaped, so these bytes are keys, never content.
+_CARRIES = re.compile(rb'"(?:finish_reason|usage)"\s*:(?!\s*null)')
+
+
+def quiet_after(rec: CallRecord, choices: dict[Any, Any]) -> bool:
+    """After this chunk, later chat/completions chunks can be skipped when their bytes show no
+    finish reason or usage (``carries``): content capture off, the response's identity read,
+    and one choice, already seen."""
+    return (not rec.capture and rec.response_model is not None and len(choices) == 1 and 0 in choices
+            and ga.GEN_AI_REQUEST_CHOICE_COUNT not in rec.attrs)
+
+
+def carries(payload: bytes) -> bool:
+    return _CARRIES.search(payload) is not None
 
 
 def chunk_meta(data: dict[str, Any], rec: CallRecord) -> None:
@@ -160,11 +178,12 @@ class ChatCompletions:
 class ChatStream:
     """Accumulates ``chat.completion.chunk`` deltas per choice index."""
 
-    __slots__ = ("_choices", "_rec")
+    __slots__ = ("_choices", "_quiet", "_rec")
 
     def __init__(self, rec: CallRecord) -> None:
         self._rec = rec
         self._choices: dict[int, dict[str, Any]] = {}
+        self._quiet = False  # later chunks without finish reason or usage are skipped
 
     def event(self, name: str, data: Any) -> None:
         if not isinstance(data, dict):
@@ -192,6 +211,7 @@ class ChatStream:
                     slot["name"] = fn["name"]
                 if isinstance(fn.get("arguments"), str):
                     slot["args"].append(fn["arguments"])
+        self._quiet = quiet_after(rec, self._choices)
 
     def finish(self) -> None:
         rec = self._rec
@@ -208,6 +228,9 @@ class ChatStream:
                                   "arguments": parse_arguments("".join(tool["args"]))})
                 outputs.append({"role": "assistant", "parts": parts, "finish_reason": str(s["finish"] or "error")})
             rec.output_messages = outputs
+
+    def skip(self, name: str, payload: bytes) -> bool:
+        return self._quiet and not carries(payload)
 
 
 FAMILY = ChatCompletions()

@@ -7,10 +7,12 @@ from typing import Any
 from .._record import CallRecord, as_dict, as_list, text_part
 from .openai_chat import (
     by_index,
+    carries,
     chunk_meta,
     common_openai_request,
     openai_response_meta,
     openai_usage,
+    quiet_after,
 )
 
 
@@ -51,11 +53,12 @@ class Completions:
 
 
 class CompletionsStream:
-    __slots__ = ("_choices", "_rec")
+    __slots__ = ("_choices", "_quiet", "_rec")
 
     def __init__(self, rec: CallRecord) -> None:
         self._rec = rec
         self._choices: dict[Any, list[Any]] = {}
+        self._quiet = False  # later chunks without finish reason or usage are skipped
 
     def event(self, name: str, data: Any) -> None:
         if not isinstance(data, dict):
@@ -69,6 +72,7 @@ class CompletionsStream:
                     state[0].append(choice["text"])
                 if choice.get("finish_reason"):
                     state[1] = choice["finish_reason"]
+        self._quiet = quiet_after(rec, self._choices)
 
     def finish(self) -> None:
         if not self._choices:
@@ -80,6 +84,9 @@ class CompletionsStream:
                 {"role": "assistant", "parts": [text_part("".join(s[0]))], "finish_reason": str(s[1] or "error")}
                 for s in ordered
             ]
+
+    def skip(self, name: str, payload: bytes) -> bool:
+        return self._quiet and not carries(payload)
 
 
 FAMILY = Completions()

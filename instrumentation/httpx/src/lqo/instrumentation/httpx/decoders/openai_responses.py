@@ -137,5 +137,9 @@ class ResponsesStream:
         if self._final is not None:
             self._family.response(self._op, self._final, self._rec)
 
+    def skip(self, name: str, payload: bytes) -> bool:
+        # The deltas (most of a stream): the terminal event restates the whole response.
+        return name.startswith("response.") and name not in _TERMINAL_EVENTS and name != "response.created"
+
 
 FAMILY = Responses()

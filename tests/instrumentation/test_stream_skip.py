@@ -1,0 +1,186 @@
+"""Streamed events that cannot change the telemetry are not decoded (``Stream.skip``).
+
+With content capture off, a stream's content deltas are most of its events and most of the
+telemetry thread's work per chunk (a JSON decode each). Skipping them must leave every recorded
+value as it was: each streamed recording is decoded with and without the skip, in both capture
+modes, fed whole and in small pieces, and the call records must be equal.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+
+from lqo.instrumentation.httpx._record import CallRecord
+from lqo.instrumentation.httpx._streams import StreamParser
+from lqo.instrumentation.httpx.decoders import Router
+
+from .replay import RECORDINGS, Exchange, load_cassette
+
+
+def _streamed_exchanges() -> list[tuple[str, Exchange]]:
+    out = []
+    for path in sorted(RECORDINGS.glob("*/*.yaml")):
+        for i, ex in enumerate(load_cassette(path)):
+            if ex.method == "POST" and ex.status == 200 and ex.streamed:
+                out.append((f"{path.parent.name}/{path.stem}#{i}", ex))
+    return out
+
+
+STREAMED = _streamed_exchanges()
+
+
+def _snapshot(rec: CallRecord) -> dict[str, Any]:
+    return {name: getattr(rec, name) for name in CallRecord.__slots__}
+
+
+def _decode(ex: Exchange, capture: bool, skip: bool, piece: int | None = None) -> tuple[dict[str, Any], int, int]:
+    """The call record of a streamed exchange; and how many events were skipped and decoded."""
+    family, operation = Router().route(ex.path.split("?", 1)[0])  # type: ignore[misc]
+    rec = CallRecord(operation, capture)
+    body = json.loads(ex.request_body) if ex.request_body else None
+    if isinstance(body, dict):
+        family.request(operation, body, rec)
+    acc = family.stream(operation, rec)
+    skipped = [0]
+
+    def counting_skip(name: str, payload: bytes) -> bool:
+        answer = acc.skip(name, payload)
+        skipped[0] += answer
+        return answer
+
+    kind = "sse" if "event-stream" in ex.content_type else "ndjson"
+    encoding = next((v for k, v in ex.headers if k.lower() == "content-encoding"), "")
+    parser = StreamParser(kind, encoding, acc.event, counting_skip if skip and hasattr(acc, "skip") else None)
+    step = piece or len(ex.body) or 1
+    for start in range(0, len(ex.body), step):
+        parser.feed(ex.body[start:start + step])
+    parser.close()
+    acc.finish()
+    return _snapshot(rec), skipped[0], parser.events
+
+
+def test_there_are_streamed_recordings_of_every_family() -> None:
+    families = {Router().route(ex.path.split("?", 1)[0])[0].name for _, ex in STREAMED}  # type: ignore[index]
+    assert {"openai.chat_completions", "anthropic.messages", "ollama"} <= families, families
+
+
+@pytest.mark.parametrize("capture", [False, True], ids=["no_content", "content"])
+@pytest.mark.parametrize(("name", "ex"), STREAMED, ids=[n for n, _ in STREAMED])
+def test_skipping_changes_nothing_recorded(name: str, ex: Exchange, capture: bool) -> None:
+    full, _, decoded_all = _decode(ex, capture, skip=False)
+    assert decoded_all > 0
+    fast, skipped, decoded = _decode(ex, capture, skip=True)
+    assert fast == full
+    assert skipped + decoded == decoded_all  # every event either decoded or skipped, none lost
+    pieces, skipped_in_pieces, _ = _decode(ex, capture, skip=True, piece=random.Random(name).randint(3, 40))
+    assert pieces == full
+    assert skipped_in_pieces == skipped
+
+
+def _one_choice(ex: Exchange) -> bool:
+    body = json.loads(ex.request_body) if ex.request_body else {}
+    return not isinstance(body, dict) or body.get("n") in (None, 1)
+
+
+@pytest.mark.parametrize(("name", "ex"), STREAMED, ids=[n for n, _ in STREAMED])
+def test_content_deltas_are_skipped_only_without_capture(name: str, ex: Exchange) -> None:
+    """Capture off: a one-choice stream decodes at most its identity, finish reason and usage
+    events (three), whatever its length. Capture on: only the Responses API skips (its last
+    event restates every delta)."""
+    family = Router().route(ex.path.split("?", 1)[0])[0].name  # type: ignore[index]
+    _, skipped, decoded = _decode(ex, capture=False, skip=True)
+    if _one_choice(ex):
+        assert decoded <= 3
+        assert skipped >= 1
+    else:
+        assert skipped == 0
+    _, skipped_with_content, _ = _decode(ex, capture=True, skip=True)
+    assert (skipped_with_content > 0) == (family == "openai.responses")
+
+
+def _chat_stream(chunks: list[dict[str, Any]], separators: tuple[str, str] = (",", ":")) -> bytes:
+    return b"".join(b"data: " + json.dumps(c, separators=separators).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+def _chunk(content: str | None, finish: str | None = None, index: int = 0, usage: Any = None) -> dict[str, Any]:
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "m-1",
+            "choices": [{"index": index, "delta": {"content": content} if content is not None else {},
+                         "finish_reason": finish}], "usage": usage}
+
+
+def _decode_chat(body: bytes, request: dict[str, Any]) -> tuple[CallRecord, int]:
+    ex = Exchange("POST", "/v1/chat/completions", json.dumps(request), 200,
+                  [("content-type", "text/event-stream")], body)
+    snapshot, skipped, _ = _decode(ex, capture=False, skip=True)
+    full, _, _ = _decode(ex, capture=False, skip=False)
+    assert snapshot == full
+    rec = CallRecord("chat", False)
+    for k, v in snapshot.items():
+        setattr(rec, k, v)
+    return rec, skipped
+
+
+@pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")], ids=["compact", "spaced"])
+def test_finish_reason_and_usage_chunks_are_decoded_however_spaced(separators: tuple[str, str]) -> None:
+    usage = {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}
+    body = _chat_stream([_chunk(""), _chunk("a"), _chunk("b"), _chunk(None, "length"),
+                         {**_chunk(None), "choices": [], "usage": usage}], separators)
+    rec, skipped = _decode_chat(body, {"model": "m", "stream": True})
+    assert rec.finish_reasons == ["length"]
+    assert (rec.input_tokens, rec.output_tokens) == (5, 7)
+    assert skipped == 2  # "a" and "b"
+
+
+def test_quoted_key_names_inside_content_do_not_confuse_the_skip() -> None:
+    """Content that spells a finish reason is a JSON string (its quotes escaped): skipped."""
+    body = _chat_stream([_chunk(""), _chunk('{"finish_reason":"stop","usage":{}}'), _chunk(None, "stop")])
+    rec, skipped = _decode_chat(body, {"model": "m", "stream": True})
+    assert rec.finish_reasons == ["stop"]
+    assert skipped == 1
+
+
+def test_several_choices_are_never_skipped() -> None:
+    body = _chat_stream([_chunk("", index=0), _chunk("", index=1), _chunk("x", index=1), _chunk("y", index=0),
+                         _chunk(None, "stop", index=0), _chunk(None, "length", index=1)])
+    rec, skipped = _decode_chat(body, {"model": "m", "n": 2, "stream": True})
+    assert rec.finish_reasons == ["stop", "length"]
+    assert skipped == 0
+
+
+def test_chunks_before_the_response_identity_are_decoded() -> None:
+    """Azure sends a first chunk with no choices and an empty model (prompt filter results)."""
+    first = {"id": "", "object": "", "model": "", "choices": [], "prompt_filter_results": []}
+    body = _chat_stream([first, _chunk(""), _chunk("a"), _chunk(None, "stop")])
+    rec, skipped = _decode_chat(body, {"model": "m", "stream": True})
+    assert rec.response_model == "m-1"
+    assert rec.attrs.get("gen_ai.response.id") == "chatcmpl-1"
+    assert rec.finish_reasons == ["stop"]
+    assert skipped == 1
+
+
+def test_a_broken_stream_keeps_its_choice() -> None:
+    """A stream cut before its finish reason still reports the choice (as "error")."""
+    body = _chat_stream([_chunk(""), _chunk("a"), _chunk("b")])[: -len(b"data: [DONE]\n\n")]
+    rec, skipped = _decode_chat(body, {"model": "m", "stream": True})
+    assert rec.finish_reasons == ["error"]
+    assert skipped == 2
+
+
+
+def test_legacy_completions_stream_skips_text_chunks() -> None:
+    def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
+        return {"id": "cmpl-1", "object": "text_completion", "model": "m-1",
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+
+    body = _chat_stream([chunk("a"), chunk("b"), chunk("c"), chunk("", "length")])
+    ex = Exchange("POST", "/v1/completions", json.dumps({"model": "m", "prompt": "p", "stream": True}), 200,
+                  [("content-type", "text/event-stream")], body)
+    fast, skipped, decoded = _decode(ex, capture=False, skip=True)
+    full, _, _ = _decode(ex, capture=False, skip=False)
+    assert fast == full
+    assert fast["finish_reasons"] == ["length"]
+    assert (skipped, decoded) == (2, 2)
