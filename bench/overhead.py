@@ -11,6 +11,12 @@ discarding exporter, a MeterProvider with an in-memory reader); content capture 
   lqo-inline   the same with defer=False (all telemetry work on the calling thread; not by default)
   openai-v2    opentelemetry-instrumentation-openai-v2 (the OTel contrib instrumentation)
   openllmetry  opentelemetry-instrumentation-openai (Traceloop's OpenLLMetry)
+  sdk-floor    no instrumentation; after each call, the OpenTelemetry SDK work that lqo's
+               telemetry of it is made of, done inline: the same span (name, kind, attributes)
+               and the same histogram records (values, attributes, bucket boundaries, in the
+               span's context), copied once at start from what lqo emitted for one call of each
+               kind. The least any instrumentation emitting this telemetry through the Python
+               SDK can cost per call, whatever else it does
   lqo-toggle   lqo on and off in turns within one process, each block run both ways (the order
                alternating); its added figures are against its own "off" calls, and it times
                lqo's own part of Client.send call by call and its stream proxy's part of each
@@ -144,9 +150,61 @@ def instrument(variant: str, tp: Any, mp: Any) -> Any:
         from opentelemetry.instrumentation.openai import OpenAIInstrumentor as Traceloop
 
         Traceloop().instrument(**kwargs)
-    elif variant != "none":
+    elif variant not in ("none", "sdk-floor"):
         raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     return None
+
+
+class SdkFloor:
+    """Replays, per call, the SDK span and histogram records lqo emits for a call of that kind."""
+
+    def __init__(self, calls: dict[str, Any], tp: Any, mp: Any) -> None:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        from lqo.instrumentation.httpx import HttpxGenAIInstrumentor
+
+        self.tracer = tp.get_tracer("sdk-floor")
+        meter = mp.get_meter("sdk-floor")
+        histograms: dict[str, Any] = {}
+        self.shapes: dict[str, tuple[str, Any, dict[str, Any], list[tuple[Any, float, dict[str, Any]]]]] = {}
+        for kind, call in calls.items():  # a fresh provider pair per kind: one call's telemetry each
+            spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+            mem_tp = TracerProvider()
+            mem_tp.add_span_processor(SimpleSpanProcessor(spans))
+            inst = HttpxGenAIInstrumentor()
+            inst.instrument(defer=False, tracer_provider=mem_tp, meter_provider=MeterProvider(metric_readers=[reader]))
+            try:
+                call()
+            finally:
+                inst.uninstrument()
+            (span,) = [s for s in spans.get_finished_spans() if "gen_ai.operation.name" in (s.attributes or {})]
+            records = []
+            for rm in reader.get_metrics_data().resource_metrics:
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        for point in metric.data.data_points:
+                            if not isinstance(point, HistogramDataPoint):
+                                continue
+                            if metric.name not in histograms:
+                                histograms[metric.name] = meter.create_histogram(
+                                    metric.name, unit=metric.unit, description=metric.description,
+                                    explicit_bucket_boundaries_advisory=list(point.explicit_bounds))
+                            records += [(histograms[metric.name], point.sum / point.count, dict(point.attributes))] * point.count
+            self.shapes[kind] = (span.name, span.kind, dict(span.attributes or {}), records)
+
+    def emit(self, kind: str) -> None:
+        from opentelemetry.trace import set_span_in_context
+
+        name, span_kind, attributes, records = self.shapes[kind]
+        span = self.tracer.start_span(name, kind=span_kind, attributes=attributes)
+        ctx = set_span_in_context(span)
+        for histogram, value, attrs in records:
+            histogram.record(value, attrs, ctx)
+        span.end()
 
 
 def _timed_stream_class(base: type) -> type:
@@ -285,6 +343,10 @@ def worker(variant: str, url: str, block: int) -> None:
         return sum(1 for _ in client.chat.completions.create(**STREAM_ARGS, user=LONG_MARKER))
 
     kinds = {"plain": plain, "stream": stream, "long": long}
+    if base_variant == "sdk-floor":  # the calls, each followed by lqo's SDK telemetry of it
+        floor = SdkFloor({"plain": plain, "stream": stream}, tp, mp)
+        kinds = {kind: (lambda fn=fn, shape="plain" if kind == "plain" else "stream": (fn(), floor.emit(shape))[0])
+                 for kind, fn in kinds.items()}
 
     def new_samples() -> dict[str, dict[str, list[float]]]:
         return {k: {"wall": [], "cpu": [], "proc": [], "block": [], "gc": [], "between": [], "per_chunk": []} for k in KINDS}
@@ -482,6 +544,15 @@ def report(res: dict[str, Any], variants: list[str]) -> str:
             off = [per_chunk[f"{b}/long/{q}"] for q in (0.5, 0.9)]
             lines.append(f"  per chunk (the stream proxy, {res['chunks']['long']}-event streams): median "
                          f"{on[0] - off[0]:.2f} µs, p90 {on[1] - off[1]:.2f} µs (layers alone: {off[0]:.2f} / {off[1]:.2f})")
+    floor, peers = "sdk-floor", [v for v in rows if v.split("#")[0] in ("openai-v2", "openllmetry")]
+    if floor in rows and peers:
+        def added(v: str, d: dict[str, float], m: str) -> float:
+            return d[f"{v}/plain/{m}"] - d[f"{base[v]}/plain/{m}"]
+
+        lines += ["", "the SDK's own span and histogram records (sdk-floor) against half of each peer, per call, added µs:"]
+        for v in [floor, *[r for r in rows if r.split("#")[0] in ("lqo", "lqo-toggle")], *peers]:
+            lines.append(f"  {v:14s} process (mean) {added(v, med, 'proc'):7.1f}   wall (mean) {added(v, mean, 'block'):7.1f}"
+                         + (f"   half: {added(v, med, 'proc') / 2:7.1f} / {added(v, mean, 'block') / 2:7.1f}" if v in peers else ""))
     lines += ["", f"calls made: {res['calls']}; spans exported: {res['spans']}"]
     return "\n".join(lines)
 
