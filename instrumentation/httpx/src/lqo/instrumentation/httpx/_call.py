@@ -216,7 +216,8 @@ class Call:
             on_event = self._on_event if self._accumulator is not None else self._on_body
             encoding = headers.get("content-encoding") or ""
             parser = self._parser = StreamParser(kind if self._accumulator is not None else "json", encoding, on_event,
-                                                 getattr(self._accumulator, "skip", None))
+                                                 getattr(self._accumulator, "skip", None),
+                                                 getattr(self._accumulator, "quiet", None))
         try:
             parser.feed(b"".join(chunks))
         except Exception:

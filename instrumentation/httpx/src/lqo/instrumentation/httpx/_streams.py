@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -41,16 +42,20 @@ class StreamParser:
     ``json`` (one document, delivered at ``close``). ``skip(event_name, payload)``, when given, is
     asked before an event's JSON is decoded: True means it carries nothing the caller needs (a
     content delta with content capture off), and it is not decoded, which is most of a stream's
-    cost here.
+    cost here. ``quiet()``, when given, may return a pattern: until the first match, every
+    complete message in the bytes fed would be skipped, and they are passed over in one search
+    instead of one by one.
     """
 
-    __slots__ = ("_buf", "_decomp", "_kind", "_on_event", "_overflow", "_skip", "broken", "events")
+    __slots__ = ("_buf", "_decomp", "_kind", "_on_event", "_overflow", "_quiet", "_skip", "broken", "events")
 
     def __init__(self, kind: str, content_encoding: str, on_event: Callable[[str, Any], None],
-                 skip: Callable[[str, bytes], bool] | None = None) -> None:
+                 skip: Callable[[str, bytes], bool] | None = None,
+                 quiet: Callable[[], re.Pattern[bytes] | None] | None = None) -> None:
         self._kind = kind
         self._on_event = on_event
         self._skip = skip
+        self._quiet = quiet
         self._buf = b""
         self._overflow = False
         self.events = 0
@@ -93,10 +98,29 @@ class StreamParser:
     def _split(self, buf: bytes, sep: bytes, handle: Callable[[bytes], None]) -> bytes:
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
-        parts = buf.split(sep)
-        rest = parts.pop()  # after the last separator: an incomplete message, kept for the next feed
-        for part in parts:
-            handle(part)
+        quiet = self._quiet
+        if quiet is None:
+            parts = buf.split(sep)
+            rest = parts.pop()  # after the last separator: an incomplete message, kept for the next feed
+            for part in parts:
+                handle(part)
+        else:
+            start, size = 0, len(sep)
+            last = buf.rfind(sep)  # the end of the last complete message
+            while start <= last:
+                pattern = quiet()  # asked again after each message handled: handling may change it
+                if pattern is not None:  # pass over the messages before the first that may matter
+                    found = pattern.search(buf, start, last)
+                    if found is None:
+                        start = last + size
+                        break
+                    cut = buf.rfind(sep, start, found.start())
+                    if cut >= 0:
+                        start = cut + size
+                end = buf.find(sep, start)
+                handle(buf[start:end])
+                start = end + size
+            rest = buf[start:]
         if len(rest) > MAX_EVENT_BYTES:
             # Not a stream we understand; stop parsing rather than buffer without bound.
             self.broken = True

@@ -25,7 +25,9 @@ class Stream(Protocol):
     A stream may also have ``skip(name, payload) -> bool``: asked with an event's name and raw
     JSON bytes before they are decoded; True when the event cannot change the telemetry (a
     content delta while content capture is off), so it is not decoded. It must answer from
-    what it has already seen and bytes alone, and err towards False.
+    what it has already seen and bytes alone, and err towards False. It may also have
+    ``quiet() -> re.Pattern | None``: a pattern such that, from now on, every event whose bytes
+    do not match it would be skipped; the parser then passes over such events in one search.
     """
 
     def event(self, name: str, data: Any) -> None: ...

@@ -108,8 +108,9 @@ class Ollama:
         return OllamaStream(self, operation, rec)
 
 
-# A line's "done": false (in JSON text a quote inside a string is escaped: this is a key).
-_NOT_DONE = re.compile(rb'"done"\s*:\s*false')
+# A line that may matter with content off: an "error" key, or "done" not false (the last line).
+# In JSON text a quote inside a string is escaped: these bytes are keys, never content.
+_MATTERS = re.compile(rb'"error"|"done"\s*:(?!\s*false)')
 
 
 class OllamaStream:
@@ -158,9 +159,11 @@ class OllamaStream:
 
     def skip(self, name: str, payload: bytes) -> bool:
         """A content line with capture off: not the last ("done": true), not an error."""
+        return self.quiet() is not None and _MATTERS.search(payload) is None
+
+    def quiet(self) -> re.Pattern[bytes] | None:
         rec = self._rec
-        return (not rec.capture and rec.response_model is not None and b'"error"' not in payload
-                and _NOT_DONE.search(payload) is not None)
+        return _MATTERS if not rec.capture and rec.response_model is not None else None
 
 
 FAMILY = Ollama()

@@ -55,7 +55,7 @@ def openai_response_meta(body: dict[str, Any], rec: CallRecord) -> None:
 
 # A chunk's "finish_reason" or "usage" key with a value other than null. In JSON text a quote
 # inside a string is escaped, so these bytes are keys, never content.
-_CARRIES = re.compile(rb'"(?:finish_reason|usage)"\s*:(?!\s*null)')
+CARRIES = re.compile(rb'"(?:finish_reason|usage)"\s*:(?!\s*null)')
 
 
 def quiet_after(rec: CallRecord, choices: dict[Any, Any]) -> bool:
@@ -67,7 +67,7 @@ def quiet_after(rec: CallRecord, choices: dict[Any, Any]) -> bool:
 
 
 def carries(payload: bytes) -> bool:
-    return _CARRIES.search(payload) is not None
+    return CARRIES.search(payload) is not None
 
 
 def chunk_meta(data: dict[str, Any], rec: CallRecord) -> None:
@@ -231,6 +231,9 @@ class ChatStream:
 
     def skip(self, name: str, payload: bytes) -> bool:
         return self._quiet and not carries(payload)
+
+    def quiet(self) -> re.Pattern[bytes] | None:
+        return CARRIES if self._quiet else None
 
 
 FAMILY = ChatCompletions()

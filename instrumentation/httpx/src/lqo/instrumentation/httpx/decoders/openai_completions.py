@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .._record import CallRecord, as_dict, as_list, text_part
 from .openai_chat import (
+    CARRIES,
     by_index,
     carries,
     chunk_meta,
@@ -87,6 +89,9 @@ class CompletionsStream:
 
     def skip(self, name: str, payload: bytes) -> bool:
         return self._quiet and not carries(payload)
+
+    def quiet(self) -> re.Pattern[bytes] | None:
+        return CARRIES if self._quiet else None
 
 
 FAMILY = Completions()
