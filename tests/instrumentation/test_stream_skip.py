@@ -37,16 +37,22 @@ def _snapshot(rec: CallRecord) -> dict[str, Any]:
     return {name: getattr(rec, name) for name in CallRecord.__slots__}
 
 
-def _decode(ex: Exchange, capture: bool, skip: bool, piece: int | None = None) -> tuple[dict[str, Any], int]:
-    """The call record of a streamed exchange, and how many of its events were decoded; with
-    ``skip``, the parser is given the stream's ``skip`` and ``quiet`` as the instrumentation
-    gives them."""
+def _stream_for(ex: Exchange, capture: bool) -> tuple[CallRecord, Any]:
+    """The call record (the request decoded into it) and the stream decoder, as the
+    instrumentation makes them for the exchange's path."""
     family, operation = Router().route(ex.path.split("?", 1)[0])  # type: ignore[misc]
     rec = CallRecord(operation, capture)
     body = json.loads(ex.request_body) if ex.request_body else None
     if isinstance(body, dict):
         family.request(operation, body, rec)
-    acc = family.stream(operation, rec)
+    return rec, family.stream(operation, rec)
+
+
+def _decode(ex: Exchange, capture: bool, skip: bool, piece: int | None = None) -> tuple[dict[str, Any], int]:
+    """The call record of a streamed exchange, and how many of its events were decoded; with
+    ``skip``, the parser is given the stream's ``skip`` and ``quiet`` as the instrumentation
+    gives them."""
+    rec, acc = _stream_for(ex, capture)
     kind = "sse" if "event-stream" in ex.content_type else "ndjson"
     encoding = next((v for k, v in ex.headers if k.lower() == "content-encoding"), "")
     parser = StreamParser(kind, encoding, acc.event, getattr(acc, "skip", None) if skip else None,
@@ -205,3 +211,54 @@ def test_ollama_lines_that_matter_are_decoded() -> None:
     assert decoded_all == 6
     assert full["attrs"]["error.type"] == "stream_error"
     assert (full["input_tokens"], full["output_tokens"], full["finish_reasons"]) == (9, 4, ["stop"])
+
+
+QUIET = [(n, ex) for n, ex in STREAMED if hasattr(_stream_for(ex, capture=False)[1], "quiet") and _one_choice(ex)]
+
+
+@pytest.mark.parametrize(("name", "ex"), QUIET, ids=[n for n, _ in QUIET])
+def test_quiet_streams_are_passed_over_in_one_search(name: str, ex: Exchange) -> None:
+    """Where a decoder gives the parser its pattern (``quiet``), content messages are passed over
+    by the search, not asked about one by one (what makes the skip cheap per chunk)."""
+    _, acc = _stream_for(ex, capture=False)
+    asked = []
+
+    def skip(name: str, payload: bytes) -> bool:
+        answer = acc.skip(name, payload)
+        asked.append(answer)
+        return answer
+
+    parser = StreamParser("sse" if "event-stream" in ex.content_type else "ndjson", "", acc.event, skip, acc.quiet)
+    parser.feed(ex.body)
+    parser.close()
+    assert parser.events <= 3
+    assert sum(asked) <= 1, asked  # at most the feed's first message is asked and skipped
+
+
+def test_anthropic_messages_that_matter_are_decoded() -> None:
+    """Content events are passed over, with or without the space after "event:"; a message with
+    no event line (a proxy's error) and every non-content event are decoded."""
+    def message(data: dict[str, Any], event: str | None, space: str = " ") -> bytes:
+        head = f"event:{space}{event}\n".encode() if event else b""
+        return head + b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    start = {"type": "message_start", "message": {"id": "msg_1", "model": "claude-x", "usage": {"input_tokens": 5}}}
+    delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}
+    body = (message(start, "message_start")
+            + message({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                      "content_block_start")
+            + message(delta, "content_block_delta") + message(delta, "content_block_delta", space="")
+            + message({"type": "ping"}, "ping")
+            + message({"type": "error", "error": {"type": "overloaded_error"}}, None)
+            + message(delta, "content_block_delta")
+            + message({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+                      "message_delta")
+            + message({"type": "message_stop"}, "message_stop"))
+    ex = Exchange("POST", "/v1/messages", json.dumps({"model": "claude-x", "messages": [], "stream": True}), 200,
+                  [("content-type", "text/event-stream")], body)
+    full, decoded_all = _decode(ex, capture=False, skip=False)
+    for piece in (None, 1, 13, 100):
+        assert _decode(ex, capture=False, skip=True, piece=piece) == (full, 4)  # start, error, delta, stop
+    assert decoded_all == 9
+    assert full["attrs"]["error.type"] == "overloaded_error"
+    assert (full["input_tokens"], full["output_tokens"], full["finish_reasons"]) == (5, 9, ["end_turn"])

@@ -44,7 +44,8 @@ class StreamParser:
     content delta with content capture off), and it is not decoded, which is most of a stream's
     cost here. ``quiet()``, when given, may return a pattern: until the first match, every
     complete message in the bytes fed would be skipped, and they are passed over in one search
-    instead of one by one.
+    instead of one by one. The search starts at the separator before a message (the first
+    message of each feed is handled on its own), so a pattern can match a message's start.
     """
 
     __slots__ = ("_buf", "_decomp", "_kind", "_on_event", "_overflow", "_quiet", "_skip", "broken", "events")
@@ -109,8 +110,9 @@ class StreamParser:
             last = buf.rfind(sep)  # the end of the last complete message
             while start <= last:
                 pattern = quiet()  # asked again after each message handled: handling may change it
-                if pattern is not None:  # pass over the messages before the first that may matter
-                    found = pattern.search(buf, start, last)
+                if pattern is not None and start > 0:  # pass over messages before the first that may matter
+                    # From the separator before ``start``: a pattern may match at a message's start.
+                    found = pattern.search(buf, start - size, last)
                     if found is None:
                         start = last + size
                         break

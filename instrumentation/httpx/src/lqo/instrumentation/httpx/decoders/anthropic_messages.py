@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
@@ -113,6 +114,9 @@ class Messages:
 
 # Events that carry only content (and a keep-alive): not decoded when content is not captured.
 _CONTENT_EVENTS = frozenset(("content_block_start", "content_block_delta", "content_block_stop", "ping"))
+# A message that may matter then: one not starting with an event line, or another event's line.
+# (The optional space is inside the look-ahead: outside, the engine would try it both ways.)
+_MATTERS = re.compile(rb"\n\n(?!event:)|\nevent:(?! ?(?:content_block_(?:start|delta|stop)|ping)[ \t]*\n)")
 
 
 class MessagesStream:
@@ -194,6 +198,9 @@ class MessagesStream:
 
     def skip(self, name: str, payload: bytes) -> bool:
         return not self._rec.capture and name in _CONTENT_EVENTS
+
+    def quiet(self) -> re.Pattern[bytes] | None:
+        return None if self._rec.capture else _MATTERS
 
 
 FAMILY = Messages()
