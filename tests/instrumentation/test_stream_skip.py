@@ -235,25 +235,26 @@ def test_quiet_streams_are_passed_over_in_one_search(name: str, ex: Exchange) ->
     assert sum(asked) <= 1, asked  # at most the feed's first message is asked and skipped
 
 
+def _sse(data: dict[str, Any], event: str | None, space: str = " ") -> bytes:
+    head = f"event:{space}{event}\n".encode() if event else b""
+    return head + b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
 def test_anthropic_messages_that_matter_are_decoded() -> None:
     """Content events are passed over, with or without the space after "event:"; a message with
     no event line (a proxy's error) and every non-content event are decoded."""
-    def message(data: dict[str, Any], event: str | None, space: str = " ") -> bytes:
-        head = f"event:{space}{event}\n".encode() if event else b""
-        return head + b"data: " + json.dumps(data).encode() + b"\n\n"
-
     start = {"type": "message_start", "message": {"id": "msg_1", "model": "claude-x", "usage": {"input_tokens": 5}}}
     delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}
-    body = (message(start, "message_start")
-            + message({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    body = (_sse(start, "message_start")
+            + _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
                       "content_block_start")
-            + message(delta, "content_block_delta") + message(delta, "content_block_delta", space="")
-            + message({"type": "ping"}, "ping")
-            + message({"type": "error", "error": {"type": "overloaded_error"}}, None)
-            + message(delta, "content_block_delta")
-            + message({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+            + _sse(delta, "content_block_delta") + _sse(delta, "content_block_delta", space="")
+            + _sse({"type": "ping"}, "ping")
+            + _sse({"type": "error", "error": {"type": "overloaded_error"}}, None)
+            + _sse(delta, "content_block_delta")
+            + _sse({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
                       "message_delta")
-            + message({"type": "message_stop"}, "message_stop"))
+            + _sse({"type": "message_stop"}, "message_stop"))
     ex = Exchange("POST", "/v1/messages", json.dumps({"model": "claude-x", "messages": [], "stream": True}), 200,
                   [("content-type", "text/event-stream")], body)
     full, decoded_all = _decode(ex, capture=False, skip=False)
@@ -262,3 +263,26 @@ def test_anthropic_messages_that_matter_are_decoded() -> None:
     assert decoded_all == 9
     assert full["attrs"]["error.type"] == "overloaded_error"
     assert (full["input_tokens"], full["output_tokens"], full["finish_reasons"]) == (5, 9, ["end_turn"])
+
+
+def test_responses_events_that_matter_are_decoded() -> None:
+    """Delta events are passed over; created, an error without "response." and the terminal
+    event are decoded."""
+    response = {"id": "resp_1", "model": "gpt-x", "status": "completed", "output": [],
+                "usage": {"input_tokens": 3, "output_tokens": 8}}
+    delta = {"type": "response.output_text.delta", "delta": "hi"}
+    body = (_sse({"type": "response.created", "response": {**response, "status": "in_progress"}}, "response.created")
+            + _sse(delta, "response.output_text.delta") + _sse(delta, "response.output_text.delta", space="")
+            + _sse({"type": "error", "code": "server_error"}, "error")
+            + _sse(delta, "response.output_text.delta")
+            + _sse({"type": "response.completed", "response": response}, "response.completed"))
+    ex = Exchange("POST", "/v1/responses", json.dumps({"model": "gpt-x", "input": "q", "stream": True}), 200,
+                  [("content-type", "text/event-stream")], body)
+    full, decoded_all = _decode(ex, capture=False, skip=False)
+    for capture in (False, True):
+        expected, _ = _decode(ex, capture=capture, skip=False)
+        for piece in (None, 1, 17, 120):
+            assert _decode(ex, capture=capture, skip=True, piece=piece) == (expected, 3)  # created, error, completed
+    assert decoded_all == 6
+    assert full["attrs"]["error.type"] == "server_error"
+    assert (full["input_tokens"], full["output_tokens"], full["response_model"]) == (3, 8, "gpt-x")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
@@ -11,6 +12,10 @@ from .base import request_params, set_response_identity, set_tokens, tool_defini
 from .openai_chat import chat_messages
 
 _TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+# A message that may matter: one not starting with an event line, or an event line not naming a
+# "response." event other than these four (the space after "event:" inside the look-ahead).
+_MATTERS = re.compile(
+    rb"\n\n(?!event:)|\nevent:(?! ?response\.(?!(?:created|completed|incomplete|failed)[ \t]*\n))")
 
 
 def _input_messages(value: Any) -> list[dict[str, Any]]:
@@ -140,6 +145,9 @@ class ResponsesStream:
     def skip(self, name: str, payload: bytes) -> bool:
         # The deltas (most of a stream): the terminal event restates the whole response.
         return name.startswith("response.") and name not in _TERMINAL_EVENTS and name != "response.created"
+
+    def quiet(self) -> re.Pattern[bytes]:
+        return _MATTERS
 
 
 FAMILY = Responses()
