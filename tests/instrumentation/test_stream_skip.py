@@ -88,10 +88,11 @@ def _one_choice(ex: Exchange) -> bool:
 
 
 @pytest.mark.parametrize(("name", "ex"), STREAMED, ids=[n for n, _ in STREAMED])
-def test_content_deltas_are_skipped_only_without_capture(name: str, ex: Exchange) -> None:
+def test_which_events_are_decoded(name: str, ex: Exchange) -> None:
     """Capture off: a one-choice stream decodes at most its identity, finish reason and usage
-    events (three), whatever its length. Capture on: only the Responses API skips (its last
-    event restates every delta)."""
+    events (three), whatever its length. Capture on: the Responses API skips its deltas (its
+    last event restates them), OpenAI chat reads one-choice text deltas from their bytes, and
+    the others decode every event."""
     family = Router().route(ex.path.split("?", 1)[0])[0].name  # type: ignore[index]
     _, decoded_all = _decode(ex, capture=False, skip=False)
     _, decoded = _decode(ex, capture=False, skip=True)
@@ -101,7 +102,10 @@ def test_content_deltas_are_skipped_only_without_capture(name: str, ex: Exchange
         assert decoded == decoded_all
     _, decoded_all = _decode(ex, capture=True, skip=False)
     _, decoded = _decode(ex, capture=True, skip=True)
-    assert (decoded < decoded_all) == (family == "openai.responses")
+    if family == "openai.chat_completions":  # fewer where the stream has text deltas
+        assert decoded <= decoded_all
+    else:
+        assert (decoded < decoded_all) == (family == "openai.responses")
 
 
 def _chat_stream(chunks: list[dict[str, Any]], separators: tuple[str, str] = (",", ":")) -> bytes:
@@ -286,3 +290,42 @@ def test_responses_events_that_matter_are_decoded() -> None:
     assert decoded_all == 6
     assert full["attrs"]["error.type"] == "server_error"
     assert (full["input_tokens"], full["output_tokens"], full["response_model"]) == (3, 8, "gpt-x")
+
+
+@pytest.mark.parametrize("text", ["plain", 'a "quoted" \\ back\nslash', "é ü 日本", "emoji 😀", "", "}],\"x\":{"])
+def test_text_deltas_read_from_bytes_with_capture_on(text: str) -> None:
+    """Capture on: a text-only delta in OpenAI's compact form is read from its string literal;
+    escapes, non-ASCII (raw and \\u-escaped, surrogate pairs) and JSON-looking text come out as
+    the whole decode gives them. Other shapes (role, tool calls, refusal) are decoded whole."""
+    def dumps(chunk: dict[str, Any], ascii_only: bool) -> bytes:
+        return b"data: " + json.dumps(chunk, separators=(",", ":"), ensure_ascii=ascii_only).encode() + b"\n\n"
+
+    role = {**_chunk(None), "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                         "logprobs": None, "finish_reason": None}]}
+    tool = {**_chunk(None), "choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        "logprobs": None, "finish_reason": None}]}
+    refusal = {**_chunk(None), "choices": [{"index": 0, "delta": {"refusal": "no"}, "logprobs": None,
+                                            "finish_reason": None}]}
+    for ascii_only in (True, False):
+        text_chunk = {**_chunk(None), "choices": [{"index": 0, "delta": {"content": text}, "logprobs": None,
+                                                   "finish_reason": None}]}
+        body = b"".join(dumps(c, ascii_only) for c in (role, text_chunk, tool, text_chunk, refusal, text_chunk,
+                                                       _chunk(None, "tool_calls")))
+        ex = Exchange("POST", "/v1/chat/completions", json.dumps({"model": "m", "stream": True}), 200,
+                      [("content-type", "text/event-stream")], body)
+        full, decoded_all = _decode(ex, capture=True, skip=False)
+        for piece in (None, 5, 64):
+            assert _decode(ex, capture=True, skip=True, piece=piece) == (full, decoded_all - 3)
+        (output,) = full["output_messages"]
+        assert [p.get("content") for p in output["parts"][:2]] == [text * 3, "no"]  # the text, the refusal
+        assert output["parts"][2]["name"] == "f"
+
+
+def test_a_recorded_text_stream_is_read_from_bytes_with_capture_on() -> None:
+    (ex,) = [ex for n, ex in STREAMED if n == "openai/openai__test_chat_completion_streaming#0"]
+    full, decoded_all = _decode(ex, capture=True, skip=False)
+    fast, decoded = _decode(ex, capture=True, skip=True)
+    assert fast == full
+    assert full["output_messages"][0]["parts"][0]["content"]
+    assert decoded <= 3 < decoded_all

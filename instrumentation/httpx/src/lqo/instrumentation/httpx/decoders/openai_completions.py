@@ -14,7 +14,7 @@ from .openai_chat import (
     common_openai_request,
     openai_response_meta,
     openai_usage,
-    quiet_after,
+    single_choice,
 )
 
 
@@ -74,7 +74,7 @@ class CompletionsStream:
                     state[0].append(choice["text"])
                 if choice.get("finish_reason"):
                     state[1] = choice["finish_reason"]
-        self._quiet = quiet_after(rec, self._choices)
+        self._quiet = not rec.capture and single_choice(rec, self._choices)
 
     def finish(self) -> None:
         if not self._choices:
