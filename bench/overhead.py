@@ -4,7 +4,9 @@ One local server (its own process) replays a recorded OpenAI chat completion (JS
 recorded stream (SSE, 9 events), and a long stream built from the same recording (the content
 event repeated, ``--long-chunks`` events). One client process makes the calls with the real
 ``openai`` SDK and the same OpenTelemetry SDK setup for every variant (BatchSpanProcessor into a
-discarding exporter, a MeterProvider with an in-memory reader); content capture off:
+discarding exporter, a MeterProvider with an in-memory reader); content capture off unless
+``--capture`` (then on the span for each: lqo and openai-v2 with ``SPAN_ONLY`` under the latest
+GenAI conventions, OpenLLMetry with ``TRACELOOP_TRACE_CONTENT=true``):
 
   none         no instrumentation (the baseline)
   lqo          lqo-instrumentation-httpx
@@ -146,7 +148,7 @@ def instrument(variant: str, tp: Any, mp: Any) -> Any:
 
         OpenAIInstrumentor().instrument(**kwargs)
     elif variant == "openllmetry":
-        os.environ["TRACELOOP_TRACE_CONTENT"] = "false"
+        os.environ.setdefault("TRACELOOP_TRACE_CONTENT", "false")
         from opentelemetry.instrumentation.openai import OpenAIInstrumentor as Traceloop
 
         Traceloop().instrument(**kwargs)
@@ -418,9 +420,18 @@ def worker(variant: str, url: str, block: int) -> None:
                       "spans": exported[0]}), flush=True)
 
 
-def run(url: str, variants: list[str], calls: int, block: int) -> dict[str, Any]:
+# Content on the span, for every variant (``--capture``). openai-v2 takes the content modes only
+# under the latest GenAI conventions (otherwise it stays on v1.30 and captures as log events).
+CAPTURE_ENV = {"OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental",
+               "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY",
+               "TRACELOOP_TRACE_CONTENT": "true"}
+
+
+def run(url: str, variants: list[str], calls: int, block: int, capture: bool = False) -> dict[str, Any]:
     """Interleaves the variants' processes block by block; returns medians (µs) and counts."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if capture:
+        env.update(CAPTURE_ENV)
     procs = {v: subprocess.Popen([sys.executable, __file__, "--worker", v, "--url", url, "--block", str(block)],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
              for v in variants}
@@ -455,6 +466,7 @@ def run(url: str, variants: list[str], calls: int, block: int) -> dict[str, Any]
     variants = list(out)
     first = out[variants[0]]
     return {
+        "capture": capture,
         "median_us": {f"{v}/{k}/{m}": statistics.median(out[v]["samples"][k][m]) * 1e6
                       for v in variants for k in KINDS for m in ("wall", "cpu", "proc")},
         "mean_us": {f"{v}/{k}/{m}": statistics.fmean(out[v]["samples"][k][m]) * 1e6
@@ -489,7 +501,8 @@ def report(res: dict[str, Any], variants: list[str]) -> str:
     mean, p99 = res["mean_us"], res["p99_us"]
     extra = chunks["long"] - chunks["stream"]
     lines = [
-        f"samples per variant: {res['samples']}; events per stream: short {chunks['stream']}, long {chunks['long']}",
+        f"samples per variant: {res['samples']}; events per stream: short {chunks['stream']}, long {chunks['long']}; "
+        f"content capture {'on (the span)' if res.get('capture') else 'off'}",
         "",
         "baseline (none), median per call: "
         + ", ".join(f"{k} {med[f'none/{k}/wall']:.0f} µs wall / {med[f'none/{k}/cpu']:.0f} µs thread" for k in KINDS),
@@ -565,6 +578,8 @@ def main() -> None:
     parser.add_argument("--server-delay-ms", type=float, default=0.0,
                         help="server think time before each response (real providers: 100s of ms)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--capture", action="store_true",
+                        help="message content on the span for every variant (default: off, as each defaults)")
     parser.add_argument("--json", action="store_true", help="print the raw medians as JSON too")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -580,7 +595,7 @@ def main() -> None:
     with replay_server(args.long_chunks, args.server_delay_ms) as url:
         print(f"server {url} (delay {args.server_delay_ms} ms); {len(variants)} variants interleaved in blocks "
               f"of {args.block}", file=sys.stderr)
-        res = run(url, variants, args.calls, args.block)
+        res = run(url, variants, args.calls, args.block, args.capture)
     print(report(res, variants))
     if args.json:
         print(json.dumps(res, indent=1))
