@@ -31,6 +31,8 @@ def _streamed_exchanges() -> list[tuple[str, Exchange]]:
 
 
 STREAMED = _streamed_exchanges()
+# Delta texts that a byte-level reader must give back exactly as the JSON decoder does.
+TRICKY_TEXTS = ["plain", 'a "quoted" \\ back\nslash', "é ü 日本", "emoji 😀", "", "}],\"x\":{"]
 
 
 def _snapshot(rec: CallRecord) -> dict[str, Any]:
@@ -91,8 +93,7 @@ def _one_choice(ex: Exchange) -> bool:
 def test_which_events_are_decoded(name: str, ex: Exchange) -> None:
     """Capture off: a one-choice stream decodes at most its identity, finish reason and usage
     events (three), whatever its length. Capture on: the Responses API skips its deltas (its
-    last event restates them), OpenAI chat reads one-choice text deltas from their bytes, and
-    the others decode every event."""
+    last event restates them); the others read text-only deltas from their bytes."""
     family = Router().route(ex.path.split("?", 1)[0])[0].name  # type: ignore[index]
     _, decoded_all = _decode(ex, capture=False, skip=False)
     _, decoded = _decode(ex, capture=False, skip=True)
@@ -102,10 +103,10 @@ def test_which_events_are_decoded(name: str, ex: Exchange) -> None:
         assert decoded == decoded_all
     _, decoded_all = _decode(ex, capture=True, skip=False)
     _, decoded = _decode(ex, capture=True, skip=True)
-    if family == "openai.chat_completions":  # fewer where the stream has text deltas
+    if family == "openai.responses":
+        assert decoded < decoded_all
+    else:  # fewer where the stream has text deltas in the provider's own form (one choice)
         assert decoded <= decoded_all
-    else:
-        assert (decoded < decoded_all) == (family == "openai.responses")
 
 
 def _chat_stream(chunks: list[dict[str, Any]], separators: tuple[str, str] = (",", ":")) -> bytes:
@@ -240,8 +241,12 @@ def test_quiet_streams_are_passed_over_in_one_search(name: str, ex: Exchange) ->
 
 
 def _sse(data: dict[str, Any], event: str | None, space: str = " ") -> bytes:
-    head = f"event:{space}{event}\n".encode() if event else b""
-    return head + b"data: " + json.dumps(data).encode() + b"\n\n"
+    return _sse_raw(json.dumps(data), event, space)
+
+
+def _sse_raw(data: str, event: str | None, space: str = " ") -> bytes:
+    head = f"event:{space}{event}\n" if event else ""
+    return (head + "data: " + data + "\n\n").encode()
 
 
 def test_anthropic_messages_that_matter_are_decoded() -> None:
@@ -263,7 +268,7 @@ def test_anthropic_messages_that_matter_are_decoded() -> None:
                   [("content-type", "text/event-stream")], body)
     full, decoded_all = _decode(ex, capture=False, skip=False)
     for piece in (None, 1, 13, 100):
-        assert _decode(ex, capture=False, skip=True, piece=piece) == (full, 4)  # start, error, delta, stop
+        assert _decode(ex, capture=False, skip=True, piece=piece) == (full, 3)  # start, error, delta (message_stop changes nothing)
     assert decoded_all == 9
     assert full["attrs"]["error.type"] == "overloaded_error"
     assert (full["input_tokens"], full["output_tokens"], full["finish_reasons"]) == (5, 9, ["end_turn"])
@@ -292,7 +297,7 @@ def test_responses_events_that_matter_are_decoded() -> None:
     assert (full["input_tokens"], full["output_tokens"], full["response_model"]) == (3, 8, "gpt-x")
 
 
-@pytest.mark.parametrize("text", ["plain", 'a "quoted" \\ back\nslash', "é ü 日本", "emoji 😀", "", "}],\"x\":{"])
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
 def test_text_deltas_read_from_bytes_with_capture_on(text: str) -> None:
     """Capture on: a text-only delta in OpenAI's compact form is read from its string literal;
     escapes, non-ASCII (raw and \\u-escaped, surrogate pairs) and JSON-looking text come out as
@@ -322,10 +327,74 @@ def test_text_deltas_read_from_bytes_with_capture_on(text: str) -> None:
         assert output["parts"][2]["name"] == "f"
 
 
-def test_a_recorded_text_stream_is_read_from_bytes_with_capture_on() -> None:
-    (ex,) = [ex for n, ex in STREAMED if n == "openai/openai__test_chat_completion_streaming#0"]
+@pytest.mark.parametrize("name", ["openai/openai__test_chat_completion_streaming#0",
+                                  "anthropic/anthropic__test_anthropic_message_streaming_legacy#0",
+                                  "ollama/ollama__test_ollama_streaming_chat_legacy#0",
+                                  "ollama/ollama__test_ollama_streaming_generation_legacy#0"])
+def test_a_recorded_text_stream_is_read_from_bytes_with_capture_on(name: str) -> None:
+    (ex,) = [ex for n, ex in STREAMED if n == name]
     full, decoded_all = _decode(ex, capture=True, skip=False)
     fast, decoded = _decode(ex, capture=True, skip=True)
     assert fast == full
-    assert full["output_messages"][0]["parts"][0]["content"]
+    assert any(p.get("content") for p in full["output_messages"][0]["parts"])
     assert decoded <= 3 < decoded_all
+
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+def test_anthropic_text_deltas_read_from_bytes_with_capture_on(text: str) -> None:
+    """Text deltas of two blocks (raw and \\u-escaped, Anthropic's padding before the brace)
+    read from bytes; thinking and tool-input deltas decoded whole; same record either way."""
+    def delta(index: int, kind: str, key: str, value: str, ascii_only: bool, pad: str = "") -> bytes:
+        data = json.dumps({"type": "content_block_delta", "index": index, "delta": {"type": kind, key: value}},
+                          separators=(",", ":"), ensure_ascii=ascii_only)
+        return _sse_raw(data[:-1] + pad + "}", "content_block_delta")
+
+    start = {"type": "message_start", "message": {"id": "msg_1", "model": "claude-x", "usage": {"input_tokens": 5}}}
+    for ascii_only in (True, False):
+        body = (_sse(start, "message_start")
+                + _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+                       "content_block_start")
+                + delta(0, "thinking_delta", "thinking", "hmm", ascii_only)
+                + _sse({"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+                       "content_block_start")
+                + delta(1, "text_delta", "text", text, ascii_only) + delta(1, "text_delta", "text", text, ascii_only, "   ")
+                + _sse({"type": "content_block_start", "index": 2,
+                        "content_block": {"type": "tool_use", "id": "t1", "name": "f", "input": {}}}, "content_block_start")
+                + delta(2, "input_json_delta", "partial_json", '{"a": 1}', ascii_only)
+                + _sse({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
+                       "message_delta"))
+        ex = Exchange("POST", "/v1/messages", json.dumps({"model": "claude-x", "messages": [], "stream": True}), 200,
+                      [("content-type", "text/event-stream")], body)
+        full, decoded_all = _decode(ex, capture=True, skip=False)
+        for piece in (None, 7, 90):
+            assert _decode(ex, capture=True, skip=True, piece=piece) == (full, decoded_all - 2)
+        parts = full["output_messages"][0]["parts"]
+        assert [p["type"] for p in parts] == ["reasoning", "text", "tool_call"]
+        assert parts[1]["content"] == text * 2
+        assert parts[2]["arguments"] == {"a": 1}
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+@pytest.mark.parametrize("operation", ["chat", "generate"])
+def test_ollama_text_lines_read_from_bytes_with_capture_on(text: str, operation: str) -> None:
+    def line(obj: dict[str, Any], ascii_only: bool) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=ascii_only).encode() + b"\n"
+
+    def piece(value: str, thinking: str | None = None) -> dict[str, Any]:
+        head = {"model": "llama3", "created_at": "2024-05-24T20:26:46.294874Z"}
+        if operation == "chat":
+            msg = {"role": "assistant", "content": value, **({"thinking": thinking} if thinking else {})}
+            return {**head, "message": msg, "done": False}
+        return {**head, "response": value, **({"thinking": thinking} if thinking else {}), "done": False}
+
+    final = {**piece(""), "done": True, "done_reason": "stop", "prompt_eval_count": 9, "eval_count": 4}
+    for ascii_only in (True, False):
+        body = b"".join(line(o, ascii_only) for o in (piece(""), piece("", thinking="hmm"), piece(text), piece(text), final))
+        ex = Exchange("POST", f"/api/{operation}", json.dumps({"model": "llama3", "stream": True}), 200,
+                      [("content-type", "application/x-ndjson")], body)
+        full, decoded_all = _decode(ex, capture=True, skip=False)
+        for size in (None, 3, 40):
+            assert _decode(ex, capture=True, skip=True, piece=size) == (full, decoded_all - 2)
+        contents = [p.get("content") for p in full["output_messages"][0]["parts"]]
+        assert text * 2 in contents and "hmm" in contents

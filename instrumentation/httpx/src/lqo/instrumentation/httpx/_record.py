@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from json.decoder import scanstring
 from typing import Any
+
+# A JSON string literal, quotes included, as a regex group for decoders that read a streamed
+# delta's text from its bytes (capture on) instead of decoding the whole event.
+JSON_STRING = rb'("[^"\\]*(?:\\.[^"\\]*)*")'
 
 
 class CallRecord:
@@ -68,6 +73,16 @@ def as_dict(value: Any) -> dict[str, Any]:
 
 def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
+
+
+def json_string(literal: bytes) -> str | None:
+    """The text of a JSON string literal (``JSON_STRING``), by the ``json`` module's own string
+    scanner: ~4× cheaper than decoding the event around it. None if it is not valid UTF-8 or
+    JSON (then the whole decode decides)."""
+    try:
+        return scanstring(literal.decode("utf-8"), 1)[0]
+    except ValueError:
+        return None
 
 
 def text_part(text: str) -> dict[str, Any]:

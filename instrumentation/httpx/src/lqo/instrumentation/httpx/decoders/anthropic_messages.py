@@ -7,7 +7,7 @@ from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import CallRecord, as_dict, as_int, as_list, text_part
+from .._record import JSON_STRING, CallRecord, as_dict, as_int, as_list, json_string, text_part
 from .base import request_params, set_response_identity, tool_definitions
 
 
@@ -112,11 +112,20 @@ class Messages:
         return MessagesStream(self, operation, rec)
 
 
-# Events that carry only content (and a keep-alive): not decoded when content is not captured.
-_CONTENT_EVENTS = frozenset(("content_block_start", "content_block_delta", "content_block_stop", "ping"))
+# Events that change nothing recorded: never decoded. Content events: not decoded when content
+# is not captured.
+_EMPTY_EVENTS = frozenset(("content_block_stop", "ping", "message_stop"))
+_CONTENT_EVENTS = frozenset(("content_block_start", "content_block_delta")) | _EMPTY_EVENTS
 # A message that may matter then: one not starting with an event line, or another event's line.
 # (The optional space is inside the look-ahead: outside, the engine would try it both ways.)
-_MATTERS = re.compile(rb"\n\n(?!event:)|\nevent:(?! ?(?:content_block_(?:start|delta|stop)|ping)[ \t]*\n)")
+_MATTERS = re.compile(
+    rb"\n\n(?!event:)|\nevent:(?! ?(?:content_block_(?:start|delta|stop)|ping|message_stop)[ \t]*\n)")
+
+
+# Capture on: a content_block_delta that is only text, as Anthropic writes it (it pads some
+# events with spaces before the last brace); any other shape is decoded whole.
+_TEXT_DELTA = re.compile(rb'\{"type":"content_block_delta","index":(\d{1,9}),"delta":\{"type":"text_delta","text":'
+                         + JSON_STRING + rb'\}\s*\}')
 
 
 class MessagesStream:
@@ -197,7 +206,19 @@ class MessagesStream:
         self._family.response(self._op, self._message, self._rec)
 
     def skip(self, name: str, payload: bytes) -> bool:
-        return not self._rec.capture and name in _CONTENT_EVENTS
+        """Capture off: a content event. Capture on: a text delta, its text read from the bytes,
+        or an event that changes nothing."""
+        if not self._rec.capture:
+            return name in _CONTENT_EVENTS
+        if name != "content_block_delta":
+            return name in _EMPTY_EVENTS
+        found = _TEXT_DELTA.fullmatch(payload)
+        text = json_string(found.group(2)) if found is not None else None
+        if text is None:
+            return False
+        block = self._blocks.setdefault(int(found.group(1)), {"type": "text", "text": ""})
+        block["text"] = block.get("text", "") + text
+        return True
 
     def quiet(self) -> re.Pattern[bytes] | None:
         return None if self._rec.capture else _MATTERS

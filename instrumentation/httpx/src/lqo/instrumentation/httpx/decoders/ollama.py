@@ -11,7 +11,7 @@ from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import CallRecord, as_dict, as_list, as_str, text_part
+from .._record import JSON_STRING, CallRecord, as_dict, as_list, as_str, json_string, text_part
 from .base import request_params, set_tokens, tool_definitions
 
 _OPERATIONS = {
@@ -113,6 +113,16 @@ class Ollama:
 _MATTERS = re.compile(rb'"error"|"done"\s*:(?!\s*false)')
 
 
+# Capture on: a whole line that is only a text piece, as Ollama writes it (any other shape, a
+# thinking piece or tool calls included, is decoded whole).
+_TEXT_LINE = {
+    "chat": re.compile(rb'\{"model":"[^"\\]*","created_at":"[^"\\]*","message":\{"role":"assistant","content":'
+                       + JSON_STRING + rb'\},"done":false\}'),
+    "text_completion": re.compile(rb'\{"model":"[^"\\]*","created_at":"[^"\\]*","response":' + JSON_STRING
+                                  + rb',"done":false\}'),
+}
+
+
 class OllamaStream:
     __slots__ = ("_calls", "_family", "_final", "_op", "_rec", "_text", "_thinking")
 
@@ -158,8 +168,20 @@ class OllamaStream:
         self._family.response(self._op, final, self._rec)
 
     def skip(self, name: str, payload: bytes) -> bool:
-        """A content line with capture off: not the last ("done": true), not an error."""
-        return self.quiet() is not None and _MATTERS.search(payload) is None
+        """Capture off: a content line (not the last, "done": true; not an error). Capture on:
+        a text-only line, its text read from the bytes."""
+        rec = self._rec
+        if rec.response_model is None:
+            return False
+        if not rec.capture:
+            return _MATTERS.search(payload) is None
+        pattern = _TEXT_LINE.get(self._op)
+        found = pattern.fullmatch(payload) if pattern is not None else None
+        text = json_string(found.group(1)) if found is not None else None
+        if text is None:
+            return False
+        self._text.append(text)
+        return True
 
     def quiet(self) -> re.Pattern[bytes] | None:
         rec = self._rec

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import re
-from json.decoder import scanstring
 from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import CallRecord, as_dict, as_int, as_list, as_str, parse_arguments, text_part
+from .._record import (
+    JSON_STRING,
+    CallRecord,
+    as_dict,
+    as_int,
+    as_list,
+    as_str,
+    json_string,
+    parse_arguments,
+    text_part,
+)
 from .base import request_params, set_response_identity, set_tokens, tool_definitions
 
 OPENAI_PARAMS = {
@@ -62,7 +71,7 @@ CARRIES = re.compile(rb'"(?:finish_reason|usage)"\s*:(?!\s*null)')
 # A chunk whose one choice carries only a text delta, in the compact form OpenAI writes (any
 # other shape is decoded whole): its string literal is group 1.
 _TEXT_DELTA = re.compile(
-    rb'"choices":\[\{"index":0,"delta":\{"content":("[^"\\]*(?:\\.[^"\\]*)*")\},"logprobs":null,"finish_reason":null\}\]')
+    rb'"choices":\[\{"index":0,"delta":\{"content":' + JSON_STRING + rb'\},"logprobs":null,"finish_reason":null\}\]')
 
 
 def single_choice(rec: CallRecord, choices: dict[Any, Any]) -> bool:
@@ -254,9 +263,8 @@ class ChatStream:
         found = _TEXT_DELTA.search(payload)
         if found is None or not payload.endswith(b"}"):
             return False
-        try:
-            text = scanstring(found.group(1).decode("utf-8"), 1)[0]
-        except ValueError:  # invalid UTF-8 or escape: the whole decode decides
+        text = json_string(found.group(1))
+        if text is None:
             return False
         self._choices[0]["text"].append(text)
         return True
