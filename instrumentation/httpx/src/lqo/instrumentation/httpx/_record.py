@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from json.decoder import scanstring
 from typing import Any
 
@@ -75,12 +76,14 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def json_string(literal: bytes) -> str | None:
-    """The text of a JSON string literal (``JSON_STRING``), by the ``json`` module's own string
-    scanner: ~4× cheaper than decoding the event around it. None if it is not valid UTF-8 or
-    JSON (then the whole decode decides)."""
+def json_string(found: re.Match[bytes] | None, group: int = 1) -> str | None:
+    """The text of the JSON string literal a ``JSON_STRING`` group matched, by the ``json``
+    module's own string scanner: ~4× cheaper than decoding the event around it. None without a
+    match, or if it is not valid UTF-8 or JSON (then the whole decode decides)."""
+    if found is None:
+        return None
     try:
-        return scanstring(literal.decode("utf-8"), 1)[0]
+        return scanstring(found.group(group).decode("utf-8"), 1)[0]
     except ValueError:
         return None
 

@@ -100,29 +100,24 @@ class StreamParser:
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
         quiet = self._quiet
-        if quiet is None:
-            parts = buf.split(sep)
-            rest = parts.pop()  # after the last separator: an incomplete message, kept for the next feed
-            for part in parts:
-                handle(part)
-        else:
-            start, size = 0, len(sep)
-            last = buf.rfind(sep)  # the end of the last complete message
-            while start <= last:
-                pattern = quiet()  # asked again after each message handled: handling may change it
-                if pattern is not None and start > 0:  # pass over messages before the first that may matter
-                    # From the separator before ``start``: a pattern may match at a message's start.
-                    found = pattern.search(buf, start - size, last)
-                    if found is None:
-                        start = last + size
-                        break
-                    cut = buf.rfind(sep, start, found.start())
-                    if cut >= 0:
-                        start = cut + size
-                end = buf.find(sep, start)
-                handle(buf[start:end])
-                start = end + size
-            rest = buf[start:]
+        start, size = 0, len(sep)
+        last = buf.rfind(sep)  # the end of the last complete message; after it, kept for the next feed
+        while start <= last:
+            # Asked again after each message handled: handling may change it.
+            pattern = quiet() if quiet is not None else None
+            if pattern is not None and start > 0:  # pass over messages before the first that may matter
+                # From the separator before ``start``: a pattern may match at a message's start.
+                found = pattern.search(buf, start - size, last)
+                if found is None:
+                    start = last + size
+                    break
+                cut = buf.rfind(sep, start, found.start())
+                if cut >= 0:
+                    start = cut + size
+            end = buf.find(sep, start)
+            handle(buf[start:end])
+            start = end + size
+        rest = buf[start:]
         if len(rest) > MAX_EVENT_BYTES:
             # Not a stream we understand; stop parsing rather than buffer without bound.
             self.broken = True

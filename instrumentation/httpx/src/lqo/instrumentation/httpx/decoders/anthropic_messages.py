@@ -213,10 +213,10 @@ class MessagesStream:
         if name != "content_block_delta":
             return name in _EMPTY_EVENTS
         found = _TEXT_DELTA.fullmatch(payload)
-        text = json_string(found.group(2)) if found is not None else None
+        text = json_string(found, 2)
         if text is None:
             return False
-        block = self._blocks.setdefault(int(found.group(1)), {"type": "text", "text": ""})
+        block = self._blocks.setdefault(int(found.group(1)), {"type": "text", "text": ""})  # type: ignore[union-attr]
         block["text"] = block.get("text", "") + text
         return True
 

@@ -176,8 +176,7 @@ class OllamaStream:
         if not rec.capture:
             return _MATTERS.search(payload) is None
         pattern = _TEXT_LINE.get(self._op)
-        found = pattern.fullmatch(payload) if pattern is not None else None
-        text = json_string(found.group(1)) if found is not None else None
+        text = json_string(pattern.fullmatch(payload)) if pattern is not None else None
         if text is None:
             return False
         self._text.append(text)

@@ -194,13 +194,12 @@ class ChatCompletions:
 class ChatStream:
     """Accumulates ``chat.completion.chunk`` deltas per choice index."""
 
-    __slots__ = ("_choices", "_quiet", "_rec", "_single")
+    __slots__ = ("_choices", "_rec", "_single")
 
     def __init__(self, rec: CallRecord) -> None:
         self._rec = rec
         self._choices: dict[int, dict[str, Any]] = {}
         self._single = False  # single_choice(): later chunks without finish reason or usage are content only
-        self._quiet = False  # and content is not captured: they are skipped
 
     def event(self, name: str, data: Any) -> None:
         if not isinstance(data, dict):
@@ -232,7 +231,6 @@ class ChatStream:
                 if isinstance(fn.get("arguments"), str):
                     slot["args"].append(fn["arguments"])
         self._single = single_choice(rec, self._choices)
-        self._quiet = self._single and not rec.capture
 
     def finish(self) -> None:
         rec = self._rec
@@ -255,22 +253,19 @@ class ChatStream:
     def skip(self, name: str, payload: bytes) -> bool:
         if not self._single or carries(payload):
             return False
-        return self._quiet or self._take_text(payload)
+        return not self._rec.capture or self._take_text(payload)
 
     def _take_text(self, payload: bytes) -> bool:
         """Capture on: a text-only delta's text read from its bytes (its one string literal
         decoded, ~4× cheaper than the chunk); False for any other shape (decoded whole)."""
-        found = _TEXT_DELTA.search(payload)
-        if found is None or not payload.endswith(b"}"):
-            return False
-        text = json_string(found.group(1))
+        text = json_string(_TEXT_DELTA.search(payload)) if payload.endswith(b"}") else None
         if text is None:
             return False
         self._choices[0]["text"].append(text)
         return True
 
     def quiet(self) -> re.Pattern[bytes] | None:
-        return CARRIES if self._quiet else None
+        return CARRIES if self._single and not self._rec.capture else None
 
 
 FAMILY = ChatCompletions()
