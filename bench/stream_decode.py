@@ -2,8 +2,9 @@
 
 What lqo's telemetry thread does with a streamed response's bytes (``StreamParser`` and the
 family's stream decoder), timed in a loop per recorded stream: with every event decoded (no
-``skip``/``quiet``, as before session 17), with the skip as the instrumentation runs it, and
-with content capture on (every delta is content then, so nothing can be skipped):
+``skip``/``quiet``/``run``, as before session 17), with the skip as the instrumentation runs it
+(content capture off), and with content capture on (every delta is content then: text-only
+deltas are read from their bytes in runs, any other event is decoded):
 
     .venv/bin/python bench/stream_decode.py [--repeat 200]
 
@@ -61,8 +62,8 @@ def decode_once(ex: Any, capture: bool, skip: bool) -> tuple[float, int]:
         family.request(operation, body, rec)
     acc = family.stream(operation, rec)
     kind = "sse" if "event-stream" in ex.content_type else "ndjson"
-    parser = StreamParser(kind, "", acc.event, getattr(acc, "skip", None) if skip else None,
-                          getattr(acc, "quiet", None) if skip else None)
+    parser = StreamParser(kind, "", acc.event, *((getattr(acc, "skip", None), getattr(acc, "quiet", None),
+                                                   getattr(acc, "run", None)) if skip else ()))
     t0 = time.perf_counter()
     parser.feed(ex.body)
     parser.close()

@@ -57,8 +57,8 @@ def _decode(ex: Exchange, capture: bool, skip: bool, piece: int | None = None) -
     rec, acc = _stream_for(ex, capture)
     kind = "sse" if "event-stream" in ex.content_type else "ndjson"
     encoding = next((v for k, v in ex.headers if k.lower() == "content-encoding"), "")
-    parser = StreamParser(kind, encoding, acc.event, getattr(acc, "skip", None) if skip else None,
-                          getattr(acc, "quiet", None) if skip else None)
+    parser = StreamParser(kind, encoding, acc.event, *((getattr(acc, "skip", None), getattr(acc, "quiet", None),
+                                                        getattr(acc, "run", None)) if skip else ()))
     step = piece or len(ex.body) or 1
     for start in range(0, len(ex.body), step):
         parser.feed(ex.body[start:start + step])
@@ -398,3 +398,135 @@ def test_ollama_text_lines_read_from_bytes_with_capture_on(text: str, operation:
             assert _decode(ex, capture=True, skip=True, piece=size) == (full, decoded_all - 2)
         contents = [p.get("content") for p in full["output_messages"][0]["parts"]]
         assert text * 2 in contents and "hmm" in contents
+
+
+def _read_either_way(ex: Exchange, pieces: tuple[int | None, ...] = (None, 1, 9, 70)) -> tuple[dict[str, Any], int, int]:
+    """Capture on: the record with every event decoded must equal the record with text read
+    from the bytes, fed whole and in pieces. Returns it, and the events decoded each way."""
+    full, decoded_all = _decode(ex, capture=True, skip=False)
+    fast, decoded = _decode(ex, capture=True, skip=True)
+    assert fast == full
+    for piece in pieces:
+        assert _decode(ex, capture=True, skip=True, piece=piece) == (full, decoded)
+    return full, decoded_all, decoded
+
+
+def _compact(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def test_text_deltas_with_a_role_in_each_are_read_from_bytes() -> None:
+    """OpenAI-compatible servers that restate the role in every delta and send no logprobs
+    (Ollama's /v1, among others) are read from the bytes too."""
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": "chatcmpl-622", "object": "chat.completion.chunk", "created": 1735000000, "model": "llama3.2",
+                "system_fingerprint": "fp_ollama", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    texts = ["The", " sky", " is", ' "blue"', "."]
+    usage = {"prompt_tokens": 9, "completion_tokens": 5, "total_tokens": 14}
+    body = b"".join(b"data: " + _compact(c) + b"\n\n" for c in (
+        [chunk({"role": "assistant", "content": t}) for t in texts]
+        + [chunk({"role": "assistant", "content": ""}, "stop"), {**chunk({}), "choices": [], "usage": usage}]))
+    ex = Exchange("POST", "/v1/chat/completions", json.dumps({"model": "llama3.2", "stream": True}), 200,
+                  [("content-type", "text/event-stream")], body + b"data: [DONE]\n\n")
+    full, decoded_all, decoded = _read_either_way(ex)
+    assert (decoded_all, decoded) == (7, 3)  # the first chunk (identity), the finish, the usage
+    assert full["output_messages"][0]["parts"] == [{"type": "text", "content": "".join(texts)}]
+    assert (full["input_tokens"], full["output_tokens"], full["finish_reasons"]) == (9, 5, ["stop"])
+
+
+def test_text_chunks_that_carry_anything_else_are_decoded() -> None:
+    """A text chunk that also carries usage (servers that report it in every chunk), a nested
+    value or spaces is decoded whole; the text chunks around it are still read from bytes."""
+    def chunk(content: str, **extra: Any) -> dict[str, Any]:
+        return {"id": "c-1", "object": "chat.completion.chunk", "created": 1, "model": "m-1",
+                "choices": [{"index": 0, "delta": {"content": content}, "logprobs": None, "finish_reason": None}], **extra}
+
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    lines = [_compact(chunk("")), _compact(chunk("a")), _compact(chunk("b", usage=usage)),
+             _compact(chunk("c", x_vendor={"queue": 1})), json.dumps(chunk("d")).encode(), _compact(chunk("e")),
+             _compact(chunk("f", usage={**usage, "completion_tokens": 7}))]
+    body = b"".join(b"data: " + line + b"\n\n" for line in lines)
+    ex = Exchange("POST", "/v1/chat/completions", json.dumps({"model": "m", "stream": True}), 200,
+                  [("content-type", "text/event-stream")], body)
+    full, decoded_all, decoded = _read_either_way(ex)
+    assert (decoded_all, decoded) == (7, 5)  # "a" and "e" read from bytes
+    assert full["output_messages"][0]["parts"] == [{"type": "text", "content": "abcdef"}]
+    assert (full["input_tokens"], full["output_tokens"]) == (3, 7)
+
+
+@pytest.mark.parametrize("bad", [b'"\\q"', b'"\xff"', b'"tab\there"'], ids=["escape", "utf-8", "control"])
+@pytest.mark.parametrize("family", ["openai", "anthropic", "ollama"])
+def test_a_text_that_is_not_valid_json_ends_the_run_before_it(family: str, bad: bytes) -> None:
+    """A literal the JSON decoder refuses (never from a real server): its event is dropped, as
+    the whole decode drops it, and the deltas around it are kept, read from bytes."""
+    good = [json.dumps(t).encode() for t in ("one", " two", " three", " four")]
+    literals = [*good[:2], bad, *good[2:]]
+    if family == "openai":
+        head = b'data: {"id":"c-1","object":"chat.completion.chunk","created":1,"model":"m-1","choices":[{"index":0,"delta":{"content":'
+        tail = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+        body = (b"".join(head + lit + tail for lit in [b'""', *literals])
+                + head.replace(b'"content":', b'"x":') + b'null},"logprobs":null,"finish_reason":"stop"}]}\n\n')
+        ex = Exchange("POST", "/v1/chat/completions", json.dumps({"model": "m", "stream": True}), 200,
+                      [("content-type", "text/event-stream")], body)
+    elif family == "anthropic":
+        start = {"type": "message_start", "message": {"id": "msg_1", "model": "claude-x", "usage": {"input_tokens": 5}}}
+        head = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":'
+        body = (_sse(start, "message_start")
+                + _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                       "content_block_start")
+                + b"".join(head + lit + b"}}\n\n" for lit in literals)
+                + _sse({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}},
+                       "message_delta"))
+        ex = Exchange("POST", "/v1/messages", json.dumps({"model": "claude-x", "messages": [], "stream": True}), 200,
+                      [("content-type", "text/event-stream")], body)
+    else:
+        head = b'{"model":"llama3","created_at":"2024-05-24T20:26:46Z","message":{"role":"assistant","content":'
+        final = {"model": "llama3", "created_at": "2024-05-24T20:26:46Z", "message": {"role": "assistant", "content": ""},
+                 "done": True, "done_reason": "stop", "eval_count": 4}
+        body = b"".join(head + lit + b'},"done":false}\n' for lit in [b'""', *literals]) + _compact(final) + b"\n"
+        ex = Exchange("POST", "/api/chat", json.dumps({"model": "llama3", "messages": [], "stream": True}), 200,
+                      [("content-type", "application/x-ndjson")], body)
+    full, decoded_all, decoded = _read_either_way(ex)
+    assert full["output_messages"][0]["parts"][0] == {"type": "text", "content": "one two three four"}
+    assert decoded == decoded_all - 4
+
+
+def test_anthropic_text_deltas_of_blocks_in_turn_are_read_from_bytes() -> None:
+    """Text deltas of two blocks in turn: each run is one block's; every piece goes to its own."""
+    start = {"type": "message_start", "message": {"id": "msg_1", "model": "claude-x", "usage": {"input_tokens": 5}}}
+
+    def delta(index: int, text: str) -> bytes:
+        return _sse_raw(json.dumps({"type": "content_block_delta", "index": index,
+                                    "delta": {"type": "text_delta", "text": text}}, separators=(",", ":")),
+                        "content_block_delta")
+
+    body = (_sse(start, "message_start")
+            + b"".join(_sse({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}},
+                            "content_block_start") for i in (0, 1))
+            + delta(0, "a") + delta(0, "b") + delta(1, "x") + delta(0, "c") + delta(1, "y") + delta(1, "z")
+            + _sse({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 6}},
+                   "message_delta"))
+    ex = Exchange("POST", "/v1/messages", json.dumps({"model": "claude-x", "messages": [], "stream": True}), 200,
+                  [("content-type", "text/event-stream")], body)
+    full, decoded_all, decoded = _read_either_way(ex)
+    assert [p["content"] for p in full["output_messages"][0]["parts"]] == ["abc", "xyz"]
+    assert decoded == decoded_all - 6
+
+
+def test_anthropic_block_keys_of_ours_from_the_server_are_ignored() -> None:
+    """A content block that arrives with keys named like the decoder's own piece lists keeps
+    the stream decodable (they are dropped), in either mode."""
+    start = {"type": "message_start", "message": {"id": "msg_1", "model": "claude-x", "usage": {"input_tokens": 5}}}
+    block = {"type": "text", "text": "", "_text": 5, "_json": "x", "_thinking": None}
+    body = (_sse(start, "message_start") + _sse({"type": "content_block_start", "index": 0, "content_block": block},
+                                                 "content_block_start")
+            + _sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+                   "content_block_delta")
+            + _sse({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}},
+                   "message_delta"))
+    ex = Exchange("POST", "/v1/messages", json.dumps({"model": "claude-x", "messages": [], "stream": True}), 200,
+                  [("content-type", "text/event-stream")], body)
+    full, _, _ = _read_either_way(ex)
+    assert full["output_messages"][0]["parts"] == [{"type": "text", "content": "hi"}]
+    assert full["output_tokens"] == 1

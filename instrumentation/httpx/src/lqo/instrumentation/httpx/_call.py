@@ -217,7 +217,8 @@ class Call:
             encoding = headers.get("content-encoding") or ""
             parser = self._parser = StreamParser(kind if self._accumulator is not None else "json", encoding, on_event,
                                                  getattr(self._accumulator, "skip", None),
-                                                 getattr(self._accumulator, "quiet", None))
+                                                 getattr(self._accumulator, "quiet", None),
+                                                 getattr(self._accumulator, "run", None))
         try:
             parser.feed(b"".join(chunks))
         except Exception:

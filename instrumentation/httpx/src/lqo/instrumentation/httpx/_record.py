@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
-from json.decoder import scanstring
 from typing import Any
 
-# A JSON string literal, quotes included, as a regex group for decoders that read a streamed
-# delta's text from its bytes (capture on) instead of decoding the whole event.
-JSON_STRING = rb'("[^"\\]*(?:\\.[^"\\]*)*")'
+# A JSON string literal, quotes included, as a regex group for decoders that read streamed
+# deltas' text from their bytes (capture on) instead of decoding each event. (JSON text has no
+# raw newline inside a string, so a match never runs from one streamed message into the next.)
+JSON_STRING = rb'("[^"\\\n]*(?:\\.[^"\\\n]*)*")'
 
 
 class CallRecord:
@@ -76,16 +77,38 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def json_string(found: re.Match[bytes] | None, group: int = 1) -> str | None:
-    """The text of the JSON string literal a ``JSON_STRING`` group matched, by the ``json``
-    module's own string scanner: ~4× cheaper than decoding the event around it. None without a
-    match, or if it is not valid UTF-8 or JSON (then the whole decode decides)."""
+def read_texts(run: re.Pattern[bytes], text: re.Pattern[bytes], sep: bytes, buf: bytes, start: int,
+               end: int) -> tuple[list[str], re.Match[bytes]] | None:
+    """Capture on: the texts of the run of text-only messages at ``start``, read from the bytes,
+    and the run's match. ``run`` matches one or more whole messages at ``start``, each ending
+    with ``sep``, before ``end``; ``text`` finds the one JSON string literal of each (group 1).
+    The literals are decoded together by the ``json`` module: one C call for the run instead of
+    a decode per event. None without a run, or if its bytes do not hold one literal per message
+    (the patterns rule it out); a literal that is not valid JSON ends the run before its message
+    (each message is then handled on its own)."""
+    found = run.match(buf, start, end)
     if found is None:
         return None
-    try:
-        return scanstring(found.group(group).decode("utf-8"), 1)[0]
-    except ValueError:
+    literals = text.findall(buf, start, found.end())
+    if len(literals) != buf.count(sep, start, found.end()):
         return None
+    try:
+        return json.loads(b"[" + b",".join(literals) + b"]"), found
+    except ValueError:  # never from a real server: find the first bad one, take the run before it
+        pass
+    texts = []
+    for literal in literals:
+        try:
+            texts.append(json.loads(literal))
+        except ValueError:
+            break
+    if not texts:
+        return None
+    stop = start
+    for _ in texts:
+        stop = buf.index(sep, stop) + len(sep)
+    found = run.match(buf, start, stop)
+    return (texts, found) if found is not None else None
 
 
 def text_part(text: str) -> dict[str, Any]:
@@ -95,8 +118,6 @@ def text_part(text: str) -> dict[str, Any]:
 def parse_arguments(raw: Any) -> Any:
     """Tool-call arguments arrive as a JSON string (OpenAI) or an object; keep them structured."""
     if isinstance(raw, str):
-        import json
-
         try:
             return json.loads(raw)
         except ValueError:

@@ -46,17 +46,23 @@ class StreamParser:
     complete message in the bytes fed would be skipped, and they are passed over in one search
     instead of one by one. The search starts at the separator before a message (the first
     message of each feed is handled on its own), so a pattern can match a message's start.
+    ``run(buf, start, end)``, when given, is asked before each message is handled: it may read
+    a run of messages from ``start`` (complete ones, before ``end``) straight from the bytes,
+    and returns where it stopped, ``start`` if it read none.
     """
 
-    __slots__ = ("_buf", "_decomp", "_kind", "_on_event", "_overflow", "_quiet", "_skip", "broken", "events")
+    __slots__ = ("_buf", "_decomp", "_kind", "_on_event", "_overflow", "_quiet", "_run", "_skip", "broken",
+                 "events")
 
     def __init__(self, kind: str, content_encoding: str, on_event: Callable[[str, Any], None],
                  skip: Callable[[str, bytes], bool] | None = None,
-                 quiet: Callable[[], re.Pattern[bytes] | None] | None = None) -> None:
+                 quiet: Callable[[], re.Pattern[bytes] | None] | None = None,
+                 run: Callable[[bytes, int, int], int] | None = None) -> None:
         self._kind = kind
         self._on_event = on_event
         self._skip = skip
         self._quiet = quiet
+        self._run = run
         self._buf = b""
         self._overflow = False
         self.events = 0
@@ -99,7 +105,7 @@ class StreamParser:
     def _split(self, buf: bytes, sep: bytes, handle: Callable[[bytes], None]) -> bytes:
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
-        quiet = self._quiet
+        quiet, run = self._quiet, self._run
         start, size = 0, len(sep)
         last = buf.rfind(sep)  # the end of the last complete message; after it, kept for the next feed
         while start <= last:
@@ -114,6 +120,11 @@ class StreamParser:
                 cut = buf.rfind(sep, start, found.start())
                 if cut >= 0:
                     start = cut + size
+            if run is not None:
+                moved = run(buf, start, last + size)
+                if moved != start:  # a run read from the bytes; the next may start a run too
+                    start = moved
+                    continue
             end = buf.find(sep, start)
             handle(buf[start:end])
             start = end + size

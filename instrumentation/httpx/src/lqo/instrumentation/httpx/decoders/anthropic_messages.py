@@ -7,7 +7,7 @@ from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import JSON_STRING, CallRecord, as_dict, as_int, as_list, json_string, text_part
+from .._record import JSON_STRING, CallRecord, as_dict, as_int, as_list, read_texts, text_part
 from .base import request_params, set_response_identity, tool_definitions
 
 
@@ -122,10 +122,19 @@ _MATTERS = re.compile(
     rb"\n\n(?!event:)|\nevent:(?! ?(?:content_block_(?:start|delta|stop)|ping|message_stop)[ \t]*\n)")
 
 
-# Capture on: a content_block_delta that is only text, as Anthropic writes it (it pads some
-# events with spaces before the last brace); any other shape is decoded whole.
-_TEXT_DELTA = re.compile(rb'\{"type":"content_block_delta","index":(\d{1,9}),"delta":\{"type":"text_delta","text":'
-                         + JSON_STRING + rb'\}\s*\}')
+# Capture on: a run of content_block_delta events of one block that are only text, as Anthropic
+# writes them (it pads some with spaces before the last brace), is read from the bytes; any other
+# shape is decoded whole. Group 1 is the block's index.
+_TEXT_EVENT = (rb'event:[ \t]*content_block_delta[ \t]*\ndata: *\{"type":"content_block_delta","index":%s,'
+               rb'"delta":\{"type":"text_delta","text":' + JSON_STRING + rb'\}[^\S\n]*\}\n\n')
+_TEXT_RUN = re.compile(_TEXT_EVENT % rb"(0|[1-9]\d{0,8})" + rb"(?:" + _TEXT_EVENT % rb"\1" + rb")*")
+_TEXT = re.compile(rb'"text_delta","text":' + JSON_STRING)
+
+
+# Streamed text and thinking pieces, kept in a list under a private key of their block and joined
+# once at the end (adding each to a string would copy the text so far every time).
+_PIECES = {"text_delta": "_text", "thinking_delta": "_thinking", "input_json_delta": "_json"}
+_PIECE_FIELDS = {"_text": "text", "_thinking": "thinking", "_json": "partial_json"}
 
 
 class MessagesStream:
@@ -171,7 +180,8 @@ class MessagesStream:
     def _content_event(self, kind: Any, data: dict[str, Any]) -> None:
         index = data.get("index", 0)
         if kind == "content_block_start":
-            block = dict(as_dict(data.get("content_block")))
+            # (Keys of ours in the server's block would be taken for its pieces: dropped.)
+            block = {k: v for k, v in as_dict(data.get("content_block")).items() if k not in _PIECE_FIELDS}
             if block.get("type") == "tool_use":
                 block["_json"] = []
             self._blocks[index] = block
@@ -179,12 +189,9 @@ class MessagesStream:
             block = self._blocks.setdefault(index, {"type": "text", "text": ""})
             delta = as_dict(data.get("delta"))
             dtype = delta.get("type")
-            if dtype == "text_delta":
-                block["text"] = block.get("text", "") + str(delta.get("text", ""))
-            elif dtype == "input_json_delta":
-                block.setdefault("_json", []).append(str(delta.get("partial_json", "")))
-            elif dtype == "thinking_delta":
-                block["thinking"] = block.get("thinking", "") + str(delta.get("thinking", ""))
+            if dtype in _PIECES:
+                key = _PIECES[dtype]
+                block.setdefault(key, []).append(str(delta.get(_PIECE_FIELDS[key], "")))
 
     def finish(self) -> None:
         if not self._message:
@@ -195,6 +202,12 @@ class MessagesStream:
             content = []
             for index in sorted(self._blocks):
                 block = dict(self._blocks[index])
+                for key in ("_text", "_thinking"):  # the pieces after the block's start, joined once
+                    pieces = block.pop(key, None)
+                    if pieces:
+                        field = _PIECE_FIELDS[key]
+                        head = block.get(field, "")
+                        block[field] = (head if isinstance(head, str) else "") + "".join(pieces)
                 raw = "".join(block.pop("_json", []))
                 if raw:
                     try:
@@ -206,19 +219,23 @@ class MessagesStream:
         self._family.response(self._op, self._message, self._rec)
 
     def skip(self, name: str, payload: bytes) -> bool:
-        """Capture off: a content event. Capture on: a text delta, its text read from the bytes,
-        or an event that changes nothing."""
+        """Capture off: a content event. Capture on: an event that changes nothing (text deltas
+        are read by ``run``)."""
         if not self._rec.capture:
             return name in _CONTENT_EVENTS
-        if name != "content_block_delta":
-            return name in _EMPTY_EVENTS
-        found = _TEXT_DELTA.fullmatch(payload)
-        text = json_string(found, 2)
-        if text is None:
-            return False
-        block = self._blocks.setdefault(int(found.group(1)), {"type": "text", "text": ""})  # type: ignore[union-attr]
-        block["text"] = block.get("text", "") + text
-        return True
+        return name in _EMPTY_EVENTS
+
+    def run(self, buf: bytes, start: int, end: int) -> int:
+        """Capture on: a block's text-only deltas read from their bytes (see ``_TEXT_RUN``)."""
+        if not self._rec.capture:
+            return start
+        found = read_texts(_TEXT_RUN, _TEXT, b"\n\n", buf, start, end)
+        if found is None:
+            return start
+        texts, match = found
+        block = self._blocks.setdefault(int(match.group(1)), {"type": "text", "text": ""})
+        block.setdefault("_text", []).extend(texts)
+        return match.end()
 
     def quiet(self) -> re.Pattern[bytes] | None:
         return None if self._rec.capture else _MATTERS

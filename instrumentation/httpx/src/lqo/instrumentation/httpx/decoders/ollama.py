@@ -11,7 +11,7 @@ from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import JSON_STRING, CallRecord, as_dict, as_list, as_str, json_string, text_part
+from .._record import JSON_STRING, CallRecord, as_dict, as_list, as_str, read_texts, text_part
 from .base import request_params, set_tokens, tool_definitions
 
 _OPERATIONS = {
@@ -113,14 +113,15 @@ class Ollama:
 _MATTERS = re.compile(rb'"error"|"done"\s*:(?!\s*false)')
 
 
-# Capture on: a whole line that is only a text piece, as Ollama writes it (any other shape, a
-# thinking piece or tool calls included, is decoded whole).
+# Capture on: whole lines that are only a text piece, as Ollama writes them (any other shape, a
+# thinking piece or tool calls included, is decoded whole); a run of them is read from the bytes.
 _TEXT_LINE = {
-    "chat": re.compile(rb'\{"model":"[^"\\]*","created_at":"[^"\\]*","message":\{"role":"assistant","content":'
-                       + JSON_STRING + rb'\},"done":false\}'),
-    "text_completion": re.compile(rb'\{"model":"[^"\\]*","created_at":"[^"\\]*","response":' + JSON_STRING
-                                  + rb',"done":false\}'),
+    "chat": re.compile(rb'\{"model":"[^"\\\n]*","created_at":"[^"\\\n]*","message":\{"role":"assistant","content":'
+                       + JSON_STRING + rb'\},"done":false\}\n'),
+    "text_completion": re.compile(rb'\{"model":"[^"\\\n]*","created_at":"[^"\\\n]*","response":' + JSON_STRING
+                                  + rb',"done":false\}\n'),
 }
+_TEXT_RUN = {op: re.compile(rb"(?:" + line.pattern + rb")+") for op, line in _TEXT_LINE.items()}
 
 
 class OllamaStream:
@@ -168,19 +169,22 @@ class OllamaStream:
         self._family.response(self._op, final, self._rec)
 
     def skip(self, name: str, payload: bytes) -> bool:
-        """Capture off: a content line (not the last, "done": true; not an error). Capture on:
-        a text-only line, its text read from the bytes."""
+        """Capture off: a content line (not the last, "done": true; not an error). (Capture
+        on, text-only lines are read by ``run``.)"""
         rec = self._rec
-        if rec.response_model is None:
-            return False
-        if not rec.capture:
-            return _MATTERS.search(payload) is None
-        pattern = _TEXT_LINE.get(self._op)
-        text = json_string(pattern.fullmatch(payload)) if pattern is not None else None
-        if text is None:
-            return False
-        self._text.append(text)
-        return True
+        return rec.response_model is not None and not rec.capture and _MATTERS.search(payload) is None
+
+    def run(self, buf: bytes, start: int, end: int) -> int:
+        """Capture on: text-only lines read from their bytes (see ``_TEXT_LINE``)."""
+        rec = self._rec
+        if rec.response_model is None or not rec.capture or self._op not in _TEXT_RUN:
+            return start
+        found = read_texts(_TEXT_RUN[self._op], _TEXT_LINE[self._op], b"\n", buf, start, end)
+        if found is None:
+            return start
+        texts, match = found
+        self._text.extend(texts)
+        return match.end()
 
     def quiet(self) -> re.Pattern[bytes] | None:
         rec = self._rec

@@ -14,8 +14,8 @@ from .._record import (
     as_int,
     as_list,
     as_str,
-    json_string,
     parse_arguments,
+    read_texts,
     text_part,
 )
 from .base import request_params, set_response_identity, set_tokens, tool_definitions
@@ -68,10 +68,15 @@ def openai_response_meta(body: dict[str, Any], rec: CallRecord) -> None:
 CARRIES = re.compile(rb'"(?:finish_reason|usage)"\s*:(?!\s*null)')
 
 
-# A chunk whose one choice carries only a text delta, in the compact form OpenAI writes (any
-# other shape is decoded whole): its string literal is group 1.
-_TEXT_DELTA = re.compile(
-    rb'"choices":\[\{"index":0,"delta":\{"content":' + JSON_STRING + rb'\},"logprobs":null,"finish_reason":null\}\]')
+# Capture on, once the identity is read: a run of chunks in the compact form OpenAI writes, each
+# one ``data:`` line whose one choice carries only a text delta (with a role, as some servers send
+# in every delta) and no finish reason, and whose other keys all hold flat values (so no usage
+# object), changes nothing but the text, and is read from the bytes. Any other shape is decoded.
+_FLAT = rb"[^\n{}\[\]]*"
+_TEXT_END = rb'\}(?:,"logprobs":null)?,"finish_reason":null\}\]'
+_TEXT_RUN = re.compile(rb'(?:data: *\{' + _FLAT + rb'"choices":\[\{"index":0,"delta":\{(?:"role":"assistant",)?"content":'
+                       + JSON_STRING + _TEXT_END + _FLAT + rb'\}\n\n)+')
+_TEXT = re.compile(rb'"content":' + JSON_STRING + _TEXT_END)
 
 
 def single_choice(rec: CallRecord, choices: dict[Any, Any]) -> bool:
@@ -251,18 +256,18 @@ class ChatStream:
             rec.output_messages = outputs
 
     def skip(self, name: str, payload: bytes) -> bool:
-        if not self._single or carries(payload):
-            return False
-        return not self._rec.capture or self._take_text(payload)
+        return self._single and not self._rec.capture and not carries(payload)
 
-    def _take_text(self, payload: bytes) -> bool:
-        """Capture on: a text-only delta's text read from its bytes (its one string literal
-        decoded, ~4× cheaper than the chunk); False for any other shape (decoded whole)."""
-        text = json_string(_TEXT_DELTA.search(payload)) if payload.endswith(b"}") else None
-        if text is None:
-            return False
-        self._choices[0]["text"].append(text)
-        return True
+    def run(self, buf: bytes, start: int, end: int) -> int:
+        """Capture on: text-only chunks read from their bytes (see ``_TEXT_RUN``)."""
+        if not self._single or not self._rec.capture:
+            return start
+        found = read_texts(_TEXT_RUN, _TEXT, b"\n\n", buf, start, end)
+        if found is None:
+            return start
+        texts, match = found
+        self._choices[0]["text"].extend(texts)
+        return match.end()
 
     def quiet(self) -> re.Pattern[bytes] | None:
         return CARRIES if self._single and not self._rec.capture else None
