@@ -343,8 +343,8 @@ def test_a_recorded_text_stream_is_read_from_bytes_with_capture_on(name: str) ->
 
 @pytest.mark.parametrize("text", TRICKY_TEXTS)
 def test_anthropic_text_deltas_read_from_bytes_with_capture_on(text: str) -> None:
-    """Text deltas of two blocks (raw and \\u-escaped, Anthropic's padding before the brace)
-    read from bytes; thinking and tool-input deltas decoded whole; same record either way."""
+    """Text deltas of two blocks (raw and \\u-escaped, Anthropic's padding before the brace),
+    thinking and tool-input deltas read from bytes; same record either way."""
     def delta(index: int, kind: str, key: str, value: str, ascii_only: bool, pad: str = "") -> bytes:
         data = json.dumps({"type": "content_block_delta", "index": index, "delta": {"type": kind, key: value}},
                           separators=(",", ":"), ensure_ascii=ascii_only)
@@ -368,7 +368,7 @@ def test_anthropic_text_deltas_read_from_bytes_with_capture_on(text: str) -> Non
                       [("content-type", "text/event-stream")], body)
         full, decoded_all = _decode(ex, capture=True, skip=False)
         for piece in (None, 7, 90):
-            assert _decode(ex, capture=True, skip=True, piece=piece) == (full, decoded_all - 2)
+            assert _decode(ex, capture=True, skip=True, piece=piece) == (full, decoded_all - 4)
         parts = full["output_messages"][0]["parts"]
         assert [p["type"] for p in parts] == ["reasoning", "text", "tool_call"]
         assert parts[1]["content"] == text * 2
@@ -530,3 +530,37 @@ def test_anthropic_block_keys_of_ours_from_the_server_are_ignored() -> None:
     full, _, _ = _read_either_way(ex)
     assert full["output_messages"][0]["parts"] == [{"type": "text", "content": "hi"}]
     assert full["output_tokens"] == 1
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+def test_tool_call_arguments_read_from_bytes_with_capture_on(text: str) -> None:
+    """A tool call's argument pieces after its first delta (id and name) are read from bytes,
+    a run per call, calls in turn included; the first deltas are decoded whole."""
+    def delta(tool: dict[str, Any]) -> dict[str, Any]:
+        return {"id": "c-1", "object": "chat.completion.chunk", "created": 1, "model": "m-1", "usage": None,
+                "choices": [{"index": 0, "delta": {"tool_calls": [tool]}, "logprobs": None, "finish_reason": None}]}
+
+    def start(index: int, name: str) -> dict[str, Any]:
+        return delta({"index": index, "id": f"call_{index}", "type": "function",
+                      "function": {"name": name, "arguments": ""}})
+
+    def args(index: int, piece: str) -> dict[str, Any]:
+        return delta({"index": index, "function": {"arguments": piece}})
+
+    value = json.dumps({"q": text})
+    cut = len(value) // 2
+    chunks = [{**delta({}), "choices": [{"index": 0, "delta": {"role": "assistant", "content": None},
+                                         "logprobs": None, "finish_reason": None}]},
+              start(0, "f"), args(0, value[:cut]), args(0, value[cut:-1]), start(1, "g"), args(1, "{"),
+              args(0, value[-1]), args(1, "}"),
+              {**delta({}), "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}]}]
+    for ascii_only in (True, False):
+        body = b"".join(b"data: " + json.dumps(c, separators=(",", ":"), ensure_ascii=ascii_only).encode() + b"\n\n"
+                        for c in chunks)
+        ex = Exchange("POST", "/v1/chat/completions", json.dumps({"model": "m", "stream": True}), 200,
+                      [("content-type", "text/event-stream")], body)
+        full, decoded_all, decoded = _read_either_way(ex)
+        assert (decoded_all, decoded) == (9, 4)  # the role, each call's first delta, the finish
+        calls = full["output_messages"][0]["parts"]
+        assert [(c["id"], c["name"], c["arguments"]) for c in calls] == [("call_0", "f", {"q": text}),
+                                                                         ("call_1", "g", {})]

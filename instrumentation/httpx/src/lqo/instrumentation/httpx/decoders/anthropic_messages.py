@@ -122,13 +122,17 @@ _MATTERS = re.compile(
     rb"\n\n(?!event:)|\nevent:(?! ?(?:content_block_(?:start|delta|stop)|ping|message_stop)[ \t]*\n)")
 
 
-# Capture on: a run of content_block_delta events of one block that are only text, as Anthropic
-# writes them (it pads some with spaces before the last brace), is read from the bytes; any other
-# shape is decoded whole. Group 1 is the block's index.
-_TEXT_EVENT = (rb'event:[ \t]*content_block_delta[ \t]*\ndata: *\{"type":"content_block_delta","index":%s,'
-               rb'"delta":\{"type":"text_delta","text":' + JSON_STRING + rb'\}[^\S\n]*\}\n\n')
-_TEXT_RUN = re.compile(_TEXT_EVENT % rb"(0|[1-9]\d{0,8})" + rb"(?:" + _TEXT_EVENT % rb"\1" + rb")*")
-_TEXT = re.compile(rb'"text_delta","text":' + JSON_STRING)
+# Capture on: a run of one block's content_block_delta events of one kind (text, thinking or
+# tool input), as Anthropic writes them (it pads some with spaces before the last brace), is read
+# from the bytes; any other shape is decoded whole. Group 1 is the block's index, group 2 the kind.
+_DELTA_EVENT = (rb'event:[ \t]*content_block_delta[ \t]*\ndata: *\{"type":"content_block_delta","index":%s,'
+                rb'"delta":\{%s' + JSON_STRING + rb'\}[^\S\n]*\}\n\n')
+_DELTA_RUN = re.compile(
+    _DELTA_EVENT % (rb"(0|[1-9]\d{0,8})", rb'("type":"(?:text_delta","text|thinking_delta","thinking|input_json_delta","partial_json)":)')
+    + rb"(?:" + _DELTA_EVENT % (rb"\1", rb"\2") + rb")*")
+_PIECE = re.compile(rb'"(?:text|thinking|partial_json)":' + JSON_STRING + rb'\}[^\S\n]*\}\n\n')
+_RUN_KEYS = {b'"type":"text_delta","text":': "_text", b'"type":"thinking_delta","thinking":': "_thinking",
+             b'"type":"input_json_delta","partial_json":': "_json"}
 
 
 # Streamed text and thinking pieces, kept in a list under a private key of their block and joined
@@ -219,22 +223,22 @@ class MessagesStream:
         self._family.response(self._op, self._message, self._rec)
 
     def skip(self, name: str, payload: bytes) -> bool:
-        """Capture off: a content event. Capture on: an event that changes nothing (text deltas
-        are read by ``run``)."""
+        """Capture off: a content event. Capture on: an event that changes nothing (text,
+        thinking and tool-input deltas are read by ``run``)."""
         if not self._rec.capture:
             return name in _CONTENT_EVENTS
         return name in _EMPTY_EVENTS
 
     def run(self, buf: bytes, start: int, end: int) -> int:
-        """Capture on: a block's text-only deltas read from their bytes (see ``_TEXT_RUN``)."""
+        """Capture on: a block's deltas of one kind read from their bytes (see ``_DELTA_RUN``)."""
         if not self._rec.capture:
             return start
-        found = read_texts(_TEXT_RUN, _TEXT, b"\n\n", buf, start, end)
+        found = read_texts(_DELTA_RUN, _PIECE, b"\n\n", buf, start, end)
         if found is None:
             return start
-        texts, match = found
+        pieces, match = found
         block = self._blocks.setdefault(int(match.group(1)), {"type": "text", "text": ""})
-        block.setdefault("_text", []).extend(texts)
+        block.setdefault(_RUN_KEYS[match.group(2)], []).extend(pieces)
         return match.end()
 
     def quiet(self) -> re.Pattern[bytes] | None:

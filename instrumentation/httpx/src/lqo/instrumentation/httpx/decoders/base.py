@@ -28,6 +28,10 @@ class Stream(Protocol):
     what it has already seen and bytes alone, and err towards False. It may also have
     ``quiet() -> re.Pattern | None``: a pattern such that, from now on, every event whose bytes
     do not match it would be skipped; the parser then passes over such events in one search.
+    And ``run(buf, start, end) -> int``: asked before each message is handled, it may take a
+    run of messages from ``start`` without decoding them (capture on: text-only deltas, their
+    text read from the bytes, ``_record.read_texts``) and returns where the run ended, or
+    ``start``. What it takes must leave the record exactly as decoding them would.
     """
 
     def event(self, name: str, data: Any) -> None: ...

@@ -77,6 +77,12 @@ _TEXT_END = rb'\}(?:,"logprobs":null)?,"finish_reason":null\}\]'
 _TEXT_RUN = re.compile(rb'(?:data: *\{' + _FLAT + rb'"choices":\[\{"index":0,"delta":\{(?:"role":"assistant",)?"content":'
                        + JSON_STRING + _TEXT_END + _FLAT + rb'\}\n\n)+')
 _TEXT = re.compile(rb'"content":' + JSON_STRING + _TEXT_END)
+# The same for a run of one tool call's argument pieces (after its first delta, with id and name).
+_ARGS_DELTA = rb'data: *\{' + _FLAT + rb'"choices":\[\{"index":0,"delta":\{"tool_calls":\[\{"index":%s,"function":\{"arguments":'
+_ARGS_END = rb'\}\}\]' + _TEXT_END
+_ARGS_RUN = re.compile(_ARGS_DELTA % rb"(0|[1-9]\d{0,8})" + JSON_STRING + _ARGS_END + _FLAT + rb"\}\n\n(?:"
+                       + _ARGS_DELTA % rb"\1" + JSON_STRING + _ARGS_END + _FLAT + rb"\}\n\n)*")
+_ARGS = re.compile(rb'"arguments":' + JSON_STRING + _ARGS_END)
 
 
 def single_choice(rec: CallRecord, choices: dict[Any, Any]) -> bool:
@@ -259,15 +265,22 @@ class ChatStream:
         return self._single and not self._rec.capture and not carries(payload)
 
     def run(self, buf: bytes, start: int, end: int) -> int:
-        """Capture on: text-only chunks read from their bytes (see ``_TEXT_RUN``)."""
+        """Capture on: text-only chunks, or one tool call's argument pieces, read from their
+        bytes (see ``_TEXT_RUN``, ``_ARGS_RUN``)."""
         if not self._single or not self._rec.capture:
             return start
         found = read_texts(_TEXT_RUN, _TEXT, b"\n\n", buf, start, end)
-        if found is None:
-            return start
-        texts, match = found
-        self._choices[0]["text"].extend(texts)
-        return match.end()
+        if found is not None:
+            texts, match = found
+            self._choices[0]["text"].extend(texts)
+            return match.end()
+        found = read_texts(_ARGS_RUN, _ARGS, b"\n\n", buf, start, end)
+        if found is not None:
+            pieces, match = found
+            tools = self._choices[0]["tools"]
+            tools.setdefault(int(match.group(1)), {"id": None, "name": None, "args": []})["args"].extend(pieces)
+            return match.end()
+        return start
 
     def quiet(self) -> re.Pattern[bytes] | None:
         return CARRIES if self._single and not self._rec.capture else None
