@@ -390,12 +390,13 @@ def test_ollama_text_lines_read_from_bytes_with_capture_on(text: str, operation:
 
     final = {**piece(""), "done": True, "done_reason": "stop", "prompt_eval_count": 9, "eval_count": 4}
     for ascii_only in (True, False):
-        body = b"".join(line(o, ascii_only) for o in (piece(""), piece("", thinking="hmm"), piece(text), piece(text), final))
+        body = b"".join(line(o, ascii_only) for o in (piece(""), piece("", thinking="hm"), piece("", thinking="m"),
+                                                      piece(text), piece(text), final))
         ex = Exchange("POST", f"/api/{operation}", json.dumps({"model": "llama3", "stream": True}), 200,
                       [("content-type", "application/x-ndjson")], body)
         full, decoded_all = _decode(ex, capture=True, skip=False)
         for size in (None, 3, 40):
-            assert _decode(ex, capture=True, skip=True, piece=size) == (full, decoded_all - 2)
+            assert _decode(ex, capture=True, skip=True, piece=size) == (full, decoded_all - 4)
         contents = [p.get("content") for p in full["output_messages"][0]["parts"]]
         assert text * 2 in contents and "hmm" in contents
 

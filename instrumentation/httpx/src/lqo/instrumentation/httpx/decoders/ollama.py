@@ -113,15 +113,19 @@ class Ollama:
 _MATTERS = re.compile(rb'"error"|"done"\s*:(?!\s*false)')
 
 
-# Capture on: whole lines that are only a text piece, as Ollama writes them (any other shape, a
-# thinking piece or tool calls included, is decoded whole); a run of them is read from the bytes.
-_TEXT_LINE = {
-    "chat": re.compile(rb'\{"model":"[^"\\\n]*","created_at":"[^"\\\n]*","message":\{"role":"assistant","content":'
-                       + JSON_STRING + rb'\},"done":false\}\n'),
-    "text_completion": re.compile(rb'\{"model":"[^"\\\n]*","created_at":"[^"\\\n]*","response":' + JSON_STRING
-                                  + rb',"done":false\}\n'),
+# Capture on: whole lines that are only a text piece, or only a thinking piece (the text empty),
+# as Ollama writes them, are read from the bytes, a run of one kind at a time; any other shape,
+# tool calls included, is decoded whole. Keyed by operation: (the stream's list, run, one line).
+_HEAD = rb'\{"model":"[^"\\\n]*","created_at":"[^"\\\n]*",'
+_PIECE_LINES = {
+    "chat": (("_text", rb'"message":\{"role":"assistant","content":' + JSON_STRING + rb'\},"done":false\}\n'),
+             ("_thinking", rb'"message":\{"role":"assistant","content":"","thinking":' + JSON_STRING
+              + rb'\},"done":false\}\n')),
+    "text_completion": (("_text", rb'"response":' + JSON_STRING + rb',"done":false\}\n'),
+                        ("_thinking", rb'"response":"","thinking":' + JSON_STRING + rb',"done":false\}\n')),
 }
-_TEXT_RUN = {op: re.compile(rb"(?:" + line.pattern + rb")+") for op, line in _TEXT_LINE.items()}
+_RUNS = {op: tuple((key, re.compile(rb"(?:" + _HEAD + line + rb")+"), re.compile(_HEAD + line)) for key, line in lines)
+         for op, lines in _PIECE_LINES.items()}
 
 
 class OllamaStream:
@@ -170,21 +174,22 @@ class OllamaStream:
 
     def skip(self, name: str, payload: bytes) -> bool:
         """Capture off: a content line (not the last, "done": true; not an error). (Capture
-        on, text-only lines are read by ``run``.)"""
+        on, text-only and thinking-only lines are read by ``run``.)"""
         rec = self._rec
         return rec.response_model is not None and not rec.capture and _MATTERS.search(payload) is None
 
     def run(self, buf: bytes, start: int, end: int) -> int:
-        """Capture on: text-only lines read from their bytes (see ``_TEXT_LINE``)."""
+        """Capture on: text-only or thinking-only lines read from their bytes (see ``_RUNS``)."""
         rec = self._rec
-        if rec.response_model is None or not rec.capture or self._op not in _TEXT_RUN:
+        if rec.response_model is None or not rec.capture:
             return start
-        found = read_texts(_TEXT_RUN[self._op], _TEXT_LINE[self._op], b"\n", buf, start, end)
-        if found is None:
-            return start
-        texts, match = found
-        self._text.extend(texts)
-        return match.end()
+        for key, run, line in _RUNS.get(self._op, ()):
+            found = read_texts(run, line, b"\n", buf, start, end)
+            if found is not None:
+                pieces, match = found
+                getattr(self, key).extend(pieces)
+                return match.end()
+        return start
 
     def quiet(self) -> re.Pattern[bytes] | None:
         rec = self._rec
