@@ -458,7 +458,7 @@ def test_text_chunks_that_carry_anything_else_are_decoded() -> None:
 
 @pytest.mark.parametrize("bad", [b'"\\q"', b'"\xff"', b'"tab\there"'], ids=["escape", "utf-8", "control"])
 @pytest.mark.parametrize("family", ["openai", "anthropic", "ollama"])
-def test_a_text_that_is_not_valid_json_ends_the_run_before_it(family: str, bad: bytes) -> None:
+def test_a_text_that_is_not_valid_json_drops_its_event(family: str, bad: bytes) -> None:
     """A literal the JSON decoder refuses (never from a real server): its event is dropped, as
     the whole decode drops it, and the deltas around it are kept, read from bytes."""
     good = [json.dumps(t).encode() for t in ("one", " two", " three", " four")]
@@ -491,6 +491,37 @@ def test_a_text_that_is_not_valid_json_ends_the_run_before_it(family: str, bad: 
     full, decoded_all, decoded = _read_either_way(ex)
     assert full["output_messages"][0]["parts"][0] == {"type": "text", "content": "one two three four"}
     assert decoded == decoded_all - 4
+
+
+def test_runs_of_refused_texts_are_read_once() -> None:
+    """Good and refused literals in turn, thousands of them: the run is matched once, not again
+    from each message after a refused one (which would be quadratic); a block whose every
+    delta is refused is not made, as decoding whole makes none."""
+    start = {"type": "message_start", "message": {"id": "msg_1", "model": "claude-x", "usage": {"input_tokens": 5}}}
+    head = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":{"type":"text_delta","text":'
+    body = (_sse(start, "message_start")
+            + b"".join(head % 0 + (b'"ok"' if i % 2 else b'"\\q"') + b"}}\n\n" for i in range(4000))
+            + b"".join(head % 1 + b'"\\q"}}\n\n' for _ in range(3))
+            + _sse({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}},
+                   "message_delta"))
+    ex = Exchange("POST", "/v1/messages", json.dumps({"model": "claude-x", "messages": [], "stream": True}), 200,
+                  [("content-type", "text/event-stream")], body)
+    full, decoded_all, decoded = _read_either_way(ex, pieces=(None, 4096))
+    assert [p["content"] for p in full["output_messages"][0]["parts"]] == ["ok" * 2000]
+    assert (decoded_all, decoded) == (2002, 2)
+
+    _, acc = _stream_for(ex, capture=True)
+    runs = []
+
+    def run(buf: bytes, start: int, end: int) -> int:
+        stop = acc.run(buf, start, end)
+        runs.append(stop > start)
+        return stop
+
+    parser = StreamParser("sse", "", acc.event, acc.skip, acc.quiet, run)
+    parser.feed(body)
+    assert runs.count(True) == 2  # the 4,000 deltas of block 0, the 3 of block 1
+    assert len(runs) <= 4
 
 
 def test_anthropic_text_deltas_of_blocks_in_turn_are_read_from_bytes() -> None:

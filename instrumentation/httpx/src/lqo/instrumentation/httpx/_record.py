@@ -84,8 +84,10 @@ def read_texts(run: re.Pattern[bytes], text: re.Pattern[bytes], sep: bytes, buf:
     with ``sep``, before ``end``; ``text`` finds the one JSON string literal of each (group 1).
     The literals are decoded together by the ``json`` module: one C call for the run instead of
     a decode per event. None without a run, or if its bytes do not hold one literal per message
-    (the patterns rule it out); a literal that is not valid JSON ends the run before its message
-    (each message is then handled on its own)."""
+    (the patterns rule it out). A literal the decoder refuses (never from a real server) makes
+    its event one that decoding whole would drop: its piece is dropped, the others kept. (The
+    rest of each event's bytes is matched, not decoded: a server's event corrupt elsewhere has
+    its piece read, where decoding it whole would drop the event.)"""
     found = run.match(buf, start, end)
     if found is None:
         return None
@@ -94,21 +96,15 @@ def read_texts(run: re.Pattern[bytes], text: re.Pattern[bytes], sep: bytes, buf:
         return None
     try:
         return json.loads(b"[" + b",".join(literals) + b"]"), found
-    except ValueError:  # never from a real server: find the first bad one, take the run before it
+    except ValueError:
         pass
     texts = []
     for literal in literals:
         try:
             texts.append(json.loads(literal))
         except ValueError:
-            break
-    if not texts:
-        return None
-    stop = start
-    for _ in texts:
-        stop = buf.index(sep, stop) + len(sep)
-    found = run.match(buf, start, stop)
-    return (texts, found) if found is not None else None
+            pass
+    return texts, found
 
 
 def text_part(text: str) -> dict[str, Any]:

@@ -237,8 +237,9 @@ class MessagesStream:
         if found is None:
             return start
         pieces, match = found
-        block = self._blocks.setdefault(int(match.group(1)), {"type": "text", "text": ""})
-        block.setdefault(_RUN_KEYS[match.group(2)], []).extend(pieces)
+        if pieces:  # (none: every event of the run dropped, so no block made for it)
+            block = self._blocks.setdefault(int(match.group(1)), {"type": "text", "text": ""})
+            block.setdefault(_RUN_KEYS[match.group(2)], []).extend(pieces)
         return match.end()
 
     def quiet(self) -> re.Pattern[bytes] | None:

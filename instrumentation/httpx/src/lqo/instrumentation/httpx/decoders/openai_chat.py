@@ -277,8 +277,9 @@ class ChatStream:
         found = read_texts(_ARGS_RUN, _ARGS, b"\n\n", buf, start, end)
         if found is not None:
             pieces, match = found
-            tools = self._choices[0]["tools"]
-            tools.setdefault(int(match.group(1)), {"id": None, "name": None, "args": []})["args"].extend(pieces)
+            if pieces:  # (none: every event of the run dropped, so no call made for it)
+                tools = self._choices[0]["tools"]
+                tools.setdefault(int(match.group(1)), {"id": None, "name": None, "args": []})["args"].extend(pieces)
             return match.end()
         return start
 
