@@ -10,6 +10,7 @@ import gzip
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from .replay import Exchange
 
@@ -70,6 +71,8 @@ def expected_for(ex: Exchange) -> Expected:
         op = "text_completion"
     else:
         op = "chat"
+    if path.startswith("/model/"):  # AWS Bedrock InvokeModel: the model is in the path
+        req = {**req, "model": unquote(path.removeprefix("/model/").rpartition("/")[0])}
     exp = Expected(op, req.get("model"), streamed=ex.streamed)
     if ex.status >= 400:
         exp.error_type = str(ex.status)
@@ -83,7 +86,7 @@ def expected_for(ex: Exchange) -> Expected:
         body = json.loads(raw)
         exp.response_model = body["model"]
         exp.input_tokens = body["usage"]["prompt_tokens"]
-    elif path.endswith("/v1/messages") or path.endswith("/v1/complete"):
+    elif path.endswith("/v1/messages") or path.endswith("/v1/complete") or path.startswith("/model/"):
         _anthropic(exp, raw, ex.streamed)
     else:
         _ollama(exp, raw, ex.streamed, op)

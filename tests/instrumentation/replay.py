@@ -39,7 +39,8 @@ class Exchange:
 
     @property
     def streamed(self) -> bool:
-        return "event-stream" in self.content_type or "ndjson" in self.content_type
+        ctype = self.content_type
+        return "event-stream" in ctype or "ndjson" in ctype or "amazon.eventstream" in ctype
 
 
 def load_cassette(path: Path) -> list[Exchange]:
@@ -57,6 +58,13 @@ def load_cassette(path: Path) -> list[Exchange]:
 
 
 def stream_chunks(body: bytes, content_type: str) -> list[bytes]:
+    if "amazon.eventstream" in content_type:  # binary frames, each sent in two writes (a cut frame)
+        chunks, pos = [], 0
+        while pos < len(body):
+            end = pos + int.from_bytes(body[pos:pos + 4], "big")
+            chunks += [body[pos:pos + 7], body[pos + 7:end]]
+            pos = end
+        return chunks
     sep = b"\n\n" if "event-stream" in content_type else b"\n"
     pieces = body.split(sep)
     chunks = [p + sep for p in pieces[:-1]]

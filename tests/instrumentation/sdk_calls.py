@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 from typing import Any
+from urllib.parse import unquote
 
 import anthropic
 import ollama
@@ -31,6 +32,8 @@ def _method(client: Any, ex: Exchange) -> Any:
             return client.embeddings.create
         if path.endswith("/responses"):
             return client.responses.create
+    if isinstance(client, (anthropic.AnthropicBedrock, anthropic.AsyncAnthropicBedrock)):
+        return client.messages.create
     if isinstance(client, (anthropic.Anthropic, anthropic.AsyncAnthropic)):
         if path.endswith("/v1/messages"):
             return client.beta.messages.create if "beta=true" in ex.path else client.messages.create
@@ -52,6 +55,10 @@ def _legacy_complete(client: Any) -> Any:
 
 
 def make_client(provider: str, url: str, is_async: bool) -> Any:
+    if provider == "bedrock":  # Anthropic's Bedrock client: SigV4-signed with botocore, offline
+        cls = anthropic.AsyncAnthropicBedrock if is_async else anthropic.AnthropicBedrock
+        return cls(base_url=url, aws_access_key="AKIATESTTESTTESTTEST", aws_secret_key="test-secret",
+                   aws_region="us-east-1", max_retries=0)
     if provider == "openai":
         cls = openai.AsyncOpenAI if is_async else openai.OpenAI
         return cls(base_url=url + "/v1", api_key="test-key", max_retries=0)
@@ -65,6 +72,10 @@ def make_client(provider: str, url: str, is_async: bool) -> Any:
 def call_kwargs(client: Any, ex: Exchange) -> tuple[Any, dict[str, Any]]:
     fn = _method(client, ex)
     body = json.loads(ex.request_body) if ex.request_body else {}
+    if isinstance(client, (anthropic.AnthropicBedrock, anthropic.AsyncAnthropicBedrock)):
+        # Bedrock's path carries the model (and streaming); the SDK moves them back there.
+        model, _, action = ex.path.split("?")[0].removeprefix("/model/").rpartition("/")
+        body = {**body, "model": unquote(model), **({"stream": True} if action.endswith("stream") else {})}
     known, extra = _split(fn, body)
     if extra and not isinstance(client, (ollama.Client, ollama.AsyncClient)):
         known["extra_body"] = extra

@@ -38,6 +38,17 @@ def _content_type(headers: Any) -> str:
     return (headers.get("content-type") or "").lower()
 
 
+def _stream_kind(content_type: str) -> str:
+    """``StreamParser``'s kind for a response's content type (``json``: not a stream)."""
+    if "event-stream" in content_type:
+        return "sse"
+    if "ndjson" in content_type:
+        return "ndjson"
+    if "amazon.eventstream" in content_type:
+        return "eventstream"
+    return "json"
+
+
 def start_call(tel: Telemetry, request: Any, ctx: Any) -> Call | None:
     """A Call for an LLM API request, or None for any other request (the common, cheap path).
 
@@ -210,7 +221,7 @@ class Call:
         if parser is None:
             headers = self._headers
             ctype = _content_type(headers)
-            kind = "sse" if "event-stream" in ctype else "ndjson" if "ndjson" in ctype else "json"
+            kind = _stream_kind(ctype)
             if kind != "json":
                 self._accumulator = self._family.stream(self.operation, rec)
             on_event = self._on_event if self._accumulator is not None else self._on_body
@@ -248,7 +259,7 @@ class Call:
                 rec.attrs[_ERROR_TYPE] = str(self._status)
             elif body is not None:
                 ctype = _content_type(self._headers)
-                if "event-stream" in ctype or "ndjson" in ctype:
+                if _stream_kind(ctype) != "json":
                     self._feed([body])  # a stream the client read whole
                 elif body:
                     self._family.response(self.operation, json.loads(body), rec)

@@ -6,6 +6,8 @@ import json
 import re
 from typing import Any
 
+from .decoders.bedrock import model_in_path
+
 # The string's body as an unrolled loop (runs of plain bytes, then escapes): half the time of
 # an alternation per byte.
 _MODEL_KEY = re.compile(rb'"model"\s*:\s*"([^"\\]{0,512}(?:\\.[^"\\]{0,512}){0,256})"')
@@ -42,8 +44,11 @@ def model_of(body: bytes, path: str) -> str:
     """The call's model, or "" where there is none: then it is not an LLM call (an LLM API path
     with a JSON body, but no model: another service's ``/api/chat`` or ``/v1/messages``)."""
     model = sniff_model(body)
-    if model is None and "/deployments/" in path:  # Azure OpenAI: the deployment names the model
-        model = path.split("/deployments/", 1)[1].split("/", 1)[0]
+    if model is None:
+        if "/deployments/" in path:  # Azure OpenAI: the deployment names the model
+            model = path.split("/deployments/", 1)[1].split("/", 1)[0]
+        elif "/model/" in path:  # AWS Bedrock InvokeModel: so does the path
+            model = model_in_path(path)
     return model or ""
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import time
 import zlib
 from collections.abc import Callable
@@ -38,8 +39,9 @@ def make_decompressor(content_encoding: str) -> Any:
 class StreamParser:
     """Feeds raw body bytes; calls ``on_event(event_name, data)`` for each complete message.
 
-    ``kind`` is ``sse`` (``event:``/``data:`` blocks), ``ndjson`` (one JSON object per line) or
-    ``json`` (one document, delivered at ``close``). ``skip(event_name, payload)``, when given, is
+    ``kind`` is ``sse`` (``event:``/``data:`` blocks), ``ndjson`` (one JSON object per line),
+    ``eventstream`` (AWS's binary event stream: each event's type and JSON payload, an exception
+    as ``:exception:<type>``) or ``json`` (one document, delivered at ``close``). ``skip(event_name, payload)``, when given, is
     asked before an event's JSON is decoded: True means it carries nothing the caller needs (a
     content delta with content capture off), and it is not decoded, which is most of a stream's
     cost here. ``quiet()``, when given, may return a pattern: until the first match, every
@@ -80,6 +82,8 @@ class StreamParser:
             self._buf = self._split(buf, b"\n\n", self._sse_event)
         elif self._kind == "ndjson":
             self._buf = self._split(buf, b"\n", self._json_line)
+        elif self._kind == "eventstream":
+            self._buf = self._frames(buf)
         else:
             if len(buf) > MAX_BODY_BYTES:
                 self.broken = True
@@ -97,9 +101,7 @@ class StreamParser:
             return
         if self._kind == "sse":
             self._sse_event(buf)
-        elif self._kind == "ndjson":
-            self._json_line(buf)
-        else:
+        elif self._kind != "eventstream":  # (an event stream's cut frame has nothing to give)
             self._json_line(buf)
 
     def _split(self, buf: bytes, sep: bytes, handle: Callable[[bytes], None]) -> bytes:
@@ -134,6 +136,43 @@ class StreamParser:
             self.broken = True
             return b""
         return rest
+
+    def _frames(self, buf: bytes) -> bytes:
+        """AWS event stream frames: a prelude (total length, headers length, its CRC-32), the
+        headers, the payload, the frame's CRC-32. A frame that does not check out stops the
+        parse (the bytes still go to the application, which fails on them the same way)."""
+        pos, size = 0, len(buf)
+        while size - pos >= 16:
+            total, head_len, prelude_crc = struct.unpack_from(">III", buf, pos)
+            if (total < 16 + head_len or total > MAX_EVENT_BYTES
+                    or zlib.crc32(buf[pos:pos + 8]) != prelude_crc):
+                self.broken = True
+                return b""
+            end = pos + total
+            if end > size:
+                break
+            headers = _frame_headers(buf, pos + 12, pos + 12 + head_len)
+            if headers is None or zlib.crc32(buf[pos:end - 4]) != int.from_bytes(buf[end - 4:end], "big"):
+                self.broken = True
+                return b""
+            self._frame(headers, buf[pos + 12 + head_len:end - 4])
+            pos = end
+        return buf[pos:]
+
+    def _frame(self, headers: dict[str, str], payload: bytes) -> None:
+        kind = headers.get(":message-type")
+        if kind == "event":
+            name = headers.get(":event-type", "")
+        elif kind in ("exception", "error"):
+            name = ":exception:" + (headers.get(":exception-type") or headers.get(":error-code") or "error")
+        else:
+            return
+        try:
+            data = json.loads(payload) if payload.strip() else {}
+        except ValueError:
+            data = {}
+        self.events += 1
+        self._on_event(name, data)
 
     def _json_line(self, line: bytes) -> None:
         line = line.strip()
@@ -172,6 +211,32 @@ class StreamParser:
             return
         self.events += 1
         self._on_event(event, data)
+
+
+# Sizes of AWS event stream header values by type; 6 and 7 (bytes, string) have a 2-byte length.
+_FIXED_HEADER_SIZES = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}
+
+
+def _frame_headers(buf: bytes, pos: int, end: int) -> dict[str, str] | None:
+    """An event stream frame's string headers (the others skipped); None if malformed."""
+    out: dict[str, str] = {}
+    try:
+        while pos < end:
+            name_len = buf[pos]
+            name = buf[pos + 1:pos + 1 + name_len]
+            pos += 1 + name_len
+            kind = buf[pos]
+            pos += 1
+            if kind in (6, 7):
+                value_len = int.from_bytes(buf[pos:pos + 2], "big")
+                if kind == 7:
+                    out[name.decode("utf-8", "replace")] = buf[pos + 2:pos + 2 + value_len].decode("utf-8", "replace")
+                pos += 2 + value_len
+            else:
+                pos += _FIXED_HEADER_SIZES[kind]
+    except (IndexError, KeyError):
+        return None
+    return out if pos == end else None
 
 
 # Streamed bytes are handed to the worker in batches of about this size (and at the end).

@@ -12,6 +12,7 @@ import os
 
 from . import (
     anthropic_messages,
+    bedrock,
     ollama,
     openai_chat,
     openai_completions,
@@ -25,6 +26,7 @@ _log = logging.getLogger(__name__)
 # Order matters where suffixes overlap: /chat/completions before /completions.
 FAMILIES: tuple[Family, ...] = (
     ollama.FAMILY,
+    bedrock.FAMILY,
     anthropic_messages.FAMILY,
     openai_chat.FAMILY,
     openai_completions.FAMILY,
@@ -39,6 +41,7 @@ KNOWN_HOSTS: tuple[tuple[str, str], ...] = (
     ("services.ai.azure.com", "azure.ai.inference"),
     ("models.inference.ai.azure.com", "azure.ai.inference"),
     ("api.anthropic.com", "anthropic"),
+    ("amazonaws.com", "aws.bedrock"),
     ("api.groq.com", "groq"),
     ("api.together.xyz", "together_ai"),
     ("api.together.ai", "together_ai"),

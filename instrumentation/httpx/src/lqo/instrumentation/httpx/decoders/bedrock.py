@@ -1,0 +1,88 @@
+"""AWS Bedrock InvokeModel (``POST …/model/{modelId}/invoke``, ``…/invoke-with-response-stream``).
+
+The httpx client that calls it is Anthropic's SDK (``AnthropicBedrock``): the body is an
+Anthropic Messages request without its model (the model is in the path), the answer an Anthropic
+message, and a stream is AWS's binary event stream whose ``chunk`` events each carry one
+Anthropic stream event, base64-encoded. Those are decoded as Anthropic Messages. Bodies of other
+model families (Titan, Llama…, as their own SDKs would send them) still get their span, model,
+provider, duration and errors, but no usage or content.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+from urllib.parse import unquote
+
+from .._record import CallRecord, as_dict, as_str
+from .anthropic_messages import FAMILY as MESSAGES
+from .anthropic_messages import MessagesStream
+
+_INVOKE = ("/invoke", "/invoke-with-response-stream")
+
+
+def model_in_path(path: str) -> str | None:
+    """The model id of an InvokeModel path (percent-decoded), or None for another path."""
+    _, sep, rest = path.partition("/model/")
+    if not sep:
+        return None
+    model, sep, action = rest.rpartition("/")
+    if not sep or "/" + action not in _INVOKE or not model:
+        return None
+    return unquote(model)
+
+
+def _anthropic_request(body: dict[str, Any]) -> bool:
+    return "anthropic_version" in body or isinstance(body.get("messages"), list)
+
+
+class InvokeModel:
+    name = "aws.bedrock.invoke_model"
+    provider = "aws.bedrock"
+
+    def operation(self, path: str) -> str | None:
+        return "chat" if model_in_path(path) is not None else None
+
+    def request(self, operation: str, body: dict[str, Any], rec: CallRecord) -> None:
+        if _anthropic_request(body):
+            MESSAGES.request(operation, body, rec)
+
+    def response(self, operation: str, body: Any, rec: CallRecord) -> None:
+        body = as_dict(body)
+        if body.get("type") == "message" or isinstance(body.get("content"), list):
+            MESSAGES.response(operation, body, rec)
+
+    def stream(self, operation: str, rec: CallRecord) -> InvokeStream:
+        return InvokeStream(MESSAGES.stream(operation, rec))
+
+
+class InvokeStream:
+    """Bedrock's event-stream events (``chunk``, or an exception) → the Anthropic stream events
+    they carry. Takes what ``StreamParser``'s ``eventstream`` kind gives: each event's type
+    header and JSON payload."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: MessagesStream) -> None:
+        self._inner = inner
+
+    def event(self, name: str, data: Any) -> None:
+        if name == "chunk":
+            raw = as_str(as_dict(data).get("bytes"))
+            if raw is None:
+                return
+            try:
+                inner = json.loads(base64.b64decode(raw, validate=True))
+            except ValueError:
+                return
+            if isinstance(inner, dict):
+                self._inner.event(str(inner.get("type") or ""), inner)
+        elif name.startswith(":exception:"):  # e.g. throttlingException mid-stream
+            self._inner.event("error", {"type": "error", "error": {"type": name[len(":exception:"):]}})
+
+    def finish(self) -> None:
+        self._inner.finish()
+
+
+FAMILY = InvokeModel()
