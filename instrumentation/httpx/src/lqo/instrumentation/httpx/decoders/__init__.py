@@ -41,7 +41,8 @@ KNOWN_HOSTS: tuple[tuple[str, str], ...] = (
     ("services.ai.azure.com", "azure.ai.inference"),
     ("models.inference.ai.azure.com", "azure.ai.inference"),
     ("api.anthropic.com", "anthropic"),
-    ("amazonaws.com", "aws.bedrock"),
+    ("amazonaws.com", "aws.bedrock"),  # bedrock-runtime: InvokeModel, its OpenAI-compatible paths
+    ("api.aws", "aws.bedrock"),  # bedrock-mantle: Bedrock's Anthropic Messages endpoint
     ("api.groq.com", "groq"),
     ("api.together.xyz", "together_ai"),
     ("api.together.ai", "together_ai"),
