@@ -147,7 +147,8 @@ def test_bedrock_invoke_recordings_route_with_the_model_from_the_path() -> None:
         assert model_in_path(ex.path) == MODEL
     assert model_in_path("/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.x/invoke") == \
         "arn:aws:bedrock:us-east-1:1:inference-profile/us.x"
-    for other in ("/model/x/converse", "/model/invoke", "/v1/messages", "/models/x/invoke"):
+    assert model_in_path("/model/x/converse-stream") == "x"  # Converse: the same place
+    for other in ("/model/x/count-tokens", "/model/invoke", "/v1/messages", "/models/x/invoke"):
         assert model_in_path(other) is None
 
 

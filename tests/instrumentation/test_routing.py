@@ -31,8 +31,11 @@ ROUTES = {
     "/api/embeddings": ("ollama", "embeddings"),
     "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke": ("aws.bedrock.invoke_model", "chat"),
     "/model/us.anthropic.claude-sonnet-4-v1:0/invoke-with-response-stream": ("aws.bedrock.invoke_model", "chat"),
+    "/model/meta.llama3-70b-instruct-v1:0/converse": ("aws.bedrock.converse", "chat"),
+    "/model/amazon.nova-pro-v1:0/converse-stream": ("aws.bedrock.converse", "chat"),
 }
-NOT_LLM = ["/v1/models", "/health", "/api/tags", "/model/x/converse", "/model/invoke", "/v1/files", "/"]
+NOT_LLM = ["/v1/models", "/health", "/api/tags", "/model/x/count-tokens", "/model/invoke", "/model/x/invoke/more",
+           "/v1/files", "/"]
 
 
 @pytest.mark.parametrize(("path", "expected"), ROUTES.items(), ids=list(ROUTES))
@@ -58,6 +61,8 @@ HOSTS = {
     ("anthropic.messages", "api.anthropic.com", 443): "anthropic",
     ("anthropic.messages", "bedrock-mantle.us-east-1.api.aws", 443): "aws.bedrock",
     ("aws.bedrock.invoke_model", "bedrock-runtime.eu-central-1.amazonaws.com", 443): "aws.bedrock",
+    ("aws.bedrock.converse", "bedrock-runtime.eu-central-1.amazonaws.com", 443): "aws.bedrock",
+    ("aws.bedrock.converse", "127.0.0.1", 8080): "aws.bedrock",  # (a local endpoint: the family's)
     ("ollama", "gpu-box", 11434): "ollama",
 }
 
@@ -96,6 +101,8 @@ def test_self_hosted_servers_named_by_env_and_argument(monkeypatch: pytest.Monke
      "/model/anthropic.claude-3-haiku-20240307-v1:0/invoke", "anthropic.claude-3-haiku-20240307-v1:0"),
     (b'{"messages": []}', "/model/arn:aws:bedrock:us-east-1:1:application-inference-profile/abc/invoke",
      "arn:aws:bedrock:us-east-1:1:application-inference-profile/abc"),
+    (b'{"messages": [], "inferenceConfig": {"maxTokens": 5}}', "/model/amazon.nova-pro-v1:0/converse-stream",
+     "amazon.nova-pro-v1:0"),
     (b'{"messages": []}', "/v1/messages", ""),  # another service's /v1/messages: not an LLM call
     (b'{"messages": []}', "/api/chat", ""),
 ])

@@ -13,6 +13,7 @@ import os
 from . import (
     anthropic_messages,
     bedrock,
+    bedrock_converse,
     ollama,
     openai_chat,
     openai_completions,
@@ -27,6 +28,7 @@ _log = logging.getLogger(__name__)
 FAMILIES: tuple[Family, ...] = (
     ollama.FAMILY,
     bedrock.FAMILY,
+    bedrock_converse.FAMILY,
     anthropic_messages.FAMILY,
     openai_chat.FAMILY,
     openai_completions.FAMILY,

@@ -7,8 +7,8 @@ from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import JSON_STRING, CallRecord, as_dict, as_int, as_list, read_texts, text_part
-from .base import request_params, set_response_identity, tool_definitions
+from .._record import JSON_STRING, CallRecord, as_dict, as_list, read_texts, text_part
+from .base import request_params, set_response_identity, set_usage_without_cache, tool_definitions
 
 
 def _block_parts(content: Any) -> list[dict[str, Any]]:
@@ -46,20 +46,8 @@ def _block_parts(content: Any) -> list[dict[str, Any]]:
 def _usage(usage: Any, rec: CallRecord) -> None:
     """Anthropic's input_tokens exclude cache reads/writes; semconv's input tokens include them."""
     usage = as_dict(usage)
-    if not usage:
-        return
-    base = as_int(usage.get("input_tokens"))
-    read = as_int(usage.get("cache_read_input_tokens"))
-    created = as_int(usage.get("cache_creation_input_tokens"))
-    if base is not None:
-        rec.input_tokens = base + (read or 0) + (created or 0)
-    if read is not None:
-        rec.cache_read_tokens = read
-    if created is not None:
-        rec.cache_creation_tokens = created
-    output = as_int(usage.get("output_tokens"))
-    if output is not None:
-        rec.output_tokens = output
+    set_usage_without_cache(rec, usage.get("input_tokens"), usage.get("cache_read_input_tokens"),
+                            usage.get("cache_creation_input_tokens"), usage.get("output_tokens"))
 
 
 class Messages:

@@ -82,6 +82,20 @@ def set_tokens(rec: CallRecord, input_tokens: Any = None, output_tokens: Any = N
         rec.output_tokens = value
 
 
+def set_usage_without_cache(rec: CallRecord, base: Any, read: Any, written: Any, output: Any) -> None:
+    """Usage from an API whose input count leaves out the tokens read from or written to the
+    prompt cache (Anthropic, Bedrock): semconv's input count includes them."""
+    base, read, written, output = as_int(base), as_int(read), as_int(written), as_int(output)
+    if base is not None:
+        rec.input_tokens = base + (read or 0) + (written or 0)
+    if read is not None:
+        rec.cache_read_tokens = read
+    if written is not None:
+        rec.cache_creation_tokens = written
+    if output is not None:
+        rec.output_tokens = output
+
+
 def set_response_identity(rec: CallRecord, body: dict[str, Any]) -> None:
     rid = as_str(body.get("id"))
     if rid:

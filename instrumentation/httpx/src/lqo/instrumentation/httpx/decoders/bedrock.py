@@ -19,18 +19,26 @@ from .._record import CallRecord, as_dict, as_str
 from .anthropic_messages import FAMILY as MESSAGES
 from .anthropic_messages import MessagesStream
 
-_INVOKE = ("/invoke", "/invoke-with-response-stream")
+INVOKE = frozenset(("invoke", "invoke-with-response-stream"))
+CONVERSE = frozenset(("converse", "converse-stream"))
 
 
-def model_in_path(path: str) -> str | None:
-    """The model id of an InvokeModel path (percent-decoded), or None for another path."""
+def model_action(path: str) -> tuple[str, str] | None:
+    """A Bedrock runtime path's model id (percent-decoded) and action (``invoke``,
+    ``converse-stream``…), or None for another path."""
     _, sep, rest = path.partition("/model/")
     if not sep:
         return None
     model, sep, action = rest.rpartition("/")
-    if not sep or "/" + action not in _INVOKE or not model:
+    if not sep or not model or (action not in INVOKE and action not in CONVERSE):
         return None
-    return unquote(model)
+    return unquote(model), action
+
+
+def model_in_path(path: str) -> str | None:
+    """The model id of an InvokeModel or Converse path, or None for another path."""
+    found = model_action(path)
+    return found[0] if found is not None else None
 
 
 def _anthropic_request(body: dict[str, Any]) -> bool:
@@ -42,7 +50,8 @@ class InvokeModel:
     provider = "aws.bedrock"
 
     def operation(self, path: str) -> str | None:
-        return "chat" if model_in_path(path) is not None else None
+        found = model_action(path)
+        return "chat" if found is not None and found[1] in INVOKE else None
 
     def request(self, operation: str, body: dict[str, Any], rec: CallRecord) -> None:
         if _anthropic_request(body):
