@@ -118,6 +118,7 @@ def test_bedrock_stream_span(name: str, ex: Exchange, is_async: bool, instrument
     check_span(span, exp, capture=True)
     a = dict(span.attributes)
     assert a["gen_ai.provider.name"] == "aws.bedrock"
+    assert a["gen_ai.request.stream"] is True  # the path says so (the SDK moves it out of the body)
     assert span.name == f"chat {MODEL}"
     assert a["gen_ai.request.max_tokens"] == json.loads(ex.request_body)["max_tokens"]
 

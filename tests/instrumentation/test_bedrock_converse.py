@@ -160,6 +160,7 @@ def test_converse_span(is_async: bool, instrument: Any) -> None:
     assert a["gen_ai.usage.cache_creation.input_tokens"] == 0
     assert a["gen_ai.usage.output_tokens"] == usage["outputTokens"]
     assert list(a["gen_ai.response.finish_reasons"]) == ["tool_use"]
+    assert "gen_ai.request.stream" not in a
     inputs = json.loads(a["gen_ai.input.messages"])
     assert [p["type"] for m in inputs for p in m["parts"]] == ["text", "tool_call", "tool_call_response", "text"]
     assert inputs[2]["parts"][0] == {"type": "tool_call_response", "id": "tooluse_1", "response": [{"text": "18 C, sunny"}]}
@@ -197,6 +198,7 @@ def test_converse_stream_span(is_async: bool, instrument: Any) -> None:
     assert a["gen_ai.usage.cache_creation.input_tokens"] == usage["cacheWriteInputTokens"]
     assert a["gen_ai.usage.output_tokens"] == usage["outputTokens"]
     assert list(a["gen_ai.response.finish_reasons"]) == ["tool_use"]
+    assert a["gen_ai.request.stream"] is True
     assert 0 < a["gen_ai.response.time_to_first_chunk"] < 60
     (output,) = json.loads(a["gen_ai.output.messages"])
     assert output["parts"] == [

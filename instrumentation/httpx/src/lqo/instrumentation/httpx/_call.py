@@ -224,6 +224,8 @@ class Call:
             kind = _stream_kind(ctype)
             if kind != "json":
                 self._accumulator = self._family.stream(self.operation, rec)
+                # A streamed answer was asked for, also where the path says so, not the body (Bedrock).
+                rec.attrs.setdefault(ga.GEN_AI_REQUEST_STREAM, True)
             on_event = self._on_event if self._accumulator is not None else self._on_body
             encoding = headers.get("content-encoding") or ""
             parser = self._parser = StreamParser(kind if self._accumulator is not None else "json", encoding, on_event,
