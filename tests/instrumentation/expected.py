@@ -38,7 +38,7 @@ def _body(ex: Exchange) -> bytes:
     return gzip.decompress(ex.body) if "gzip" in enc else ex.body
 
 
-def _sse(raw: bytes) -> list[dict[str, Any]]:
+def sse_events(raw: bytes) -> list[dict[str, Any]]:
     out = []
     for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
         data = b"\n".join(line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:"))
@@ -113,7 +113,7 @@ def _openai_chat(exp: Expected, raw: bytes, streamed: bool) -> None:
         if body.get("usage"):
             _openai_usage(exp, body["usage"])
         return
-    chunks = _sse(raw)
+    chunks = sse_events(raw)
     exp.response_model, exp.response_id = chunks[0]["model"], chunks[0]["id"]
     text: dict[int, str] = {}
     finish: dict[int, str] = {}
@@ -139,10 +139,10 @@ def _openai_chat(exp: Expected, raw: bytes, streamed: bool) -> None:
 
 def _responses(exp: Expected, raw: bytes, streamed: bool) -> None:
     if streamed:
-        finals = [e["response"] for e in _sse(raw) if e.get("type") in
+        finals = [e["response"] for e in sse_events(raw) if e.get("type") in
                   ("response.completed", "response.incomplete", "response.failed")]
         if not finals:
-            created = [e["response"] for e in _sse(raw) if e.get("type") == "response.created"]
+            created = [e["response"] for e in sse_events(raw) if e.get("type") == "response.created"]
             if created:
                 exp.response_model, exp.response_id = created[0]["model"], created[0]["id"]
             return
@@ -170,7 +170,7 @@ def _anthropic(exp: Expected, raw: bytes, streamed: bool) -> None:
     if streamed:
         msg: dict[str, Any] = {}
         blocks: dict[int, dict[str, Any]] = {}
-        for e in _sse(raw):
+        for e in sse_events(raw):
             if e["type"] == "message_start":
                 msg = dict(e["message"])
             elif e["type"] == "message_delta":

@@ -25,7 +25,7 @@ from lqo.instrumentation.httpx._streams import StreamParser
 from lqo.instrumentation.httpx.decoders import Router
 from lqo.instrumentation.httpx.decoders.bedrock import model_in_path
 
-from .expected import expected_for
+from .expected import expected_for, sse_events
 from .replay import RECORDINGS, Exchange, ReplayServer, load_cassette
 from .sdk_calls import make_client, run_async, run_sync
 from .test_recordings import check_span
@@ -57,15 +57,6 @@ def exception(kind: str, message: str) -> bytes:
                  json.dumps({"message": message}).encode())
 
 
-def _sse_events(body: bytes) -> list[dict[str, Any]]:
-    out = []
-    for block in body.replace(b"\r\n", b"\n").split(b"\n\n"):
-        data = b"\n".join(line[5:].strip() for line in block.split(b"\n") if line.startswith(b"data:"))
-        if data:
-            out.append(json.loads(data))
-    return out
-
-
 def _anthropic_streams() -> list[tuple[str, Exchange]]:
     out = []
     for path in sorted(RECORDINGS.glob("anthropic/*.yaml")):
@@ -85,12 +76,12 @@ PICKED = list({name: ex for name, ex in reversed(STREAMS) if name in {
 }}.items())
 
 
-def as_bedrock(ex: Exchange, tail: bytes = b"") -> Exchange:
+def as_bedrock(ex: Exchange) -> Exchange:
     """The recorded Anthropic stream as Bedrock sends it: the request without model and stream
     (they are in the path), each event a ``chunk`` frame."""
     request = {k: v for k, v in json.loads(ex.request_body or "{}").items() if k not in ("model", "stream")}
     request["anthropic_version"] = "bedrock-2023-05-31"
-    body = b"".join(chunk(e) for e in _sse_events(ex.body)) + tail
+    body = b"".join(chunk(e) for e in sse_events(ex.body))
     return Exchange("POST", STREAM_PATH, json.dumps(request), 200, [("content-type", EVENTSTREAM)], body)
 
 
@@ -128,7 +119,7 @@ def test_bedrock_stream_exception_mid_stream(instrument: Any) -> None:
     span says which, with the usage read before it."""
     inst = instrument()
     _, ex = PICKED[0]
-    events = _sse_events(ex.body)
+    events = sse_events(ex.body)
     bedrock = as_bedrock(ex)
     bedrock.body = b"".join(chunk(e) for e in events[:3]) + exception("throttlingException", "Too many requests")
     with ReplayServer([bedrock]) as srv, pytest.raises(anthropic.APIError):

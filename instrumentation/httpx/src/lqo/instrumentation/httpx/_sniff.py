@@ -47,7 +47,7 @@ def model_of(body: bytes, path: str) -> str:
     if model is None:
         if "/deployments/" in path:  # Azure OpenAI: the deployment names the model
             model = path.split("/deployments/", 1)[1].split("/", 1)[0]
-        elif "/model/" in path:  # AWS Bedrock InvokeModel: so does the path
+        elif "/model/" in path:  # AWS Bedrock (InvokeModel, Converse): so does the path
             model = model_in_path(path)
     return model or ""
 

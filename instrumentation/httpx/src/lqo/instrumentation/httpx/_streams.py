@@ -41,8 +41,8 @@ class StreamParser:
 
     ``kind`` is ``sse`` (``event:``/``data:`` blocks), ``ndjson`` (one JSON object per line),
     ``eventstream`` (AWS's binary event stream: each event's type and JSON payload, an exception
-    as ``:exception:<type>``) or ``json`` (one document, delivered at ``close``). ``skip(event_name, payload)``, when given, is
-    asked before an event's JSON is decoded: True means it carries nothing the caller needs (a
+    as ``EXCEPTION + <type>``) or ``json`` (one document, delivered at ``close``).
+    ``skip(event_name, payload)``, when given, is asked before an event's JSON is decoded: True means it carries nothing the caller needs (a
     content delta with content capture off), and it is not decoded, which is most of a stream's
     cost here. ``quiet()``, when given, may return a pattern: until the first match, every
     complete message in the bytes fed would be skipped, and they are passed over in one search
@@ -164,7 +164,7 @@ class StreamParser:
         if kind == "event":
             name = headers.get(":event-type", "")
         elif kind in ("exception", "error"):
-            name = ":exception:" + (headers.get(":exception-type") or headers.get(":error-code") or "error")
+            name = EXCEPTION + (headers.get(":exception-type") or headers.get(":error-code") or "error")
         else:
             return
         try:
@@ -213,6 +213,8 @@ class StreamParser:
         self._on_event(event, data)
 
 
+# The event name an AWS event stream's exception frame is given under: this, then its type.
+EXCEPTION = ":exception:"
 # Sizes of AWS event stream header values by type; 6 and 7 (bytes, string) have a 2-byte length.
 _FIXED_HEADER_SIZES = {0: 0, 1: 0, 2: 1, 3: 2, 4: 4, 5: 8, 8: 8, 9: 16}
 

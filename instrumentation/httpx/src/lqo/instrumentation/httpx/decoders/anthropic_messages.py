@@ -110,23 +110,23 @@ _MATTERS = re.compile(
     rb"\n\n(?!event:)|\nevent:(?! ?(?:content_block_(?:start|delta|stop)|ping|message_stop)[ \t]*\n)")
 
 
+# Streamed text, thinking and tool-input pieces, kept in a list under a private key of their block
+# and joined once at the end (adding each to a string would copy the text so far every time).
+_PIECES = {"text_delta": "_text", "thinking_delta": "_thinking", "input_json_delta": "_json"}
+_PIECE_FIELDS = {"_text": "text", "_thinking": "thinking", "_json": "partial_json"}
+
+
 # Capture on: a run of one block's content_block_delta events of one kind (text, thinking or
 # tool input), as Anthropic writes them (it pads some with spaces before the last brace), is read
 # from the bytes; any other shape is decoded whole. Group 1 is the block's index, group 2 the kind.
+_RUN_KEYS = {b'"type":"%s","%s":' % (kind.encode(), _PIECE_FIELDS[key].encode()): key for kind, key in _PIECES.items()}
 _DELTA_EVENT = (rb'event:[ \t]*content_block_delta[ \t]*\ndata: *\{"type":"content_block_delta","index":%s,'
                 rb'"delta":\{%s' + JSON_STRING + rb'\}[^\S\n]*\}\n\n')
 _DELTA_RUN = re.compile(
-    _DELTA_EVENT % (rb"(0|[1-9]\d{0,8})", rb'("type":"(?:text_delta","text|thinking_delta","thinking|input_json_delta","partial_json)":)')
+    _DELTA_EVENT % (rb"(0|[1-9]\d{0,8})", b"(" + b"|".join(re.escape(k) for k in _RUN_KEYS) + b")")
     + rb"(?:" + _DELTA_EVENT % (rb"\1", rb"\2") + rb")*")
-_PIECE = re.compile(rb'"(?:text|thinking|partial_json)":' + JSON_STRING + rb'\}[^\S\n]*\}\n\n')
-_RUN_KEYS = {b'"type":"text_delta","text":': "_text", b'"type":"thinking_delta","thinking":': "_thinking",
-             b'"type":"input_json_delta","partial_json":': "_json"}
-
-
-# Streamed text and thinking pieces, kept in a list under a private key of their block and joined
-# once at the end (adding each to a string would copy the text so far every time).
-_PIECES = {"text_delta": "_text", "thinking_delta": "_thinking", "input_json_delta": "_json"}
-_PIECE_FIELDS = {"_text": "text", "_thinking": "thinking", "_json": "partial_json"}
+_PIECE = re.compile(b'"(?:' + b"|".join(f.encode() for f in _PIECE_FIELDS.values()) + b')":' + JSON_STRING
+                    + rb'\}[^\S\n]*\}\n\n')
 
 
 class MessagesStream:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .._record import CallRecord, as_dict, as_str
+from .._streams import EXCEPTION
 from .anthropic_messages import FAMILY as MESSAGES
 from .anthropic_messages import MessagesStream
 
@@ -23,22 +24,16 @@ INVOKE = frozenset(("invoke", "invoke-with-response-stream"))
 CONVERSE = frozenset(("converse", "converse-stream"))
 
 
-def model_action(path: str) -> tuple[str, str] | None:
-    """A Bedrock runtime path's model id (percent-decoded) and action (``invoke``,
-    ``converse-stream``…), or None for another path."""
+def model_in_path(path: str, actions: frozenset[str] = INVOKE | CONVERSE) -> str | None:
+    """The model id (percent-decoded) of a Bedrock runtime path ending in one of ``actions``
+    (default: InvokeModel's and Converse's), or None for another path."""
     _, sep, rest = path.partition("/model/")
     if not sep:
         return None
     model, sep, action = rest.rpartition("/")
-    if not sep or not model or (action not in INVOKE and action not in CONVERSE):
+    if not sep or not model or action not in actions:
         return None
-    return unquote(model), action
-
-
-def model_in_path(path: str) -> str | None:
-    """The model id of an InvokeModel or Converse path, or None for another path."""
-    found = model_action(path)
-    return found[0] if found is not None else None
+    return unquote(model)
 
 
 def _anthropic_request(body: dict[str, Any]) -> bool:
@@ -50,8 +45,7 @@ class InvokeModel:
     provider = "aws.bedrock"
 
     def operation(self, path: str) -> str | None:
-        found = model_action(path)
-        return "chat" if found is not None and found[1] in INVOKE else None
+        return "chat" if model_in_path(path, INVOKE) is not None else None
 
     def request(self, operation: str, body: dict[str, Any], rec: CallRecord) -> None:
         if _anthropic_request(body):
@@ -87,8 +81,8 @@ class InvokeStream:
                 return
             if isinstance(inner, dict):
                 self._inner.event(str(inner.get("type") or ""), inner)
-        elif name.startswith(":exception:"):  # e.g. throttlingException mid-stream
-            self._inner.event("error", {"type": "error", "error": {"type": name[len(":exception:"):]}})
+        elif name.startswith(EXCEPTION):  # e.g. throttlingException mid-stream
+            self._inner.event("error", {"type": "error", "error": {"type": name[len(EXCEPTION):]}})
 
     def finish(self) -> None:
         self._inner.finish()

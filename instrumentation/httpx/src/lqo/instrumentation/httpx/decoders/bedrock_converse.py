@@ -17,8 +17,9 @@ from typing import Any
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
 from .._record import CallRecord, as_dict, as_int, as_list, as_str, text_part
+from .._streams import EXCEPTION
 from .base import request_params, set_usage_without_cache, tool_definitions
-from .bedrock import CONVERSE, model_action
+from .bedrock import CONVERSE, model_in_path
 
 _MEDIA = ("image", "document", "video", "audio")
 
@@ -55,19 +56,12 @@ def _parts(content: Any) -> list[dict[str, Any]]:
     return parts
 
 
-def _usage(usage: Any, rec: CallRecord) -> None:
-    usage = as_dict(usage)
-    set_usage_without_cache(rec, usage.get("inputTokens"), usage.get("cacheReadInputTokens"),
-                            usage.get("cacheWriteInputTokens"), usage.get("outputTokens"))
-
-
 class Converse:
     name = "aws.bedrock.converse"
     provider = "aws.bedrock"
 
     def operation(self, path: str) -> str | None:
-        found = model_action(path)
-        return "chat" if found is not None and found[1] in CONVERSE else None
+        return "chat" if model_in_path(path, CONVERSE) is not None else None
 
     def request(self, operation: str, body: dict[str, Any], rec: CallRecord) -> None:
         config = as_dict(body.get("inferenceConfig"))
@@ -96,7 +90,9 @@ class Converse:
             message = as_dict(as_dict(body.get("output")).get("message"))
             rec.output_messages = [{"role": str(message.get("role") or "assistant"),
                                     "parts": _parts(message.get("content")), "finish_reason": reason or "error"}]
-        _usage(body.get("usage"), rec)
+        usage = as_dict(body.get("usage"))
+        set_usage_without_cache(rec, usage.get("inputTokens"), usage.get("cacheReadInputTokens"),
+                                usage.get("cacheWriteInputTokens"), usage.get("outputTokens"))
 
     def stream(self, operation: str, rec: CallRecord) -> ConverseStream:
         return ConverseStream(self, operation, rec)
@@ -127,8 +123,8 @@ class ConverseStream:
             self._body["stopReason"] = data.get("stopReason")
         elif name == "metadata":
             self._body["usage"] = data.get("usage")
-        elif name.startswith(":exception:"):  # e.g. throttlingException mid-stream
-            self._rec.attrs["error.type"] = name[len(":exception:"):]
+        elif name.startswith(EXCEPTION):  # e.g. throttlingException mid-stream
+            self._rec.attrs["error.type"] = name[len(EXCEPTION):]
         elif not self._rec.capture:
             return
         elif name == "contentBlockStart":
