@@ -436,6 +436,40 @@ def test_text_deltas_with_a_role_in_each_are_read_from_bytes() -> None:
     assert (full["input_tokens"], full["output_tokens"], full["finish_reasons"]) == (9, 5, ["stop"])
 
 
+def test_openai_text_chunks_whose_other_bytes_differ_are_one_run() -> None:
+    """The run reads later chunks by comparing their bytes with the first one's; chunks that
+    differ elsewhere (obfuscation padding, a changing ``created``, a role in some deltas, no
+    logprobs key) are still read in the same run, and every piece is kept in order."""
+    def chunk(content: str, n: int) -> dict[str, Any]:
+        delta = {"role": "assistant", "content": content} if n % 3 == 0 else {"content": content}
+        choice = {"index": 0, "delta": delta, "finish_reason": None}
+        if n % 4:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}
+        return {"id": "c-1", "object": "chat.completion.chunk", "created": 100 + n // 5, "model": "m-1",
+                "choices": [choice], "usage": None, "obfuscation": "x" * (n % 7)}
+
+    texts = [f"piece {n} \"q\" é\n" for n in range(60)]
+    body = b"".join(b"data: " + _compact(chunk(t, n)) + b"\n\n" for n, t in enumerate(["", *texts]))
+    body += b"data: " + _compact({**chunk("", 0), "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    ex = Exchange("POST", "/v1/chat/completions", json.dumps({"model": "m", "stream": True}), 200,
+                  [("content-type", "text/event-stream")], body + b"\n\ndata: [DONE]\n\n")
+    full, decoded_all, decoded = _read_either_way(ex)
+    assert (decoded_all, decoded) == (62, 2)  # the first chunk (identity) and the finish
+    assert full["output_messages"][0]["parts"] == [{"type": "text", "content": "".join(texts)}]
+
+    _, acc = _stream_for(ex, capture=True)
+    runs = []
+
+    def run(buf: bytes, start: int, end: int) -> int:
+        stop = acc.run(buf, start, end)
+        runs.append(buf.count(b"\n\n", start, stop))
+        return stop
+
+    parser = StreamParser("sse", "", acc.event, acc.skip, acc.quiet, run)
+    parser.feed(body)
+    assert [n for n in runs if n] == [60]
+
+
 def test_text_chunks_that_carry_anything_else_are_decoded() -> None:
     """A text chunk that also carries usage (servers that report it in every chunk), a nested
     value or spaces is decoded whole; the text chunks around it are still read from bytes."""

@@ -9,7 +9,8 @@ from typing import Any
 # A JSON string literal, quotes included, as a regex group for decoders that read streamed
 # deltas' text from their bytes (capture on) instead of decoding each event. (JSON text has no
 # raw newline inside a string, so a match never runs from one streamed message into the next.)
-JSON_STRING = rb'("[^"\\\n]*(?:\\.[^"\\\n]*)*")'
+JSON_LITERAL = rb'"[^"\\\n]*(?:\\.[^"\\\n]*)*"'
+JSON_STRING = b"(" + JSON_LITERAL + b")"
 
 
 class CallRecord:

@@ -8,6 +8,7 @@ from typing import Any
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
 from .._record import (
+    JSON_LITERAL,
     JSON_STRING,
     CallRecord,
     as_dict,
@@ -73,16 +74,32 @@ CARRIES = re.compile(rb'"(?:finish_reason|usage)"\s*:(?!\s*null)')
 # in every delta) and no finish reason, and whose other keys all hold flat values (so no usage
 # object), changes nothing but the text, and is read from the bytes. Any other shape is decoded.
 _FLAT = rb"[^\n{}\[\]]*"
+_TEXT_HEAD = rb'data: *\{' + _FLAT + rb'"choices":\[\{"index":0,"delta":\{(?:"role":"assistant",)?"content":'
 _TEXT_END = rb'\}(?:,"logprobs":null)?,"finish_reason":null\}\]'
-_TEXT_RUN = re.compile(rb'(?:data: *\{' + _FLAT + rb'"choices":\[\{"index":0,"delta":\{(?:"role":"assistant",)?"content":'
-                       + JSON_STRING + _TEXT_END + _FLAT + rb'\}\n\n)+')
-_TEXT = re.compile(rb'"content":' + JSON_STRING + _TEXT_END)
 # The same for a run of one tool call's argument pieces (after its first delta, with id and name).
-_ARGS_DELTA = rb'data: *\{' + _FLAT + rb'"choices":\[\{"index":0,"delta":\{"tool_calls":\[\{"index":%s,"function":\{"arguments":'
+_ARGS_HEAD = rb'data: *\{' + _FLAT + rb'"choices":\[\{"index":0,"delta":\{"tool_calls":\[\{"index":%s,"function":\{"arguments":'
 _ARGS_END = rb'\}\}\]' + _TEXT_END
-_ARGS_RUN = re.compile(_ARGS_DELTA % rb"(0|[1-9]\d{0,8})" + JSON_STRING + _ARGS_END + _FLAT + rb"\}\n\n(?:"
-                       + _ARGS_DELTA % rb"\1" + JSON_STRING + _ARGS_END + _FLAT + rb"\}\n\n)*")
-_ARGS = re.compile(rb'"arguments":' + JSON_STRING + _ARGS_END)
+
+
+def _run(first: bytes, head: bytes, end: bytes) -> re.Pattern[bytes]:
+    """One or more messages ``head`` + a string literal + ``end`` + flat values (``first``: the
+    first message's head). In a run all but the literal and a few flat values (the obfuscation
+    padding OpenAI adds to each chunk) are usually the same bytes in every message: the first
+    message's head and end are matched again as backreferences, compared byte for byte where the
+    patterns scan ~5 ns a byte (3× faster for a run of OpenAI chunks), and the patterns match a
+    message whose bytes differ."""
+    tail = _FLAT + rb"\}\n\n"
+    return re.compile(b"(?P<head>" + first + b")" + JSON_LITERAL + b"(?P<end>" + end + b")" + tail
+                      + b"(?:(?:(?P=head)|" + head + b")" + JSON_LITERAL + b"(?:(?P=end)|" + end + b")" + tail + b")*")
+
+
+_TEXT_RUN = _run(_TEXT_HEAD, _TEXT_HEAD, _TEXT_END)
+_ARGS_RUN = _run(_ARGS_HEAD % rb"(?P<index>0|[1-9]\d{0,8})", _ARGS_HEAD % rb"(?P=index)", _ARGS_END)
+# Each message's literal in a matched run (the head in front of it is its only place there: in
+# JSON text a quote inside a string is escaped; a message with another, in its flat values, makes
+# one literal too many, and the run is decoded instead).
+_TEXT = re.compile(rb'"content":' + JSON_STRING)
+_ARGS = re.compile(rb'"arguments":' + JSON_STRING)
 
 
 def single_choice(rec: CallRecord, choices: dict[Any, Any]) -> bool:
@@ -279,7 +296,7 @@ class ChatStream:
             pieces, match = found
             if pieces:  # (none: every event of the run dropped, so no call made for it)
                 tools = self._choices[0]["tools"]
-                tools.setdefault(int(match.group(1)), {"id": None, "name": None, "args": []})["args"].extend(pieces)
+                tools.setdefault(int(match["index"]), {"id": None, "name": None, "args": []})["args"].extend(pieces)
             return match.end()
         return start
 
