@@ -206,7 +206,8 @@ class Call:
                 body = None
             if isinstance(body, dict):
                 top = as_str(body.get("model"))
-                if top and top != self._model:  # the sniff found a nested "model" key
+                if top and top != self._model and not getattr(self._family, "path_names_model", False):
+                    # (the sniff found a nested "model" key)
                     rec.request_model = top
                     self.span.update_name(f"{self.operation} {top}")
                     rec.attrs[ga.GEN_AI_REQUEST_MODEL] = top

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from .decoders.bedrock import model_in_path
+from .decoders.gemini import model_in_path as gemini_model
 
 # The string's body as an unrolled loop (runs of plain bytes, then escapes): half the time of
 # an alternation per byte.
@@ -43,6 +44,10 @@ def sniff_model(body: bytes) -> str | None:
 def model_of(body: bytes, path: str) -> str:
     """The call's model, or "" where there is none: then it is not an LLM call (an LLM API path
     with a JSON body, but no model: another service's ``/api/chat`` or ``/v1/messages``)."""
+    if ":" in path:  # Gemini: the model is in the path (a "model" key in the body is nested)
+        model = gemini_model(path)
+        if model:
+            return model
     model = sniff_model(body)
     if model is None:
         if "/deployments/" in path:  # Azure OpenAI: the deployment names the model

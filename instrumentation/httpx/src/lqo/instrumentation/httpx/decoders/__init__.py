@@ -14,6 +14,7 @@ from . import (
     anthropic_messages,
     bedrock,
     bedrock_converse,
+    gemini,
     ollama,
     openai_chat,
     openai_completions,
@@ -29,6 +30,7 @@ FAMILIES: tuple[Family, ...] = (
     ollama.FAMILY,
     bedrock.FAMILY,
     bedrock_converse.FAMILY,
+    gemini.FAMILY,
     anthropic_messages.FAMILY,
     openai_chat.FAMILY,
     openai_completions.FAMILY,
@@ -55,6 +57,7 @@ KNOWN_HOSTS: tuple[tuple[str, str], ...] = (
     ("api.perplexity.ai", "perplexity"),
     ("api.fireworks.ai", "fireworks"),
     ("generativelanguage.googleapis.com", "gcp.gemini"),
+    ("googleapis.com", "gcp.vertex_ai"),  # [{region}-]aiplatform: Vertex AI (Gemini, its OpenAI-compatible paths)
     ("api.cohere.com", "cohere"),
     ("api.cohere.ai", "cohere"),
 )

@@ -96,11 +96,11 @@ def set_usage_without_cache(rec: CallRecord, base: Any, read: Any, written: Any,
         rec.output_tokens = output
 
 
-def set_response_identity(rec: CallRecord, body: dict[str, Any]) -> None:
-    rid = as_str(body.get("id"))
+def set_response_identity(rec: CallRecord, body: dict[str, Any], id_key: str = "id", model_key: str = "model") -> None:
+    rid = as_str(body.get(id_key))
     if rid:
         rec.attrs[ga.GEN_AI_RESPONSE_ID] = rid
-    model = as_str(body.get("model"))
+    model = as_str(body.get(model_key))
     if model:
         rec.response_model = model
 
