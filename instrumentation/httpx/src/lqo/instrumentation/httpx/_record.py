@@ -60,6 +60,12 @@ def as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
+def as_index(value: Any, default: int = 0) -> int:
+    """A choice's, block's or tool call's index as sent, if an int (a key to sort and look up by);
+    ``default`` for anything else a server may send."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
 def as_number(value: Any) -> float | int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None

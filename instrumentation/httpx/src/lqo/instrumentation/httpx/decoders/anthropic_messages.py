@@ -7,7 +7,7 @@ from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import JSON_STRING, CallRecord, as_dict, as_list, read_texts, text_part
+from .._record import JSON_STRING, CallRecord, as_dict, as_index, as_list, read_texts, text_part
 from .base import request_params, set_response_identity, set_usage_without_cache, tool_definitions
 
 
@@ -170,7 +170,7 @@ class MessagesStream:
             self._content_event(kind, data)
 
     def _content_event(self, kind: Any, data: dict[str, Any]) -> None:
-        index = data.get("index", 0)
+        index = as_index(data.get("index"))
         if kind == "content_block_start":
             # (Keys of ours in the server's block would be taken for its pieces: dropped.)
             block = {k: v for k, v in as_dict(data.get("content_block")).items() if k not in _PIECE_FIELDS}
@@ -181,7 +181,7 @@ class MessagesStream:
             block = self._blocks.setdefault(index, {"type": "text", "text": ""})
             delta = as_dict(data.get("delta"))
             dtype = delta.get("type")
-            if dtype in _PIECES:
+            if isinstance(dtype, str) and dtype in _PIECES:
                 key = _PIECES[dtype]
                 block.setdefault(key, []).append(str(delta.get(_PIECE_FIELDS[key], "")))
 

@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import CallRecord, as_dict, as_int, as_list, as_number, as_str, text_part
+from .._record import CallRecord, as_dict, as_index, as_int, as_list, as_number, as_str, text_part
 from .base import set_response_identity, tool_definitions
 
 METHODS = {"generateContent": "generate_content", "streamGenerateContent": "generate_content",
@@ -246,7 +246,7 @@ class GeminiStream:
         for position, candidate in enumerate(as_list(data.get("candidates"))):
             if not isinstance(candidate, dict):
                 continue
-            index = candidate.get("index", position)
+            index = as_index(candidate.get("index"), position)
             state = self._candidates.setdefault(index, {"parts": [], "finish": None})
             reason = _reason(candidate)
             if reason:

@@ -12,6 +12,7 @@ from .._record import (
     JSON_STRING,
     CallRecord,
     as_dict,
+    as_index,
     as_int,
     as_list,
     as_str,
@@ -237,7 +238,7 @@ class ChatStream:
         for choice in as_list(data.get("choices")):
             if not isinstance(choice, dict):
                 continue
-            state = self._choices.setdefault(choice.get("index", 0), {"text": [], "refusal": [], "tools": {},
+            state = self._choices.setdefault(as_index(choice.get("index")), {"text": [], "refusal": [], "tools": {},
                                                                          "finish": None})
             if choice.get("finish_reason"):
                 state["finish"] = choice["finish_reason"]
@@ -250,7 +251,7 @@ class ChatStream:
                 state["refusal"].append(delta["refusal"])
             for tc in as_list(delta.get("tool_calls")):
                 tc = as_dict(tc)
-                slot = state["tools"].setdefault(tc.get("index", 0), {"id": None, "name": None, "args": []})
+                slot = state["tools"].setdefault(as_index(tc.get("index")), {"id": None, "name": None, "args": []})
                 fn = as_dict(tc.get("function"))
                 if tc.get("id"):
                     slot["id"] = tc["id"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .._record import CallRecord, as_dict, as_list, text_part
+from .._record import CallRecord, as_dict, as_index, as_list, text_part
 from .openai_chat import (
     CARRIES,
     by_index,
@@ -69,7 +69,7 @@ class CompletionsStream:
         chunk_meta(data, rec)
         for choice in as_list(data.get("choices")):
             if isinstance(choice, dict):
-                state = self._choices.setdefault(choice.get("index", 0), [[], None])
+                state = self._choices.setdefault(as_index(choice.get("index")), [[], None])
                 if rec.capture and isinstance(choice.get("text"), str):
                     state[0].append(choice["text"])
                 if choice.get("finish_reason"):
