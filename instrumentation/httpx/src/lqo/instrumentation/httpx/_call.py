@@ -254,6 +254,10 @@ class Call:
                 self.span.end(end_time=end_ns)
             except Exception:
                 pass
+        finally:
+            # The parser holds this call's bound methods (a reference cycle): let both go now, by
+            # reference count, not at the next garbage collection (whichever thread that lands on).
+            self._parser = self._accumulator = None
 
     def _finish(self, error: BaseException | None, body: bytes | None, elapsed: float, end_ns: int) -> None:
         rec = self._record()
