@@ -94,3 +94,29 @@ def test_plain_opentelemetry_instrument_finds_the_instrumentor() -> None:
     assert b'"name": "chat gpt-4"' in out.stdout
     assert b'"name": "embeddings text-embedding-3-small"' in out.stdout
     assert b'"gen_ai.usage.output_tokens": 5' in out.stdout
+
+
+def test_api_keys_in_urls_never_reach_the_collector(collector: Any) -> None:
+    """Gemini's REST API takes its key in the query string; the HTTP client span (the contrib
+    httpx instrumentation, loaded by lqo-instrument) records the URL, and redacts only the
+    semconv's few parameters. The distro's processor redacts the key before export."""
+    from .test_gemini import ANSWER, PATH, _json
+
+    secret = "AIzaSyD-not-a-real-key-0123456789"
+    with ReplayServer([_json(PATH, ANSWER)]) as srv:
+        out = subprocess.run(
+            [str(BIN / "lqo-instrument"), sys.executable, str(APP.parent / "gemini_rest_app.py")],
+            env=_app_env(srv.url, OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_url, GEMINI_BASE_URL=srv.url,
+                         GEMINI_API_KEY=secret),
+            capture_output=True, timeout=120,
+        )
+        assert f"key={secret}" in srv.received[0][1]  # the app really sent it
+    assert out.returncode == 0, out.stderr.decode()
+    assert b"Lyon" in out.stdout
+    assert collector.wait_stored(2) >= 2
+    rows = collector.query("SELECT ScopeName, SpanAttributes FROM otel_traces")
+    assert {r["ScopeName"] for r in rows} >= {"lqo.instrumentation.httpx", "opentelemetry.instrumentation.httpx"}
+    assert secret not in json.dumps(rows)
+    (http,) = [r["SpanAttributes"] for r in rows if r["ScopeName"] == "opentelemetry.instrumentation.httpx"]
+    url = http.get("url.full") or http["http.url"]
+    assert url.endswith(f"{PATH}?key=REDACTED")

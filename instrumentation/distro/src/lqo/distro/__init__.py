@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from opentelemetry import trace
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
+from .redact import RedactUrlSecrets
 from .version import __version__
 
 __all__ = ["DEFAULTS", "LqoConfigurator", "LqoDistro", "__version__", "apply_defaults"]
@@ -47,4 +49,11 @@ class LqoDistro(BaseDistro):  # type: ignore[misc]
 
 
 class LqoConfigurator(_OTelSDKConfigurator):  # type: ignore[misc]
-    """The SDK's standard environment-driven configurator (providers, exporters, resource)."""
+    """The SDK's standard environment-driven configurator (providers, exporters, resource), plus
+    the redaction of secrets in URL query strings on every span (``redact``)."""
+
+    def _configure(self, **kwargs: Any) -> None:
+        super()._configure(**kwargs)
+        provider = trace.get_tracer_provider()
+        if hasattr(provider, "add_span_processor"):
+            provider.add_span_processor(RedactUrlSecrets())
