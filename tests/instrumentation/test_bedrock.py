@@ -19,6 +19,7 @@ import zlib
 from typing import Any
 
 import anthropic
+import httpx
 import pytest
 
 from lqo.instrumentation.httpx._streams import StreamParser
@@ -186,3 +187,42 @@ def test_a_damaged_frame_stops_the_parse(damage: str) -> None:
     seen, broken = _parse(good + bytes(bad) + good)
     assert broken
     assert [name for name, _ in seen] == ["chunk"]  # what came before is kept
+
+
+LLAMA = "meta.llama3-1-70b-instruct-v1:0"
+LLAMA_REQUEST = {"prompt": "<|begin_of_text|>Say hi", "max_gen_len": 64, "temperature": 0.5}
+
+
+def test_other_model_families_get_usage_from_bedrocks_headers(instrument: Any) -> None:
+    """A Llama body on InvokeModel, as LiteLLM sends it: no content decoded, the token counts
+    from the headers Bedrock adds to every model's answer."""
+    inst = instrument()
+    answer = {"generation": "Hi!", "prompt_token_count": 11, "generation_token_count": 3, "stop_reason": "stop"}
+    ex = Exchange("POST", f"/model/{LLAMA}/invoke", json.dumps(LLAMA_REQUEST), 200,
+                  [("content-type", "application/json"), ("X-Amzn-Bedrock-Input-Token-Count", "11"),
+                   ("X-Amzn-Bedrock-Output-Token-Count", "3"), ("X-Amzn-Bedrock-Invocation-Latency", "210")],
+                  json.dumps(answer).encode())
+    with ReplayServer([ex]) as srv:
+        assert httpx.post(f"{srv.url}/model/{LLAMA}/invoke", json=LLAMA_REQUEST).json() == answer
+    (span,) = inst.genai_spans()
+    a = dict(span.attributes)
+    assert (a["gen_ai.request.model"], a["gen_ai.provider.name"]) == (LLAMA, "aws.bedrock")
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (11, 3)
+
+
+def test_other_model_families_get_usage_from_the_streams_invocation_metrics(instrument: Any) -> None:
+    inst = instrument(capture_mode="SPAN_ONLY")
+    pieces = [{"generation": "Hi", "prompt_token_count": 11, "generation_token_count": 1, "stop_reason": None},
+              {"generation": "!", "prompt_token_count": None, "generation_token_count": 2, "stop_reason": "stop",
+               "amazon-bedrock-invocationMetrics": {"inputTokenCount": 11, "outputTokenCount": 2,
+                                                    "invocationLatency": 190, "firstByteLatency": 120}}]
+    body = b"".join(chunk(p) for p in pieces)
+    path = f"/model/{LLAMA}/invoke-with-response-stream"
+    with ReplayServer([Exchange("POST", path, json.dumps(LLAMA_REQUEST), 200, [("content-type", EVENTSTREAM)],
+                                body)]) as srv, httpx.stream("POST", srv.url + path, json=LLAMA_REQUEST) as response:
+        assert b"".join(response.iter_bytes()) == body
+    (span,) = inst.genai_spans()
+    a = dict(span.attributes)
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (11, 2)
+    assert a["gen_ai.request.stream"] is True
+    assert "gen_ai.output.messages" not in a  # another family's content: not decoded

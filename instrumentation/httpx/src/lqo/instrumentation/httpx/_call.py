@@ -262,6 +262,9 @@ class Call:
     def _finish(self, error: BaseException | None, body: bytes | None, elapsed: float, end_ns: int) -> None:
         rec = self._record()
         if error is None and self._headers is not None:
+            headers_hook = getattr(self._family, "headers", None)
+            if headers_hook is not None:  # usage some APIs give in headers (Bedrock), before the body's
+                headers_hook(self.operation, self._headers, rec)
             if self._status >= 400:
                 rec.attrs[_ERROR_TYPE] = str(self._status)
             elif body is not None:

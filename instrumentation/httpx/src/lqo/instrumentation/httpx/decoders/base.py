@@ -52,6 +52,9 @@ class Family(Protocol):
 
     def stream(self, operation: str, rec: CallRecord) -> Stream: ...
 
+    # Optional: ``headers(operation, headers, rec)``, given the response headers before the body
+    # is decoded (Bedrock gives every model's token counts there).
+
 
 def request_params(body: dict[str, Any], rec: CallRecord, extra: dict[str, str] | None = None) -> None:
     attrs = rec.attrs
