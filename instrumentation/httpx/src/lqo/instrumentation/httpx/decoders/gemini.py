@@ -23,27 +23,25 @@ from urllib.parse import unquote
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import CallRecord, as_dict, as_index, as_int, as_list, as_number, as_str, text_part
-from .base import set_response_identity, tool_definitions
+from .._record import CallRecord, as_dict, as_index, as_int, as_list, as_str, text_part
+from .base import request_params, set_response_identity, tool_definitions
 
 METHODS = {"generateContent": "generate_content", "streamGenerateContent": "generate_content",
            "embedContent": "embeddings", "batchEmbedContents": "embeddings"}
 
-# generationConfig key -> attribute.
+# generationConfig keys -> attributes, beside base.COMMON_PARAMS (temperature, seed).
 _PARAMS = {
-    "temperature": ga.GEN_AI_REQUEST_TEMPERATURE,
     "topP": ga.GEN_AI_REQUEST_TOP_P,
     "topK": ga.GEN_AI_REQUEST_TOP_K,
     "maxOutputTokens": ga.GEN_AI_REQUEST_MAX_TOKENS,
     "presencePenalty": ga.GEN_AI_REQUEST_PRESENCE_PENALTY,
     "frequencyPenalty": ga.GEN_AI_REQUEST_FREQUENCY_PENALTY,
-    "seed": ga.GEN_AI_REQUEST_SEED,
 }
 _ROLES = {"model": "assistant", "user": "user", "system": "system", "function": "tool", "tool": "tool"}
 
 
-def model_in_path(path: str) -> str | None:
-    """The model id (percent-decoded) of a Gemini path ``…/models/{model}:{method}`` with one of
+def _model_and_method(path: str) -> tuple[str, str] | None:
+    """(model id as sent, method) of a Gemini path ``…/models/{model}:{method}`` with one of
     ``METHODS``, or None for another path."""
     _, sep, rest = path.rpartition("/models/")
     if not sep:
@@ -51,7 +49,13 @@ def model_in_path(path: str) -> str | None:
     model, sep, method = rest.partition(":")
     if not sep or not model or "/" in model or method not in METHODS:
         return None
-    return unquote(model)
+    return model, method
+
+
+def model_in_path(path: str) -> str | None:
+    """The model id (percent-decoded) of a Gemini path, or None for another path."""
+    found = _model_and_method(path)
+    return unquote(found[0]) if found else None
 
 
 def _modality(mime: Any) -> str:
@@ -142,9 +146,8 @@ class Gemini:
     path_names_model = True  # a "model" key in the body is nested, or restates the path's ("models/…")
 
     def operation(self, path: str) -> str | None:
-        if model_in_path(path) is None:
-            return None
-        return METHODS[path.rpartition(":")[2]]
+        found = _model_and_method(path)
+        return METHODS[found[1]] if found else None
 
     def request(self, operation: str, body: dict[str, Any], rec: CallRecord) -> None:
         if operation == "embeddings":
@@ -152,10 +155,7 @@ class Gemini:
             return
         attrs = rec.attrs
         config = as_dict(body.get("generationConfig"))
-        for key, attr in _PARAMS.items():
-            value = as_number(config.get(key))
-            if value is not None:
-                attrs[attr] = value
+        request_params(config, rec, _PARAMS)
         stop = config.get("stopSequences")
         if isinstance(stop, list) and stop and all(isinstance(s, str) for s in stop):
             attrs[ga.GEN_AI_REQUEST_STOP_SEQUENCES] = stop
@@ -225,11 +225,10 @@ class GeminiStream:
     candidate are joined in order (a part of another kind starts a new one), usage and finish
     reasons are the latest seen."""
 
-    __slots__ = ("_candidates", "_rec", "_seen")
+    __slots__ = ("_candidates", "_rec")
 
     def __init__(self, rec: CallRecord) -> None:
         self._rec = rec
-        self._seen = False
         self._candidates: dict[Any, dict[str, Any]] = {}
 
     def event(self, name: str, data: Any) -> None:
@@ -241,7 +240,6 @@ class GeminiStream:
             return
         if not data:
             return
-        self._seen = True
         set_response_identity(rec, data, "responseId", "modelVersion")
         for position, candidate in enumerate(as_list(data.get("candidates"))):
             if not isinstance(candidate, dict):
@@ -270,7 +268,7 @@ class GeminiStream:
 
     def finish(self) -> None:
         rec = self._rec
-        if not self._seen or not self._candidates:
+        if not self._candidates:
             return
         states = [self._candidates[k] for k in sorted(self._candidates, key=lambda i: i if isinstance(i, int) else 0)]
         if any(s["finish"] for s in states):
