@@ -327,11 +327,24 @@ def _sync_proxy_class(base: type) -> type:
         """Wraps a sync byte stream; ends its call exactly once."""
 
         def __iter__(self) -> Any:
-            add = self._watch.add
+            watch = self._watch
+            it = iter(self._inner)
             try:
-                for chunk in self._inner:
+                for chunk in it:  # up to the first bytes, which add() stamps
                     if chunk:
-                        add(chunk)
+                        watch.add(chunk)
+                        yield chunk
+                        break
+                    yield chunk
+                # Then add()'s work inline: a call less per chunk, on the application's thread.
+                pending, size = watch.pending, watch.size
+                for chunk in it:
+                    if chunk:
+                        pending.append(chunk)
+                        size += len(chunk)
+                        if size >= BATCH_BYTES:
+                            watch.flush()
+                            pending, size = watch.pending, 0
                     yield chunk
             except GeneratorExit:
                 raise
@@ -354,11 +367,23 @@ def _async_proxy_class(base: type) -> type:
         """Wraps an async byte stream; ends its call exactly once."""
 
         async def __aiter__(self) -> Any:
-            add = self._watch.add
+            watch = self._watch
+            it = self._inner.__aiter__()
             try:
-                async for chunk in self._inner:
+                async for chunk in it:  # as the sync proxy's
                     if chunk:
-                        add(chunk)
+                        watch.add(chunk)
+                        yield chunk
+                        break
+                    yield chunk
+                pending, size = watch.pending, watch.size
+                async for chunk in it:
+                    if chunk:
+                        pending.append(chunk)
+                        size += len(chunk)
+                        if size >= BATCH_BYTES:
+                            watch.flush()
+                            pending, size = watch.pending, 0
                     yield chunk
             except GeneratorExit:
                 raise
