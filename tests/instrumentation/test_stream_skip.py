@@ -470,6 +470,40 @@ def test_openai_text_chunks_whose_other_bytes_differ_are_one_run() -> None:
     assert [n for n in runs if n] == [60]
 
 
+@pytest.mark.parametrize("kind", ["text", "tool call"])
+def test_openai_run_literals_are_found_by_their_place_not_their_key(kind: str) -> None:
+    """A run's literals are found without counting its messages: by the structural bytes before
+    each (``"delta":{``, ``"function":{``), which a flat value cannot hold (no braces) and a text
+    cannot (its quotes are escaped). Flat top-level keys named ``content``/``arguments`` and texts
+    that spell out the structure must neither add pieces nor lose any."""
+    tricky = ['"delta":{"content":"x"}', '{"function":{"arguments":"y"}}', "plain", '\\"delta":{', "z"]
+
+    def chunk(piece: str, n: int) -> dict[str, Any]:
+        delta: dict[str, Any] = {"content": piece}
+        if kind == "tool call":
+            delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+        return {"id": "c-1", "object": "chat.completion.chunk", "created": 1, "model": "m-1",
+                **({"content": f"flat {n}", "arguments": "flat"} if n % 2 else {}),
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}], "usage": None}
+
+    first = {"id": "c-1", "object": "chat.completion.chunk", "created": 1, "model": "m-1",
+             "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""} if kind == "text" else
+                          {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                           "function": {"name": "f", "arguments": ""}}]},
+                          "logprobs": None, "finish_reason": None}]}
+    pieces = tricky * 8
+    lines = [_compact(first), *(_compact(chunk(t, n)) for n, t in enumerate(pieces)),
+             _compact({**first, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})]
+    body = b"".join(b"data: " + line + b"\n\n" for line in lines)
+    ex = Exchange("POST", "/v1/chat/completions", json.dumps({"model": "m", "stream": True}), 200,
+                  [("content-type", "text/event-stream")], body + b"data: [DONE]\n\n")
+    full, decoded_all, decoded = _read_either_way(ex)
+    assert (decoded_all, decoded) == (len(pieces) + 2, 2)  # every piece read from the bytes
+    part = full["output_messages"][0]["parts"][0]
+    assert part == ({"type": "text", "content": "".join(pieces)} if kind == "text" else
+                    {"type": "tool_call", "id": "call_1", "name": "f", "arguments": "".join(pieces)})
+
+
 def test_text_chunks_that_carry_anything_else_are_decoded() -> None:
     """A text chunk that also carries usage (servers that report it in every chunk), a nested
     value or spaces is decoded whole; the text chunks around it are still read from bytes."""

@@ -85,13 +85,14 @@ def as_list(value: Any) -> list[Any]:
 
 
 def read_texts(run: re.Pattern[bytes], text: re.Pattern[bytes], sep: bytes, buf: bytes, start: int,
-               end: int) -> tuple[list[str], re.Match[bytes]] | None:
+               end: int, counted: bool = True) -> tuple[list[str], re.Match[bytes]] | None:
     """Capture on: the texts of the run of text-only messages at ``start``, read from the bytes,
     and the run's match. ``run`` matches one or more whole messages at ``start``, each ending
     with ``sep``, before ``end``; ``text`` finds the one JSON string literal of each (group 1).
     The literals are decoded together by the ``json`` module: one C call for the run instead of
     a decode per event. None without a run, or if its bytes do not hold one literal per message
-    (the patterns rule it out). A literal the decoder refuses (never from a real server) makes
+    (the patterns rule it out; ``counted=False`` skips that check, for a ``text`` pattern that
+    matches exactly once in every message ``run`` matches). A literal the decoder refuses (never from a real server) makes
     its event one that decoding whole would drop: its piece is dropped, the others kept. (The
     rest of each event's bytes is matched, not decoded: a server's event corrupt elsewhere has
     its piece read, where decoding it whole would drop the event.)"""
@@ -99,7 +100,7 @@ def read_texts(run: re.Pattern[bytes], text: re.Pattern[bytes], sep: bytes, buf:
     if found is None:
         return None
     literals = text.findall(buf, start, found.end())
-    if len(literals) != buf.count(sep, start, found.end()):
+    if counted and len(literals) != buf.count(sep, start, found.end()):
         return None
     try:
         return json.loads(b"[" + b",".join(literals) + b"]"), found

@@ -96,11 +96,12 @@ def _run(first: bytes, head: bytes, end: bytes) -> re.Pattern[bytes]:
 
 _TEXT_RUN = _run(_TEXT_HEAD, _TEXT_HEAD, _TEXT_END)
 _ARGS_RUN = _run(_ARGS_HEAD % rb"(?P<index>0|[1-9]\d{0,8})", _ARGS_HEAD % rb"(?P=index)", _ARGS_END)
-# Each message's literal in a matched run (the head in front of it is its only place there: in
-# JSON text a quote inside a string is escaped; a message with another, in its flat values, makes
-# one literal too many, and the run is decoded instead).
-_TEXT = re.compile(rb'"content":' + JSON_STRING)
-_ARGS = re.compile(rb'"arguments":' + JSON_STRING)
+# Each message's literal in a matched run, found by the bytes before it that every message of the
+# run has exactly once: ``"delta":{`` (``"function":{``) holds a brace, never in the flat values,
+# and an unescaped quote, never inside a string literal. So the literals are one per message
+# without counting the messages (``read_texts(counted=False)``).
+_TEXT = re.compile(rb'"delta":\{(?:"role":"assistant",)?"content":' + JSON_STRING)
+_ARGS = re.compile(rb'"function":\{"arguments":' + JSON_STRING)
 
 
 def single_choice(rec: CallRecord, choices: dict[Any, Any]) -> bool:
@@ -287,12 +288,12 @@ class ChatStream:
         bytes (see ``_TEXT_RUN``, ``_ARGS_RUN``)."""
         if not self._single or not self._rec.capture:
             return start
-        found = read_texts(_TEXT_RUN, _TEXT, b"\n\n", buf, start, end)
+        found = read_texts(_TEXT_RUN, _TEXT, b"\n\n", buf, start, end, counted=False)
         if found is not None:
             texts, match = found
             self._choices[0]["text"].extend(texts)
             return match.end()
-        found = read_texts(_ARGS_RUN, _ARGS, b"\n\n", buf, start, end)
+        found = read_texts(_ARGS_RUN, _ARGS, b"\n\n", buf, start, end, counted=False)
         if found is not None:
             pieces, match = found
             if pieces:  # (none: every event of the run dropped, so no call made for it)
