@@ -53,6 +53,15 @@ calling thread spent in garbage collection per call (see ``bench/gc_calls.py``):
   per stream the recorded 9-event stream, whole call
   per chunk  (long stream − short stream) / (extra events): the cost of each streamed event
 
+Per chunk is the smallest figure and the noisiest: the SDK's own parse of a chunk costs ~100×
+what an instrumentation adds to it, and a 1% swing in that between blocks moves the difference
+by µs. Two more views of it: **round by round**, each round's long − short against the baseline's
+in the same round, the median over rounds (drift between rounds and one round's garbage
+collection do not move it); and **timed directly**, each instrumentation's own parts chunk by
+chunk: a stream wrapper's time between the application's ``next()`` and the SDK's
+``Stream.__next__`` (``ChunkClock``: openai-v2, OpenLLMetry), lqo's stream proxy under the SDK
+(``SendClock``) and the CPU of lqo's telemetry thread (long − short stream, per extra event).
+
 By default the server answers at once, so the client is busy ~90% of the time and any work moved
 to a background thread still competes for the GIL with the caller. ``--server-delay-ms`` adds a
 provider's think time before each response, the common case for LLM calls.
@@ -304,6 +313,56 @@ class SendClock:
         self.cls.send = self._next  # type: ignore[attr-defined]
 
 
+class ChunkClock:
+    """Times each streamed chunk in two layers around the instrumentation's stream wrapper.
+
+    The lower layer is the openai SDK's own ``Stream.__next__`` (patched with a timer), which
+    every peer's wrapper calls for each chunk (openai-v2's ``next(self.stream)``, OpenLLMetry's
+    ``self.__wrapped__.__next__()``); the upper one is the application's ``next()`` on what
+    ``create`` returned. Per stream, upper minus lower is the time spent in between: the
+    wrapper's own work per chunk, timed chunk by chunk, free of the SDK's ~100× larger parse of
+    each chunk (whose swings make long − short stream a noisy measure of a few µs). Without a
+    wrapper (none, lqo: lqo's proxy sits under the SDK, at the bytes, and ``SendClock`` times
+    it) the same difference is the layers' own cost, subtracted in the report.
+    """
+
+    def __init__(self, stream_class: type) -> None:
+        raw = stream_class.__next__
+        self.below_ns = 0
+
+        def timed_next(stream: Any) -> Any:
+            t0 = time.perf_counter_ns()
+            try:
+                return raw(stream)
+            finally:
+                self.below_ns += time.perf_counter_ns() - t0
+
+        stream_class.__next__ = timed_next  # type: ignore[attr-defined]
+
+    def drain(self, stream: Any) -> tuple[int, float]:
+        """Reads the stream to its end; (chunks, seconds in between)."""
+        self.below_ns = above = chunks = 0
+        step = stream.__next__
+        while True:
+            t0 = time.perf_counter_ns()
+            try:
+                step()
+            except StopIteration:
+                above += time.perf_counter_ns() - t0
+                return chunks, (above - self.below_ns) / 1e9
+            above += time.perf_counter_ns() - t0
+            chunks += 1
+
+
+def _telemetry_clock() -> Any:
+    """CPU seconds of lqo's telemetry thread so far (0 while it has none)."""
+    for thread in threading.enumerate():
+        if thread.name == "lqo-genai-telemetry" and thread.ident is not None:
+            with contextlib.suppress(OSError):  # (it may have just ended)
+                return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    return 0.0
+
+
 def worker(variant: str, url: str, block: int) -> None:
     """One variant, instrumented once. Runs a block per line on stdin; "done" prints the samples."""
     import openai
@@ -338,11 +397,19 @@ def worker(variant: str, url: str, block: int) -> None:
         client.chat.completions.create(**ARGS)
         return 1
 
+    chunk_clock = ChunkClock(openai.Stream)
+    wrap: list[float] = []  # per stream of the running block: seconds in the wrapper between the layers
+
+    def read(stream: Any) -> int:
+        chunks, between = chunk_clock.drain(stream)
+        wrap.append(between)
+        return chunks
+
     def stream() -> int:
-        return sum(1 for _ in client.chat.completions.create(**STREAM_ARGS))
+        return read(client.chat.completions.create(**STREAM_ARGS))
 
     def long() -> int:
-        return sum(1 for _ in client.chat.completions.create(**STREAM_ARGS, user=LONG_MARKER))
+        return read(client.chat.completions.create(**STREAM_ARGS, user=LONG_MARKER))
 
     kinds = {"plain": plain, "stream": stream, "long": long}
     if base_variant == "sdk-floor":  # the calls, each followed by lqo's SDK telemetry of it
@@ -351,7 +418,8 @@ def worker(variant: str, url: str, block: int) -> None:
                  for kind, fn in kinds.items()}
 
     def new_samples() -> dict[str, dict[str, list[float]]]:
-        return {k: {"wall": [], "cpu": [], "proc": [], "block": [], "gc": [], "between": [], "per_chunk": []} for k in KINDS}
+        return {k: {"wall": [], "cpu": [], "proc": [], "block": [], "gc": [], "between": [], "per_chunk": [],
+                    "wrap": [], "telemetry": []} for k in KINDS}
 
     # Garbage collection run on the calling thread (CPython collects on whichever thread's
     # allocation crosses the threshold): objects an instrumentation keeps past the call make
@@ -377,7 +445,8 @@ def worker(variant: str, url: str, block: int) -> None:
         for kind, fn in kinds.items():
             w, c = dest[kind]["wall"], dest[kind]["cpu"]
             n = block if kind == "plain" else max(1, block // 4)
-            p0, b0, g0 = time.process_time(), time.perf_counter(), gc_s[0]
+            p0, b0, g0, q0 = time.process_time(), time.perf_counter(), gc_s[0], _telemetry_clock()
+            wrap.clear()
             if clock is not None:
                 clock.between = dest[kind]["between"] if keep else []
                 clock.per_chunk = dest[kind]["per_chunk"] if keep else []
@@ -397,6 +466,8 @@ def worker(variant: str, url: str, block: int) -> None:
                 dest[kind]["proc"].append((time.process_time() - p0) / n)
                 dest[kind]["block"].append((time.perf_counter() - b0) / n)
                 dest[kind]["gc"].append((gc_s[0] - g0) / n)
+                dest[kind]["telemetry"].append((_telemetry_clock() - q0) / n)  # lqo's thread, per call
+                dest[kind]["wrap"] += wrap  # per stream
 
     for turn, line in enumerate(sys.stdin):
         if line.strip() == "done":
@@ -480,11 +551,44 @@ def run(url: str, variants: list[str], calls: int, block: int, capture: bool = F
                          for v in variants for k in KINDS if out[v]["samples"][k].get("per_chunk")
                          for q in (0.5, 0.9)},
         "baseline": {v: f"{v}:off" if f"{v}:off" in out else "none" for v in variants},
+        "chunk_blocks_us": {v: _chunk_blocks(out, v, f"{v}:off" if f"{v}:off" in out else "none")
+                            for v in variants if v != "none" and not v.endswith(":off")},
+        "direct_us": {v: _direct(out[v]) for v in variants},
         "chunks": first["chunks"],
         "samples": {k: len(first["samples"][k]["wall"]) for k in KINDS},
         "spans": {v: out[v]["spans"] for v in variants if not v.endswith(":off")},
         "calls": {v: out[v]["calls"] for v in variants if not v.endswith(":off")},  # a toggled one: on and off
     }
+
+
+def _chunk_blocks(out: dict[str, Any], v: str, b: str) -> dict[str, list[float]]:
+    """Per chunk, round by round: in each round (one block of every variant, back to back; for a
+    toggled variant, its on and off halves of one block), the variant's added cost per long
+    stream minus per short stream, over the extra events. Paired in time, so drift between
+    rounds cancels, and a median over rounds is not moved by the round a generation-2
+    collection or a neighbour's burst lands in (the mean over all blocks, in the main table,
+    is)."""
+    first = out[v]["chunks"]
+    extra = max(1, first["long"] - first["stream"])
+    got: dict[str, list[float]] = {}
+    for m in ("proc", "block"):
+        va, ba = out[v]["samples"], out[b]["samples"]
+        got[m] = [((vl - bl) - (vs - bs)) / extra * 1e6
+                  for vl, bl, vs, bs in zip(va["long"][m], ba["long"][m], va["stream"][m], ba["stream"][m], strict=True)]
+    return got
+
+
+def _direct(got: dict[str, Any]) -> dict[str, float]:
+    """An instrumentation's own work, timed directly (µs): its stream wrapper per chunk
+    (``ChunkClock``: long − short stream, medians per stream), lqo's telemetry thread per chunk
+    (long − short, median over blocks) and per plain call (mean over blocks)."""
+    samples, chunks = got["samples"], got["chunks"]
+    extra = max(1, chunks["long"] - chunks["stream"])
+    tel = [(lo - sh) / extra for lo, sh in zip(samples["long"]["telemetry"], samples["stream"]["telemetry"], strict=True)]
+    return {"wrap_chunk": (statistics.median(samples["long"]["wrap"]) - statistics.median(samples["stream"]["wrap"]))
+            / extra * 1e6,
+            "telemetry_chunk": statistics.median(tel) * 1e6,
+            "telemetry_call": statistics.fmean(samples["plain"]["telemetry"]) * 1e6}
 
 
 def _quantile(xs: list[float], q: float) -> float:
@@ -536,6 +640,45 @@ def report(res: dict[str, Any], variants: list[str]) -> str:
         lines.append(" ".join([v.ljust(14)] + [f"{d[f'{v}/{k}/{m}'] - d[f'{b}/{k}/{m}']:8.1f}"
                                                    for k in ("plain", "stream")
                                                for d, m in ((mean, "block"), (p99, "wall"), (mean, "gc"))]))
+    paired = res.get("chunk_blocks_us", {})
+    if paired:
+        lines += ["", "per chunk, round by round (each round's long − short stream against the baseline in that",
+                  "round, added µs): median over rounds [quartiles]; the table above takes the mean over all",
+                  "rounds, which one round's generation-2 collection or burst of neighbour load can move", "",
+                  f"{'':14s} {'process':>30s} {'wall (block mean)':>30s}"]
+        for v in rows:
+            cells = []
+            for m in ("proc", "block"):
+                xs = paired[v][m]
+                cells.append(f"{statistics.median(xs):8.2f} [{_quantile(xs, 0.25):7.2f}, {_quantile(xs, 0.75):7.2f}]")
+            lines.append(" ".join([v.ljust(14), *(f"{c:>30s}" for c in cells)]))
+        ours = [v for v in rows if v.split("#")[0] in ("lqo", "lqo-toggle")]
+        theirs = [v for v in rows if v.split("#")[0] in ("openai-v2", "openllmetry")]
+        for v in ours:
+            for peer in theirs:
+                ratio = statistics.median(paired[v]["proc"]) / statistics.median(paired[peer]["proc"])
+                lines.append(f"  {v} ÷ {peer}, process per chunk (medians): {ratio:.2f}")
+    direct = res.get("direct_us", {})
+    if direct:
+        per_chunk = res.get("per_chunk_us", {})
+        lines += ["", "per chunk, each part timed directly (µs; against the baseline's layers): the stream wrapper",
+                  "between the application's next() and the SDK's Stream.__next__ (ChunkClock), lqo's stream",
+                  "proxy under the SDK (SendClock) and its telemetry thread's CPU; what none of them counts is",
+                  "the cost of one thread's work to the other (cache, GIL hand-offs, collections)", "",
+                  f"{'':14s} {'wrapper':>9s} {'proxy':>9s} {'telemetry':>10s} {'total':>9s}   telemetry per call"]
+        totals = {}
+        for v in rows:
+            b = base[v]
+            wrapper = direct[v]["wrap_chunk"] - direct[b]["wrap_chunk"]
+            proxy = (per_chunk[f"{v}/long/0.5"] - per_chunk[f"{b}/long/0.5"]) if f"{v}/long/0.5" in per_chunk else 0.0
+            tel = direct[v]["telemetry_chunk"] - direct[b]["telemetry_chunk"]
+            totals[v] = wrapper + proxy + tel
+            lines.append(f"{v:14s} {wrapper:9.2f} {proxy:9.2f} {tel:10.2f} {totals[v]:9.2f}   "
+                         f"{direct[v]['telemetry_call'] - direct[b]['telemetry_call']:8.1f}")
+        for v in [r for r in rows if r.split("#")[0] in ("lqo", "lqo-toggle")]:
+            for peer in [r for r in rows if r.split("#")[0] in ("openai-v2", "openllmetry")]:
+                if totals[peer] > 0:
+                    lines.append(f"  {v} ÷ {peer}, per chunk timed directly: {totals[v] / totals[peer]:.2f}")
     own = [v for v in rows if base[v] != "none"]
     if own:
         lines += ["", f"{', '.join(own)}: against the same process's calls with the instrumentation off"]
