@@ -192,6 +192,7 @@ class Call:
         if rec is not None:
             return rec
         rec = self.rec = CallRecord(self.operation, self._tel.capture_mode.captures)
+        rec.text_limit = self._tel.content_max_bytes  # (a character is at least a byte)
         rec.request_model = self._model
         self._resolve_server()  # before the request (and its URL) is let go
         request, self._request = self._request, None  # read once: the bytes go with the request

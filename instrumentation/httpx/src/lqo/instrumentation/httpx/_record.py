@@ -13,6 +13,9 @@ JSON_LITERAL = rb'"[^"\\\n]*(?:\\.[^"\\\n]*)*"'
 JSON_STRING = b"(" + JSON_LITERAL + b")"
 
 
+TEXT_UNLIMITED = 1 << 62
+
+
 class CallRecord:
     """Plain slots, one per call: decoders write here, `_call.Call` turns it into telemetry.
 
@@ -35,6 +38,7 @@ class CallRecord:
         "request_model",
         "response_model",
         "system_instructions",
+        "text_limit",
         "tool_definitions",
     )
 
@@ -54,6 +58,11 @@ class CallRecord:
         self.output_messages: list[dict[str, Any]] | None = None
         self.system_instructions: list[dict[str, Any]] | None = None
         self.tool_definitions: list[dict[str, Any]] | None = None
+        # Characters of one streamed text past which more cannot change what is recorded: content
+        # attributes are cut to at most this many bytes (``_content.bounded_json``, whose first cut
+        # keeps the first half of a longer string), so a stream decoder may stop keeping a text's
+        # pieces (and stop decoding them) once it holds this many characters.
+        self.text_limit = TEXT_UNLIMITED
 
 
 def as_int(value: Any) -> int | None:
