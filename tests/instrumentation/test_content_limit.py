@@ -13,11 +13,11 @@ import openai
 import pytest
 
 from lqo.instrumentation.httpx._content import TRUNCATION_MARKER, bounded_json
-from lqo.instrumentation.httpx._record import CallRecord
+from lqo.instrumentation.httpx._record import TEXT_UNLIMITED, CallRecord
 from lqo.instrumentation.httpx._streams import BATCH_BYTES, StreamParser
 from lqo.instrumentation.httpx.decoders import Router
 
-from .replay import RECORDINGS, ReplayServer, load_cassette, stream_chunks
+from .replay import RECORDINGS, Exchange, ReplayServer, load_cassette, stream_chunks
 
 CHAT_STREAM = RECORDINGS / "openai" / "openai__test_chat_completion_streaming.yaml"
 ARGS = {"model": "gpt-4", "messages": [{"role": "user", "content": "Say this is a test"}],
@@ -83,28 +83,72 @@ def test_a_long_streamed_answer_is_recorded_cut_to_the_limit(instrument: Any, li
     assert kept.endswith(TRUNCATION_MARKER) and text.startswith(kept[: -len(TRUNCATION_MARKER)])
 
 
-def test_a_streamed_text_past_the_limit_is_no_longer_kept() -> None:
-    """The decoder, fed the long stream in pieces (the instrumentation's batches, and smaller),
-    event by event or in runs: it holds the limit's worth of text and at most one feed's more
-    (a run is read whole), not the whole answer, and what it holds gives the same recorded
-    attribute as the whole text would."""
-    ex = _long_stream(2000)
-    family, operation = Router().route("/v1/chat/completions")  # type: ignore[misc]
+def _repeated(path: str, marker: bytes, events: int) -> Exchange:
+    """A recorded stream with its first event holding ``marker`` repeated: a long answer."""
+    recorded = next(ex for ex in load_cassette(RECORDINGS / path) if ex.streamed)
+    chunks = stream_chunks(recorded.body, recorded.content_type)
+    at = next(i for i, c in enumerate(chunks) if marker in c and i > 0)
+    body = b"".join(chunks[:at]) + chunks[at] * events + b"".join(chunks[at + 1:])
+    return dataclasses.replace(recorded, body=body)
+
+
+def _gemini_stream(events: int) -> Exchange:
+    def chunk(text: str, finish: str | None = None) -> bytes:
+        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        if finish:
+            candidate["finishReason"] = finish
+        return b"data: " + json.dumps({"candidates": [candidate], "modelVersion": "gemini-2.0-flash",
+                                       "responseId": "r-1"}).encode() + b"\n\n"
+
+    body = chunk("Once") + chunk(" upon a time") * events + chunk(".", "STOP")
+    return Exchange("POST", "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+                    json.dumps({"contents": [{"role": "user", "parts": [{"text": "a story"}]}]}), 200,
+                    [("content-type", "text/event-stream")], body)
+
+
+STREAMS = {
+    "openai": lambda: _repeated("openai/openai__test_chat_completion_streaming.yaml", b'"content":"', 2000),
+    "anthropic": lambda: _repeated("anthropic/anthropic__test_anthropic_prompt_caching_stream_legacy.yaml",
+                                   b'"text_delta"', 2000),
+    "ollama": lambda: _repeated("ollama/ollama__test_ollama_streaming_chat_legacy.yaml", b'"done":false', 2000),
+    "gemini": lambda: _gemini_stream(1000),
+}
+
+
+def _decoded(ex: Exchange, limit: int, piece: int, use_runs: bool) -> CallRecord:
+    family, operation = Router().route(ex.path.split("?", 1)[0])  # type: ignore[misc]
+    rec = CallRecord(operation, True)
+    rec.text_limit = limit
+    family.request(operation, json.loads(ex.request_body), rec)
+    acc = family.stream(operation, rec)
+    kind = "sse" if "event-stream" in ex.content_type else "ndjson"
+    parser = StreamParser(kind, "", acc.event, getattr(acc, "skip", None), getattr(acc, "quiet", None),
+                          getattr(acc, "run", None) if use_runs else None)
+    for start in range(0, len(ex.body), piece):
+        parser.feed(ex.body[start:start + piece])
+    parser.close()
+    acc.finish()
+    return rec
+
+
+def _longest_text(messages: Any) -> int:
+    return max(len(p.get("content", "")) for m in messages for p in m["parts"] if isinstance(p.get("content"), str))
+
+
+@pytest.mark.parametrize("name", list(STREAMS))
+def test_a_streamed_text_past_the_limit_is_no_longer_kept(name: str) -> None:
+    """Each family's decoder, fed a long answer in pieces (the instrumentation's batches, and
+    smaller), event by event or in runs: it holds the limit's worth of text and at most one feed's
+    more (a run is read whole), not the whole answer; and what it holds is recorded exactly as the
+    whole answer is."""
+    ex = STREAMS[name]()
     limit = 1024
-    outputs = []
+    whole = _decoded(ex, TEXT_UNLIMITED, BATCH_BYTES, True).output_messages
+    assert _longest_text(whole) > 8 * limit
+    expected = bounded_json(whole, limit)
+    assert expected[1] is True
     for use_runs in (False, True):
         for piece in (BATCH_BYTES, 1000, 7):
-            rec = CallRecord(operation, True)
-            rec.text_limit = limit
-            family.request(operation, json.loads(ex.request_body), rec)
-            acc = family.stream(operation, rec)
-            parser = StreamParser("sse", "", acc.event, acc.skip, acc.quiet, acc.run if use_runs else None)
-            for start in range(0, len(ex.body), piece):
-                parser.feed(ex.body[start:start + piece])
-            parser.close()
-            acc.finish()
-            held = rec.output_messages[0]["parts"][0]["content"]
-            assert limit <= len(held) < limit + piece
-            assert len(held) < len(ex.body) // 100  # (the whole answer: ~2% of the bytes)
-            outputs.append(bounded_json(rec.output_messages, limit))
-    assert len(set(outputs)) == 1 and outputs[0][1] is True
+            held = _decoded(ex, limit, piece, use_runs).output_messages
+            assert limit <= _longest_text(held) < limit + piece, (use_runs, piece)
+            assert bounded_json(held, limit) == expected, (use_runs, piece)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 # A JSON string literal, quotes included, as a regex group for decoders that read streamed
@@ -93,21 +94,51 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+class Pieces(list):  # type: ignore[type-arg]
+    """A streamed text's pieces, kept until they hold ``limit`` characters (``CallRecord.text_limit``:
+    more cannot change what is recorded), then dropped. Joined once at the end."""
+
+    __slots__ = ("chars", "limit")
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.chars = 0
+        self.limit = limit
+
+    @property
+    def full(self) -> bool:
+        return self.chars >= self.limit
+
+    def add(self, piece: str) -> None:
+        if self.chars < self.limit:
+            self.append(piece)
+            self.chars += len(piece)
+
+    def add_all(self, pieces: list[str]) -> None:
+        if self.chars < self.limit:
+            self.extend(pieces)
+            self.chars += sum(map(len, pieces))
+
+
 def read_texts(run: re.Pattern[bytes], text: re.Pattern[bytes], sep: bytes, buf: bytes, start: int,
-               end: int, counted: bool = True) -> tuple[list[str], re.Match[bytes]] | None:
+               end: int, counted: bool = True,
+               keep: Callable[[re.Match[bytes]], bool] | None = None) -> tuple[list[str], re.Match[bytes]] | None:
     """Capture on: the texts of the run of text-only messages at ``start``, read from the bytes,
     and the run's match. ``run`` matches one or more whole messages at ``start``, each ending
     with ``sep``, before ``end``; ``text`` finds the one JSON string literal of each (group 1).
     The literals are decoded together by the ``json`` module: one C call for the run instead of
     a decode per event. None without a run, or if its bytes do not hold one literal per message
     (the patterns rule it out; ``counted=False`` skips that check, for a ``text`` pattern that
-    matches exactly once in every message ``run`` matches). A literal the decoder refuses (never from a real server) makes
+    matches exactly once in every message ``run`` matches; ``keep(match)`` False: the run's texts
+    are not wanted, only where it ends, and are neither found nor decoded). A literal the decoder refuses (never from a real server) makes
     its event one that decoding whole would drop: its piece is dropped, the others kept. (The
     rest of each event's bytes is matched, not decoded: a server's event corrupt elsewhere has
     its piece read, where decoding it whole would drop the event.)"""
     found = run.match(buf, start, end)
     if found is None:
         return None
+    if keep is not None and not keep(found):
+        return [], found
     literals = text.findall(buf, start, found.end())
     if counted and len(literals) != buf.count(sep, start, found.end()):
         return None

@@ -7,7 +7,17 @@ from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import JSON_STRING, CallRecord, as_dict, as_index, as_list, read_texts, text_part
+from .._record import (
+    JSON_STRING,
+    TEXT_UNLIMITED,
+    CallRecord,
+    Pieces,
+    as_dict,
+    as_index,
+    as_list,
+    read_texts,
+    text_part,
+)
 from .base import request_params, set_response_identity, set_usage_without_cache, tool_definitions
 
 
@@ -175,7 +185,7 @@ class MessagesStream:
             # (Keys of ours in the server's block would be taken for its pieces: dropped.)
             block = {k: v for k, v in as_dict(data.get("content_block")).items() if k not in _PIECE_FIELDS}
             if block.get("type") == "tool_use":
-                block["_json"] = []
+                self._pieces(block, "_json")
             self._blocks[index] = block
         elif kind == "content_block_delta":
             block = self._blocks.setdefault(index, {"type": "text", "text": ""})
@@ -183,7 +193,15 @@ class MessagesStream:
             dtype = delta.get("type")
             if isinstance(dtype, str) and dtype in _PIECES:
                 key = _PIECES[dtype]
-                block.setdefault(key, []).append(str(delta.get(_PIECE_FIELDS[key], "")))
+                self._pieces(block, key).add(str(delta.get(_PIECE_FIELDS[key], "")))
+
+    def _pieces(self, block: dict[str, Any], key: str) -> Pieces:
+        """A block's pieces of one kind. Text and thinking are kept up to the record's text limit;
+        a tool's input JSON whole (cut, it would be recorded as a string instead of its structure)."""
+        pieces = block.get(key)
+        if not isinstance(pieces, Pieces):
+            pieces = block[key] = Pieces(TEXT_UNLIMITED if key == "_json" else self._rec.text_limit)
+        return pieces
 
     def finish(self) -> None:
         if not self._message:
@@ -221,14 +239,19 @@ class MessagesStream:
         """Capture on: a block's deltas of one kind read from their bytes (see ``_DELTA_RUN``)."""
         if not self._rec.capture:
             return start
-        found = read_texts(_DELTA_RUN, _PIECE, b"\n\n", buf, start, end)
+        found = read_texts(_DELTA_RUN, _PIECE, b"\n\n", buf, start, end, keep=self._wanted)
         if found is None:
             return start
         pieces, match = found
-        if pieces:  # (none: every event of the run dropped, so no block made for it)
+        if pieces:  # (none: every event of the run dropped, so no block made for it, or its kind full)
             block = self._blocks.setdefault(int(match.group(1)), {"type": "text", "text": ""})
-            block.setdefault(_RUN_KEYS[match.group(2)], []).extend(pieces)
+            self._pieces(block, _RUN_KEYS[match.group(2)]).add_all(pieces)
         return match.end()
+
+    def _wanted(self, match: re.Match[bytes]) -> bool:
+        """Whether a run's pieces can still change what is recorded (its block's kind not full)."""
+        pieces = self._blocks.get(int(match.group(1)), {}).get(_RUN_KEYS[match.group(2)])
+        return not (isinstance(pieces, Pieces) and pieces.full)
 
     def quiet(self) -> re.Pattern[bytes] | None:
         return None if self._rec.capture else _MATTERS

@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import CallRecord, as_dict, as_index, as_int, as_list, as_str, text_part
+from .._record import CallRecord, Pieces, as_dict, as_index, as_int, as_list, as_str, text_part
 from .base import request_params, set_response_identity, tool_definitions
 
 METHODS = {"generateContent": "generate_content", "streamGenerateContent": "generate_content",
@@ -250,19 +250,21 @@ class GeminiStream:
             if reason:
                 state["finish"] = reason
             if rec.capture:
-                self._add_parts(state["parts"], candidate.get("content"))
+                self._add_parts(state["parts"], candidate.get("content"), rec.text_limit)
         if not data.get("candidates"):
             _blocked(data, rec)
         _usage(data.get("usageMetadata"), rec)
 
     @staticmethod
-    def _add_parts(parts: list[Any], content: Any) -> None:
+    def _add_parts(parts: list[Any], content: Any, limit: int) -> None:
         for part in _parts(content):
             kind = part["type"]
             if kind in ("text", "reasoning") and parts and parts[-1][0] == kind:
-                parts[-1][1].append(part["content"])
+                parts[-1][1].add(part["content"])
             elif kind in ("text", "reasoning"):
-                parts.append((kind, [part["content"]]))
+                pieces = Pieces(limit)
+                pieces.add(part["content"])
+                parts.append((kind, pieces))
             else:
                 parts.append((kind, part))
 

@@ -11,7 +11,16 @@ from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import JSON_STRING, CallRecord, as_dict, as_list, as_str, read_texts, text_part
+from .._record import (
+    JSON_STRING,
+    CallRecord,
+    Pieces,
+    as_dict,
+    as_list,
+    as_str,
+    read_texts,
+    text_part,
+)
 from .base import request_params, set_tokens, tool_definitions
 
 _OPERATIONS = {
@@ -135,8 +144,8 @@ class OllamaStream:
         self._family = family
         self._op = operation
         self._rec = rec
-        self._text: list[str] = []
-        self._thinking: list[str] = []
+        self._text = Pieces(rec.text_limit)
+        self._thinking = Pieces(rec.text_limit)
         self._calls: list[Any] = []
         self._final: dict[str, Any] | None = None
 
@@ -148,10 +157,10 @@ class OllamaStream:
             msg = as_dict(data.get("message"))
             piece = msg.get("content") if self._op == "chat" else data.get("response")
             if isinstance(piece, str):
-                self._text.append(piece)
+                self._text.add(piece)
             thinking = msg.get("thinking") if self._op == "chat" else data.get("thinking")
             if isinstance(thinking, str):
-                self._thinking.append(thinking)
+                self._thinking.add(thinking)
             self._calls.extend(as_list(msg.get("tool_calls")))
         if data.get("done") is True:
             self._final = data
@@ -184,10 +193,11 @@ class OllamaStream:
         if rec.response_model is None or not rec.capture:
             return start
         for key, run, line in _RUNS.get(self._op, ()):
-            found = read_texts(run, line, b"\n", buf, start, end)
+            kept: Pieces = getattr(self, key)
+            found = read_texts(run, line, b"\n", buf, start, end, keep=lambda _, kept=kept: not kept.full)
             if found is not None:
                 pieces, match = found
-                getattr(self, key).extend(pieces)
+                kept.add_all(pieces)
                 return match.end()
         return start
 

@@ -11,6 +11,7 @@ from .._record import (
     JSON_LITERAL,
     JSON_STRING,
     CallRecord,
+    Pieces,
     as_dict,
     as_index,
     as_int,
@@ -239,16 +240,15 @@ class ChatStream:
         for choice in as_list(data.get("choices")):
             if not isinstance(choice, dict):
                 continue
-            state = self._choices.setdefault(as_index(choice.get("index")), {"text": [], "chars": 0, "refusal": [],
+            state = self._choices.setdefault(as_index(choice.get("index")), {"text": Pieces(rec.text_limit), "refusal": [],
                                                                          "tools": {}, "finish": None})
             if choice.get("finish_reason"):
                 state["finish"] = choice["finish_reason"]
             if not rec.capture:
                 continue
             delta = as_dict(choice.get("delta"))
-            if isinstance(delta.get("content"), str) and state["chars"] < rec.text_limit:
-                state["text"].append(delta["content"])
-                state["chars"] += len(delta["content"])
+            if isinstance(delta.get("content"), str):
+                state["text"].add(delta["content"])
             if isinstance(delta.get("refusal"), str):
                 state["refusal"].append(delta["refusal"])
             for tc in as_list(delta.get("tool_calls")):
@@ -289,18 +289,12 @@ class ChatStream:
         bytes (see ``_TEXT_RUN``, ``_ARGS_RUN``)."""
         if not self._single or not self._rec.capture:
             return start
-        state = self._choices[0]
-        if state["chars"] >= self._rec.text_limit:  # more text cannot change what is recorded
-            whole = _TEXT_RUN.match(buf, start, end)
-            if whole is not None:
-                return whole.end()
-        else:
-            found = read_texts(_TEXT_RUN, _TEXT, b"\n\n", buf, start, end, counted=False)
-            if found is not None:
-                texts, match = found
-                state["text"].extend(texts)
-                state["chars"] += sum(map(len, texts))
-                return match.end()
+        text = self._choices[0]["text"]
+        found = read_texts(_TEXT_RUN, _TEXT, b"\n\n", buf, start, end, counted=False, keep=lambda _: not text.full)
+        if found is not None:
+            texts, match = found
+            text.add_all(texts)
+            return match.end()
         found = read_texts(_ARGS_RUN, _ARGS, b"\n\n", buf, start, end, counted=False)
         if found is not None:
             pieces, match = found

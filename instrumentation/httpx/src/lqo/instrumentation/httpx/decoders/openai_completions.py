@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .._record import CallRecord, as_dict, as_index, as_list, text_part
+from .._record import CallRecord, Pieces, as_dict, as_index, as_list, text_part
 from .openai_chat import (
     CARRIES,
     by_index,
@@ -69,9 +69,9 @@ class CompletionsStream:
         chunk_meta(data, rec)
         for choice in as_list(data.get("choices")):
             if isinstance(choice, dict):
-                state = self._choices.setdefault(as_index(choice.get("index")), [[], None])
+                state = self._choices.setdefault(as_index(choice.get("index")), [Pieces(rec.text_limit), None])
                 if rec.capture and isinstance(choice.get("text"), str):
-                    state[0].append(choice["text"])
+                    state[0].add(choice["text"])
                 if choice.get("finish_reason"):
                     state[1] = choice["finish_reason"]
         self._quiet = not rec.capture and single_choice(rec, self._choices)
