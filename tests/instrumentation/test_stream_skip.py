@@ -504,6 +504,27 @@ def test_openai_run_literals_are_found_by_their_place_not_their_key(kind: str) -
                     {"type": "tool_call", "id": "call_1", "name": "f", "arguments": "".join(pieces)})
 
 
+@pytest.mark.parametrize("literals", [
+    [b'"a\\ud83d"', b'"\\ude00b"'],  # an escaped surrogate pair split across two deltas
+    [b'"x\\u12"', b'"34y"'],  # a cut escape (refused) before digits
+    [b'"tab\\t"', b'"\\\\u0041"', b'"q\\"\\/"'],  # two-character escapes; an escaped backslash before u
+], ids=["split-surrogates", "cut-escape", "escapes"])
+def test_a_run_decodes_its_literals_as_each_event_would(literals: list[bytes]) -> None:
+    """A run's literals are decoded into one string when that cannot differ from decoding each
+    (no \\u escape in them), else one by one: the record equals the event-by-event decode."""
+    head = b'data: {"id":"c-1","object":"chat.completion.chunk","created":1,"model":"m-1","choices":[{"index":0,"delta":{'
+    tail = b'},"logprobs":null,"finish_reason":null}]}\n\n'
+    body = head + b'"role":"assistant","content":""' + tail
+    body += b"".join(head + b'"content":' + lit + tail for lit in literals * 3)
+    body += (b'data: {"id":"c-1","object":"chat.completion.chunk","created":1,"model":"m-1",'
+             b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n')
+    ex = Exchange("POST", "/v1/chat/completions", json.dumps({"model": "m", "stream": True}), 200,
+                  [("content-type", "text/event-stream")], body)
+    full, decoded_all, decoded = _read_either_way(ex)
+    assert decoded == 2 and decoded_all > len(literals)  # (the first and the finish; the rest read in runs)
+    assert full["output_messages"][0]["parts"][0]["content"]
+
+
 def test_text_chunks_that_carry_anything_else_are_decoded() -> None:
     """A text chunk that also carries usage (servers that report it in every chunk), a nested
     value or spaces is decoded whole; the text chunks around it are still read from bytes."""

@@ -7,11 +7,12 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-# A JSON string literal, quotes included, as a regex group for decoders that read streamed
+# A JSON string literal, and as a regex group of its characters, for decoders that read streamed
 # deltas' text from their bytes (capture on) instead of decoding each event. (JSON text has no
 # raw newline inside a string, so a match never runs from one streamed message into the next.)
-JSON_LITERAL = rb'"[^"\\\n]*(?:\\.[^"\\\n]*)*"'
-JSON_STRING = b"(" + JSON_LITERAL + b")"
+_JSON_CHARS = rb'[^"\\\n]*(?:\\.[^"\\\n]*)*'
+JSON_LITERAL = b'"' + _JSON_CHARS + b'"'
+JSON_STRING = b'"(' + _JSON_CHARS + b')"'  # (the group: the literal's characters, without its quotes)
 
 
 TEXT_UNLIMITED = 1 << 62
@@ -105,10 +106,6 @@ class Pieces(list):  # type: ignore[type-arg]
         self.chars = 0
         self.limit = limit
 
-    @property
-    def full(self) -> bool:
-        return self.chars >= self.limit
-
     def add(self, piece: str) -> None:
         if self.chars < self.limit:
             self.append(piece)
@@ -120,20 +117,27 @@ class Pieces(list):  # type: ignore[type-arg]
             self.chars += sum(map(len, pieces))
 
 
+def none_wanted(match: re.Match[bytes]) -> bool:
+    """``read_texts``' ``keep`` for a run whose pieces are not wanted (its text already full)."""
+    return False
+
+
 def read_texts(run: re.Pattern[bytes], text: re.Pattern[bytes], sep: bytes, buf: bytes, start: int,
                end: int, counted: bool = True,
                keep: Callable[[re.Match[bytes]], bool] | None = None) -> tuple[list[str], re.Match[bytes]] | None:
     """Capture on: the texts of the run of text-only messages at ``start``, read from the bytes,
     and the run's match. ``run`` matches one or more whole messages at ``start``, each ending
-    with ``sep``, before ``end``; ``text`` finds the one JSON string literal of each (group 1).
-    The literals are decoded together by the ``json`` module: one C call for the run instead of
-    a decode per event. None without a run, or if its bytes do not hold one literal per message
-    (the patterns rule it out; ``counted=False`` skips that check, for a ``text`` pattern that
-    matches exactly once in every message ``run`` matches; ``keep(match)`` False: the run's texts
-    are not wanted, only where it ends, and are neither found nor decoded). A literal the decoder refuses (never from a real server) makes
-    its event one that decoding whole would drop: its piece is dropped, the others kept. (The
-    rest of each event's bytes is matched, not decoded: a server's event corrupt elsewhere has
-    its piece read, where decoding it whole would drop the event.)"""
+    with ``sep``, before ``end``; ``text`` finds the one JSON string literal of each (group 1:
+    its characters, ``JSON_STRING``). The literals are decoded together by the ``json`` module:
+    one C call for the run instead of a decode per event, into one string where they hold no
+    ``\\u`` escape. None without a run, or if its bytes do not hold one literal per message (the
+    patterns rule it out; ``counted=False`` skips that check, for a ``text`` pattern that matches
+    exactly once in every message ``run`` matches). ``keep(match)`` False: the run's texts are
+    not wanted, only where it ends, and are neither found nor decoded. A literal the decoder
+    refuses (never from a real server) makes its event one that decoding whole would drop: its
+    piece is dropped, the others kept. (The rest of each event's bytes is matched, not decoded: a
+    server's event corrupt elsewhere has its piece read, where decoding it whole would drop the
+    event.)"""
     found = run.match(buf, start, end)
     if found is None:
         return None
@@ -142,14 +146,24 @@ def read_texts(run: re.Pattern[bytes], text: re.Pattern[bytes], sep: bytes, buf:
     literals = text.findall(buf, start, found.end())
     if counted and len(literals) != buf.count(sep, start, found.end()):
         return None
+    joined = b"".join(literals)
+    if b"\\u" not in joined:
+        # One string for the run, all a caller keeps of it: the literals' characters are
+        # characters and two-character escapes, which decode together as they do apart. (A
+        # ``\\u`` escape may not: an escaped surrogate would pair with one in the next literal, a
+        # cut one borrow its digits. Those runs are decoded literal by literal.)
+        try:
+            return [json.loads(b'"' + joined + b'"')], found
+        except ValueError:
+            pass
     try:
-        return json.loads(b"[" + b",".join(literals) + b"]"), found
+        return json.loads(b'["' + b'","'.join(literals) + b'"]'), found
     except ValueError:
         pass
     texts = []
     for literal in literals:
         try:
-            texts.append(json.loads(literal))
+            texts.append(json.loads(b'"' + literal + b'"'))
         except ValueError:
             pass
     return texts, found

@@ -9,7 +9,6 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
 from .._record import (
     JSON_STRING,
-    TEXT_UNLIMITED,
     CallRecord,
     Pieces,
     as_dict,
@@ -142,7 +141,7 @@ _PIECE = re.compile(b'"(?:' + b"|".join(f.encode() for f in _PIECE_FIELDS.values
 class MessagesStream:
     """Rebuilds the final message from message_start / content_block_* / message_delta events."""
 
-    __slots__ = ("_blocks", "_family", "_message", "_op", "_rec")
+    __slots__ = ("_blocks", "_capped", "_family", "_message", "_op", "_rec")
 
     def __init__(self, family: Messages, operation: str, rec: CallRecord) -> None:
         self._family = family
@@ -150,6 +149,7 @@ class MessagesStream:
         self._rec = rec
         self._message: dict[str, Any] = {}
         self._blocks: dict[int, dict[str, Any]] = {}
+        self._capped = False  # some block's text or thinking full: runs are asked whether they are wanted
 
     def event(self, name: str, data: Any) -> None:
         data = as_dict(data)
@@ -185,7 +185,7 @@ class MessagesStream:
             # (Keys of ours in the server's block would be taken for its pieces: dropped.)
             block = {k: v for k, v in as_dict(data.get("content_block")).items() if k not in _PIECE_FIELDS}
             if block.get("type") == "tool_use":
-                self._pieces(block, "_json")
+                block["_json"] = []
             self._blocks[index] = block
         elif kind == "content_block_delta":
             block = self._blocks.setdefault(index, {"type": "text", "text": ""})
@@ -193,15 +193,23 @@ class MessagesStream:
             dtype = delta.get("type")
             if isinstance(dtype, str) and dtype in _PIECES:
                 key = _PIECES[dtype]
-                self._pieces(block, key).add(str(delta.get(_PIECE_FIELDS[key], "")))
+                self._add(block, key, [str(delta.get(_PIECE_FIELDS[key], ""))])
 
-    def _pieces(self, block: dict[str, Any], key: str) -> Pieces:
-        """A block's pieces of one kind. Text and thinking are kept up to the record's text limit;
-        a tool's input JSON whole (cut, it would be recorded as a string instead of its structure)."""
-        pieces = block.get(key)
-        if not isinstance(pieces, Pieces):
-            pieces = block[key] = Pieces(TEXT_UNLIMITED if key == "_json" else self._rec.text_limit)
-        return pieces
+    def _add(self, block: dict[str, Any], key: str, pieces: list[str]) -> None:
+        """Text and thinking are kept up to the record's text limit; a tool's input JSON whole
+        (cut, it would be recorded as a string instead of its structure). (The block's keys of
+        these names are ours: the server's were dropped at its start.)"""
+        kept = block.get(key)
+        if key == "_json":
+            if kept is None:
+                kept = block[key] = []
+            kept.extend(pieces)
+            return
+        if kept is None:
+            kept = block[key] = Pieces(self._rec.text_limit)
+        kept.add_all(pieces)
+        if kept.chars >= kept.limit:
+            self._capped = True
 
     def finish(self) -> None:
         if not self._message:
@@ -239,19 +247,19 @@ class MessagesStream:
         """Capture on: a block's deltas of one kind read from their bytes (see ``_DELTA_RUN``)."""
         if not self._rec.capture:
             return start
-        found = read_texts(_DELTA_RUN, _PIECE, b"\n\n", buf, start, end, keep=self._wanted)
+        found = read_texts(_DELTA_RUN, _PIECE, b"\n\n", buf, start, end, keep=self._wanted if self._capped else None)
         if found is None:
             return start
         pieces, match = found
         if pieces:  # (none: every event of the run dropped, so no block made for it, or its kind full)
             block = self._blocks.setdefault(int(match.group(1)), {"type": "text", "text": ""})
-            self._pieces(block, _RUN_KEYS[match.group(2)]).add_all(pieces)
+            self._add(block, _RUN_KEYS[match.group(2)], pieces)
         return match.end()
 
     def _wanted(self, match: re.Match[bytes]) -> bool:
         """Whether a run's pieces can still change what is recorded (its block's kind not full)."""
-        pieces = self._blocks.get(int(match.group(1)), {}).get(_RUN_KEYS[match.group(2)])
-        return not (isinstance(pieces, Pieces) and pieces.full)
+        kept = self._blocks.get(int(match.group(1)), {}).get(_RUN_KEYS[match.group(2)])
+        return not (isinstance(kept, Pieces) and kept.chars >= kept.limit)
 
     def quiet(self) -> re.Pattern[bytes] | None:
         return None if self._rec.capture else _MATTERS

@@ -18,6 +18,7 @@ from .._record import (
     as_dict,
     as_list,
     as_str,
+    none_wanted,
     read_texts,
     text_part,
 )
@@ -194,7 +195,7 @@ class OllamaStream:
             return start
         for key, run, line in _RUNS.get(self._op, ()):
             kept: Pieces = getattr(self, key)
-            found = read_texts(run, line, b"\n", buf, start, end, keep=lambda _, kept=kept: not kept.full)
+            found = read_texts(run, line, b"\n", buf, start, end, keep=none_wanted if kept.chars >= kept.limit else None)
             if found is not None:
                 pieces, match = found
                 kept.add_all(pieces)

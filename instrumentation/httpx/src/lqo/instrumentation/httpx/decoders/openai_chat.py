@@ -17,6 +17,7 @@ from .._record import (
     as_int,
     as_list,
     as_str,
+    none_wanted,
     parse_arguments,
     read_texts,
     text_part,
@@ -240,8 +241,10 @@ class ChatStream:
         for choice in as_list(data.get("choices")):
             if not isinstance(choice, dict):
                 continue
-            state = self._choices.setdefault(as_index(choice.get("index")), {"text": Pieces(rec.text_limit), "refusal": [],
-                                                                         "tools": {}, "finish": None})
+            index = as_index(choice.get("index"))
+            state = self._choices.get(index)
+            if state is None:
+                state = self._choices[index] = {"text": Pieces(rec.text_limit), "refusal": [], "tools": {}, "finish": None}
             if choice.get("finish_reason"):
                 state["finish"] = choice["finish_reason"]
             if not rec.capture:
@@ -290,7 +293,8 @@ class ChatStream:
         if not self._single or not self._rec.capture:
             return start
         text = self._choices[0]["text"]
-        found = read_texts(_TEXT_RUN, _TEXT, b"\n\n", buf, start, end, counted=False, keep=lambda _: not text.full)
+        found = read_texts(_TEXT_RUN, _TEXT, b"\n\n", buf, start, end, counted=False,
+                           keep=none_wanted if text.chars >= text.limit else None)
         if found is not None:
             texts, match = found
             text.add_all(texts)

@@ -69,7 +69,10 @@ class CompletionsStream:
         chunk_meta(data, rec)
         for choice in as_list(data.get("choices")):
             if isinstance(choice, dict):
-                state = self._choices.setdefault(as_index(choice.get("index")), [Pieces(rec.text_limit), None])
+                index = as_index(choice.get("index"))
+                state = self._choices.get(index)
+                if state is None:
+                    state = self._choices[index] = [Pieces(rec.text_limit), None]
                 if rec.capture and isinstance(choice.get("text"), str):
                     state[0].add(choice["text"])
                 if choice.get("finish_reason"):
