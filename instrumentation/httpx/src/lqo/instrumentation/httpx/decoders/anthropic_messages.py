@@ -14,6 +14,7 @@ from .._record import (
     as_dict,
     as_index,
     as_list,
+    new_pieces,
     read_texts,
     text_part,
 )
@@ -206,10 +207,12 @@ class MessagesStream:
             kept.extend(pieces)
             return
         if kept is None:
-            kept = block[key] = Pieces(self._rec.text_limit)
-        kept.add_all(pieces)
-        if kept.chars >= kept.limit:
-            self._capped = True
+            kept = block[key] = new_pieces(self._rec.text_limit)
+        if kept.chars < kept.limit:  # (Pieces.add_all, inline: this runs once per short run)
+            kept.extend(pieces)
+            kept.chars += sum(map(len, pieces))
+            if kept.chars >= kept.limit:
+                self._capped = True
 
     def finish(self) -> None:
         if not self._message:

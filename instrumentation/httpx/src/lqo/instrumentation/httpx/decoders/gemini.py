@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import CallRecord, Pieces, as_dict, as_index, as_int, as_list, as_str, text_part
+from .._record import CallRecord, as_dict, as_index, as_int, as_list, as_str, new_pieces, text_part
 from .base import request_params, set_response_identity, tool_definitions
 
 METHODS = {"generateContent": "generate_content", "streamGenerateContent": "generate_content",
@@ -262,9 +262,9 @@ class GeminiStream:
             if kind in ("text", "reasoning") and parts and parts[-1][0] == kind:
                 parts[-1][1].add(part["content"])
             elif kind in ("text", "reasoning"):
-                pieces = Pieces(limit)
-                pieces.add(part["content"])
-                parts.append((kind, pieces))
+                kept = new_pieces(limit)
+                kept.add(part["content"])
+                parts.append((kind, kept))
             else:
                 parts.append((kind, part))
 

@@ -14,10 +14,10 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 from .._record import (
     JSON_STRING,
     CallRecord,
-    Pieces,
     as_dict,
     as_list,
     as_str,
+    new_pieces,
     none_wanted,
     read_texts,
     text_part,
@@ -145,8 +145,8 @@ class OllamaStream:
         self._family = family
         self._op = operation
         self._rec = rec
-        self._text = Pieces(rec.text_limit)
-        self._thinking = Pieces(rec.text_limit)
+        self._text = new_pieces(rec.text_limit)
+        self._thinking = new_pieces(rec.text_limit)
         self._calls: list[Any] = []
         self._final: dict[str, Any] | None = None
 
@@ -194,7 +194,7 @@ class OllamaStream:
         if rec.response_model is None or not rec.capture:
             return start
         for key, run, line in _RUNS.get(self._op, ()):
-            kept: Pieces = getattr(self, key)
+            kept = getattr(self, key)
             found = read_texts(run, line, b"\n", buf, start, end, keep=none_wanted if kept.chars >= kept.limit else None)
             if found is not None:
                 pieces, match = found

@@ -11,12 +11,12 @@ from .._record import (
     JSON_LITERAL,
     JSON_STRING,
     CallRecord,
-    Pieces,
     as_dict,
     as_index,
     as_int,
     as_list,
     as_str,
+    new_pieces,
     none_wanted,
     parse_arguments,
     read_texts,
@@ -244,7 +244,7 @@ class ChatStream:
             index = as_index(choice.get("index"))
             state = self._choices.get(index)
             if state is None:
-                state = self._choices[index] = {"text": Pieces(rec.text_limit), "refusal": [], "tools": {}, "finish": None}
+                state = self._choices[index] = {"text": new_pieces(rec.text_limit), "refusal": [], "tools": {}, "finish": None}
             if choice.get("finish_reason"):
                 state["finish"] = choice["finish_reason"]
             if not rec.capture:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .._record import CallRecord, Pieces, as_dict, as_index, as_list, text_part
+from .._record import CallRecord, as_dict, as_index, as_list, new_pieces, text_part
 from .openai_chat import (
     CARRIES,
     by_index,
@@ -72,7 +72,7 @@ class CompletionsStream:
                 index = as_index(choice.get("index"))
                 state = self._choices.get(index)
                 if state is None:
-                    state = self._choices[index] = [Pieces(rec.text_limit), None]
+                    state = self._choices[index] = [new_pieces(rec.text_limit), None]
                 if rec.capture and isinstance(choice.get("text"), str):
                     state[0].add(choice["text"])
                 if choice.get("finish_reason"):
