@@ -9,8 +9,8 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
 from .._record import (
     JSON_STRING,
+    TEXT_UNLIMITED,
     CallRecord,
-    Pieces,
     as_dict,
     as_index,
     as_list,
@@ -186,7 +186,7 @@ class MessagesStream:
             # (Keys of ours in the server's block would be taken for its pieces: dropped.)
             block = {k: v for k, v in as_dict(data.get("content_block")).items() if k not in _PIECE_FIELDS}
             if block.get("type") == "tool_use":
-                block["_json"] = []
+                block["_json"] = new_pieces(TEXT_UNLIMITED)
             self._blocks[index] = block
         elif kind == "content_block_delta":
             block = self._blocks.setdefault(index, {"type": "text", "text": ""})
@@ -201,18 +201,11 @@ class MessagesStream:
         (cut, it would be recorded as a string instead of its structure). (The block's keys of
         these names are ours: the server's were dropped at its start.)"""
         kept = block.get(key)
-        if key == "_json":
-            if kept is None:
-                kept = block[key] = []
-            kept.extend(pieces)
-            return
         if kept is None:
-            kept = block[key] = new_pieces(self._rec.text_limit)
-        if kept.chars < kept.limit:  # (Pieces.add_all, inline: this runs once per short run)
-            kept.extend(pieces)
-            kept.chars += sum(map(len, pieces))
-            if kept.chars >= kept.limit:
-                self._capped = True
+            kept = block[key] = new_pieces(TEXT_UNLIMITED if key == "_json" else self._rec.text_limit)
+        kept.add_all(pieces)
+        if kept.chars >= kept.limit:
+            self._capped = True
 
     def finish(self) -> None:
         if not self._message:
@@ -262,7 +255,7 @@ class MessagesStream:
     def _wanted(self, match: re.Match[bytes]) -> bool:
         """Whether a run's pieces can still change what is recorded (its block's kind not full)."""
         kept = self._blocks.get(int(match.group(1)), {}).get(_RUN_KEYS[match.group(2)])
-        return not (isinstance(kept, Pieces) and kept.chars >= kept.limit)
+        return kept is None or kept.chars < kept.limit
 
     def quiet(self) -> re.Pattern[bytes] | None:
         return None if self._rec.capture else _MATTERS
