@@ -146,7 +146,7 @@ def test_default_config_runs_the_installed_offline_processors_and_both_exporters
     from lqo.collector.config import default_config
 
     built = validate_config(default_config({}))
-    assert built.pipeline.processors == ["genai_normalize", "pii", "cost", "hallucination", "prompt_injection"]
+    assert built.pipeline.processors == ["redaction", "genai_normalize", "pii", "cost", "hallucination", "prompt_injection"]
     assert built.pipeline.exporters == ["clickhouse", "prometheus"]
     assert built.service.telemetry.metrics.address == "127.0.0.1:8888"
 
