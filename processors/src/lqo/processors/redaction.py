@@ -79,31 +79,42 @@ class RedactionConfig(StrictModel):
         return names
 
 
+def _keep_name(match: re.Match[str]) -> str:
+    return match[1] + REDACTED
+
+
+def _keep_scheme(match: re.Match[str]) -> str:
+    return f"{match[1]}{REDACTED}:{REDACTED}@"
+
+
 class _Patterns:
     """The rewrites, compiled once: user information first, then secret query parameters; in a URL
     attribute, and in text (a status message, an exception's message or stack trace), where a URL
-    is quoted and a value ends at whitespace or a quote as well."""
+    is quoted and a value ends at whitespace or a quote as well. Replacements are functions: a
+    template (``\\1…``) costs ``re`` ~4 µs per call to expand, twice the search."""
 
     def __init__(self, config: RedactionConfig) -> None:
         names = "|".join(re.escape(n) for n in sorted(set(config.query_params), key=len, reverse=True))
-        userinfo = rf"\1{REDACTED}:{REDACTED}@"
-        self.url: list[tuple[re.Pattern[str], str]] = []
-        self.text: list[tuple[re.Pattern[str], str]] = []
+        scheme = re.compile(_SCHEME)
+        self.userinfo = re.compile(rf"{scheme.pattern}[^/?#@]*@") if config.userinfo else None  # at a URL's start
+        self.query = re.compile(rf"([?&;](?:{names})=)[^&#;]+", re.IGNORECASE) if names else None
+        self.in_text: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = []
         if config.userinfo:
-            self.url.append((re.compile(rf"^{_SCHEME}[^/?#@]*@"), userinfo))
-            self.text.append((re.compile(rf"\b{_SCHEME}[^\s/?#@'\"<>]*@"), userinfo))
-        if names:  # in a URL attribute a parameter starts the value (url.query) or follows ? & ;
-            self.url.append((re.compile(rf"((?:^|[?&;])(?:{names})=)[^&#;]+", re.IGNORECASE), rf"\1{REDACTED}"))
-            self.text.append((re.compile(rf"([?&;](?:{names})=)[^&#;\s'\"<>]+", re.IGNORECASE), rf"\1{REDACTED}"))
+            self.in_text.append((re.compile(rf"\b{scheme.pattern}[^\s/?#@'\"<>]*@"), _keep_scheme))
+        if names:
+            self.in_text.append((re.compile(rf"([?&;](?:{names})=)[^&#;\s'\"<>]+", re.IGNORECASE), _keep_name))
 
-
-def _apply(rewrites: list[tuple[re.Pattern[str], str]]) -> Callable[[str], str]:
-    def redact(value: str) -> str:
-        for pattern, replacement in rewrites:
-            value = pattern.sub(replacement, value)
+    def url(self, value: str) -> str:
+        if self.userinfo is not None and (found := self.userinfo.match(value)) is not None:
+            value = _keep_scheme(found) + value[found.end():]
+        if self.query is not None:  # a parameter follows ? & ; or starts the value (url.query)
+            value = self.query.sub(_keep_name, "&" + value)[1:]
         return value
 
-    return redact
+    def text(self, value: str) -> str:
+        for pattern, keep in self.in_text:
+            value = pattern.sub(keep, value)
+        return value
 
 
 class _Tails:
@@ -167,8 +178,8 @@ class RedactionProcessor:
         self.config = config
         self._patterns = _Patterns(config)
         self._tails = _Tails(config.query_params) if config.query_params else None
-        self._redact_url = _apply(self._patterns.url)
-        self._redact_text = _apply(self._patterns.text)
+        self._redact_url = self._patterns.url
+        self._redact_text = self._patterns.text
         self._url_keys = frozenset(config.url_attributes)
         self._header_keys = frozenset(p + h.lower() for p in _HEADER_PREFIXES for h in config.headers)
 
@@ -224,7 +235,7 @@ class RedactionProcessor:
         return dataclasses.replace(batch, table=table)  # the attribute caches still hold
 
     def _events(self, batch: SpanBatch) -> SpanBatch:
-        if not self._patterns.text:
+        if not self._patterns.in_text:
             return batch
         rows = self._rows_with_secret_in_exceptions(batch)
         if not len(rows):
