@@ -11,7 +11,7 @@ Refused requests (backpressure) are retried after a pause, as an OTLP exporter w
     .venv/bin/python bench/ingest.py --breakdown   # where the CPU goes, stage by stage
 
 Variants: ``spine`` (no processors), ``enriched`` (genai_normalize + cost), ``enriched+prom``
-(and the prometheus exporter). Runs of the variants alternate, on the same payloads.
+(and the prometheus exporter), ``redacted+enriched`` (redaction first, as the default pipeline). Runs of the variants alternate, on the same payloads.
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ VARIANTS = {
     "spine": ([], False),
     "enriched": (["genai_normalize", "cost"], False),
     "enriched+prom": (["genai_normalize", "cost"], True),
+    "redacted+enriched": (["redaction", "genai_normalize", "cost"], False),
 }
 
 
