@@ -470,25 +470,27 @@ def test_openai_text_chunks_whose_other_bytes_differ_are_one_run() -> None:
     assert [n for n in runs if n] == [60]
 
 
-@pytest.mark.parametrize("kind", ["text", "tool call"])
-def test_openai_run_literals_are_found_by_their_place_not_their_key(kind: str) -> None:
+@pytest.mark.parametrize(("kind", "tool"), [("text", 0), ("tool call", 0), ("tool call", 3)])
+def test_openai_run_literals_are_found_by_their_place_not_their_key(kind: str, tool: int) -> None:
     """A run's literals are found without counting its messages: by the structural bytes before
-    each (``"delta":{``, ``"function":{``), which a flat value cannot hold (no braces) and a text
-    cannot (its quotes are escaped). Flat top-level keys named ``content``/``arguments`` and texts
-    that spell out the structure must neither add pieces nor lose any."""
-    tricky = ['"delta":{"content":"x"}', '{"function":{"arguments":"y"}}', "plain", '\\"delta":{', "z"]
+    each (from the ``[`` of its choices or tool calls), which a flat value cannot hold (no brackets
+    or braces) and a text cannot (its quotes are escaped). Flat top-level keys named
+    ``content``/``arguments`` and texts that spell out the structure must neither add pieces nor
+    lose any."""
+    tricky = ['"delta":{"content":"x"}', '{"function":{"arguments":"y"}}', "plain", '\\"delta":{', "z",
+              '[{"index":0,"delta":{"content":"q"}}]', f'[{{"index":{tool},"function":{{"arguments":"w"}}}}]']
 
     def chunk(piece: str, n: int) -> dict[str, Any]:
         delta: dict[str, Any] = {"content": piece}
         if kind == "tool call":
-            delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+            delta = {"tool_calls": [{"index": tool, "function": {"arguments": piece}}]}
         return {"id": "c-1", "object": "chat.completion.chunk", "created": 1, "model": "m-1",
                 **({"content": f"flat {n}", "arguments": "flat"} if n % 2 else {}),
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}], "usage": None}
 
     first = {"id": "c-1", "object": "chat.completion.chunk", "created": 1, "model": "m-1",
              "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""} if kind == "text" else
-                          {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                          {"tool_calls": [{"index": tool, "id": "call_1", "type": "function",
                                            "function": {"name": "f", "arguments": ""}}]},
                           "logprobs": None, "finish_reason": None}]}
     pieces = tricky * 8
