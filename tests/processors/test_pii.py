@@ -252,6 +252,7 @@ GATED_POSITIVES = [
     "ship to 221B Baker Street, 48 rue Descartes, Nassaustraat 123, apt 5, 2279 President St, zip 94105",
     "my name is jane porter; call me Sam; ask Mrs. Dalloway or dr. who",
     "Medical license AB1234567, phone 212-555-0143",
+    f"use {'AIza' + 'SyD-EXAMPLE_0123456789' * 2}"[:43] + " or ghp_0123456789abcdefghijklmnopqrstuvwxyzAB as the token",
     # not ASCII: the gates' case-insensitive path
     "Zustellung: Ziegelgasse 26, Zürich; Frau Dr. Müller; IP 192.168.0.1; Führerschein B1234567",
     "ſend to 10 DOWNING ſTREET — MY NAME IS Ǆemal, IBAN DE89 3704 0044 0532 0130 00 ✓",
@@ -274,7 +275,8 @@ def test_recognizers_skipped_by_their_necessary_conditions_would_have_found_noth
     texts += [r[k] for r in halueval for k in ("knowledge", "question", "right_answer", "hallucinated_answer")]
     gated_names = {r.name for r in analyzer.engine.registry.recognizers if "analyze" in vars(r)}
     assert gated_names == {"UsLicenseRecognizer", "IpRecognizer", "IbanRecognizer", "CryptoRecognizer",
-                           "LqoStreetAddressRecognizer", "LqoConversationalNameRecognizer", "LqoPostalCodeRecognizer"}
+                           "LqoStreetAddressRecognizer", "LqoConversationalNameRecognizer", "LqoPostalCodeRecognizer",
+                           "LqoCredentialRecognizer"}
     gated = analyzer.analyze(texts)
     for recognizer in analyzer.engine.registry.recognizers:
         vars(recognizer).pop("analyze", None)
@@ -283,7 +285,7 @@ def test_recognizers_skipped_by_their_necessary_conditions_would_have_found_noth
     finally:
         assert gate_recognizers(analyzer.engine.registry) == len(gated_names)
     found = {f.entity_type for findings in gated[:len(GATED_POSITIVES)] for f in findings}
-    assert {"IP_ADDRESS", "IBAN_CODE", "US_DRIVER_LICENSE", "CRYPTO", "LOCATION", "PERSON"} <= found
+    assert {"IP_ADDRESS", "IBAN_CODE", "US_DRIVER_LICENSE", "CRYPTO", "LOCATION", "PERSON", "CREDENTIAL"} <= found
 
 
 def test_each_gate_on_lowered_ascii_text_is_its_case_insensitive_condition() -> None:
@@ -392,6 +394,52 @@ def test_spacy_builds_with_the_slow_parser_are_named(version: str, slow: bool,
     with caplog.at_level(logging.WARNING, "lqo.processors.safety.pii_engine"):
         assert warn_if_slow_parser(version) is slow
     assert ("spacy==3.8.7" in caplog.text) is slow
+
+
+def _credential(prefix: str, n: int, alphabet: str = "aB3dE6gH9jK2mN5pQ8sT1vW4yZ7", suffix: str = "") -> str:
+    return prefix + (alphabet * (n // len(alphabet) + 1))[:n] + suffix
+
+
+# One of each format the credential recognizer knows (made up, in the issuers' shapes).
+CREDENTIALS = {
+    "Google API key": _credential("AIza", 35, "SyD-EXAMPLE_0123456789"),
+    "OpenAI project key": _credential("sk-proj-", 156, "Ab3_Cd-9"),
+    "OpenAI key": _credential("sk-", 20) + _credential("T3BlbkFJ", 20),
+    "Anthropic key": _credential("sk-ant-api03-", 93, "Ab3_Cd-9", "AA"),
+    "AWS access key id": _credential("AKIA", 16, "IOSFODNN7EXAMPLE"),
+    "GitHub token": _credential("ghp_", 36),
+    "GitHub fine-grained token": _credential("github_pat_", 82, "11ABCDEFG0_x"),
+    "Slack token": "xoxb-123456789012-" + _credential("", 24),
+    "Hugging Face token": _credential("hf_", 34),
+    "Stripe key": _credential("sk_live_", 24),
+    "Groq key": _credential("gsk_", 52),
+    "xAI key": _credential("xai-", 80),
+    "JSON web token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0." + _credential("", 43, "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"),
+    "private key": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n" + _credential("", 64) +
+                   "\n-----END OPENSSH PRIVATE KEY-----",
+}
+
+
+@pytest.mark.parametrize("name", list(CREDENTIALS))
+def test_credentials_in_their_issuers_formats_are_redacted_whole(analyzer: PiiAnalyzer, name: str) -> None:
+    key = CREDENTIALS[name]
+    text = f"My {name.lower()} is {key} — why does the call fail?"
+    out = attributes(_processor(analyzer).process(batch_of([chat(user=text, output=f"Do not share {key}.")])))[0]
+    assert key not in json.dumps(out)
+    assert json.loads(out["gen_ai.input.messages"])[0]["parts"][0]["content"] == (
+        f"My {name.lower()} is <CREDENTIAL> — why does the call fail?")
+    assert json.loads(out["gen_ai.output.messages"])[0]["parts"][0]["content"] == "Do not share <CREDENTIAL>."
+    assert out["lqo.pii.entities"] == "CREDENTIAL"
+
+
+@pytest.mark.parametrize("text", [
+    "ask-me-anything: the sk-learn docs cover it", "AKIA is a prefix, AKIA123 is too short",
+    "the hf_ prefix and gsk_ keys", "eyJ.eyJ.x is not a token", "xai-grok is a model name",
+    "-----BEGIN PUBLIC KEY----- is not secret", "aizaSyD lower case is not a Google key",
+    _credential("AIza", 34) + " is one character short", _credential("ghp_", 20) + " is short too",
+])
+def test_credential_lookalikes_are_left(analyzer: PiiAnalyzer, text: str) -> None:
+    assert [f for f in analyzer.analyze([text])[0] if f.entity_type == "CREDENTIAL"] == []
 
 
 def test_hostile_content_is_survived(analyzer: PiiAnalyzer) -> None:

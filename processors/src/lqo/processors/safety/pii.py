@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENTITIES = ("PERSON", "EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "US_ITIN", "IBAN_CODE",
                     "IP_ADDRESS", "LOCATION", "US_BANK_NUMBER", "US_PASSPORT", "US_DRIVER_LICENSE", "UK_NHS",
-                    "CRYPTO", "MEDICAL_LICENSE")
+                    "CRYPTO", "MEDICAL_LICENSE", "CREDENTIAL")
 _MIN_SPREAD_CHARS = 3  # shorter values ("Al", "NY") would match ordinary words elsewhere
 # Event attributes that are never message text.
 _EVENT_STRUCTURAL = STRUCTURAL_KEYS | {"gen_ai.system", "gen_ai.provider.name", "event.name", "index",

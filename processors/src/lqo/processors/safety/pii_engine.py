@@ -231,6 +231,42 @@ def conversational_recognizers() -> list[Any]:
     return [people, phones, street_addresses(), postal_codes()]
 
 
+# Credentials in the formats their issuers document (prefixes, lengths, alphabets). Presidio has
+# no recognizer for them, and a key pasted into a prompt or echoed by a tool is a secret in storage.
+# Written here rather than taken from detect-secrets (last release 2024-05): its plugins lack the
+# Google, Anthropic, current OpenAI project, Hugging Face, Groq and xAI formats an LLM
+# application's text holds, and add a dependency for a dozen patterns. Each holds a literal that
+# _CREDENTIAL_CUES lists: text without one skips them all.
+_CREDENTIAL_PATTERNS = (
+    ("Google API key", r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])", 0.9),
+    ("OpenAI key", r"\bsk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}|[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}\b)", 0.9),
+    ("Anthropic key", r"\bsk-ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{80,}", 0.9),
+    ("AWS access key id", r"\bA(?:KIA|SIA)[0-9A-Z]{16}\b", 0.9),
+    ("GitHub token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{50,255})\b", 0.9),
+    ("Slack token", r"\bxox[abposr]-[A-Za-z0-9-]{10,250}", 0.9),
+    ("Hugging Face token", r"\bhf_[A-Za-z0-9]{30,}\b", 0.9),
+    ("Stripe key", r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{24,}\b", 0.9),
+    ("Groq key", r"\bgsk_[A-Za-z0-9]{48,}\b", 0.9),
+    ("xAI key", r"\bxai-[A-Za-z0-9]{60,}\b", 0.9),
+    ("private key", r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----(?:[\s\S]{0,16384}?-----END (?:[A-Z]+ )*PRIVATE KEY-----)?",
+     0.9),
+    ("JSON web token", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 0.8),
+)
+# What every credential pattern holds, case as written.
+_CREDENTIAL_CUES = (r"AIza|sk-|gh[pousr]_|github_pat_|A[KS]IA|xox[abposr]-|hf_|[rs]k_(?:live|test)_|gsk_|xai-"
+                    r"|PRIVATE KEY|eyJ")
+
+
+def credentials() -> Any:
+    """API keys, tokens and private keys in their issuers' formats, reported as CREDENTIAL."""
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    # (Presidio compiles patterns case-insensitive: (?-i:…) keeps each format's case.)
+    return PatternRecognizer(
+        supported_entity="CREDENTIAL", name="LqoCredentialRecognizer", supported_language="en",
+        patterns=[Pattern(name, f"(?-i:{regex})", score) for name, regex, score in _CREDENTIAL_PATTERNS])
+
+
 # Words that follow a number in ordinary text far more often than a street name does.
 _NOT_A_STREET = (r"(?!(?i:seconds?|minutes?|hours?|days?|weeks?|months?|years?|times?|percent|of|on|in|at|the|a|an|"
                  r"and|or|to|for|per|more|less|items?|people|users?|steps?|ways?|GB|MB|KB)\b)")
@@ -327,6 +363,7 @@ def recognizer_gates() -> dict[str, _Gate]:
          rf"(?:{_STREET_SUFFIXES})[ \t]+\d"], rf"\b(?:{_CAPITAL_STREET_WORDS})\b")
     gates["LqoConversationalNameRecognizer"] = _Gate(_NAME_CUES)
     gates["LqoPostalCodeRecognizer"] = _Gate((), r"\d{5}")
+    gates["LqoCredentialRecognizer"] = _Gate((), _CREDENTIAL_CUES)
     return gates
 
 
@@ -510,7 +547,7 @@ class PiiAnalyzer:
         self.nlp_engine.nlp = {"en": nlp}
         self.engine = AnalyzerEngine(nlp_engine=self.nlp_engine, supported_languages=["en"],
                                      context_aware_enhancer=context_enhancer())
-        for recognizer in conversational_recognizers():
+        for recognizer in [*conversational_recognizers(), credentials()]:
             if recognizer.supported_entities[0] in self.entities:
                 self.engine.registry.add_recognizer(recognizer)
         gate_recognizers(self.engine.registry)
