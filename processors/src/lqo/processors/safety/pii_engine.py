@@ -235,7 +235,7 @@ def conversational_recognizers() -> list[Any]:
 # no recognizer for them, and a key pasted into a prompt or echoed by a tool is a secret in storage.
 # Written here rather than taken from detect-secrets (last release 2024-05): its plugins lack the
 # Google, Anthropic, current OpenAI project, Hugging Face, Groq and xAI formats an LLM
-# application's text holds, and add a dependency for a dozen patterns. Each holds a literal that
+# application's text holds, and add a dependency for a dozen patterns. Each holds a substring that
 # _CREDENTIAL_CUES lists: text without one skips them all.
 _CREDENTIAL_PATTERNS = (
     ("Google API key", r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])", 0.9),
@@ -252,9 +252,10 @@ _CREDENTIAL_PATTERNS = (
      0.9),
     ("JSON web token", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 0.8),
 )
-# What every credential pattern holds, case as written.
-_CREDENTIAL_CUES = (r"AIza|sk-|gh[pousr]_|github_pat_|A[KS]IA|xox[abposr]-|hf_|[rs]k_(?:live|test)_|gsk_|xai-"
-                    r"|PRIVATE KEY|eyJ")
+# What every credential pattern holds, case as written: one of these substrings (``in``: half the
+# time of one regex alternation of them, ~8 against ~16 µs on a 360-character text).
+_CREDENTIAL_CUES = ("AIza", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA", "ASIA", "xox", "hf_",
+                    "k_live_", "k_test_", "gsk_", "xai-", "PRIVATE KEY", "eyJ")
 
 
 def credentials() -> Any:
@@ -340,17 +341,20 @@ _PRESIDIO_CONDITIONS = {
 
 class _Gate:
     """A necessary condition: one of the ``folded`` patterns (lower case, matched
-    case-insensitively) or the ``exact`` one (matched as is) occurs in the text. Each alternative
+    case-insensitively), the ``exact`` one (matched as is) or one of the ``substrings`` occurs in
+    the text. Each alternative
     is its own pattern: ``re`` tries a long alternation at every position, and the street words
     as one alternation took ~50 µs per 160-character text even lowered (see ``folding``)."""
 
-    def __init__(self, folded: Sequence[str] = (), exact: str | None = None) -> None:
+    def __init__(self, folded: Sequence[str] = (), exact: str | None = None, substrings: Sequence[str] = ()) -> None:
         flags = re.DOTALL | re.MULTILINE
         self.folded = [Folded(p, flags) for p in folded]
         self.exact = re.compile(exact, flags) if exact else None
+        self.substrings = tuple(substrings)  # case as written
 
     def __call__(self, text: str) -> bool:
-        return bool(self.exact is not None and self.exact.search(text)) or any(p.search(text) for p in self.folded)
+        return (bool(self.exact is not None and self.exact.search(text)) or any(p.search(text) for p in self.folded)
+                or any(s in text for s in self.substrings))
 
 
 def recognizer_gates() -> dict[str, _Gate]:
@@ -363,7 +367,7 @@ def recognizer_gates() -> dict[str, _Gate]:
          rf"(?:{_STREET_SUFFIXES})[ \t]+\d"], rf"\b(?:{_CAPITAL_STREET_WORDS})\b")
     gates["LqoConversationalNameRecognizer"] = _Gate(_NAME_CUES)
     gates["LqoPostalCodeRecognizer"] = _Gate((), r"\d{5}")
-    gates["LqoCredentialRecognizer"] = _Gate((), _CREDENTIAL_CUES)
+    gates["LqoCredentialRecognizer"] = _Gate(substrings=_CREDENTIAL_CUES)
     return gates
 
 
