@@ -22,7 +22,9 @@ GenAI conventions, OpenLLMetry with ``TRACELOOP_TRACE_CONTENT=true``):
   lqo-toggle   lqo on and off in turns within one process, each block run both ways (the order
                alternating); its added figures are against its own "off" calls, and it times
                lqo's own part of Client.send call by call and its stream proxy's part of each
-               chunk, stream by stream (``SendClock``)
+               chunk, stream by stream (``SendClock``). Instrumented once: between blocks only
+               its ``send`` is put in and taken out again (no lqo code runs in "off" blocks),
+               while its telemetry thread, tracer and instruments live on, as in an application
   NAME#2       a second process of a variant: ``none,none#2`` shows how far two processes of the
                same code differ (the noise floor of comparing variants across processes)
 
@@ -37,7 +39,7 @@ Each variant lives in its own process, instrumented once, and the processes take
 blocks (``--block`` plain calls, a quarter as many of each stream; the order rotates every block),
 so drift on a shared machine hits every variant alike. (Switching the peers on and off in one
 process is not an option: repeated instrument/uninstrument stacks OpenLLMetry's wrappers — one
-call then made 44 spans; lqo's uninstrument() restores everything, which ``lqo-toggle`` uses.) Each call is timed twice: wall time (the latency the caller sees) and CPU time of the calling
+call then made 44 spans; ``lqo-toggle`` swaps lqo's ``send`` in and out.) Each call is timed twice: wall time (the latency the caller sees) and CPU time of the calling
 thread (``time.thread_time``: the work on the call path, without the server's and the
 neighbours' noise). Each block also reads the CPU time of the whole process per call, which
 counts work moved off the call path (our deferred telemetry thread, every variant's span
@@ -383,15 +385,30 @@ def worker(variant: str, url: str, block: int) -> None:
     mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
     base_variant = variant.split("#", 1)[0]
     toggle = base_variant == "lqo-toggle"
+    client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
+    clock = SendClock(type(client._client)) if toggle else None  # (its lower layer before lqo's send)
     if toggle:  # on and off in turns within this one process: no process-to-process noise
         from lqo.instrumentation.httpx import HttpxGenAIInstrumentor
 
         inst = HttpxGenAIInstrumentor()
+        inst.instrument(defer=True, tracer_provider=tp, meter_provider=mp)
         settle = inst.flush
+        sends = list(inst._sends)  # (class, the send lqo replaced or None if inherited, lqo's send)
+
+        def lqo_on(on: bool) -> None:
+            """lqo's send in place, or the one it replaced: telemetry thread, tracer and instruments
+            live on (re-instrumenting each block made a new thread and SDK instruments each time)."""
+            for owner, original, ours in sends:
+                if on:
+                    owner.send = ours
+                elif original is None:
+                    delattr(owner, "send")
+                else:
+                    owner.send = original
+
+        lqo_on(False)
     else:
         settle = instrument(variant, tp, mp) or (lambda: None)
-    client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
-    clock = SendClock(type(client._client)) if toggle else None
 
     def plain() -> int:
         client.chat.completions.create(**ARGS)
@@ -478,10 +495,10 @@ def worker(variant: str, url: str, block: int) -> None:
         else:  # half the blocks on first, half off first
             for on in (True, False) if turn % 2 == 0 else (False, True):
                 if on:
-                    inst.instrument(defer=True, tracer_provider=tp, meter_provider=mp)
+                    lqo_on(True)
                     with clock:  # type: ignore[union-attr]
                         run_block(samples, keep, settle)
-                    inst.uninstrument()
+                    lqo_on(False)
                 else:
                     with clock:  # type: ignore[union-attr]
                         run_block(off_samples, keep, lambda: None)
