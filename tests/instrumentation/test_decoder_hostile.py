@@ -22,6 +22,7 @@ from lqo.instrumentation.httpx._record import CallRecord
 from lqo.instrumentation.httpx.decoders import FAMILIES, Router
 
 from . import test_bedrock_converse as converse
+from . import test_cohere as cohere
 from . import test_gemini as gemini
 from .replay import RECORDINGS, load_cassette
 
@@ -89,6 +90,9 @@ def _samples() -> dict[str, tuple[str, dict[str, Any], Any, list[tuple[str, Any]
                                 {"requests": [{"model": "models/e", "content": {"parts": [{"text": "a"}]},
                                                "outputDimensionality": 3}]},
                                 {"embeddings": [{"values": [0.1, 0.2, 0.3]}]}, None)
+    cohere_request = {"model": cohere.MODEL, "messages": cohere.MESSAGES, "tools": cohere.TOOLS, **cohere.PARAMS}
+    out["cohere/whole"] = ("/v2/chat", cohere_request, cohere.ANSWER, None)
+    out["cohere/stream"] = ("/v2/chat", {**cohere_request, "stream": True}, None, [(e["type"], e) for e in cohere.STREAM])
     return out
 
 
