@@ -217,3 +217,23 @@ def test_routed_by_path_and_host() -> None:
     assert (family.name, operation) == ("cohere.chat", "chat")
     assert router.provider(family, "api.cohere.com", 443) == "cohere"
     assert router.route("/v1/chat") is None  # Cohere's v1 chat is another shape: not claimed
+
+
+def test_capture_off_skips_content_events_and_records_the_same() -> None:
+    """Content events (told by their SSE name) are not decoded with capture off, and the record is
+    the one decoding every event gives, also where a server names an event as content but its data
+    says otherwise (plainly, or with the type spelled in \\u escapes)."""
+    from .test_stream_skip import _decode
+
+    renamed = json.dumps(STREAM[-1]).replace('"message-end"', '"message\\u002dend"')
+    body = _sse(STREAM) + (b"event: content-delta\ndata: " + json.dumps(STREAM[-1]).encode() + b"\n\n"
+                           + b"event: content-delta\ndata: " + renamed.encode() + b"\n\n")
+    for events, decoded_fast in ((_sse(STREAM), 2), (body, 4)):
+        ex = Exchange("POST", "/v2/chat", json.dumps({"model": MODEL, "stream": True}), 200,
+                      [("content-type", "text/event-stream")], events)
+        full, decoded_all = _decode(ex, capture=False, skip=False)
+        assert full["attrs"]["gen_ai.response.id"] == STREAM[0]["id"] and full["input_tokens"] == 1240
+        for piece in (None, 1, 13):
+            assert _decode(ex, capture=False, skip=True, piece=piece) == (full, decoded_fast)
+        assert decoded_all == decoded_fast + len(STREAM) - 2  # the message start and end only
+        assert _decode(ex, capture=True, skip=True)[1] == decoded_all  # capture on: every event

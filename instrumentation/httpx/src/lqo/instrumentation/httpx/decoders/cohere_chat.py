@@ -153,6 +153,13 @@ class CohereChat:
         return CohereStream(rec)
 
 
+# Events that change only content (read with capture on): with capture off, an event named one of
+# these is not decoded, unless its bytes could make it another type (a ``"message-`` value, or a
+# ``\u`` escape that could spell one).
+_CONTENT_EVENTS = frozenset({"content-start", "content-delta", "content-end", "tool-plan-delta", "tool-call-start",
+                             "tool-call-delta", "tool-call-end", "citation-start", "citation-end"})
+
+
 class CohereStream:
     """Content blocks and tool calls by index, the tool plan, and ``message-end``'s finish reason
     and usage."""
@@ -206,6 +213,11 @@ class CohereStream:
                 slot["name"] = fn["name"]
             if isinstance(fn.get("arguments"), str):
                 slot["args"].append(fn["arguments"])
+
+    def skip(self, name: str, payload: bytes) -> bool:
+        """Capture off: a content event, by its SSE name (Cohere names each event by its type)."""
+        return (not self._rec.capture and name in _CONTENT_EVENTS and b'"message-' not in payload
+                and b"\\u" not in payload)
 
     def finish(self) -> None:
         rec = self._rec
