@@ -284,3 +284,29 @@ def test_with_attribute_columns_takes_chunked_columns_and_refuses_misaligned_one
     assert out.attribute_columns(["lqo.test"], rows)["lqo.test"].to_pylist() == values
     with pytest.raises(ValueError, match="one value per row"):
         batch.with_attribute_columns(rows, {"lqo.test": pa.array(values[:-1])})
+
+
+def test_event_attributes_are_found_with_their_rows_across_chunks() -> None:
+    from datetime import datetime
+
+    import pyarrow as pa
+
+    from lqo.collector.model.spanbatch import SCHEMA
+
+    def batch(events: list[list[dict[str, str]]]) -> SpanBatch:
+        rows = []
+        for i, evs in enumerate(events):
+            row = {n: [] if n.startswith(("Events.", "Links.")) else None for n in SCHEMA.names}
+            row.update(Timestamp=datetime(2026, 1, 1), TraceId="t", SpanId=f"s{i}", SpanAttributes=[],
+                       **{"Events.Name": ["e"] * len(evs), "Events.Timestamp": [datetime(2026, 1, 1)] * len(evs),
+                          "Events.Attributes": [list(a.items()) for a in evs]})
+            rows.append(row)
+        return SpanBatch(pa.Table.from_pylist(rows, schema=SCHEMA))
+
+    first = batch([[{"exception.message": "a", "x": "1"}], []])
+    second = batch([[{"exception.message": "not taken"}], [{"y": "2"}, {"exception.type": "b", "exception.message": "c"}],
+                    [{"exception.x": "d"}]])
+    both = SpanBatch.concat([first, second.slice(1, 2)])  # chunked columns, the second chunk sliced
+    rows, values = both.event_attributes("exception.")
+    assert list(zip(rows.tolist(), values.to_pylist(), strict=True)) == [(0, "a"), (2, "b"), (2, "c"), (3, "d")]
+    assert both.event_attributes("nothing.")[0].tolist() == []

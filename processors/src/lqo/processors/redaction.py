@@ -178,8 +178,6 @@ class RedactionProcessor:
         self.config = config
         self._patterns = _Patterns(config)
         self._tails = _Tails(config.query_params) if config.query_params else None
-        self._redact_url = self._patterns.url
-        self._redact_text = self._patterns.text
         self._url_keys = frozenset(config.url_attributes)
         self._header_keys = frozenset(p + h.lower() for p in _HEADER_PREFIXES for h in config.headers)
 
@@ -212,7 +210,7 @@ class RedactionProcessor:
                 if pc.any(differs).as_py():
                     new[key] = pc.if_else(differs, redacted, pa.scalar(None, pa.string()))
             else:
-                changed = _rewritten(values, self._candidates(values), self._redact_url)
+                changed = _rewritten(values, self._candidates(values), self._patterns.url)
                 if changed is not None:
                     new[key] = changed
         if not new:
@@ -228,7 +226,7 @@ class RedactionProcessor:
         i = batch.table.schema.get_field_index("StatusMessage")
         column = batch.table.column(i)
         values = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
-        changed = _rewritten(values, self._candidates(values), self._redact_text)
+        changed = _rewritten(values, self._candidates(values), self._patterns.text)
         if changed is None:
             return batch
         table = batch.table.set_column(i, batch.table.schema.field(i), pc.coalesce(changed, values))
@@ -243,7 +241,7 @@ class RedactionProcessor:
         events = batch.events(rows)
         out_rows, out_events = [], []
         for row, evs in zip(rows.tolist(), events, strict=True):
-            rewritten = [(name, ts, {k: self._redact_text(v) if k.startswith("exception.") else v
+            rewritten = [(name, ts, {k: self._patterns.text(v) if k.startswith("exception.") else v
                                      for k, v in attrs.items()}) for name, ts, attrs in evs]
             if rewritten != evs:
                 out_rows.append(row)
@@ -256,28 +254,9 @@ class RedactionProcessor:
         return _candidates(values, self._tails, self.config.userinfo)
 
     def _rows_with_secret_in_exceptions(self, batch: SpanBatch) -> np.ndarray:
-        """Rows with an event attribute ``exception.*`` that may hold a secret (Arrow kernels and
-        numpy over every event attribute; no per-span Python)."""
-        hits: list[np.ndarray] = []
-        first_row = 0
-        for lists in batch.table.column("Events.Attributes").chunks:
-            n = len(lists)
-            loff = lists.offsets.to_numpy()
-            if n and loff[-1] > loff[0]:
-                maps = lists.flatten()  # this chunk's events (a slice of the child: offsets absolute)
-                moff = maps.offsets.to_numpy()
-                lo, hi = int(moff[0]), int(moff[-1])
-                if hi > lo:
-                    keys = maps.keys.slice(lo, hi - lo)
-                    entries = np.flatnonzero(pc.fill_null(pc.starts_with(keys, "exception."), False)
-                                             .to_numpy(zero_copy_only=False))
-                    if len(entries):
-                        values = maps.items.slice(lo, hi - lo).take(pa.array(entries))
-                        entries = entries[self._candidates(values)] + lo
-                    if len(entries):
-                        event = np.searchsorted(moff, entries, side="right") - 1 + int(loff[0])
-                        hits.append(np.searchsorted(loff, event, side="right") - 1 + first_row)
-            first_row += n
-        return np.unique(np.concatenate(hits)) if hits else np.zeros(0, dtype=np.int64)
+        """Rows with an event attribute ``exception.*`` that may hold a secret (no per-span Python)."""
+        rows, values = batch.event_attributes("exception.")
+        return np.unique(rows[self._candidates(values)])
+
 
 FACTORY = Factory("redaction", RedactionConfig, lambda config, ctx: RedactionProcessor(config, ctx))

@@ -260,6 +260,31 @@ class SpanBatch:
             for ns, ts, at in zip(names, stamps, attrs, strict=True)
         ]
 
+    def event_attributes(self, key_prefix: str) -> tuple[np.ndarray, pa.Array]:
+        """(owner row, value) of every event attribute, across all events, whose key starts with
+        ``key_prefix``; vectorized. A chunk's flattened events are a slice of its child array
+        whose map offsets stay absolute, so the entry range is cut by hand (and no list kernel
+        touches the map arrays: see ``_attr_arrays``)."""
+        rows: list[np.ndarray] = []
+        values: list[pa.Array] = []
+        first = 0
+        for lists in self.table.column("Events.Attributes").chunks:
+            loff = lists.offsets.to_numpy()
+            if len(lists) and loff[-1] > loff[0]:
+                maps = lists.flatten()
+                moff = maps.offsets.to_numpy()
+                lo, hi = int(moff[0]), int(moff[-1])
+                hit = np.flatnonzero(pc.fill_null(pc.starts_with(maps.keys.slice(lo, hi - lo), key_prefix), False)
+                                     .to_numpy(zero_copy_only=False)) if hi > lo else []
+                if len(hit):
+                    event = np.searchsorted(moff, hit + lo, side="right") - 1 + int(loff[0])
+                    rows.append(np.searchsorted(loff, event, side="right") - 1 + first)
+                    values.append(maps.items.slice(lo, hi - lo).take(pa.array(hit)))
+            first += len(lists)
+        if not rows:
+            return np.zeros(0, dtype=np.int64), pa.array([], pa.string())
+        return np.concatenate(rows), pa.concat_arrays(values)
+
     # --- attribute access for processors (vectorized; Python work only for matched entries) ---
 
     def _attr_arrays(self) -> tuple[np.ndarray, pa.Array, pa.ChunkedArray]:
