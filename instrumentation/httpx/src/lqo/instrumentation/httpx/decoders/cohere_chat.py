@@ -82,6 +82,11 @@ def _content_parts(content: Any) -> list[dict[str, Any]]:
     return parts
 
 
+def _plan(tool_plan: Any) -> list[dict[str, Any]]:
+    """An assistant's tool plan (its reasoning before calling tools) as a part, if it has one."""
+    return [{"type": "reasoning", "content": tool_plan}] if isinstance(tool_plan, str) else []
+
+
 def _tool_calls(calls: Any) -> list[dict[str, Any]]:
     out = []
     for call in as_list(calls):
@@ -105,11 +110,7 @@ def _messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
         if role == "tool":
             parts = [{"type": "tool_call_response", "id": msg.get("tool_call_id"), "response": msg.get("content")}]
         else:
-            parts = []
-            if isinstance(msg.get("tool_plan"), str):
-                parts.append({"type": "reasoning", "content": msg["tool_plan"]})
-            parts += _content_parts(msg.get("content"))
-            parts += _tool_calls(msg.get("tool_calls"))
+            parts = _plan(msg.get("tool_plan")) + _content_parts(msg.get("content")) + _tool_calls(msg.get("tool_calls"))
         out.append({"role": role, "parts": parts})
     return out, system
 
@@ -144,8 +145,7 @@ class CohereChat:
         rec.finish_reasons = [reason]
         if rec.capture:
             msg = as_dict(body.get("message"))
-            parts = [{"type": "reasoning", "content": msg["tool_plan"]}] if isinstance(msg.get("tool_plan"), str) else []
-            parts += _content_parts(msg.get("content")) + _tool_calls(msg.get("tool_calls"))
+            parts = _plan(msg.get("tool_plan")) + _content_parts(msg.get("content")) + _tool_calls(msg.get("tool_calls"))
             rec.output_messages = [{"role": "assistant", "parts": parts, "finish_reason": reason}]
         _usage(body.get("usage"), rec)
 
@@ -177,13 +177,13 @@ class CohereStream:
         data = as_dict(data)
         kind = data.get("type") or name
         rec = self._rec
-        message = as_dict(as_dict(data.get("delta")).get("message"))
+        delta = as_dict(data.get("delta"))
+        message = as_dict(delta.get("message"))
         if kind == "message-start":
             rid = as_str(data.get("id"))
             if rid:
                 rec.attrs[ga.GEN_AI_RESPONSE_ID] = rid
         elif kind == "message-end":
-            delta = as_dict(data.get("delta"))
             self._finish = _reason(delta.get("finish_reason")) or self._finish
             if delta.get("error") and not self._finish:
                 self._finish = "error"
@@ -226,9 +226,8 @@ class CohereStream:
         reason = self._finish or "error"
         rec.finish_reasons = [reason]
         if rec.capture:
-            parts = [{"type": "reasoning", "content": "".join(self._plan)}] if self._plan else []
-            parts += [{"type": kind, "content": "".join(pieces)} if kind == "reasoning" else text_part("".join(pieces))
-                      for _, (kind, pieces) in sorted(self._content.items())]
+            parts = _plan("".join(self._plan) if self._plan else None)
+            parts += [{"type": kind, "content": "".join(pieces)} for _, (kind, pieces) in sorted(self._content.items())]
             parts += [{"type": "tool_call", "id": t["id"], "name": t["name"],
                        "arguments": parse_arguments("".join(t["args"]))} for _, t in sorted(self._tools.items())]
             rec.output_messages = [{"role": "assistant", "parts": parts, "finish_reason": reason}]
