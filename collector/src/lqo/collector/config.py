@@ -159,8 +159,9 @@ def load_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None
 # Processors the default pipeline runs, in order, when their distribution (and its optional
 # dependencies) is installed: the ones that need nothing but the span and installed packages (no
 # model files to provide, no network). redaction (credentials in URLs, headers and error text)
-# runs first, then PII, so none of the others, and no exporter, sees a raw value. toxicity needs a model checkpoint on disk: it joins the default
-# pipeline (after pii) when LQO_TOXICITY_CHECKPOINT names one, and is configured by hand otherwise.
+# runs first, then PII, so none of the others, and no exporter, sees a raw value. toxicity needs
+# a model checkpoint on disk: it joins the default pipeline (after pii) when
+# LQO_TOXICITY_CHECKPOINT names one, and is configured by hand otherwise.
 DEFAULT_PROCESSORS = ("redaction", "genai_normalize", "pii", "cost", "hallucination", "prompt_injection")
 TOXICITY_CHECKPOINT_ENV = "LQO_TOXICITY_CHECKPOINT"
 

@@ -342,9 +342,9 @@ _PRESIDIO_CONDITIONS = {
 class _Gate:
     """A necessary condition: one of the ``folded`` patterns (lower case, matched
     case-insensitively), the ``exact`` one (matched as is) or one of the ``substrings`` occurs in
-    the text. Each alternative
-    is its own pattern: ``re`` tries a long alternation at every position, and the street words
-    as one alternation took ~50 µs per 160-character text even lowered (see ``folding``)."""
+    the text. Each alternative is its own pattern: ``re`` tries a long alternation at every
+    position, and the street words as one alternation took ~50 µs per 160-character text even
+    lowered (see ``folding``)."""
 
     def __init__(self, folded: Sequence[str] = (), exact: str | None = None, substrings: Sequence[str] = ()) -> None:
         flags = re.DOTALL | re.MULTILINE
