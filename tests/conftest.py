@@ -236,3 +236,13 @@ def ch_server(chdb_store: tuple[Any, Any]) -> Iterator[Any]:
     yield server
     server.stop()
     writer.query(f"DROP DATABASE IF EXISTS {db}")
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Any]:
+    """Real Prometheus and Alertmanager processes (tests/promstack.py), stopped after the test."""
+    from promstack import Daemons
+
+    started = Daemons(tmp_path)
+    yield started
+    started.stop()

@@ -134,6 +134,9 @@ def test_a_failing_processor_passes_data_on(in_process, ch_server, caplog):
     _send(c.grpc_port, ["a", "b"])
     assert _stored_names(ch_server, 2) == ["A", "B"]
     assert "processor test_broken failed" in caplog.text
+    # counted, so the LQOProcessorFailing alert (deploy/prometheus) can see it
+    assert _metric(c, "lqo_processor_failed_batches_total", processor="test_broken") >= 1
+    assert _metric(c, "lqo_processor_failed_batches_total", processor="test_upper") == 0
 
 
 def test_processor_config_is_validated_by_its_model(ch_server):

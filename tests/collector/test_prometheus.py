@@ -7,25 +7,22 @@ rule that label values never carry content."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import genai_prices
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import CollectorProcess, free_port, on_free_ports
+from conftest import CollectorProcess
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from prometheus_client import generate_latest
+from promstack import NEEDS, PROMTOOL, wait_until
+from promstack import query as _query
 
 from lqo.collector.components import ComponentContext
 from lqo.collector.exporters.prometheus import (
@@ -35,10 +32,6 @@ from lqo.collector.exporters.prometheus import (
 )
 from lqo.collector.model.spanbatch import SCHEMA, SpanBatch
 from lqo.collector.telemetry import SelfTelemetry
-
-PROMETHEUS = shutil.which("prometheus")
-PROMTOOL = shutil.which("promtool")
-NEEDS = "Prometheus and promtool come from the Debian package `prometheus`; bin/bootstrap installs it"
 
 # (model, provider, input, output tokens, duration seconds): one wave of calls
 WAVE = [
@@ -78,75 +71,32 @@ def _prom_quantile(q: float, values: list[float], bounds: tuple[float, ...]) -> 
     return lower + (bounds[b] - lower) * (rank - below) / (counts[b] - below)
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[Any]:
-    assert PROMETHEUS and PROMTOOL, NEEDS
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(scrape_port: int) -> str:
-        def attempt() -> str:
-            port = free_port()
-            config = tmp_path / "prometheus.yml"
-            config.write_text(
-                "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                f"scrape_configs: [{{job_name: lqo, static_configs: [{{targets: ['127.0.0.1:{scrape_port}']}}]}}]\n"
-            )
-            log = (tmp_path / "prometheus.log").open("wb")
-            procs.append(subprocess.Popen(
-                [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
-                stdout=log, stderr=subprocess.STDOUT))
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and procs[-1].poll() is None:
-                try:
-                    with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
-                        if r.status == 200:
-                            return url
-                except OSError:
-                    time.sleep(0.2)
-            raise AssertionError(f"prometheus did not start: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
-
-        return on_free_ports(attempt)
-
-    yield start
-    for p in procs:
-        p.terminate()
-        p.wait(10)
-
-
-def _query(prom: str, expr: str) -> list[dict[str, Any]]:
-    q = urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(f"{prom}/api/v1/query?{q}", timeout=5) as r:
-        body = json.loads(r.read())
-    assert body["status"] == "success", body
-    return body["data"]["result"]
+def _prometheus(daemons: Any, scrape_port: int) -> str:
+    return daemons.prometheus(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs: [{{job_name: lqo, static_configs: [{{targets: ['127.0.0.1:{scrape_port}']}}]}}]\n")
 
 
 def _wait_for(prom: str, expr: str, value: float, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    seen: Any = None
-    while time.monotonic() < deadline:
+    def seen() -> bool:
         result = _query(prom, expr)
-        seen = float(result[0]["value"][1]) if result else None
-        if seen == value:
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"{expr}: waited for {value}, last saw {seen}")
+        return bool(result) and float(result[0]["value"][1]) == value
+
+    wait_until(f"{expr} == {value}", seen, timeout)
 
 
 def _by(result: list[dict[str, Any]], label: str) -> dict[str, float]:
     return {r["metric"].get(label, ""): float(r["value"][1]) for r in result}
 
 
-def test_prometheus_scrapes_the_collector_and_promql_agrees(make_collector: Any, prometheus: Any) -> None:
+def test_prometheus_scrapes_the_collector_and_promql_agrees(make_collector: Any, daemons: Any) -> None:
     col: CollectorProcess = make_collector({
         "processors": {"genai_normalize": {}, "cost": {}},
         "exporters": {"prometheus": {}},
         "service": {"pipelines": {"traces": {"processors": ["genai_normalize", "cost"],
                                              "exporters": ["clickhouse", "prometheus"]}}},
     })
-    prom = prometheus(col.metrics_port)
+    prom = _prometheus(daemons, col.metrics_port)
     _send(col.http_url, WAVE)
     count = "sum(gen_ai_client_operation_duration_seconds_count)"
     _wait_for(prom, count, len(WAVE))

@@ -85,6 +85,8 @@ class Pipeline:
             exporter.start()
         for p in self.processors:
             p.processor.start()
+            # Exported as 0 from the start, so the first failure is an increase alerts can see.
+            self.telemetry.processor_failed.labels(p.component_id)
         for thread in self._threads:
             thread.start()
         self.accepting = True
@@ -154,6 +156,7 @@ class Pipeline:
             except Exception:
                 # A failing processor must not lose the data: pass the batch on unprocessed.
                 log.exception("processor %s failed; batch passed on unprocessed", named.component_id)
+                self.telemetry.processor_failed.labels(named.component_id).inc()
                 continue
             finally:
                 self.telemetry.processor_cpu.labels(named.component_id).inc(time.thread_time() - started)

@@ -51,6 +51,11 @@ class SelfTelemetry:
         self.processor_batches = Counter(
             "lqo_processor_batches", "Batches a processor was given.", ["processor"], registry=r,
         )
+        self.processor_failed = Counter(
+            "lqo_processor_failed_batches",
+            "Batches a processor raised on; they were passed on unprocessed (see the log).",
+            ["processor"], registry=r,
+        )
         self.processor_dropped = Counter(
             "lqo_processor_dropped_spans", "Spans a processor dropped (by design or failure).",
             ["processor", "reason"], registry=r,
