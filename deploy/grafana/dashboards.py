@@ -1,0 +1,285 @@
+"""Grafana dashboards for LLM Quality Observer, built with grafana-foundation-sdk.
+
+    .venv/bin/python deploy/grafana/dashboards.py          # writes deploy/grafana/dashboards/*.json
+    .venv/bin/python deploy/grafana/dashboards.py --check  # exit 1 if the JSON is not what this builds
+
+Three dashboards, linked to each other:
+* LLM overview: calls, errors, latency, time to first chunk, tokens and spend (Prometheus), and
+  spend by model over the time range (ClickHouse).
+* LLM quality: safety flags and evaluation scores (Prometheus), flagged calls and PII types
+  (ClickHouse).
+* LLM traces: recent GenAI calls, and one trace in Grafana's trace view (ClickHouse).
+
+Datasources are referred to by the uids that provisioning/datasources/lqo.yml gives them.
+The ClickHouse panels use the official plugin (grafana-clickhouse-datasource) and its macros
+($__timeFilter, $__timeInterval); tests/deploy/test_dashboards.py runs every query, with
+the macros expanded as the plugin does, against a store and a Prometheus that a real
+collector has filled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import stat, table, timeseries
+from grafana_foundation_sdk.builders.common import VizLegendOptions
+from grafana_foundation_sdk.builders.prometheus import Dataquery as PromQuery
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
+
+OUT = Path(__file__).resolve().parent / "dashboards"
+PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid="lqo-prometheus")
+CLICKHOUSE = model.DataSourceRef(type_val="grafana-clickhouse-datasource", uid="lqo-clickhouse")
+TRACES = "default.otel_traces"
+TRACE_ID_TS = "default.otel_traces_trace_id_ts"
+
+# Prometheus selectors narrowed by the dashboards' variables.
+SEL = 'service_name=~"$service", gen_ai_request_model=~"$model"'
+SVC = 'service_name=~"$service"'
+# The same narrowing in SQL: GenAI spans of the chosen services and models.
+GENAI = ("SpanAttributes['gen_ai.operation.name'] != ''"
+         " AND ServiceName IN (${service:singlequote})"
+         " AND SpanAttributes['gen_ai.request.model'] IN (${model:singlequote})")
+
+
+# The plugin's numeric `format` for each query type.
+CLICKHOUSE_FORMATS = {"timeseries": 0, "table": 1, "traces": 3}
+
+
+class ClickHouseQuery(cogvariants.Dataquery):
+    """A raw-SQL target of the ClickHouse plugin (the SDK has no builder for it)."""
+
+    def __init__(self, sql: str, query_type: str, ref_id: str) -> None:
+        self.sql, self.query_type, self.ref_id = sql, query_type, ref_id
+
+    def to_json(self) -> dict[str, Any]:
+        return {"datasource": CLICKHOUSE, "editorType": "sql", "format": CLICKHOUSE_FORMATS[self.query_type],
+                "queryType": self.query_type, "rawSql": self.sql, "refId": self.ref_id}
+
+
+class SQL(cogbuilder.Builder[ClickHouseQuery]):
+    def __init__(self, sql: str, query_type: str = "table", ref_id: str = "A") -> None:
+        self._query = ClickHouseQuery(" ".join(sql.split()), query_type, ref_id)
+
+    def build(self) -> ClickHouseQuery:
+        return self._query
+
+
+def prom(expr: str, legend: str = "", ref_id: str = "A") -> PromQuery:
+    query = PromQuery().expr(" ".join(expr.split())).ref_id(ref_id).datasource(PROMETHEUS).range()
+    return query.legend_format(legend) if legend else query
+
+
+def series(title: str, unit: str, *queries: PromQuery, description: str = "") -> timeseries.Panel:
+    panel = (timeseries.Panel().title(title).unit(unit).datasource(PROMETHEUS).height(8).span(12)
+             .fill_opacity(10).legend(VizLegendOptions().show_legend(True).display_mode(common.LegendDisplayMode.TABLE)
+                                      .placement(common.LegendPlacement.BOTTOM).calcs(["mean", "max"])))
+    for query in queries:
+        panel = panel.with_target(query)
+    return panel.description(description) if description else panel
+
+
+def single(title: str, unit: str, query: PromQuery, description: str) -> stat.Panel:
+    return (stat.Panel().title(title).unit(unit).datasource(PROMETHEUS).height(4).span(6)
+            .with_target(query.instant()).description(description))
+
+
+def percentiles(title: str, histogram: str, description: str = "") -> timeseries.Panel:
+    """p50 and p95 of a histogram in seconds, a line per model."""
+    return series(title, "s", *[prom(
+        f"histogram_quantile({q}, sum by (le, gen_ai_request_model) (rate({histogram}_bucket{{{SEL}}}[$__rate_interval])))",
+        f"p{round(q * 100)} {{{{gen_ai_request_model}}}}", ref_id=ref) for q, ref in ((0.5, "A"), (0.95, "B"))],
+        description=description)
+
+
+def sql_table(title: str, sql: str, description: str, height: int = 9, width: int = 24) -> table.Panel:
+    return (table.Panel().title(title).datasource(CLICKHOUSE).height(height).span(width)
+            .with_target(SQL(sql)).description(description))
+
+
+def variables(board: dash.Dashboard) -> dash.Dashboard:
+    """$service and $model, from the Prometheus metrics' label values (both multi-select)."""
+    service = (dash.QueryVariable("service").label("Service").datasource(PROMETHEUS)
+               .query("label_values(gen_ai_client_operation_duration_seconds_count, service_name)")
+               .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(model.VariableSort.ALPHABETICAL_ASC)
+               .multi(True).include_all(True))
+    models = (dash.QueryVariable("model").label("Model").datasource(PROMETHEUS)
+              .query(f"label_values(gen_ai_client_operation_duration_seconds_count{{{SVC}}}, gen_ai_request_model)")
+              .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(model.VariableSort.ALPHABETICAL_ASC)
+              .multi(True).include_all(True))
+    return board.with_variable(service).with_variable(models)
+
+
+def board(uid: str, title: str, description: str) -> dash.Dashboard:
+    links = dash.DashboardLink("LLM dashboards").type(model.DashboardLinkType.DASHBOARDS).tags(["lqo"]) \
+        .as_dropdown(True).include_vars(True).keep_time(True)
+    return (dash.Dashboard(title).uid(uid).description(description).tags(["lqo", "genai"])
+            .time("now-6h", "now").refresh("1m").tooltip(model.DashboardCursorSync.CROSSHAIR)
+            .timezone("browser").editable().link(links))
+
+
+def overview() -> dash.Dashboard:
+    calls = f"sum(service_model:gen_ai_client_operations:rate5m{{{SEL}}})"
+    errors = f"sum(service_model:gen_ai_client_operation_errors:rate5m{{{SEL}}})"
+    return (variables(board("lqo-overview", "LLM overview", "Calls, errors, latency, tokens and spend of "
+                                                            "the GenAI calls lqo observes."))
+            .with_row(dash.Row("Now"))
+            .with_panel(single("Calls per second", "reqps", prom(calls), "GenAI operations per second, last 5 minutes."))
+            .with_panel(single("Failed calls", "percentunit", prom(f"({errors} or vector(0)) / {calls}"),
+                               "Share of calls that ended with an error.type, last 5 minutes."))
+            .with_panel(single("p95 duration", "s", prom(
+                f"histogram_quantile(0.95, sum by (le) (rate(gen_ai_client_operation_duration_seconds_bucket{{{SEL}}}[5m])))"),
+                "95th percentile of call duration, last 5 minutes."))
+            .with_panel(single("Spend in the time range", "currencyUSD", prom(
+                f"sum(increase(lqo_cost_usd_total{{{SEL}}}[$__range]))"),
+                "USD of priced calls over the dashboard's time range (models without a known price are not counted)."))
+            .with_row(dash.Row("Traffic and errors"))
+            .with_panel(series("Calls per second by model", "reqps", prom(
+                f"sum by (service_name, gen_ai_request_model) (rate(gen_ai_client_operation_duration_seconds_count{{{SEL}}}[$__rate_interval]))",
+                "{{service_name}} {{gen_ai_request_model}}")))
+            .with_panel(series("Errors per second by type", "reqps", prom(
+                f'sum by (gen_ai_request_model, error_type) (rate(gen_ai_client_operation_duration_seconds_count{{{SEL}, error_type!=""}}[$__rate_interval]))',
+                "{{gen_ai_request_model}} {{error_type}}"),
+                description="error_type: the HTTP status or exception class of failed calls."))
+            .with_row(dash.Row("Latency"))
+            .with_panel(percentiles("Call duration by model (p50, p95)", "gen_ai_client_operation_duration_seconds"))
+            .with_panel(percentiles("Time to first chunk by model (p50, p95)",
+                                    "gen_ai_client_operation_time_to_first_chunk_seconds",
+                                    "How long users of streamed answers wait for the first token."))
+            .with_row(dash.Row("Tokens and spend"))
+            .with_panel(series("Tokens per second by type", "short", prom(
+                f"sum by (gen_ai_token_type) (rate(gen_ai_client_token_usage_sum{{{SEL}}}[$__rate_interval]))",
+                "{{gen_ai_token_type}}")))
+            .with_panel(series("Spend per hour by model", "currencyUSD", prom(
+                f"sum by (gen_ai_request_model) (rate(lqo_cost_usd_total{{{SEL}}}[$__rate_interval])) * 3600",
+                "{{gen_ai_request_model}}")))
+            .with_panel(sql_table("Spend by model in the time range", f"""
+                SELECT ServiceName AS service, SpanAttributes['gen_ai.request.model'] AS model, count() AS calls,
+                       sum(toFloat64OrZero(SpanAttributes['lqo.cost.usd'])) AS cost_usd,
+                       countIf(SpanAttributes['lqo.cost.source'] = 'unknown_model') AS unpriced_calls,
+                       sum(toInt64OrZero(SpanAttributes['gen_ai.usage.input_tokens'])) AS input_tokens,
+                       sum(toInt64OrZero(SpanAttributes['gen_ai.usage.output_tokens'])) AS output_tokens,
+                       quantile(0.95)(Duration) / 1e9 AS p95_seconds
+                FROM {TRACES}
+                WHERE $__timeFilter(Timestamp) AND {GENAI}
+                GROUP BY service, model ORDER BY cost_usd DESC LIMIT 50""",
+                "From the stored spans: every call, priced or not (unpriced_calls: models without a known price).")))
+
+
+def quality() -> dash.Dashboard:
+    flags = f"sum by (check) (service_check:lqo_safety_flags:rate5m{{{SVC}}})"
+    calls = f"sum(service_model:gen_ai_client_operations:rate5m{{{SVC}}})"
+    return (variables(board("lqo-quality", "LLM quality", "Safety and quality checks on the GenAI calls: "
+                                                          "PII, prompt injection, toxicity, hallucination."))
+            .with_row(dash.Row("Checks"))
+            .with_panel(series("Share of calls flagged, by check", "percentunit",
+                               prom(f"{flags} / scalar({calls})", "{{check}}"),
+                               description="lqo.flags on the spans: the share of calls each check tripped, last 5 minutes."))
+            .with_panel(series("Flagged calls per second, by model and check", "reqps", prom(
+                f"sum by (gen_ai_request_model, check) (rate(lqo_safety_flags_total{{{SEL}}}[$__rate_interval]))",
+                "{{gen_ai_request_model}} {{check}}")))
+            .with_panel(series("Scores by check (p90)", "percentunit", prom(
+                f"histogram_quantile(0.9, sum by (le, check) (rate(lqo_evaluation_score_bucket{{{SEL}}}[$__rate_interval])))",
+                "{{check}}"), description="0..1, higher is worse: toxicity, hallucination, prompt_injection."))
+            .with_panel(sql_table("PII found, by type", f"""
+                SELECT arrayJoin(splitByChar(',', SpanAttributes['lqo.pii.entities'])) AS entity, count() AS calls
+                FROM {TRACES}
+                WHERE $__timeFilter(Timestamp) AND {GENAI} AND SpanAttributes['lqo.pii.entities'] != ''
+                GROUP BY entity ORDER BY calls DESC""",
+                "Types of personal data found in prompts and answers (types only: values are never stored).",
+                height=8, width=12))
+            .with_row(dash.Row("Flagged calls"))
+            .with_panel(sql_table("Flagged calls", f"""
+                SELECT Timestamp AS time, ServiceName AS service, SpanAttributes['gen_ai.request.model'] AS model,
+                       SpanAttributes['lqo.flags'] AS flags, SpanAttributes['lqo.pii.entities'] AS pii,
+                       toFloat64OrNull(SpanAttributes['lqo.injection.score']) AS injection,
+                       toFloat64OrNull(SpanAttributes['lqo.toxicity.score']) AS toxicity,
+                       toFloat64OrNull(SpanAttributes['lqo.hallucination.score']) AS hallucination,
+                       TraceId AS trace_id
+                FROM {TRACES}
+                WHERE $__timeFilter(Timestamp) AND {GENAI} AND SpanAttributes['lqo.flags'] != ''
+                ORDER BY Timestamp DESC LIMIT 200""",
+                "The latest calls a check flagged; trace_id opens the call in the LLM traces dashboard.", height=10)
+                        .data_links([dash.DashboardLink("Open trace").url(
+                            "/d/lqo-traces/llm-traces?var-trace_id=${__data.fields.trace_id}&${__url_time_range}")])))
+
+
+def traces() -> dash.Dashboard:
+    trace_id = dash.TextBoxVariable("trace_id").label("Trace ID").description(
+        "A trace id (32 hex digits) from a table, or from your application's logs.")
+    trace_sql = f"""
+        WITH '${{trace_id}}' AS trace_id,
+             (SELECT min(Start) FROM {TRACE_ID_TS} WHERE TraceId = trace_id) AS trace_start,
+             (SELECT max(End) + 1 FROM {TRACE_ID_TS} WHERE TraceId = trace_id) AS trace_end
+        SELECT TraceId AS traceID, SpanId AS spanID, ParentSpanId AS parentSpanID, ServiceName AS serviceName,
+               SpanName AS operationName, toUnixTimestamp64Nano(Timestamp) / 1e6 AS startTime,
+               Duration / 1e6 AS duration,
+               arrayMap(key -> map('key', key, 'value', SpanAttributes[key]), mapKeys(SpanAttributes)) AS tags,
+               arrayMap(key -> map('key', key, 'value', ResourceAttributes[key]), mapKeys(ResourceAttributes)) AS serviceTags,
+               if(StatusCode = 'Error', 2, 0) AS statusCode
+        FROM {TRACES}
+        WHERE TraceId = trace_id AND Timestamp >= trace_start AND Timestamp <= trace_end
+        ORDER BY startTime"""
+    trace_panel = (dash.Panel().type("traces").title("Trace ${trace_id}").datasource(CLICKHOUSE)
+                   .height(16).span(24).with_target(SQL(trace_sql, "traces")))
+    return (variables(board("lqo-traces", "LLM traces", "GenAI calls as stored, and one trace in full."))
+            .with_variable(trace_id)
+            .with_panel(sql_table("Recent GenAI calls", f"""
+                SELECT Timestamp AS time, ServiceName AS service, SpanName AS span,
+                       SpanAttributes['gen_ai.provider.name'] AS provider,
+                       Duration / 1e6 AS duration_ms,
+                       toInt64OrNull(SpanAttributes['gen_ai.usage.input_tokens']) AS input_tokens,
+                       toInt64OrNull(SpanAttributes['gen_ai.usage.output_tokens']) AS output_tokens,
+                       toFloat64OrNull(SpanAttributes['lqo.cost.usd']) AS cost_usd,
+                       SpanAttributes['error.type'] AS error, SpanAttributes['lqo.flags'] AS flags,
+                       TraceId AS trace_id
+                FROM {TRACES}
+                WHERE $__timeFilter(Timestamp) AND {GENAI}
+                ORDER BY Timestamp DESC LIMIT 200""",
+                "The latest GenAI calls; trace_id shows the whole trace below.", height=10)
+                        .data_links([dash.DashboardLink("Show trace").url(
+                            "/d/lqo-traces/llm-traces?var-trace_id=${__data.fields.trace_id}&${__url_time_range}"
+                            "&${service:queryparam}&${model:queryparam}")]))
+            .with_panel(trace_panel))
+
+
+DASHBOARDS = {"lqo-overview": overview, "lqo-quality": quality, "lqo-traces": traces}
+
+
+def render(name: str) -> str:
+    doc = json.loads(json.dumps(DASHBOARDS[name]().build(), cls=JSONEncoder))
+    for number, panel in enumerate(doc["panels"], start=1):
+        panel["id"] = number  # stable ids: links and alerts in Grafana refer to panels by id
+    return json.dumps(doc, sort_keys=True, indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the committed JSON differs")
+    args = parser.parse_args(argv)
+    stale = []
+    for name in DASHBOARDS:
+        path, text = OUT / f"{name}.json", render(name)
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(path.name)
+        else:
+            OUT.mkdir(exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}")
+    if stale:
+        print(f"out of date: {', '.join(stale)}; run {Path(__file__).name}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
