@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from pydantic import BaseModel
 
 from lqo.collector.components import Factory, register
+from lqo.collector.evaluate import EvaluateRequest, build_span, read_verdicts
 from lqo.collector.model.spanbatch import SpanBatch
 from lqo.collector.service import Collector
 
@@ -137,6 +138,19 @@ def test_a_failing_processor_passes_data_on(in_process, ch_server, caplog):
     # counted, so the LQOProcessorFailing alert (deploy/prometheus) can see it
     assert _metric(c, "lqo_processor_failed_batches_total", processor="test_broken") >= 1
     assert _metric(c, "lqo_processor_failed_batches_total", processor="test_upper") == 0
+
+
+def test_evaluate_runs_the_chain_on_the_callers_thread_and_names_failures(in_process, ch_server):
+    """Pipeline.evaluate (POST /v1/evaluate): every processor in order; a failing one is named
+    and counted, the rest still run; a span dropped by a filter comes back as nothing."""
+    c = in_process({"test_broken": {}, "test_upper": {}, "test_drop/health": {"prefix": "HEALTH"}},
+                   ["test_broken", "test_upper", "test_drop/health"])
+    batch, failed = c.pipeline.evaluate(build_span(EvaluateRequest(input="hi", operation="chat", model="m")))
+    assert failed == ["test_broken"] and batch.table.column("SpanName").to_pylist() == ["CHAT M"]
+    assert _metric(c, "lqo_processor_failed_batches_total", processor="test_broken") == 1
+    dropped, failed = c.pipeline.evaluate(build_span(EvaluateRequest(input="hi", operation="health")))
+    assert len(dropped) == 0 and failed == ["test_broken"]
+    assert read_verdicts(dropped, failed, False).dropped
 
 
 def test_processor_config_is_validated_by_its_model(ch_server):

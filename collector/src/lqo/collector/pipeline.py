@@ -11,6 +11,10 @@ that releases the GIL, as PII analysis and model inference do): the chain is cut
 stages, one thread each, joined by hand-offs of one batch, so the next batch's other
 processors run while it waits. Batches keep their order; at most one batch per stage and one
 per hand-off is in flight.
+
+:meth:`Pipeline.evaluate` runs the same processors on one small batch for ``POST /v1/evaluate``
+from an HTTP thread; each processor's lock keeps it to one caller at a time, as the component
+model requires.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lqo.collector.components import Processor
 from lqo.collector.exporterhelper import QueuedExporter
@@ -38,6 +42,9 @@ MAX_BATCH_BYTES = 64 * 1024**2
 class NamedProcessor:
     component_id: str
     processor: Processor
+    # Held around every process() call: the pipeline's stage thread and /v1/evaluate share the
+    # processor, which may only be called by one thread at a time.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 def stages_of(processors: Sequence[NamedProcessor]) -> list[list[NamedProcessor]]:
@@ -147,16 +154,20 @@ class Pipeline:
             nbytes += sum(p.approx_bytes for p in more)
         return parts
 
-    def _process(self, processors: list[NamedProcessor], batch: SpanBatch) -> SpanBatch:
+    def _process(self, processors: list[NamedProcessor], batch: SpanBatch,
+                 failed: list[str] | None = None) -> SpanBatch:
         for named in processors:
             before = len(batch)
             started = time.thread_time()
             try:
-                batch = named.processor.process(batch)
+                with named.lock:
+                    batch = named.processor.process(batch)
             except Exception:
                 # A failing processor must not lose the data: pass the batch on unprocessed.
                 log.exception("processor %s failed; batch passed on unprocessed", named.component_id)
                 self.telemetry.processor_failed.labels(named.component_id).inc()
+                if failed is not None:
+                    failed.append(named.component_id)
                 continue
             finally:
                 self.telemetry.processor_cpu.labels(named.component_id).inc(time.thread_time() - started)
@@ -167,6 +178,18 @@ class Pipeline:
                     before - len(batch)
                 )
         return batch
+
+    def evaluate(self, batch: SpanBatch) -> tuple[SpanBatch, list[str]]:
+        """``batch`` through every processor in order, on the caller's thread (counted in the
+        processors' metrics like any batch); also the ids of the processors that raised."""
+        failed: list[str] = []
+        return self._process(self.processors, batch, failed), failed
+
+    def export_processed(self, batch: SpanBatch, timeout: float) -> bool:
+        """Hand an already processed batch to the exporters; False if one had no room in time."""
+        if not self.accepting:
+            return False
+        return all([exporter.enqueue(batch, timeout=timeout) for exporter in self.exporters])
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop accepting, process what is queued, flush exporters, stop everything."""

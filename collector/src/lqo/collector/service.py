@@ -14,6 +14,7 @@ from pydantic import Field
 
 from lqo.collector.components import ComponentContext, component_type, factories
 from lqo.collector.config import ByteSize, ConfigError, Duration, StrictModel, validate_section
+from lqo.collector.evaluate import build_evaluate_router
 from lqo.collector.exporterhelper import (
     BatchConfig,
     QueuedExporter,
@@ -199,9 +200,9 @@ class Collector:
         self.admin.start()
         try:
             self.pipeline.start()
-            router = build_query_router(self.query_backend)
+            routers = [build_query_router(self.query_backend), build_evaluate_router(lambda: self.pipeline)]
             for receiver in self.receivers:
-                receiver.start(self.pipeline, [router])
+                receiver.start(self.pipeline, routers)
         except Exception:
             self.shutdown()
             raise
