@@ -141,14 +141,19 @@ def test_a_failing_processor_passes_data_on(in_process, ch_server, caplog):
 
 
 def test_evaluate_runs_the_chain_on_the_callers_thread_and_names_failures(in_process, ch_server):
-    """Pipeline.evaluate (POST /v1/evaluate): every processor in order; a failing one is named
-    and counted, the rest still run; a span dropped by a filter comes back as nothing."""
+    """Pipeline.evaluate (POST /v1/evaluate) with the collector's evaluation processors (own
+    instances, not the pipeline's): every processor in order; a failing one is named and
+    counted, the rest still run; a span dropped by a filter comes back as nothing."""
     c = in_process({"test_broken": {}, "test_upper": {}, "test_drop/health": {"prefix": "HEALTH"}},
                    ["test_broken", "test_upper", "test_drop/health"])
-    batch, failed = c.pipeline.evaluate(build_span(EvaluateRequest(input="hi", operation="chat", model="m")))
+    own = c.evaluation_processors()
+    assert own is c.evaluation_processors()  # built once, on first use
+    assert [n.component_id for n in own] == [n.component_id for n in c.pipeline.processors]
+    assert not {id(n.processor) for n in own} & {id(n.processor) for n in c.pipeline.processors}
+    batch, failed = c.pipeline.evaluate(build_span(EvaluateRequest(input="hi", operation="chat", model="m")), own)
     assert failed == ["test_broken"] and batch.table.column("SpanName").to_pylist() == ["CHAT M"]
     assert _metric(c, "lqo_processor_failed_batches_total", processor="test_broken") == 1
-    dropped, failed = c.pipeline.evaluate(build_span(EvaluateRequest(input="hi", operation="health")))
+    dropped, failed = c.pipeline.evaluate(build_span(EvaluateRequest(input="hi", operation="health")), own)
     assert len(dropped) == 0 and failed == ["test_broken"]
     assert read_verdicts(dropped, failed, False).dropped
 

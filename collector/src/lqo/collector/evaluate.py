@@ -1,10 +1,10 @@
-"""``POST /v1/evaluate``: a prompt and answer checked now, by the pipeline's own processors.
+"""``POST /v1/evaluate``: a prompt and answer checked now, by the pipeline's processors.
 
 For applications that want a verdict before they act (block a prompt injection, hold back an
 answer with personal data) or that send no OTLP. The request becomes one GenAI span
 (``gen_ai.input.messages`` etc. in the semantic conventions' JSON) that runs through the
-configured processors in order on the request's thread (:meth:`Pipeline.evaluate`); the
-answer holds the checks' ``gen_ai.evaluation.result`` events, ``lqo.flags``, the ``lqo.*``
+configured processors in order on the request's thread (:meth:`Pipeline.evaluate`) — instances
+of their own, so that an evaluation never waits for an ingestion batch. The answer holds the checks' ``gen_ai.evaluation.result`` events, ``lqo.flags``, the ``lqo.*``
 attributes and the messages as the processors left them (redacted, if ``pii`` redacts). With
 ``"store": true`` the span also goes to the exporters, as if it had arrived over OTLP.
 
@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import secrets
 import time
-from collections.abc import Callable
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -176,8 +175,9 @@ def _json(value: str | None) -> Any:
         return value  # a processor left text that is no longer JSON: return it as it is
 
 
-def build_evaluate_router(get_pipeline: Callable[[], Any]) -> APIRouter:
-    """The route; ``get_pipeline()`` gives the :class:`~lqo.collector.pipeline.Pipeline` (None until it runs)."""
+def build_evaluate_router(collector: Any) -> APIRouter:
+    """The route, served by ``collector`` (a :class:`~lqo.collector.service.Collector`): its
+    :meth:`evaluation_processors`, its pipeline's metrics and exporters."""
     router = APIRouter()
 
     @router.post("/v1/evaluate")
@@ -198,17 +198,17 @@ def build_evaluate_router(get_pipeline: Callable[[], Any]) -> APIRouter:
             return _error(400, f"{where}: {first['msg']}")
         except RecursionError:
             return _error(400, "body: nested too deeply")
-        pipeline = get_pipeline()
-        if pipeline is None or not pipeline.accepting:
+        if not collector.pipeline.accepting:
             return _error(503, "the collector is not ready", {"Retry-After": "1"})
-        result = await run_in_threadpool(_run, pipeline, req)
+        result = await run_in_threadpool(_run, collector, req)
         return Response(result.model_dump_json(), media_type="application/json")
 
     return router
 
 
-def _run(pipeline: Any, req: EvaluateRequest) -> EvaluateResponse:
-    batch, failed = pipeline.evaluate(build_span(req))
+def _run(collector: Any, req: EvaluateRequest) -> EvaluateResponse:
+    pipeline = collector.pipeline
+    batch, failed = pipeline.evaluate(build_span(req), collector.evaluation_processors())
     stored: bool | Literal["refused"] = False
     if req.store and len(batch):
         stored = True if pipeline.export_processed(batch, EXPORT_WAIT_S) else "refused"

@@ -12,7 +12,7 @@ stages, one thread each, joined by hand-offs of one batch, so the next batch's o
 processors run while it waits. Batches keep their order; at most one batch per stage and one
 per hand-off is in flight.
 
-:meth:`Pipeline.evaluate` runs the same processors on one small batch for ``POST /v1/evaluate``
+:meth:`Pipeline.evaluate` runs a processor chain on one small batch for ``POST /v1/evaluate``
 from an HTTP thread; each processor's lock keeps it to one caller at a time, as the component
 model requires.
 """
@@ -179,11 +179,13 @@ class Pipeline:
                 )
         return batch
 
-    def evaluate(self, batch: SpanBatch) -> tuple[SpanBatch, list[str]]:
-        """``batch`` through every processor in order, on the caller's thread (counted in the
-        processors' metrics like any batch); also the ids of the processors that raised."""
+    def evaluate(self, batch: SpanBatch, processors: list[NamedProcessor] | None = None
+                 ) -> tuple[SpanBatch, list[str]]:
+        """``batch`` through ``processors`` (default: the pipeline's) in order, on the caller's
+        thread, counted in the processors' metrics like any batch; also the ids of the
+        processors that raised."""
         failed: list[str] = []
-        return self._process(self.processors, batch, failed), failed
+        return self._process(self.processors if processors is None else processors, batch, failed), failed
 
     def export_processed(self, batch: SpanBatch, timeout: float) -> bool:
         """Hand an already processed batch to the exporters; False if one had no room in time."""

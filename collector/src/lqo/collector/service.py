@@ -137,6 +137,8 @@ class Collector:
         self.telemetry = SelfTelemetry()
         self._stopped = threading.Event()
         self._ready = False
+        self._evaluation_lock = threading.Lock()
+        self._evaluation_processors: list[NamedProcessor] | None = None
         cfg = self.config
         ctx = lambda cid: ComponentContext(cid, self.telemetry)  # noqa: E731
 
@@ -153,12 +155,8 @@ class Collector:
                     self.telemetry,
                 )
             )
-        processors = [
-            NamedProcessor(cid, factories("processors")[component_type(cid)].create(pcfg, ctx(cid)))
-            for cid, pcfg in cfg.components["processors"].items()
-        ]
         self.pipeline = Pipeline(
-            "traces", processors, self.exporters, self.telemetry,
+            "traces", self._build_processors(), self.exporters, self.telemetry,
             cfg.service.queue.queue_size, cfg.service.queue.max_bytes,
             cfg.service.queue.min_batch_spans, cfg.service.queue.batch_timeout,
         )
@@ -168,6 +166,31 @@ class Collector:
         ]
         host, port = split_endpoint(cfg.service.telemetry.metrics.address, "metrics.address")
         self.admin = ThreadedServer(self._admin_app(), host, port, "metrics/health")
+
+    def _build_processors(self) -> list[NamedProcessor]:
+        return [
+            NamedProcessor(cid, factories("processors")[component_type(cid)].create(
+                pcfg, ComponentContext(cid, self.telemetry)))
+            for cid, pcfg in self.config.components["processors"].items()
+        ]
+
+    def evaluation_processors(self) -> list[NamedProcessor]:
+        """The processors ``POST /v1/evaluate`` runs: instances of their own, built and started on
+        first use, so that an evaluation never waits for the pipeline's ingestion batches (it
+        costs a second copy of the processors' models in memory, once evaluations are asked for)."""
+        with self._evaluation_lock:
+            if self._evaluation_processors is None:
+                started: list[NamedProcessor] = []
+                try:
+                    for named in self._build_processors():
+                        named.processor.start()
+                        started.append(named)
+                except Exception:
+                    for named in started:
+                        named.processor.shutdown()
+                    raise
+                self._evaluation_processors = started
+            return self._evaluation_processors
 
     def query_backend(self) -> Backend | None:
         """The store that ``/api/v1/query`` reads: the first ClickHouse exporter's."""
@@ -200,7 +223,7 @@ class Collector:
         self.admin.start()
         try:
             self.pipeline.start()
-            routers = [build_query_router(self.query_backend), build_evaluate_router(lambda: self.pipeline)]
+            routers = [build_query_router(self.query_backend), build_evaluate_router(self)]
             for receiver in self.receivers:
                 receiver.start(self.pipeline, routers)
         except Exception:
@@ -219,6 +242,10 @@ class Collector:
         for receiver in self.receivers:
             receiver.shutdown()
         self.pipeline.shutdown(self.config.service.shutdown_timeout)
+        with self._evaluation_lock:
+            for named in self._evaluation_processors or []:
+                named.processor.shutdown()
+            self._evaluation_processors = None
         self.admin.shutdown()
         log.info("collector stopped")
 
