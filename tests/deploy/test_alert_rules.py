@@ -38,9 +38,8 @@ UNIT_TESTS = PROM_DIR / "tests" / "lqo-rules.test.yml"
 AM_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 
 
-def _rules() -> list[dict[str, Any]]:
-    return [rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
-            for rule in group["rules"]]
+RULES: list[dict[str, Any]] = [rule for path in RULE_FILES for group in yaml.safe_load(path.read_text())["groups"]
+                               for rule in group["rules"]]
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -65,14 +64,14 @@ def test_rule_unit_tests_pass_and_cover_every_alert() -> None:
               for case in test.get("alert_rule_test", [])}
     fired = {case["alertname"] for test in yaml.safe_load(UNIT_TESTS.read_text())["tests"]
              for case in test.get("alert_rule_test", []) if case["exp_alerts"]}
-    alerts = {r["alert"] for r in _rules() if "alert" in r}
+    alerts = {r["alert"] for r in RULES if "alert" in r}
     assert alerts == tested, f"alerts without a unit test: {alerts - tested}"
     # every alert but one is shown firing; the hallucination share is shown under its threshold
     assert alerts - fired == {"LLMHallucinationRateHigh"}
 
 
 def test_every_alert_says_where_and_how_bad() -> None:
-    for rule in _rules():
+    for rule in RULES:
         if "alert" not in rule:
             continue
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
@@ -124,7 +123,7 @@ def test_rules_on_a_live_collector_and_an_alert_reaches_alertmanager(
     exported_labels |= {label for metric in [*vars(telemetry).values(), *telemetry._extra.values()]
                         for label in getattr(metric, "_labelnames", ())}
     suffix_type = {"_bucket": "histogram", "_count": "histogram", "_sum": "histogram", "_total": "counter"}
-    for rule in _rules():
+    for rule in RULES:
         metrics, labels = _names_in(rule["expr"])
         for name in metrics - {"up"}:
             suffix = next((s for s in suffix_type if name.endswith(s)), "")
@@ -138,11 +137,11 @@ def test_rules_on_a_live_collector_and_an_alert_reaches_alertmanager(
     def evaluated() -> list[dict[str, Any]]:
         groups = get_json(f"{prom}/api/v1/rules")["data"]["groups"]
         rules = [r for g in groups for r in g["rules"]]
-        return rules if len(rules) == len(_rules()) and all(r.get("lastEvaluation", "").startswith("2")
+        return rules if len(rules) == len(RULES) and all(r.get("lastEvaluation", "").startswith("2")
                                                            and r["health"] != "unknown" for r in rules) else []
     for rule in wait_until("every rule evaluated", evaluated):
         assert rule["health"] == "ok" and not rule.get("lastError"), rule
-    for rule in _rules():
+    for rule in RULES:
         if "record" in rule:
             wait_until(f"{rule['record']} for {SERVICE}",
                        lambda r=rule: query(prom, f'{r["record"]}{{service_name="{SERVICE}"}}'), timeout=15)

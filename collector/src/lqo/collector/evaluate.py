@@ -25,13 +25,13 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from lqo.collector.model.spanbatch import SCHEMA, SpanBatch
+from lqo.collector.http_server import json_error, media_type
+from lqo.collector.model.spanbatch import EVALUATION_EVENT, FLAGS, SCHEMA, SpanBatch
 from lqo.collector.receivers.otlp_http import BadEncoding, BodyTooLarge, read_body
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_MESSAGES = 1000
 EXPORT_WAIT_S = 1.0
-EVALUATION_EVENT = "gen_ai.evaluation.result"
 _SCORE, _LABEL, _EXPLANATION = ("gen_ai.evaluation.score.value", "gen_ai.evaluation.score.label",
                                 "gen_ai.evaluation.explanation")
 
@@ -147,7 +147,7 @@ def read_verdicts(batch: SpanBatch, failed: list[str], stored: bool | Literal["r
         for name, attrs in zip(span["Events.Name"], map(dict, span["Events.Attributes"]), strict=True)
         if name == EVALUATION_EVENT
     ]
-    flags = attributes.get("lqo.flags")
+    flags = attributes.get(FLAGS)
     return EvaluateResponse(
         trace_id=span["TraceId"], span_id=span["SpanId"],
         flags=json.loads(flags) if flags else [], evaluations=evaluations,
@@ -182,24 +182,24 @@ def build_evaluate_router(collector: Any) -> APIRouter:
 
     @router.post("/v1/evaluate")
     async def evaluate(request: Request) -> Response:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = media_type(request)
         if content_type != "application/json":
-            return _error(415, f"unsupported Content-Type {content_type or '(none)'!r}; send application/json")
+            return json_error(415, f"unsupported Content-Type {content_type or '(none)'!r}; send application/json")
         try:
             body = await read_body(request, MAX_BODY_BYTES)
             req = EvaluateRequest.model_validate_json(body)
         except BodyTooLarge:
-            return _error(413, f"request body exceeds {MAX_BODY_BYTES} bytes after decompression")
+            return json_error(413, f"request body exceeds {MAX_BODY_BYTES} bytes after decompression")
         except BadEncoding as exc:
-            return _error(400, str(exc))
+            return json_error(400, str(exc))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
-            return _error(400, f"{where}: {first['msg']}")
+            return json_error(400, f"{where}: {first['msg']}")
         except RecursionError:
-            return _error(400, "body: nested too deeply")
+            return json_error(400, "body: nested too deeply")
         if not collector.pipeline.accepting:
-            return _error(503, "the collector is not ready", {"Retry-After": "1"})
+            return json_error(503, "the collector is not ready", {"Retry-After": "1"})
         result = await run_in_threadpool(_run, collector, req)
         return Response(result.model_dump_json(), media_type="application/json")
 
@@ -214,7 +214,3 @@ def _run(collector: Any, req: EvaluateRequest) -> EvaluateResponse:
         stored = True if pipeline.export_processed(batch, EXPORT_WAIT_S) else "refused"
     return read_verdicts(batch, failed, stored)
 
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps({"error": message}), status_code=status, media_type="application/json",
-                    headers=headers)

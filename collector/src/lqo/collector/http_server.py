@@ -1,13 +1,25 @@
-"""Run an ASGI app with uvicorn on a background thread, with a clean stop."""
+"""Run an ASGI app with uvicorn on a background thread, with a clean stop; what its routes share."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+
+
+def media_type(request: Request) -> str:
+    """The request's Content-Type without parameters, lower case ('' when absent)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """``{"error": message}``, the error body of the collector's JSON routes."""
+    return Response(json.dumps({"error": message}), status_code=status, media_type="application/json",
+                    headers=headers)
 
 
 def split_endpoint(endpoint: str, key: str) -> tuple[str, int]:

@@ -191,6 +191,7 @@ class Pipeline:
         """Hand an already processed batch to the exporters; False if one had no room in time."""
         if not self.accepting:
             return False
+        # A list, not a generator: every exporter gets its chance, whatever an earlier one answered.
         return all([exporter.enqueue(batch, timeout=timeout) for exporter in self.exporters])
 
     def shutdown(self, timeout: float = 30.0) -> None:

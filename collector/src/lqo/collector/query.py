@@ -14,6 +14,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from lqo.collector.exporters.clickhouse.backends import Backend, StoreError
+from lqo.collector.http_server import json_error
 
 FORMATS = {
     "table": "PrettyCompactMonoBlock",
@@ -68,28 +69,22 @@ def build_query_router(get_backend: Callable[[], Backend | None]) -> APIRouter:
     async def query(request: Request) -> Response:
         raw = await request.body()
         if len(raw) > MAX_SQL_BYTES + 1024:
-            return _error(413, f"query request over {MAX_SQL_BYTES} bytes")
+            return json_error(413, f"query request over {MAX_SQL_BYTES} bytes")
         try:
             req = QueryRequest.model_validate_json(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"]) or "body"
-            return _error(400, f"{loc}: {first['msg']}; send {{\"sql\": \"SELECT …\", \"format\": \"json\"}}")
+            return json_error(400, f"{loc}: {first['msg']}; send {{\"sql\": \"SELECT …\", \"format\": \"json\"}}")
         backend = get_backend()
         if backend is None:
-            return _error(503, "store not ready")
+            return json_error(503, "store not ready")
         try:
             body = run_query(backend, req.sql, req.format)
         except QueryRefused as exc:
-            return _error(400, str(exc))
+            return json_error(400, str(exc))
         except StoreError as exc:
-            return _error(400, str(exc))
+            return json_error(400, str(exc))
         return Response(body, media_type="text/plain; charset=utf-8")
 
     return router
-
-
-def _error(status: int, message: str) -> Response:
-    import json
-
-    return Response(json.dumps({"error": message}), status_code=status, media_type="application/json")

@@ -36,7 +36,7 @@ from pydantic import Field
 
 from lqo.collector.components import ComponentContext, ExportResult, Factory, register
 from lqo.collector.config import StrictModel
-from lqo.collector.model.spanbatch import SpanBatch, group_rows
+from lqo.collector.model.spanbatch import FLAGS, SpanBatch, group_rows
 
 # Semconv's advisory bucket boundaries (gen-ai-metrics.md); the instrumentation uses the same.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -48,7 +48,7 @@ LABEL_ATTRIBUTES = ("gen_ai.provider.name", "gen_ai.request.model", "gen_ai.oper
 CHECKS = {"toxicity": "lqo.toxicity.score", "hallucination": "lqo.hallucination.score",
           "prompt_injection": "lqo.injection.score"}
 INPUT, OUTPUT = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
-TTFC, COST, FLAGS, ERROR = "gen_ai.response.time_to_first_chunk", "lqo.cost.usd", "lqo.flags", "error.type"
+TTFC, COST, ERROR = "gen_ai.response.time_to_first_chunk", "lqo.cost.usd", "error.type"
 READ_KEYS = (*LABEL_ATTRIBUTES, INPUT, OUTPUT, TTFC, COST, FLAGS, ERROR, *CHECKS.values())
 OVERFLOW = "other"
 MAX_VALUE_LENGTH = 128

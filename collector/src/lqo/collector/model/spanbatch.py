@@ -57,6 +57,10 @@ COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 # Attribute-key prefixes that mark a span as a GenAI (LLM) span, across the current
 # semantic conventions and the older/third-party shapes later processors normalize.
 GENAI_KEY_PREFIXES: tuple[str, ...] = ("gen_ai.", "llm.")
+# What the safety checks write and the exporters and /v1/evaluate read: the tripped checks (a
+# JSON list) and the semconv event each check adds per span it scored.
+FLAGS = "lqo.flags"
+EVALUATION_EVENT = "gen_ai.evaluation.result"
 
 
 def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:

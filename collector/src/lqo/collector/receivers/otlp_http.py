@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from lqo.collector.http_server import media_type
 from lqo.collector.model.otlp import decode_json, decode_protobuf
 from lqo.collector.receivers.ingest import Ingest, OutcomeKind
 
@@ -104,7 +105,7 @@ def build_router(ingest: Ingest, path: str, max_body: int, retry_after_s: int) -
 
     @router.post(path)
     async def export_traces(request: Request) -> Response:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = media_type(request)
         decode = _DECODERS.get(content_type)
         if decode is None:
             ingest.refuse("http", "unsupported_media_type")

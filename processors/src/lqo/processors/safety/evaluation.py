@@ -21,10 +21,8 @@ import numpy as np
 from pydantic import Field
 
 from lqo.collector.config import StrictModel
-from lqo.collector.model.spanbatch import SpanBatch
+from lqo.collector.model.spanbatch import EVALUATION_EVENT, FLAGS, SpanBatch
 
-FLAGS = "lqo.flags"
-EVALUATION_EVENT = "gen_ai.evaluation.result"
 V = TypeVar("V")
 
 
