@@ -1,0 +1,1 @@
+../../../clickhouse/grafana-user.sh

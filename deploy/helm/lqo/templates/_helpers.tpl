@@ -1,0 +1,107 @@
+{{/* Names and labels, as `helm create` lays them out. */}}
+{{- define "lqo.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "lqo.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "lqo.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/part-of: lqo
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "lqo.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lqo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: collector
+{{- end }}
+
+{{- define "lqo.clickhouse.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "lqo.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: clickhouse
+{{- end }}
+
+{{- define "lqo.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "lqo.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "lqo.clickhouse.fullname" -}}
+{{- printf "%s-clickhouse" (include "lqo.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The Secret holding the bundled ClickHouse's passwords (keys password, grafana-password). */}}
+{{- define "lqo.clickhouse.secretName" -}}
+{{- default (include "lqo.clickhouse.fullname" .) .Values.clickhouse.auth.existingSecret }}
+{{- end }}
+
+{{/* The clickhouse exporter's endpoint for storage.mode, with clear errors for what is missing. */}}
+{{- define "lqo.storeEndpoint" -}}
+{{- $mode := .Values.storage.mode }}
+{{- if eq $mode "embedded" }}
+{{- "embedded:///var/lib/lqo/data/clickhouse" }}
+{{- else if eq $mode "clickhouse" }}
+{{- printf "http://%s:8123" (include "lqo.clickhouse.fullname" .) }}
+{{- else }}
+{{- required "storage.external.endpoint: set it to your ClickHouse server's http(s)://HOST:PORT (storage.mode is external)" .Values.storage.external.endpoint }}
+{{- end }}
+{{- end }}
+
+{{/* The collector's config: the chart's part, then .Values.config over it. */}}
+{{- define "lqo.config" -}}
+{{- $clickhouse := dict "endpoint" (include "lqo.storeEndpoint" .) "ttl" .Values.storage.ttl }}
+{{- if eq .Values.storage.mode "external" }}
+{{- $_ := set $clickhouse "database" .Values.storage.external.database }}
+{{- with .Values.storage.external.clusterName }}
+{{- $_ := set $clickhouse "cluster_name" . }}
+{{- end }}
+{{- end }}
+{{- $protocols := dict "grpc" (dict "endpoint" "0.0.0.0:4317") "http" (dict "endpoint" "0.0.0.0:4318") }}
+{{- $base := dict
+      "receivers" (dict "otlp" (dict "protocols" $protocols))
+      "exporters" (dict "clickhouse" $clickhouse "prometheus" (dict))
+      "service" (dict "telemetry" (dict "metrics" (dict "address" "0.0.0.0:8888"))) }}
+{{- toYaml (mergeOverwrite $base (deepCopy .Values.config)) }}
+{{- end }}
+
+{{/* The Secret and keys with the collector's ClickHouse user; empty under storage.mode embedded. */}}
+{{- define "lqo.credentialsEnv" -}}
+{{- if eq .Values.storage.mode "clickhouse" }}
+- name: LQO_CLICKHOUSE_USERNAME
+  value: {{ .Values.clickhouse.auth.username | quote }}
+- name: LQO_CLICKHOUSE_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "lqo.clickhouse.secretName" . }}
+      key: password
+{{- else if eq .Values.storage.mode "external" }}
+{{- $secret := required "storage.external.existingSecret: name a Secret with the keys username and password for ClickHouse (storage.mode is external)" .Values.storage.external.existingSecret }}
+- name: LQO_CLICKHOUSE_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: username
+- name: LQO_CLICKHOUSE_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: password
+{{- end }}
+{{- end }}

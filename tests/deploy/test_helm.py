@@ -1,0 +1,473 @@
+"""deploy/helm/lqo, rendered and linted by Helm itself (helm-python-sdk binds Helm v4's Go SDK;
+there is no cluster here): every object of every storage mode is valid against the Kubernetes
+OpenAPI schemas of the oldest and newest supported versions (strict: an unknown field fails),
+the Prometheus Operator's objects against its CRDs' models, the collector's config is valid for
+lqo, the parts find each other, the rules and dashboards are deploy/'s, secrets stay in Secrets,
+and wrong values fail at install with a message that says what to set."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+from cloudcoil.models.prometheus_operator import v1 as monitoring
+from conftest import ROOT, free_port
+from livestack import SERVICE, send_wave
+from promstack import wait_until
+
+from lqo.collector.config import DEFAULT_PROCESSORS, load_yaml
+from lqo.collector.service import validate_config
+
+CHART = ROOT / "deploy" / "helm" / "lqo"
+RELEASE, NAMESPACE = "obs", "llm"
+FULLNAME = "obs-lqo"
+# The Kubernetes versions the chart supports (Chart.yaml's kubeVersion) and the newest one
+# kubernetes-validate knows.
+KUBE_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+PASSWORD, GRAFANA_PASSWORD = "s3cret-ClickHouse-pw", "s3cret-grafana-pw"
+MONITORING = {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+              "prometheusRule": {"enabled": True}, "grafana": {"dashboards": {"enabled": True}}}
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "clickhouse": {"storage": {"mode": "clickhouse"}, "replicaCount": 2,
+                   "clickhouse": {"auth": {"password": PASSWORD, "grafanaPassword": GRAFANA_PASSWORD}},
+                   **MONITORING, "grafana": {"dashboards": {"enabled": True}, "datasources": {"enabled": True}},
+                   "networkPolicy": {"enabled": True}},
+    "external": {"storage": {"mode": "external", "external": {
+                     "endpoint": "https://ch.example.internal:8443", "database": "llm",
+                     "clusterName": "main", "existingSecret": "lqo-clickhouse"}},
+                 "replicaCount": 3, **MONITORING,
+                 "extraEnv": [{"name": "OTEL_RESOURCE_ATTRIBUTES", "value": "deployment.environment=prod"}],
+                 "networkPolicy": {"enabled": True, "otlpFrom": [{"namespaceSelector": {}}]}},
+}
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Template path → its objects, as `helm install` would send them (values checked first)."""
+    chart.validate_schema(values or {})
+    manifests = chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return {path.removeprefix("lqo/templates/"): [doc for doc in yaml.safe_load_all(text) if doc]
+            for path, text in manifests.items() if path.endswith(".yaml")}
+
+
+def objects(chart: helm.Chart, values: dict[str, Any] | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    rendered = [obj for docs in render(chart, values).values() for obj in docs]
+    by_key = {(obj["kind"], obj["metadata"]["name"]): obj for obj in rendered}
+    assert len(by_key) == len(rendered), "two objects of one kind share a name"
+    return by_key
+
+
+def collector_config(objs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    return load_yaml(objs["ConfigMap", FULLNAME]["data"]["collector.yaml"], "ConfigMap", env={})
+
+
+def pod_spec(objs: dict[tuple[str, str], dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return objs[kind, name]["spec"]["template"]["spec"]
+
+
+def render_error(chart: helm.Chart, values: dict[str, Any]) -> str:
+    with pytest.raises(helm.HelmError) as failure:
+        render(chart, values)
+    return str(failure.value)
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_the_chart_lints_clean(name: str) -> None:
+    for version in KUBE_VERSIONS:
+        report = helm.lint(CHART, VALUE_SETS[name], strict=True, namespace=NAMESPACE, kube_version=f"v{version}")
+        problems = [m for m in report["messages"] if m["severity"] >= 2]  # warnings, errors
+        assert not problems and not report["errors"], (version, problems, report["errors"])
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_object_is_valid_for_kubernetes_and_the_prometheus_operator(chart: helm.Chart, name: str) -> None:
+    objs = objects(chart, VALUE_SETS[name])
+    custom = 0
+    for (kind, obj_name), obj in objs.items():
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", obj_name), obj_name
+        if obj["apiVersion"].startswith("monitoring.coreos.com/"):
+            # the CRDs' models (cloudcoil, generated from prometheus-operator's CRDs): required
+            # fields and patterns checked; an unknown field would not survive the round trip
+            model = getattr(monitoring, kind).model_validate(obj)
+            assert model.model_dump(by_alias=True, exclude_none=True, mode="json") == obj, kind
+            custom += 1
+            continue
+        for version in KUBE_VERSIONS:
+            error = None
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                error = f"{kind}/{obj_name} on Kubernetes {version}: {exc.message} at {list(exc.path)}"
+            assert error is None, error
+    assert custom == (0 if name == "defaults" else 2)
+
+
+def test_defaults_run_one_collector_on_the_embedded_store(chart: helm.Chart) -> None:
+    objs = objects(chart)
+    assert {kind for kind, _ in objs} == {"ServiceAccount", "ConfigMap", "Service", "Deployment",
+                                          "PersistentVolumeClaim"}
+    deployment = objs["Deployment", FULLNAME]["spec"]
+    assert deployment["replicas"] == 1 and deployment["strategy"] == {"type": "Recreate"}
+    claim = objs["PersistentVolumeClaim", f"{FULLNAME}-data"]
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    volumes = {v["name"]: v for v in deployment["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == f"{FULLNAME}-data"
+    mounts = {m["name"]: m["mountPath"] for m in deployment["template"]["spec"]["containers"][0]["volumeMounts"]}
+    endpoint = collector_config(objs)["exporters"]["clickhouse"]["endpoint"]
+    assert endpoint.removeprefix("embedded://").startswith(mounts["data"] + "/")
+    assert "env" not in deployment["template"]["spec"]["containers"][0]  # no credentials to pass
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_the_collector_config_is_valid_and_listens_on_designs_ports(chart: helm.Chart, name: str,
+                                                                    tmp_path: Path) -> None:
+    objs = objects(chart, VALUE_SETS[name])
+    raw = collector_config(objs)
+    built = validate_config(raw)
+    assert built.pipeline.processors == list(DEFAULT_PROCESSORS)
+    assert built.pipeline.exporters == ["clickhouse", "prometheus"]
+    endpoints = {p: raw["receivers"]["otlp"]["protocols"][p]["endpoint"] for p in ("grpc", "http")}
+    assert endpoints == {"grpc": "0.0.0.0:4317", "http": "0.0.0.0:4318"}  # the pod's interfaces
+    assert raw["service"]["telemetry"]["metrics"]["address"] == "0.0.0.0:8888"
+    assert "password" not in raw["exporters"]["clickhouse"] and "username" not in raw["exporters"]["clickhouse"]
+    # as shipped, the collector's own check accepts it
+    path = tmp_path / "collector.yaml"
+    path.write_text(objs["ConfigMap", FULLNAME]["data"]["collector.yaml"])
+    lqo = Path(sys.executable).with_name("lqo")
+    result = subprocess.run([str(lqo), "collector", "--config", str(path), "--validate"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+    ports = {p["name"]: p["containerPort"] for p in pod_spec(objs, "Deployment", FULLNAME)["containers"][0]["ports"]}
+    assert ports == {"otlp-grpc": 4317, "otlp-http": 4318, "metrics": 8888}
+    service = objs["Service", FULLNAME]["spec"]
+    assert {p["name"]: (p["port"], p["targetPort"]) for p in service["ports"]} == {
+        name: (port, name) for name, port in ports.items()}
+    assert service["type"] == "ClusterIP"  # reachable inside the cluster only, unless configured
+
+
+def test_config_values_merge_over_the_charts(chart: helm.Chart) -> None:
+    values = {"storage": {"ttl": "90d"}, "config": {
+        "processors": {"pii": {"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER"]}},
+        "exporters": {"clickhouse": {"create_schema": False, "batch": {"max_rows": 250000, "max_bytes": 268435456}}},
+        "service": {"queue": {"max_bytes": "512MiB"}, "telemetry": {"logs": {"level": "warning"}},
+                    "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["redaction", "pii", "cost"],
+                                             "exporters": ["clickhouse", "prometheus"]}}}}}
+    raw = collector_config(objects(chart, values))
+    built = validate_config(raw)
+    assert built.pipeline.processors == ["redaction", "pii", "cost"]  # lists replace the chart's
+    clickhouse = built.components["exporters"]["clickhouse"]
+    assert clickhouse.create_schema is False and (clickhouse.batch.max_rows, clickhouse.batch.max_bytes) == (250000, 268435456)
+    assert clickhouse.ttl == 90 * 86400 and clickhouse.endpoint.startswith("embedded://")  # maps merge
+    assert built.service.queue.max_bytes == 512 * 1024**2 and built.service.telemetry.logs.level == "warning"
+    assert built.service.telemetry.metrics.address == "0.0.0.0:8888"
+    assert built.components["processors"]["pii"].entities == ["EMAIL_ADDRESS", "PHONE_NUMBER"]
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_pods_run_locked_down(chart: helm.Chart, name: str) -> None:
+    objs = objects(chart, VALUE_SETS[name])
+    dockerfile = (ROOT / "deploy" / "compose" / "Dockerfile").read_text()
+    image_user = re.search(r"^USER (\d+):(\d+)$", dockerfile, re.M)
+    assert image_user, "the image's USER is numeric, so runAsNonRoot can be checked"
+    for (kind, obj_name), obj in objs.items():
+        if kind not in ("Deployment", "StatefulSet"):
+            continue
+        spec = obj["spec"]["template"]["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, obj_name
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert spec["automountServiceAccountToken"] is False
+        for container in spec["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+            assert "limits" in container["resources"] and "requests" in container["resources"]
+            assert container["readinessProbe"] and container["livenessProbe"]
+    collector = pod_spec(objs, "Deployment", FULLNAME)
+    assert (collector["securityContext"]["runAsUser"], collector["securityContext"]["runAsGroup"]) == (
+        int(image_user[1]), int(image_user[2]))
+    container = collector["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/etc/lqo", "/var/lib/lqo/data"}
+    assert (container["livenessProbe"]["httpGet"], container["readinessProbe"]["httpGet"]) == (
+        {"path": "/healthz", "port": "metrics"}, {"path": "/readyz", "port": "metrics"})
+    # long enough for the collector to flush its queues on SIGTERM (service.shutdown_timeout)
+    shutdown = validate_config(collector_config(objs)).service.shutdown_timeout
+    assert collector["terminationGracePeriodSeconds"] > shutdown
+    assert container["image"] == "lqo-collector:" + yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+
+
+def test_selectors_pick_their_own_pods(chart: helm.Chart) -> None:
+    objs = objects(chart, VALUE_SETS["clickhouse"])
+    collector = objs["Deployment", FULLNAME]["spec"]
+    clickhouse = objs["StatefulSet", f"{FULLNAME}-clickhouse"]["spec"]
+
+    def picks(selector: dict[str, str], workload: dict[str, Any]) -> bool:
+        return selector.items() <= workload["template"]["metadata"]["labels"].items()
+
+    for workload in (collector, clickhouse):
+        assert picks(workload["selector"]["matchLabels"], workload)
+    for selector, own, other in (
+            (objs["Service", FULLNAME]["spec"]["selector"], collector, clickhouse),
+            (objs["Service", f"{FULLNAME}-clickhouse"]["spec"]["selector"], clickhouse, collector),
+            (objs["PodDisruptionBudget", FULLNAME]["spec"]["selector"]["matchLabels"], collector, clickhouse),
+            (objs["NetworkPolicy", FULLNAME]["spec"]["podSelector"]["matchLabels"], collector, clickhouse)):
+        assert picks(selector, own) and not picks(selector, other)
+    monitor = objs["ServiceMonitor", FULLNAME]["spec"]
+    assert monitor["selector"]["matchLabels"].items() <= objs["Service", FULLNAME]["metadata"]["labels"].items()
+    assert monitor["endpoints"][0]["port"] in {p["name"] for p in objs["Service", FULLNAME]["spec"]["ports"]}
+    assert objs["ServiceMonitor", FULLNAME]["metadata"]["labels"]["release"] == "kps"
+
+
+def test_the_bundled_clickhouse_is_the_collectors_store(chart: helm.Chart) -> None:
+    objs = objects(chart, VALUE_SETS["clickhouse"])
+    name = f"{FULLNAME}-clickhouse"
+    service = objs["Service", name]
+    http = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "http")
+    assert collector_config(objs)["exporters"]["clickhouse"]["endpoint"] == f"http://{name}:{http}"
+    env = {e["name"]: e for e in pod_spec(objs, "Deployment", FULLNAME)["containers"][0]["env"]}
+    server_env = {e["name"]: e for e in pod_spec(objs, "StatefulSet", name)["containers"][0]["env"]}
+    assert env["LQO_CLICKHOUSE_USERNAME"]["value"] == server_env["CLICKHOUSE_USER"]["value"] == "lqo"
+    assert env["LQO_CLICKHOUSE_PASSWORD"]["valueFrom"] == server_env["CLICKHOUSE_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": name, "key": "password"}}
+    secret = objs["Secret", name]["data"]
+    assert set(secret) == {"password", "grafana-password"}
+    # the image runs the init script, which creates the read-only grafana user, on a new volume
+    script = (ROOT / "deploy" / "clickhouse" / "grafana-user.sh").read_text()
+    assert objs["ConfigMap", f"{name}-init"]["data"]["grafana-user.sh"].rstrip("\n") == script.rstrip("\n")
+    for variable in set(re.findall(r"\$\{?(CLICKHOUSE_\w+)", script)):
+        assert variable in server_env, f"the init script reads ${variable}, which the server is not given"
+    mounts = {m["name"]: m["mountPath"] for m in pod_spec(objs, "StatefulSet", name)["containers"][0]["volumeMounts"]}
+    assert mounts["init"] == "/docker-entrypoint-initdb.d" and mounts["data"] == "/var/lib/clickhouse"
+    assert objs["StatefulSet", name]["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    # more than one collector: they share the server, and a budget keeps one up while nodes drain
+    assert objs["Deployment", FULLNAME]["spec"]["replicas"] == 2
+    assert "strategy" not in objs["Deployment", FULLNAME]["spec"]  # rolling updates
+    assert objs["PodDisruptionBudget", FULLNAME]["spec"]["maxUnavailable"] == 1
+
+
+def test_an_external_clickhouse_takes_its_credentials_from_the_users_secret(chart: helm.Chart) -> None:
+    objs = objects(chart, VALUE_SETS["external"])
+    exporter = collector_config(objs)["exporters"]["clickhouse"]
+    assert (exporter["endpoint"], exporter["database"], exporter["cluster_name"]) == (
+        "https://ch.example.internal:8443", "llm", "main")
+    env = {e["name"]: e for e in pod_spec(objs, "Deployment", FULLNAME)["containers"][0]["env"]}
+    assert env["LQO_CLICKHOUSE_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": "lqo-clickhouse", "key": "username"}
+    assert env["LQO_CLICKHOUSE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "lqo-clickhouse", "key": "password"}
+    assert env["OTEL_RESOURCE_ATTRIBUTES"]["value"] == "deployment.environment=prod"
+    assert not any(kind in ("Secret", "StatefulSet", "PersistentVolumeClaim") for kind, _ in objs)
+
+
+def test_secrets_stay_in_secrets(chart: helm.Chart) -> None:
+    manifests = chart.render(VALUE_SETS["clickhouse"], name=RELEASE, namespace=NAMESPACE)
+    for path, text in manifests.items():
+        for doc in yaml.safe_load_all(text) if path.endswith(".yaml") else [text]:
+            if isinstance(doc, dict) and doc.get("kind") == "Secret":
+                continue
+            dumped = json.dumps(doc)
+            for secret in (PASSWORD, GRAFANA_PASSWORD):
+                assert secret not in dumped, f"{path} holds a password outside a Secret"
+    # and the checksum that rolls the pods on a config change is not a hash of one either
+    assert PASSWORD not in collector_config(objects(chart, VALUE_SETS["clickhouse"])).__repr__()
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"replicas": 2}, "replicas"),  # a typo of replicaCount
+    ({"storage": {"mode": "postgres"}}, "mode"),
+    ({"storage": {"mode": "external", "external": {"endpoint": "ch.example:8123"}}}, "endpoint"),
+    ({"config": {"exporter": {}}}, "exporter"),
+    ({"serviceMonitor": {"interval": "15 seconds"}}, "interval"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+])
+def test_values_the_schema_refuses(chart: helm.Chart, values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmError) as failure:
+        chart.validate_schema(values)
+    assert message in str(failure.value)
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"replicaCount": 2}, "storage.mode embedded runs one collector"),
+    ({"storage": {"mode": "clickhouse"}}, "clickhouse.auth.password: set a password"),
+    ({"storage": {"mode": "clickhouse"}, "clickhouse": {"auth": {"password": "x"}}}, "clickhouse.auth.grafanaPassword"),
+    ({"storage": {"mode": "external"}}, "storage.external.endpoint: set it"),
+    ({"storage": {"mode": "external", "external": {"endpoint": "http://ch:8123"}}}, "storage.external.existingSecret"),
+    ({"grafana": {"datasources": {"enabled": True}}}, "storage.mode embedded has none"),
+])
+def test_missing_settings_fail_at_install_saying_what_to_set(chart: helm.Chart, values: dict[str, Any],
+                                                             message: str) -> None:
+    assert message in render_error(chart, values)
+
+
+def test_an_existing_secret_replaces_the_charts(chart: helm.Chart) -> None:
+    values = {"storage": {"mode": "clickhouse"}, "clickhouse": {"auth": {"existingSecret": "my-ch"}}}
+    objs = objects(chart, values)
+    assert not any(kind == "Secret" for kind, _ in objs)
+    refs = [e["valueFrom"]["secretKeyRef"] for spec in (pod_spec(objs, "Deployment", FULLNAME),
+                                                       pod_spec(objs, "StatefulSet", f"{FULLNAME}-clickhouse"))
+            for e in spec["containers"][0]["env"] if "valueFrom" in e]
+    assert refs and all(ref["name"] == "my-ch" for ref in refs)
+
+
+def test_the_prometheus_rule_holds_deploys_rules(chart: helm.Chart) -> None:
+    objs = objects(chart, VALUE_SETS["external"])
+    shipped = [group for path in sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
+               for group in yaml.safe_load(path.read_text())["groups"]]
+    groups = objs["PrometheusRule", FULLNAME]["spec"]["groups"]
+    assert sorted(groups, key=lambda g: g["name"]) == sorted(shipped, key=lambda g: g["name"])
+    # the alert on a missing collector selects the job the ServiceMonitor gives its targets
+    relabel = objs["ServiceMonitor", FULLNAME]["spec"]["endpoints"][0]["relabelings"]
+    job = next(r["replacement"] for r in relabel if r["targetLabel"] == "job")
+    exprs = [rule["expr"] for group in groups for rule in group["rules"] if "job=" in rule["expr"]]
+    assert exprs and all(f'job="{job}"' in expr for expr in exprs)
+
+
+def test_the_grafana_objects_are_deploys_dashboards_and_their_datasources(chart: helm.Chart) -> None:
+    objs = objects(chart, VALUE_SETS["clickhouse"])
+    dashboards = objs["ConfigMap", f"{FULLNAME}-dashboards"]
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = {p.name: json.loads(p.read_text()) for p in (ROOT / "deploy" / "grafana" / "dashboards").glob("*.json")}
+    assert {name: json.loads(text) for name, text in dashboards["data"].items()} == shipped
+    provisioning = yaml.safe_load(objs["Secret", f"{FULLNAME}-datasources"]["stringData"]["lqo-datasources.yaml"])
+    sources = {d["uid"]: d for d in provisioning["datasources"]}
+    used = {ref["uid"] for board in shipped.values() for ref in _datasource_refs(board)}
+    assert used <= set(sources)
+    compose = {d["uid"]: d for d in yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/lqo.yml").read_text())["datasources"]}
+    assert {uid: d["type"] for uid, d in sources.items()} == {uid: d["type"] for uid, d in compose.items()}
+    clickhouse = sources["lqo-clickhouse"]
+    service = objs["Service", f"{FULLNAME}-clickhouse"]["spec"]
+    assert clickhouse["jsonData"]["host"] == f"{FULLNAME}-clickhouse"
+    assert clickhouse["jsonData"]["port"] in {p["port"] for p in service["ports"] if p["name"] == "native"}
+    assert clickhouse["jsonData"]["username"] == "grafana"  # the init script's read-only user
+    assert clickhouse["secureJsonData"]["password"] == GRAFANA_PASSWORD
+
+
+def _datasource_refs(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if isinstance(node.get("datasource"), dict) and "uid" in node["datasource"]:
+            yield node["datasource"]
+        for value in node.values():
+            yield from _datasource_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _datasource_refs(value)
+
+
+def test_the_packaged_chart_carries_the_linked_files(chart: helm.Chart, tmp_path: Path) -> None:
+    """files/ links to deploy/'s rules, dashboards and init script; `helm package` copies them in."""
+    archive = Path(chart.save(tmp_path))
+    with tarfile.open(archive) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        for name in ("lqo/files/rules/lqo-alerts.yml", "lqo/files/dashboards/lqo-overview.json",
+                     "lqo/files/grafana-user.sh", "lqo/values.schema.json"):
+            assert members[name].isfile(), name
+        packaged = tar.extractfile(members["lqo/files/rules/lqo-alerts.yml"])
+        assert packaged is not None
+        assert packaged.read() == (ROOT / "deploy/prometheus/rules/lqo-alerts.yml").read_bytes()
+    with helm.Chart.load_archive(io.BytesIO(archive.read_bytes()).getvalue()) as from_archive:
+        assert render(from_archive, VALUE_SETS["external"]) == render(chart, VALUE_SETS["external"])
+
+
+def test_the_docs_values_example_installs(chart: helm.Chart) -> None:
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    section = text.split("## Kubernetes (Helm)", 1)[1].split("\n## ", 1)[0]
+    examples = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert examples, "docs/deploy.md shows a values example for the chart"
+    for example in examples:
+        built = validate_config(collector_config(objects(chart, yaml.safe_load(example))))
+        assert built.pipeline.exporters == ["clickhouse", "prometheus"]
+
+
+# The pod's filesystem, in a user and mount namespace of the collector's own: the root read-only,
+# a tmpfs at /tmp (the chart's emptyDir) and one for the data volume, HOME and the working
+# directory read-only (the image's /var/lib/lqo), the config file read from its mount.
+POD_FILESYSTEM = """set -eu
+mount -t tmpfs tmpfs /mnt
+mkdir -p /mnt/etc /mnt/data /mnt/home
+cp "$1" /mnt/etc/collector.yaml
+mount -t tmpfs tmpfs /tmp
+mount --bind /mnt/home /mnt/home && mount -o remount,bind,ro /mnt/home
+mount -o remount,bind,ro /
+if touch /root-is-writable 2>/dev/null; then echo "the root is writable" >&2; exit 97; fi
+cd /mnt/home
+HOME=/mnt/home exec "$2" collector --config /mnt/etc/collector.yaml
+"""
+
+
+def test_the_collector_runs_on_a_read_only_root_as_the_chart_runs_it(chart: helm.Chart, tmp_path: Path) -> None:
+    """readOnlyRootFilesystem: the default pipeline (Presidio included) and the embedded store
+    work with only /tmp and the data volume writable; spans sent with the OTel SDK are stored,
+    PII redacted, and the collector stops cleanly on SIGTERM."""
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare or "unshare", "-rm", "true"], capture_output=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("no user and mount namespaces here (unshare -rm), so no read-only root to run in")
+    raw = collector_config(objects(chart))
+    grpc, http, metrics = free_port(), free_port(), free_port()
+    # loopback and free ports instead of the pod's 0.0.0.0:4317/4318/8888; the store at the same
+    # depth under the data volume's mount
+    raw["receivers"]["otlp"]["protocols"] = {"grpc": {"endpoint": f"127.0.0.1:{grpc}"},
+                                            "http": {"endpoint": f"127.0.0.1:{http}"}}
+    raw["service"]["telemetry"]["metrics"]["address"] = f"127.0.0.1:{metrics}"
+    assert raw["exporters"]["clickhouse"]["endpoint"] == "embedded:///var/lib/lqo/data/clickhouse"
+    raw["exporters"]["clickhouse"]["endpoint"] = "embedded:///mnt/data/clickhouse"
+    config = tmp_path / "collector.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    log = (tmp_path / "collector.log").open("w+")
+    lqo = str(Path(sys.executable).with_name("lqo"))
+    process = subprocess.Popen([unshare, "-rm", "--propagation", "private", "bash", "-c", POD_FILESYSTEM, "pod",
+                                str(config), lqo], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def ready() -> bool:
+            assert process.poll() is None, f"the collector exited {process.returncode}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/readyz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_until("the collector is ready", ready, timeout=120)
+        send_wave(f"http://127.0.0.1:{http}", injections=1)
+
+        def stored() -> list[str]:
+            sql = (f"SELECT SpanAttributes['gen_ai.input.messages'] FROM otel_traces "
+                   f"WHERE ServiceName = '{SERVICE}' ORDER BY Timestamp")
+            request = urllib.request.Request(f"http://127.0.0.1:{http}/api/v1/query",
+                                             data=json.dumps({"sql": sql, "format": "json"}).encode(),
+                                             headers={"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=10) as r:
+                rows = [json.loads(line) for line in r.read().splitlines() if line.strip()]
+            return [next(iter(row.values())) for row in rows] if len(rows) == 17 else []
+
+        messages = wait_until("the 17 spans are stored", stored, timeout=60)
+        card = next(m for m in messages if "about my card" in m)
+        assert "<PHONE_NUMBER>" in card and "<CREDIT_CARD>" in card and "415-555-0132" not in card  # pii ran
+        process.terminate()
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.seek(0)
+        output = log.read()
+    assert "collector stopped" in output
+    for sign in ("Read-only file system", "Permission denied", "Traceback"):
+        assert sign not in output, output[-3000:]
