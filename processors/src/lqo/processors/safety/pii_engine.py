@@ -207,6 +207,19 @@ _HONORIFICS = "mr|mrs|ms|miss|mx|dr|prof|sir|madam|dear"
 _NAME_CUES = (rf"\b(?:{_HONORIFICS})\b", r"name[ \t]+is", r"call[ \t]+me")
 
 
+# Words that follow a name cue in chat but are not names: spaCy's English stop words and
+# times of day, lower-case (a capitalised "Will" or "Back" can be a name).
+_NOT_NAMES = ("later", "tomorrow", "today", "tonight", "asap", "anytime", "sometime", "soon", "tmrw", "pls", "plz",
+              "crazy", "directly", "immediately", "instead", "right", "whenever", "morning", "evening", "tho")
+
+
+def _not_a_name() -> str:
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    words = {w for w in STOP_WORDS if w.isalpha() and w.islower()} | set(_NOT_NAMES)
+    return "(?:" + "|".join(sorted(words, key=lambda w: (-len(w), w))) + ")"
+
+
 def conversational_recognizers() -> list[Any]:
     """Recognizers for how people give personal data in chat, which Presidio's defaults miss:
     a name after an honorific or "my name is" / "call me" (any case: chat is often lower-case),
@@ -214,7 +227,10 @@ def conversational_recognizers() -> list[Any]:
     but stand next to a phone word (scored under the threshold unless the context lifts them)."""
     from presidio_analyzer import Pattern, PatternRecognizer
 
-    name = r"[^\W\d_][\w'’-]+(?:[ \t]+[A-Z][\w'’-]+)?"
+    # Presidio compiles patterns with IGNORECASE: the second word's capital is asked for with
+    # (?-i:); an ordinary word written lower-case after the cue ("call me back", "call me at noon",
+    # "dear all") is not a name.
+    name = rf"(?!(?-i:{_not_a_name()})\b)[^\W\d_][\w'’-]+(?:[ \t]+(?-i:[A-Z])[\w'’-]+)?"
     # Presidio matches with the `regex` module, which allows a variable-length look-behind:
     # the cue itself stays in the text.
     cue = (rf"(?<=(?i:\b(?:{_HONORIFICS})\.?[ \t]+|"
