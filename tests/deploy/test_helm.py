@@ -49,8 +49,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "external": {"storage": {"mode": "external", "external": {
                      "endpoint": "https://ch.example.internal:8443", "database": "llm",
                      "clusterName": "main", "existingSecret": "lqo-clickhouse"}},
-                 "replicaCount": 3, **MONITORING,
-                 "extraEnv": [{"name": "OTEL_RESOURCE_ATTRIBUTES", "value": "deployment.environment=prod"}],
+                 "autoscaling": {"enabled": True, "maxReplicas": 6}, **MONITORING,
+                 "extraEnv": [{"name": "OTEL_RESOURCE_ATTRIBUTES", "value": "deployment.environment=prod"},
+                              {"name": "LQO_TOXICITY_CHECKPOINT", "value": "/models/toxic_original-c1212f89.ckpt"}],
+                 "extraVolumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "lqo-models"}}],
+                 "extraVolumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
                  "networkPolicy": {"enabled": True, "otlpFrom": [{"namespaceSelector": {}}]}},
 }
 
@@ -69,8 +72,11 @@ def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> dict[str,
             for path, text in manifests.items() if path.endswith(".yaml")}
 
 
-def objects(chart: helm.Chart, values: dict[str, Any] | None = None) -> dict[tuple[str, str], dict[str, Any]]:
-    rendered = [obj for docs in render(chart, values).values() for obj in docs]
+def objects(chart: helm.Chart, values: dict[str, Any] | None = None,
+            hooks: bool = False) -> dict[tuple[str, str], dict[str, Any]]:
+    """The release's objects by (kind, name); with hooks, the `helm test` pods instead."""
+    rendered = [obj for docs in render(chart, values).values() for obj in docs
+                if ("helm.sh/hook" in obj["metadata"].get("annotations", {})) == hooks]
     by_key = {(obj["kind"], obj["metadata"]["name"]): obj for obj in rendered}
     assert len(by_key) == len(rendered), "two objects of one kind share a name"
     return by_key
@@ -100,7 +106,7 @@ def test_the_chart_lints_clean(name: str) -> None:
 
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_every_object_is_valid_for_kubernetes_and_the_prometheus_operator(chart: helm.Chart, name: str) -> None:
-    objs = objects(chart, VALUE_SETS[name])
+    objs = objects(chart, VALUE_SETS[name]) | objects(chart, VALUE_SETS[name], hooks=True)
     custom = 0
     for (kind, obj_name), obj in objs.items():
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", obj_name), obj_name
@@ -274,6 +280,26 @@ def test_an_external_clickhouse_takes_its_credentials_from_the_users_secret(char
     assert env["LQO_CLICKHOUSE_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "lqo-clickhouse", "key": "password"}
     assert env["OTEL_RESOURCE_ATTRIBUTES"]["value"] == "deployment.environment=prod"
     assert not any(kind in ("Secret", "StatefulSet", "PersistentVolumeClaim") for kind, _ in objs)
+    # a checkpoint volume for the toxicity processor, mounted where LQO_TOXICITY_CHECKPOINT points
+    spec = pod_spec(objs, "Deployment", FULLNAME)
+    mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+    assert env["LQO_TOXICITY_CHECKPOINT"]["value"].startswith(mounts["models"]["mountPath"] + "/")
+    assert {"name": "models", "persistentVolumeClaim": {"claimName": "lqo-models"}} in spec["volumes"]
+    # relative paths in the config (the ONNX cache, .lqo/models) resolve on the writable data volume
+    assert spec["containers"][0]["workingDir"] == mounts["data"]["mountPath"]
+    assert spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_autoscaling_scales_the_collectors_on_cpu(chart: helm.Chart) -> None:
+    objs = objects(chart, VALUE_SETS["external"])
+    hpa = objs["HorizontalPodAutoscaler", FULLNAME]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+    assert "replicas" not in objs["Deployment", FULLNAME]["spec"]  # the autoscaler owns it
+    assert objs["PodDisruptionBudget", FULLNAME]["spec"]["maxUnavailable"] == 1
+    # CPU utilisation is measured against the request, which the chart sets
+    assert pod_spec(objs, "Deployment", FULLNAME)["containers"][0]["resources"]["requests"]["cpu"]
 
 
 def test_secrets_stay_in_secrets(chart: helm.Chart) -> None:
@@ -305,6 +331,7 @@ def test_values_the_schema_refuses(chart: helm.Chart, values: dict[str, Any], me
 
 @pytest.mark.parametrize(("values", "message"), [
     ({"replicaCount": 2}, "storage.mode embedded runs one collector"),
+    ({"autoscaling": {"enabled": True}}, "autoscaling.enabled: storage.mode embedded runs one collector"),
     ({"storage": {"mode": "clickhouse"}}, "clickhouse.auth.password: set a password"),
     ({"storage": {"mode": "clickhouse"}, "clickhouse": {"auth": {"password": "x"}}}, "clickhouse.auth.grafanaPassword"),
     ({"storage": {"mode": "external"}}, "storage.external.endpoint: set it"),
@@ -397,8 +424,8 @@ def test_the_docs_values_example_installs(chart: helm.Chart) -> None:
 
 
 # The pod's filesystem, in a user and mount namespace of the collector's own: the root read-only,
-# a tmpfs at /tmp (the chart's emptyDir) and one for the data volume, HOME and the working
-# directory read-only (the image's /var/lib/lqo), the config file read from its mount.
+# a tmpfs at /tmp (the chart's emptyDir) and one for the data volume, which is the working
+# directory, HOME read-only (the image's /var/lib/lqo), the config file read from its mount.
 POD_FILESYSTEM = """set -eu
 mount -t tmpfs tmpfs /mnt
 mkdir -p /mnt/etc /mnt/data /mnt/home
@@ -407,7 +434,7 @@ mount -t tmpfs tmpfs /tmp
 mount --bind /mnt/home /mnt/home && mount -o remount,bind,ro /mnt/home
 mount -o remount,bind,ro /
 if touch /root-is-writable 2>/dev/null; then echo "the root is writable" >&2; exit 97; fi
-cd /mnt/home
+cd /mnt/data
 HOME=/mnt/home exec "$2" collector --config /mnt/etc/collector.yaml
 """
 
@@ -458,6 +485,13 @@ def test_the_collector_runs_on_a_read_only_root_as_the_chart_runs_it(chart: helm
             return [next(iter(row.values())) for row in rows] if len(rows) == 17 else []
 
         messages = wait_until("the 17 spans are stored", stored, timeout=60)
+        # `helm test`'s pod script, pointed at this collector's loopback ports
+        [hook] = objects(chart, hooks=True).values()
+        script = hook["spec"]["containers"][0]["command"][-1]
+        script = script.replace(f"http://{FULLNAME}", "http://127.0.0.1").replace(":8888/", f":{metrics}/")
+        script = script.replace(":4318/", f":{http}/")
+        probe = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert probe.returncode == 0 and "OTLP/HTTP answers" in probe.stdout, probe.stderr
         card = next(m for m in messages if "about my card" in m)
         assert "<PHONE_NUMBER>" in card and "<CREDIT_CARD>" in card and "415-555-0132" not in card  # pii ran
         process.terminate()
