@@ -424,15 +424,18 @@ def test_the_docs_values_example_installs(chart: helm.Chart) -> None:
 
 
 # The pod's filesystem, in a user and mount namespace of the collector's own: the root read-only,
-# a tmpfs at /tmp (the chart's emptyDir) and one for the data volume, which is the working
-# directory, HOME read-only (the image's /var/lib/lqo), the config file read from its mount.
+# /tmp writable (the chart's emptyDir; its contents stay, as the checkout may live there), a
+# tmpfs for the data volume, which is the working directory, HOME read-only (the image's
+# /var/lib/lqo), the code (this checkout and its .venv, $3) read-only wherever it lives.
 POD_FILESYSTEM = """set -eu
 mount -t tmpfs tmpfs /mnt
 mkdir -p /mnt/etc /mnt/data /mnt/home
 cp "$1" /mnt/etc/collector.yaml
-mount -t tmpfs tmpfs /tmp
+mount --bind /tmp /tmp
 mount --bind /mnt/home /mnt/home && mount -o remount,bind,ro /mnt/home
+mount --bind "$3" "$3" && mount -o remount,bind,ro "$3"
 mount -o remount,bind,ro /
+if touch "$3/code-is-writable" 2>/dev/null; then echo "the code is writable" >&2; exit 97; fi
 if touch /root-is-writable 2>/dev/null; then echo "the root is writable" >&2; exit 97; fi
 cd /mnt/data
 HOME=/mnt/home exec "$2" collector --config /mnt/etc/collector.yaml
@@ -461,7 +464,7 @@ def test_the_collector_runs_on_a_read_only_root_as_the_chart_runs_it(chart: helm
     log = (tmp_path / "collector.log").open("w+")
     lqo = str(Path(sys.executable).with_name("lqo"))
     process = subprocess.Popen([unshare, "-rm", "--propagation", "private", "bash", "-c", POD_FILESYSTEM, "pod",
-                                str(config), lqo], stdout=log, stderr=subprocess.STDOUT)
+                                str(config), lqo, str(ROOT)], stdout=log, stderr=subprocess.STDOUT)
     try:
         def ready() -> bool:
             assert process.poll() is None, f"the collector exited {process.returncode}"
