@@ -211,13 +211,29 @@ _NAME_CUES = (rf"\b(?:{_HONORIFICS})\b", r"name[ \t]+is", r"call[ \t]+me")
 # times of day, lower-case (a capitalised "Will" or "Back" can be a name).
 _NOT_NAMES = ("later", "tomorrow", "today", "tonight", "asap", "anytime", "sometime", "soon", "tmrw", "pls", "plz",
               "crazy", "directly", "immediately", "instead", "right", "whenever", "morning", "evening", "tho")
+# Whom a letter's salutation addresses when it names no one ("Dear customer", "Dear Sir or
+# Madam", "Dear Hiring Manager": the openings of the e-mails models draft), in any case.
+_ADDRESSEES = ("all", "team", "teams", "customer", "customers", "client", "clients", "user", "users", "member",
+               "members", "colleague", "colleagues", "friend", "friends", "family", "everyone", "everybody", "sir",
+               "sirs", "madam", "madame", "ma'am", "hiring", "manager", "valued", "applicant", "applicants",
+               "candidate", "candidates", "recipient", "reader", "readers", "subscriber", "subscribers", "partner",
+               "partners", "student", "students", "parent", "parents", "guest", "guests", "patient", "patients",
+               "shareholder", "shareholders", "staff", "support", "committee", "board", "editor", "editors",
+               "reviewer", "reviewers", "community", "neighbor", "neighbors", "neighbour", "neighbours", "owner",
+               "owners", "esteemed", "respected", "beloved", "future", "prospective", "new", "fellow", "mr", "mrs",
+               "ms", "miss", "mx", "dr", "prof")
+
+
+def _alternation(words: Iterable[str]) -> str:
+    return "(?:" + "|".join(sorted(set(words), key=lambda w: (-len(w), w))) + ")"
 
 
 def _not_a_name() -> str:
+    """A look-ahead that refuses the words after a name cue which are not a name."""
     from spacy.lang.en.stop_words import STOP_WORDS
 
-    words = {w for w in STOP_WORDS if w.isalpha() and w.islower()} | set(_NOT_NAMES)
-    return "(?:" + "|".join(sorted(words, key=lambda w: (-len(w), w))) + ")"
+    ordinary = {w for w in STOP_WORDS if w.isalpha() and w.islower()} | set(_NOT_NAMES)
+    return rf"(?!(?-i:{_alternation(ordinary)})\b)(?!(?i:{_alternation(_ADDRESSEES)})(?![\w'’-]))"
 
 
 def conversational_recognizers() -> list[Any]:
@@ -230,7 +246,7 @@ def conversational_recognizers() -> list[Any]:
     # Presidio compiles patterns with IGNORECASE: the second word's capital is asked for with
     # (?-i:); an ordinary word written lower-case after the cue ("call me back", "call me at noon",
     # "dear all") is not a name.
-    name = rf"(?!(?-i:{_not_a_name()})\b)[^\W\d_][\w'’-]+(?:[ \t]+(?-i:[A-Z])[\w'’-]+)?"
+    name = rf"{_not_a_name()}[^\W\d_][\w'’-]+(?:[ \t]+(?-i:[A-Z])[\w'’-]+)?"
     # Presidio matches with the `regex` module, which allows a variable-length look-behind:
     # the cue itself stays in the text.
     cue = (rf"(?<=(?i:\b(?:{_HONORIFICS})\.?[ \t]+|"
