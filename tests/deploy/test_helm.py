@@ -508,3 +508,12 @@ def test_the_collector_runs_on_a_read_only_root_as_the_chart_runs_it(chart: helm
     assert "collector stopped" in output
     for sign in ("Read-only file system", "Permission denied", "Traceback"):
         assert sign not in output, output[-3000:]
+
+
+def test_the_charts_app_version_is_the_collectors() -> None:
+    """The image tag defaults to appVersion: a release of the collector bumps the chart with it."""
+    from lqo.collector.version import __version__
+
+    chart_yaml = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart_yaml["appVersion"] == __version__
+    assert chart_yaml["kubeVersion"] == f">={KUBE_VERSIONS[0]}-0"  # the oldest version the tests check
