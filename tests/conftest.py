@@ -62,6 +62,8 @@ class CollectorProcess:
     http_port: int
     metrics_port: int
     proc: subprocess.Popen[bytes] | None = None
+    # what runs instead of `lqo collector --config CONFIG` (e.g. the collector inside a namespace)
+    command: list[str] | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,7 +80,7 @@ class CollectorProcess:
     def start(self, timeout: float = 60.0) -> CollectorProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes it for its lifetime
         self.proc = subprocess.Popen(
-            [LQO, "collector", "--config", str(self.config_path)],
+            self.command or [LQO, "collector", "--config", str(self.config_path)],
             cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout

@@ -24,7 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from cloudcoil.models.prometheus_operator import v1 as monitoring
-from conftest import ROOT, free_port
+from conftest import ROOT, CollectorProcess, free_port
 from livestack import SERVICE, send_wave
 from promstack import wait_until
 
@@ -461,26 +461,17 @@ def test_the_collector_runs_on_a_read_only_root_as_the_chart_runs_it(chart: helm
     raw["exporters"]["clickhouse"]["endpoint"] = "embedded:///mnt/data/clickhouse"
     config = tmp_path / "collector.yaml"
     config.write_text(yaml.safe_dump(raw))
-    log = (tmp_path / "collector.log").open("w+")
-    lqo = str(Path(sys.executable).with_name("lqo"))
-    process = subprocess.Popen([unshare, "-rm", "--propagation", "private", "bash", "-c", POD_FILESYSTEM, "pod",
-                                str(config), lqo, str(ROOT)], stdout=log, stderr=subprocess.STDOUT)
+    command = [unshare, "-rm", "--propagation", "private", "bash", "-c", POD_FILESYSTEM, "pod", str(config),
+               str(Path(sys.executable).with_name("lqo")), str(ROOT)]
+    collector = CollectorProcess(tmp_path, config, grpc, http, metrics, command=command)
     try:
-        def ready() -> bool:
-            assert process.poll() is None, f"the collector exited {process.returncode}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/readyz", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_until("the collector is ready", ready, timeout=120)
-        send_wave(f"http://127.0.0.1:{http}", injections=1)
+        collector.start(timeout=120)
+        send_wave(collector.http_url, injections=1)
 
         def stored() -> list[str]:
             sql = (f"SELECT SpanAttributes['gen_ai.input.messages'] FROM otel_traces "
                    f"WHERE ServiceName = '{SERVICE}' ORDER BY Timestamp")
-            request = urllib.request.Request(f"http://127.0.0.1:{http}/api/v1/query",
+            request = urllib.request.Request(f"{collector.http_url}/api/v1/query",
                                              data=json.dumps({"sql": sql, "format": "json"}).encode(),
                                              headers={"content-type": "application/json"})
             with urllib.request.urlopen(request, timeout=10) as r:
@@ -497,14 +488,12 @@ def test_the_collector_runs_on_a_read_only_root_as_the_chart_runs_it(chart: helm
         assert probe.returncode == 0 and "OTLP/HTTP answers" in probe.stdout, probe.stderr
         card = next(m for m in messages if "about my card" in m)
         assert "<PHONE_NUMBER>" in card and "<CREDIT_CARD>" in card and "415-555-0132" not in card  # pii ran
-        process.terminate()
-        assert process.wait(timeout=60) == 0
+        assert collector.stop() == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.seek(0)
-        output = log.read()
+        if collector.proc is not None and collector.proc.poll() is None:
+            collector.proc.kill()
+            collector.proc.wait()
+    output = collector.log()
     assert "collector stopped" in output
     for sign in ("Read-only file system", "Permission denied", "Traceback"):
         assert sign not in output, output[-3000:]
