@@ -212,16 +212,16 @@ _NAME_CUES = (rf"\b(?:{_HONORIFICS})\b", r"name[ \t]+is", r"call[ \t]+me")
 _NOT_NAMES = ("later", "tomorrow", "today", "tonight", "asap", "anytime", "sometime", "soon", "tmrw", "pls", "plz",
               "crazy", "directly", "immediately", "instead", "right", "whenever", "morning", "evening", "tho")
 # Whom a letter's salutation addresses when it names no one ("Dear customer", "Dear Sir or
-# Madam", "Dear Hiring Manager": the openings of the e-mails models draft), in any case.
+# Madam", "Dear Hiring Manager": the openings of the e-mails models draft), in any case; the
+# honorifics (_HONORIFICS) are refused too.
 _ADDRESSEES = ("all", "team", "teams", "customer", "customers", "client", "clients", "user", "users", "member",
-               "members", "colleague", "colleagues", "friend", "friends", "family", "everyone", "everybody", "sir",
-               "sirs", "madam", "madame", "ma'am", "hiring", "manager", "valued", "applicant", "applicants",
+               "members", "colleague", "colleagues", "friend", "friends", "family", "everyone", "everybody",
+               "sirs", "madame", "ma'am", "hiring", "manager", "valued", "applicant", "applicants",
                "candidate", "candidates", "recipient", "reader", "readers", "subscriber", "subscribers", "partner",
                "partners", "student", "students", "parent", "parents", "guest", "guests", "patient", "patients",
                "shareholder", "shareholders", "staff", "support", "committee", "board", "editor", "editors",
                "reviewer", "reviewers", "community", "neighbor", "neighbors", "neighbour", "neighbours", "owner",
-               "owners", "esteemed", "respected", "beloved", "future", "prospective", "new", "fellow", "mr", "mrs",
-               "ms", "miss", "mx", "dr", "prof")
+               "owners", "esteemed", "respected", "beloved", "future", "prospective", "new", "fellow")
 
 
 def _alternation(words: Iterable[str]) -> str:
@@ -233,7 +233,9 @@ def _not_a_name() -> str:
     from spacy.lang.en.stop_words import STOP_WORDS
 
     ordinary = {w for w in STOP_WORDS if w.isalpha() and w.islower()} | set(_NOT_NAMES)
-    return rf"(?!(?-i:{_alternation(ordinary)})\b)(?!(?i:{_alternation(_ADDRESSEES)})(?![\w'’-]))"
+    # an honorific after a cue ("Dear Mr. Okafor") is a cue itself, not the name
+    addressees = (*_ADDRESSEES, *_HONORIFICS.split("|"))
+    return rf"(?!(?-i:{_alternation(ordinary)})\b)(?!(?i:{_alternation(addressees)})(?![\w'’-]))"
 
 
 def conversational_recognizers() -> list[Any]:
