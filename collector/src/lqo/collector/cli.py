@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -49,23 +50,39 @@ def _collector(args: argparse.Namespace) -> int:
 
 
 def _query_via_collector(built: BuiltConfig, sql: str, fmt: str) -> bytes | None:
-    """Ask a running collector (it holds the embedded store); None if none is running."""
+    """Ask a running collector (it holds the embedded store); None if none is running. Over
+    TLS and with the token when the collector's HTTP server asks for them (both from the config)."""
+    from lqo.collector.extensions.bearertokenauth import BearerTokenAuthConfig, client_header
     from lqo.collector.http_server import split_endpoint
+    from lqo.collector.tls import pinned_client_context
 
-    for receiver in built.components["receivers"].values():
+    for receiver_id, receiver in built.components["receivers"].items():
         http = getattr(getattr(receiver, "protocols", None), "http", None)
         if http is None:
             continue
         host, port = split_endpoint(http.endpoint, "endpoint")
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
+        headers = {"Content-Type": "application/json"}
+        key = f"receivers.{receiver_id}.protocols.http"
+        try:
+            context = pinned_client_context(http.tls) if http.tls else None
+            if http.auth is not None:
+                auth = built.components["extensions"][http.auth.authenticator]
+                if not isinstance(auth, BearerTokenAuthConfig):
+                    raise QueryFailed(f"{key}.auth: lqo query can only send a bearertokenauth token")
+                name, value = client_header(auth, f"extensions.{http.auth.authenticator}")
+                headers[name] = value
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            raise QueryFailed(f"{key}: cannot prepare the request to the collector: {exc}") from None
+        scheme = "https" if context else "http"
         request = urllib.request.Request(
-            f"http://{host}:{port}/api/v1/query",
+            f"{scheme}://{host if ':' not in host else f'[{host}]'}:{port}/api/v1/query",
             data=json.dumps({"sql": sql, "format": fmt}).encode(),
-            headers={"Content-Type": "application/json"},
+            headers=headers,
         )
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with urllib.request.urlopen(request, timeout=60, context=context) as response:
                 return response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
@@ -74,7 +91,11 @@ def _query_via_collector(built: BuiltConfig, sql: str, fmt: str) -> bytes | None
             except (ValueError, KeyError, TypeError):
                 pass
             raise QueryFailed(detail) from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ssl.SSLError):
+                raise QueryFailed(f"TLS with the collector on {host}:{port} failed: {exc.reason}") from None
+            continue
+        except (ConnectionError, TimeoutError):
             continue
     return None
 

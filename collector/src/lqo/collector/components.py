@@ -3,7 +3,9 @@
 As in the OpenTelemetry Collector, a component is built by a factory registered under
 its type name; the YAML names a component as ``type`` or ``type/name``. Other
 distributions (lqo-processors, …) add factories through the ``lqo.receivers``,
-``lqo.processors`` and ``lqo.exporters`` entry-point groups.
+``lqo.processors``, ``lqo.exporters`` and ``lqo.extensions`` entry-point groups.
+Extensions live outside the pipeline; the ones listed in ``service.extensions`` start before
+the receivers, and a receiver names an authenticator among them in ``auth.authenticator``.
 
 Threading rules: ``Processor.process`` is called from one pipeline worker thread at a
 time. ``Exporter.export`` is called from the exporter's own sender thread, one call at a
@@ -13,8 +15,8 @@ time. ``start``/``shutdown`` are called once each from the service thread.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -63,12 +65,28 @@ class Receiver(Protocol):
     def shutdown(self) -> None: ...
 
 
+class Extension(Protocol):
+    def start(self) -> None: ...
+    def shutdown(self) -> None: ...
+
+
+class ServerAuthenticator(Extension, Protocol):
+    """An extension that receivers ask, per request, whether to let it in."""
+
+    header: str  # lower-case HTTP header / gRPC metadata key that carries the credential
+    challenge: str  # the scheme for a 401's WWW-Authenticate
+
+    def authenticate(self, value: str | bytes | None) -> bool: ...
+
+
 @dataclass(frozen=True)
 class ComponentContext:
     """What every component is built with: its id and the collector's self-telemetry."""
 
     component_id: str
     telemetry: SelfTelemetry
+    # The started extensions by id (receivers resolve their authenticator here).
+    extensions: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,7 +98,7 @@ class Factory:
     available: Callable[[], bool] = lambda: True
 
 
-KINDS = ("receivers", "processors", "exporters")
+KINDS = ("receivers", "processors", "exporters", "extensions")
 _REGISTRY: dict[str, dict[str, Factory]] = {kind: {} for kind in KINDS}
 _entry_points_loaded = False
 
@@ -98,6 +116,7 @@ def _load_plugins() -> None:
     # Built-ins register on import; third-party distributions through entry points.
     import lqo.collector.exporters.clickhouse.factory
     import lqo.collector.exporters.prometheus
+    import lqo.collector.extensions.bearertokenauth
     import lqo.collector.receivers.otlp  # noqa: F401
 
     for kind in KINDS:

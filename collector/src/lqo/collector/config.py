@@ -196,8 +196,19 @@ def format_validation_error(prefix: str, exc: ValidationError, model: type[BaseM
             lines.append(f"{key}: required but not set")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{key}: {msg} (got {err.get('input')!r})")
+            value = err.get("input")
+            if isinstance(value, dict):
+                shown = ""  # a whole section: may hold secrets, and the key already points at it
+            elif _SECRET_KEYS.intersection(str(p) for p in err["loc"]):
+                shown = " (value not shown: it is a secret)"
+            else:
+                shown = f" (got {value!r})"
+            lines.append(f"{key}: {msg}{shown}")
     return "\n".join(lines)
+
+
+# Settings whose values error messages never repeat.
+_SECRET_KEYS = frozenset({"password", "token", "tokens"})
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import Request, Response
+from starlette.types import ASGIApp
 
 
 def media_type(request: Request) -> str:
@@ -31,7 +33,8 @@ def split_endpoint(endpoint: str, key: str) -> tuple[str, int]:
 
 
 class ThreadedServer:
-    def __init__(self, app: FastAPI, host: str, port: int, name: str) -> None:
+    def __init__(self, app: ASGIApp, host: str, port: int, name: str,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.name = name
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_STREAM)
@@ -45,6 +48,7 @@ class ThreadedServer:
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off",
             timeout_keep_alive=30, server_header=False, h11_max_incomplete_event_size=64 * 1024,
+            ssl_context_factory=None if ssl_context is None else lambda _config, _default: ssl_context,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

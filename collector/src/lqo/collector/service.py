@@ -59,13 +59,14 @@ class TelemetryConfig(StrictModel):
 
 
 class ServiceConfig(StrictModel):
+    extensions: list[str] = Field(default_factory=list)
     pipelines: dict[str, PipelineConfig]
     telemetry: TelemetryConfig = TelemetryConfig()
     queue: QueueConfig = QueueConfig()
     shutdown_timeout: float = Field(30.0, gt=0)
 
 
-_TOP_LEVEL = ("receivers", "processors", "exporters", "service")
+_TOP_LEVEL = ("extensions", "receivers", "processors", "exporters", "service")
 
 
 @dataclass
@@ -90,15 +91,15 @@ def validate_config(raw: dict[str, Any]) -> BuiltConfig:
     pipeline = service.pipelines["traces"]
 
     components: dict[str, dict[str, Any]] = {}
-    for kind in ("receivers", "processors", "exporters"):
+    for kind in ("extensions", "receivers", "processors", "exporters"):
         section = raw.get(kind) or {}
         if not isinstance(section, dict):
             raise ConfigError(f"{kind}: expected a mapping of component ids to settings")
-        used = getattr(pipeline, kind)
+        used = service.extensions if kind == "extensions" else getattr(pipeline, kind)
+        where = "service.extensions" if kind == "extensions" else f"service.pipelines.traces.{kind}"
         available = factories(kind)
         built: dict[str, Any] = {}
         for component_id in used:
-            where = f"service.pipelines.traces.{kind}"
             if used.count(component_id) > 1:
                 raise ConfigError(f"{where}: {component_id!r} is listed twice")
             if component_id not in section:
@@ -117,8 +118,17 @@ def validate_config(raw: dict[str, Any]) -> BuiltConfig:
             )
         for component_id in section:
             if component_id not in used:
-                log.warning("%s.%s is defined but not used by any pipeline", kind, component_id)
+                log.warning("%s.%s is defined but not used (not listed in %s)", kind, component_id, where)
         components[kind] = built
+    for receiver_id, rcfg in components["receivers"].items():
+        refs = rcfg.authenticators() if hasattr(rcfg, "authenticators") else {}
+        for key, extension_id in refs.items():
+            if extension_id not in components["extensions"]:
+                raise ConfigError(
+                    f"receivers.{receiver_id}.{key}: {extension_id!r} is not an extension the "
+                    f"service runs; define it under extensions and list it in service.extensions "
+                    f"(listed: {', '.join(service.extensions) or 'none'})"
+                )
     prometheus = [cid for cid in pipeline.exporters if component_type(cid) == "prometheus"]
     if len(prometheus) > 1:
         raise ConfigError(
@@ -140,8 +150,14 @@ class Collector:
         self._evaluation_lock = threading.Lock()
         self._evaluation_processors: list[NamedProcessor] | None = None
         cfg = self.config
-        ctx = lambda cid: ComponentContext(cid, self.telemetry)  # noqa: E731
+        ctx = lambda cid: ComponentContext(cid, self.telemetry, self.extensions)  # noqa: E731
 
+        self.extensions: dict[str, Any] = {
+            cid: factories("extensions")[component_type(cid)].create(
+                xcfg, ComponentContext(cid, self.telemetry))
+            for cid, xcfg in cfg.components["extensions"].items()
+        }
+        self._started_extensions: list[Any] = []
         self.exporters: list[QueuedExporter] = []
         for cid, ecfg in cfg.components["exporters"].items():
             exporter = factories("exporters")[component_type(cid)].create(ecfg, ctx(cid))
@@ -220,6 +236,13 @@ class Collector:
         return app
 
     def start(self) -> None:
+        try:  # first, so that a missing token file stops the start before anything runs
+            for extension in self.extensions.values():
+                extension.start()
+                self._started_extensions.append(extension)
+        except Exception:
+            self._stop_extensions()
+            raise
         self.admin.start()
         try:
             self.pipeline.start()
@@ -246,8 +269,13 @@ class Collector:
             for named in self._evaluation_processors or []:
                 named.processor.shutdown()
             self._evaluation_processors = None
+        self._stop_extensions()
         self.admin.shutdown()
         log.info("collector stopped")
+
+    def _stop_extensions(self) -> None:
+        while self._started_extensions:
+            self._started_extensions.pop().shutdown()
 
     def run_until_signal(self) -> None:
         stop = threading.Event()

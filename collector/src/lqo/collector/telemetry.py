@@ -26,6 +26,11 @@ class SelfTelemetry:
             "Spans a receiver refused; the client was told (retryable or not, by reason).",
             ["receiver", "transport", "reason"], registry=r,
         )
+        self.receiver_refused_requests = Counter(
+            "lqo_receiver_refused_requests",
+            "Requests a receiver refused before reading them (reason: unauthenticated).",
+            ["receiver", "transport", "reason"], registry=r,
+        )
         self.exporter_sent = Counter(
             "lqo_exporter_sent_spans", "Spans an exporter wrote successfully.",
             ["exporter"], registry=r,

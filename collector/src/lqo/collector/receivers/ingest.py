@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +18,9 @@ from lqo.collector.pipeline import Pipeline
 from lqo.collector.telemetry import SelfTelemetry
 
 log = logging.getLogger(__name__)
+
+
+REFUSAL_LOG_INTERVAL_S = 60.0
 
 
 class OutcomeKind(enum.Enum):
@@ -38,6 +43,22 @@ class Ingest:
         self.receiver_id = receiver_id
         self.pipeline = pipeline
         self.telemetry = telemetry
+        self._refusals_lock = threading.Lock()
+        self._refusals_unlogged = 0
+        self._refusals_logged_at = -REFUSAL_LOG_INTERVAL_S
+
+    def refuse_request(self, transport: str, reason: str, peer: str) -> None:
+        """Count a request refused before its body was read, and log it — the first at once,
+        then at most one line a minute with the count (a misconfigured client retries a lot)."""
+        self.telemetry.receiver_refused_requests.labels(self.receiver_id, transport, reason).inc()
+        now = time.monotonic()
+        with self._refusals_lock:
+            self._refusals_unlogged += 1
+            if now - self._refusals_logged_at < REFUSAL_LOG_INTERVAL_S:
+                return
+            count, self._refusals_unlogged, self._refusals_logged_at = self._refusals_unlogged, 0, now
+        log.warning("%s/%s: refused %d request(s) (%s), the latest from %s",
+                    self.receiver_id, transport, count, reason, peer or "an unknown peer")
 
     def refuse(self, transport: str, reason: str, spans: int = 0) -> None:
         """Count a refusal; ``spans`` is 0 when the payload could not even be counted."""

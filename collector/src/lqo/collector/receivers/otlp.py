@@ -7,13 +7,14 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from pydantic import Field, field_validator, model_validator
 
-from lqo.collector.components import ComponentContext, Factory, register
+from lqo.collector.components import ComponentContext, Factory, ServerAuthenticator, register
 from lqo.collector.config import ByteSize, StrictModel
 from lqo.collector.http_server import ThreadedServer, split_endpoint
 from lqo.collector.pipeline import Pipeline
 from lqo.collector.receivers.ingest import Ingest
 from lqo.collector.receivers.otlp_grpc import OtlpGrpcServer
-from lqo.collector.receivers.otlp_http import build_router
+from lqo.collector.receivers.otlp_http import RequireAuth, build_router
+from lqo.collector.tls import ServerTLS, TLSServerSettings
 
 DEFAULT_LIMIT = 20 * 1024 * 1024
 
@@ -23,10 +24,16 @@ def _check_endpoint(value: str) -> str:
     return value
 
 
+class AuthSettings(StrictModel):
+    authenticator: str = Field(min_length=1, description="an extension id listed in service.extensions")
+
+
 class GrpcConfig(StrictModel):
     endpoint: str = "127.0.0.1:4317"
     max_recv_msg_size: ByteSize = Field(DEFAULT_LIMIT, gt=0)
     workers: int = Field(4, gt=0, le=64)
+    tls: TLSServerSettings | None = None
+    auth: AuthSettings | None = None
 
     _endpoint = field_validator("endpoint")(_check_endpoint)
 
@@ -35,6 +42,8 @@ class HttpConfig(StrictModel):
     endpoint: str = "127.0.0.1:4318"
     max_request_body_size: ByteSize = Field(DEFAULT_LIMIT, gt=0)
     traces_url_path: str = "/v1/traces"
+    tls: TLSServerSettings | None = None
+    auth: AuthSettings | None = None  # also guards /v1/evaluate and /api/v1/* on this server
 
     _endpoint = field_validator("endpoint")(_check_endpoint)
 
@@ -56,6 +65,29 @@ class OtlpReceiverConfig(StrictModel):
     protocols: Protocols = Protocols(grpc=GrpcConfig(), http=HttpConfig())
     retry_after: int = Field(1, ge=1, le=300, description="seconds clients wait when refused")
 
+    def authenticators(self) -> dict[str, str]:
+        """config key → the extension id it names (checked by validate_config)."""
+        return {
+            f"protocols.{name}.auth.authenticator": proto.auth.authenticator
+            for name, proto in (("grpc", self.protocols.grpc), ("http", self.protocols.http))
+            if proto is not None and proto.auth is not None
+        }
+
+
+def resolve_authenticator(
+    auth: AuthSettings | None, key: str, context: ComponentContext
+) -> ServerAuthenticator | None:
+    if auth is None:
+        return None
+    extension = context.extensions.get(auth.authenticator)
+    if extension is None:
+        raise ValueError(f"{key}.authenticator: no extension {auth.authenticator!r} is running; "
+                         "list it in service.extensions")
+    if not callable(getattr(extension, "authenticate", None)):
+        raise ValueError(f"{key}.authenticator: extension {auth.authenticator!r} is not an "
+                         "authenticator (use e.g. bearertokenauth)")
+    return extension
+
 
 class OtlpReceiver:
     def __init__(self, config: OtlpReceiverConfig, context: ComponentContext) -> None:
@@ -67,6 +99,14 @@ class OtlpReceiver:
         self.context = context
         self.grpc: OtlpGrpcServer | None = None
         self.http: ThreadedServer | None = None
+        key = f"receivers.{context.component_id}.protocols"
+        self.auth: dict[str, ServerAuthenticator | None] = {}
+        self.tls: dict[str, ServerTLS | None] = {}
+        for name, proto in (("grpc", config.protocols.grpc), ("http", config.protocols.http)):
+            if proto is None:
+                continue
+            self.auth[name] = resolve_authenticator(proto.auth, f"{key}.{name}.auth", context)
+            self.tls[name] = ServerTLS(proto.tls, f"{key}.{name}.tls") if proto.tls else None
 
     def start(self, pipeline: Pipeline, extra_routers: list[APIRouter] | None = None) -> None:
         ingest = Ingest(self.context.component_id, pipeline, self.context.telemetry)
@@ -75,7 +115,8 @@ class OtlpReceiver:
             if protocols.grpc is not None:
                 g = protocols.grpc
                 self.grpc = OtlpGrpcServer(
-                    ingest, g.endpoint, g.max_recv_msg_size, g.workers, self.config.retry_after
+                    ingest, g.endpoint, g.max_recv_msg_size, g.workers, self.config.retry_after,
+                    tls=self.tls["grpc"], auth=self.auth["grpc"],
                 )
                 self.grpc.start()
             if protocols.http is not None:
@@ -89,7 +130,11 @@ class OtlpReceiver:
                 for router in extra_routers or []:
                     app.include_router(router)
                 host, port = split_endpoint(h.endpoint, "endpoint")
-                self.http = ThreadedServer(app, host, port, "OTLP/HTTP")
+                asgi = app if self.auth["http"] is None else RequireAuth(
+                    app, self.auth["http"], ingest, h.traces_url_path)
+                tls = self.tls["http"]
+                self.http = ThreadedServer(asgi, host, port, "OTLP/HTTP",
+                                           ssl_context=tls.ssl_context() if tls else None)
                 self.http.start()
         except Exception:
             self.shutdown()

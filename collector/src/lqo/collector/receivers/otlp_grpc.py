@@ -8,7 +8,9 @@ and answers RESOURCE_EXHAUSTED itself for larger ones.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent import futures
+from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2
@@ -18,8 +20,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from lqo.collector.components import ServerAuthenticator
 from lqo.collector.model.otlp import decode_protobuf
 from lqo.collector.receivers.ingest import Ingest, OutcomeKind
+from lqo.collector.tls import ServerTLS
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +37,35 @@ def _retry_status(message: str, delay_s: int) -> tuple[tuple[str, bytes], ...]:
     return (("grpc-status-details-bin", status.SerializeToString()),)
 
 
+class _RequireAuth(grpc.ServerInterceptor):
+    """UNAUTHENTICATED for every call whose metadata the authenticator refuses, before the
+    handler runs."""
+
+    def __init__(self, auth: ServerAuthenticator, ingest: Ingest) -> None:
+        self.auth = auth
+        self.ingest = ingest
+
+        def refuse(_request: Any, context: grpc.ServicerContext) -> None:
+            self.ingest.refuse_request("grpc", "unauthenticated", context.peer())
+            context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                          f"missing or invalid credentials in the {self.auth.header} metadata")
+
+        self._refuse = grpc.unary_unary_rpc_method_handler(refuse)
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        values = [v for k, v in details.invocation_metadata or () if k == self.auth.header]
+        if len(values) == 1 and self.auth.authenticate(values[0]):
+            return continuation(details)
+        return self._refuse
+
+
 class OtlpGrpcServer:
     def __init__(
         self, ingest: Ingest, endpoint: str, max_recv_bytes: int, workers: int,
-        retry_after_s: int,
+        retry_after_s: int, tls: ServerTLS | None = None, auth: ServerAuthenticator | None = None,
     ) -> None:
         self.ingest = ingest
         self.endpoint = endpoint
@@ -49,12 +78,16 @@ class OtlpGrpcServer:
                 ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=workers * 16,
+            interceptors=[_RequireAuth(auth, ingest)] if auth is not None else None,
         )
         handler = grpc.unary_unary_rpc_method_handler(self._export)
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),)
         )
-        self.port = self._server.add_insecure_port(endpoint)
+        if tls is None:
+            self.port = self._server.add_insecure_port(endpoint)
+        else:
+            self.port = self._server.add_secure_port(endpoint, tls.grpc_credentials())
         if self.port == 0:
             raise OSError(f"cannot listen for OTLP/gRPC on {endpoint}: address in use or invalid")
 

@@ -21,8 +21,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
 )
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from lqo.collector.http_server import media_type
+from lqo.collector.components import ServerAuthenticator
+from lqo.collector.http_server import json_error, media_type
 from lqo.collector.model.otlp import decode_json, decode_protobuf
 from lqo.collector.receivers.ingest import Ingest, OutcomeKind
 
@@ -147,3 +150,34 @@ def build_router(ingest: Ingest, path: str, max_body: int, retry_after_s: int) -
         return Response(payload, status_code=200, media_type=content_type)
 
     return router
+
+
+class RequireAuth:
+    """ASGI middleware: 401 for every request on the server (OTLP, /v1/evaluate, /api/v1/*) that
+    the authenticator refuses, answered before the body is read. The OTLP path answers with a
+    ``google.rpc.Status`` in the request's encoding, as the OTLP/HTTP spec asks of every 4xx."""
+
+    def __init__(self, app: ASGIApp, auth: ServerAuthenticator, ingest: Ingest,
+                 traces_path: str) -> None:
+        self.app = app
+        self.auth = auth
+        self.ingest = ingest
+        self.traces_path = traces_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        values = Headers(scope=scope).getlist(self.auth.header)
+        if len(values) == 1 and self.auth.authenticate(values[0]):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        self.ingest.refuse_request("http", "unauthenticated", f"{client[0]}:{client[1]}" if client else "")
+        message = f"missing or invalid credentials in the {self.auth.header} header"
+        challenge = {"WWW-Authenticate": self.auth.challenge}
+        if scope.get("path") == self.traces_path:
+            response = _error(401, 16, message, media_type(Request(scope)), challenge)
+        else:
+            response = json_error(401, message, challenge)
+        await response(scope, receive, send)

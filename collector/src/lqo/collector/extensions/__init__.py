@@ -1,0 +1,1 @@
+"""Extensions: components outside the pipeline that others use (authenticators)."""
