@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 import trustme
-from conftest import LQO
+from conftest import LQO, ROOT
 from cryptography import x509
 from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
@@ -459,3 +459,13 @@ def test_token_file_format(tmp_path):
     path.write_text("\n\n")
     with pytest.raises(ValueError, match="holds no token"):
         _auth(filename=str(path))
+
+
+def test_the_reference_config_in_the_docs_is_valid():
+    """docs/configuration.md's reference block, receivers' tls and auth included, passes the checks."""
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    reference = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    built = _validate(reference)
+    http = built.components["receivers"]["otlp"].protocols.http
+    assert http.auth.authenticator == "bearertokenauth" and http.tls.cert_file == "/certs/tls.crt"
+    assert built.components["extensions"]["bearertokenauth"].filename == "/etc/lqo/token"

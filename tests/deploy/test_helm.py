@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import helm_python as helm
 import kubernetes_validate
 import pytest
+import trustme
 import yaml
 from cloudcoil.models.prometheus_operator import v1 as monitoring
 from conftest import ROOT, CollectorProcess, free_port
@@ -54,7 +56,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                               {"name": "LQO_TOXICITY_CHECKPOINT", "value": "/models/toxic_original-c1212f89.ckpt"}],
                  "extraVolumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "lqo-models"}}],
                  "extraVolumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
-                 "networkPolicy": {"enabled": True, "otlpFrom": [{"namespaceSelector": {}}]}},
+                 "networkPolicy": {"enabled": True, "otlpFrom": [{"namespaceSelector": {}}]},
+                 "auth": {"existingSecret": "lqo-token"},
+                 "tls": {"existingSecret": "lqo-tls", "clientAuth": True}},
 }
 
 
@@ -315,10 +319,40 @@ def test_secrets_stay_in_secrets(chart: helm.Chart) -> None:
     assert PASSWORD not in collector_config(objects(chart, VALUE_SETS["clickhouse"])).__repr__()
 
 
+def test_auth_and_tls_come_from_the_users_secrets(chart: helm.Chart) -> None:
+    """auth/tls.existingSecret: the Secrets are mounted whole (so the kubelet's updates arrive and
+    the collector re-reads them) where the config the chart writes looks for them."""
+    objs = objects(chart, VALUE_SETS["external"])
+    raw = collector_config(objs)
+    built = validate_config(raw)
+    assert built.service.extensions == ["bearertokenauth"]
+    token_file = built.components["extensions"]["bearertokenauth"].filename
+    protocols = built.components["receivers"]["otlp"].protocols
+    for protocol in (protocols.grpc, protocols.http):
+        assert protocol.auth.authenticator == "bearertokenauth"
+        assert (protocol.tls.cert_file, protocol.tls.key_file, protocol.tls.client_ca_file) == (
+            "/etc/lqo-tls/tls.crt", "/etc/lqo-tls/tls.key", "/etc/lqo-tls/ca.crt")
+        assert protocol.tls.reload_interval == 60
+    [hook] = objects(chart, VALUE_SETS["external"], hooks=True).values()
+    for spec in (pod_spec(objs, "Deployment", FULLNAME), hook["spec"]):
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes["auth"]["secret"]["secretName"] == "lqo-token"
+        assert volumes["tls"]["secret"]["secretName"] == "lqo-tls"
+        mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+        assert all("subPath" not in m for m in mounts.values())
+        assert (mounts["auth"]["mountPath"], mounts["tls"]["mountPath"]) == ("/etc/lqo-auth", "/etc/lqo-tls")
+        assert spec["securityContext"]["fsGroup"] == 10001  # the Secrets' files are group-readable
+    assert token_file == "/etc/lqo-auth/token"
+    # without them the receivers are plain and open, as before
+    plain = validate_config(collector_config(objects(chart)))
+    assert plain.service.extensions == [] and plain.components["receivers"]["otlp"].protocols.http.tls is None
+
+
 @pytest.mark.parametrize(("values", "message"), [
     ({"replicas": 2}, "replicas"),  # a typo of replicaCount
     ({"storage": {"mode": "postgres"}}, "mode"),
     ({"storage": {"mode": "external", "external": {"endpoint": "ch.example:8123"}}}, "endpoint"),
+    ({"auth": {"token": "in-the-values"}}, "token"),  # tokens live in Secrets only
     ({"config": {"exporter": {}}}, "exporter"),
     ({"serviceMonitor": {"interval": "15 seconds"}}, "interval"),
     ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
@@ -337,6 +371,7 @@ def test_values_the_schema_refuses(chart: helm.Chart, values: dict[str, Any], me
     ({"storage": {"mode": "external"}}, "storage.external.endpoint: set it"),
     ({"storage": {"mode": "external", "external": {"endpoint": "http://ch:8123"}}}, "storage.external.existingSecret"),
     ({"grafana": {"datasources": {"enabled": True}}}, "storage.mode embedded has none"),
+    ({"tls": {"clientAuth": True}}, "tls.clientAuth: needs tls.existingSecret"),
 ])
 def test_missing_settings_fail_at_install_saying_what_to_set(chart: helm.Chart, values: dict[str, Any],
                                                              message: str) -> None:
@@ -482,7 +517,7 @@ def test_the_collector_runs_on_a_read_only_root_as_the_chart_runs_it(chart: helm
         # `helm test`'s pod script, pointed at this collector's loopback ports
         [hook] = objects(chart, hooks=True).values()
         script = hook["spec"]["containers"][0]["command"][-1]
-        script = script.replace(f"http://{FULLNAME}", "http://127.0.0.1").replace(":8888/", f":{metrics}/")
+        script = script.replace(f"{FULLNAME}.{NAMESPACE}.svc", "127.0.0.1").replace(":8888/", f":{metrics}/")
         script = script.replace(":4318/", f":{http}/")
         probe = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
         assert probe.returncode == 0 and "OTLP/HTTP answers" in probe.stdout, probe.stderr
@@ -497,6 +532,46 @@ def test_the_collector_runs_on_a_read_only_root_as_the_chart_runs_it(chart: helm
     assert "collector stopped" in output
     for sign in ("Read-only file system", "Permission denied", "Traceback"):
         assert sign not in output, output[-3000:]
+
+
+def test_the_helm_test_pod_checks_tls_and_the_token(chart: helm.Chart, make_collector: Any, tmp_path: Path) -> None:
+    """`helm test` against a collector with the chart's auth and tls config, the Secrets' files laid
+    out as the pod mounts them: it verifies the certificate, is refused without the token and let
+    in with it."""
+    values = {"auth": {"existingSecret": "t"}, "tls": {"existingSecret": "c"}}
+    raw = collector_config(objects(chart, values))
+    auth_dir, tls_dir = tmp_path / "lqo-auth", tmp_path / "lqo-tls"
+    auth_dir.mkdir()
+    tls_dir.mkdir()
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(tls_dir / "ca.crt"))
+    server.cert_chain_pems[0].write_to_path(str(tls_dir / "tls.crt"))
+    server.private_key_pem.write_to_path(str(tls_dir / "tls.key"))
+    (auth_dir / "token").write_text("helm-test-token\n")
+    security = json.loads(json.dumps({k: raw[k] for k in ("extensions",)} | {
+        "receivers": raw["receivers"], "service": {"extensions": raw["service"]["extensions"]}})
+        .replace("/etc/lqo-auth", str(auth_dir)).replace("/etc/lqo-tls", str(tls_dir)))
+    for protocol in security["receivers"]["otlp"]["protocols"].values():
+        del protocol["endpoint"]  # the fixture's loopback ports
+    collector = make_collector(security)
+    [hook] = objects(chart, values, hooks=True).values()
+    script = hook["spec"]["containers"][0]["command"][-1]
+    script = script.replace(f"{FULLNAME}.{NAMESPACE}.svc", "127.0.0.1").replace(":8888/", f":{collector.metrics_port}/")
+    script = script.replace(":4318/", f":{collector.http_port}/")
+    script = script.replace("/etc/lqo-auth", str(auth_dir)).replace("/etc/lqo-tls", str(tls_dir))
+    probe = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0 and "OTLP/HTTP answers (https)" in probe.stdout, probe.stderr
+    assert 'reason="unauthenticated"' in collector.metrics()  # the refusal it checked for
+    # The Secret rotated and the pod holding the old token: the test fails, saying why.
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "token").write_text("helm-test-token\n")
+    (auth_dir / "token").write_text("rotated-token\n")
+    time.sleep(1.2)  # the collector looks at the file at most once a second
+    failed = subprocess.run([sys.executable, "-c", script.replace(str(auth_dir), str(stale))],
+                            capture_output=True, text=True, timeout=60)
+    assert failed.returncode != 0 and "401" in failed.stderr
 
 
 def test_the_charts_app_version_is_the_collectors() -> None:

@@ -73,11 +73,29 @@ app.kubernetes.io/component: clickhouse
 {{- $_ := set $clickhouse "cluster_name" . }}
 {{- end }}
 {{- end }}
-{{- $protocols := dict "grpc" (dict "endpoint" "0.0.0.0:4317") "http" (dict "endpoint" "0.0.0.0:4318") }}
+{{- $grpc := dict "endpoint" "0.0.0.0:4317" }}
+{{- $http := dict "endpoint" "0.0.0.0:4318" }}
+{{- $service := dict "telemetry" (dict "metrics" (dict "address" "0.0.0.0:8888")) }}
 {{- $base := dict
-      "receivers" (dict "otlp" (dict "protocols" $protocols))
+      "receivers" (dict "otlp" (dict "protocols" (dict "grpc" $grpc "http" $http)))
       "exporters" (dict "clickhouse" $clickhouse "prometheus" (dict))
-      "service" (dict "telemetry" (dict "metrics" (dict "address" "0.0.0.0:8888"))) }}
+      "service" $service }}
+{{- if .Values.tls.existingSecret }}
+{{- $tls := dict "cert_file" "/etc/lqo-tls/tls.crt" "key_file" "/etc/lqo-tls/tls.key" "reload_interval" .Values.tls.reloadInterval }}
+{{- if .Values.tls.clientAuth }}
+{{- $_ := set $tls "client_ca_file" "/etc/lqo-tls/ca.crt" }}
+{{- end }}
+{{- $_ := set $grpc "tls" $tls }}
+{{- $_ := set $http "tls" (deepCopy $tls) }}
+{{- else if .Values.tls.clientAuth }}
+{{- fail "tls.clientAuth: needs tls.existingSecret (a kubernetes.io/tls Secret whose ca.crt signs the clients' certificates)" }}
+{{- end }}
+{{- if .Values.auth.existingSecret }}
+{{- $_ := set $base "extensions" (dict "bearertokenauth" (dict "filename" (printf "/etc/lqo-auth/%s" .Values.auth.key))) }}
+{{- $_ := set $service "extensions" (list "bearertokenauth") }}
+{{- $_ := set $grpc "auth" (dict "authenticator" "bearertokenauth") }}
+{{- $_ := set $http "auth" (dict "authenticator" "bearertokenauth") }}
+{{- end }}
 {{- toYaml (mergeOverwrite $base (deepCopy .Values.config)) }}
 {{- end }}
 
@@ -103,5 +121,22 @@ app.kubernetes.io/component: clickhouse
     secretKeyRef:
       name: {{ $secret }}
       key: password
+{{- end }}
+{{- end }}
+
+{{/* The volumes with the receivers' token and certificate Secrets (mounted whole, without
+subPath, so that the kubelet's updates reach the collector, which re-reads them). */}}
+{{- define "lqo.securityVolumes" -}}
+{{- if .Values.auth.existingSecret }}
+- name: auth
+  secret:
+    secretName: {{ .Values.auth.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- if .Values.tls.existingSecret }}
+- name: tls
+  secret:
+    secretName: {{ .Values.tls.existingSecret }}
+    defaultMode: 0440
 {{- end }}
 {{- end }}
