@@ -9,9 +9,15 @@ Refused requests (backpressure) are retried after a pause, as an OTLP exporter w
     .venv/bin/python bench/ingest.py --spans 200000
     .venv/bin/python bench/ingest.py --variants spine,enriched   # processors on vs off, side by side
     .venv/bin/python bench/ingest.py --breakdown   # where the CPU goes, stage by stage
+    .venv/bin/python bench/ingest.py --security plain,tls,tls+token   # what TLS and auth cost
 
 Variants: ``spine`` (no processors), ``enriched`` (genai_normalize + cost), ``enriched+prom``
 (and the prometheus exporter), ``redacted+enriched`` (redaction first, as the default pipeline). Runs of the variants alternate, on the same payloads.
+
+Security (``--security``, alternating like the variants): ``plain``; ``tls`` (both receivers
+with a certificate from a throwaway CA, the clients verifying it); ``tls+token`` (and the
+``bearertokenauth`` extension on both, the clients sending the token); ``token`` (plain text
+with the token). Clients keep their connections, as OTLP exporters do.
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ import argparse
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -68,13 +74,68 @@ def _thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
-def _query(http_port: int, sql: str) -> list[dict]:
+SECURITY = ("plain", "tls", "token", "tls+token")
+TOKEN = "bench-token-0123456789abcdef"
+
+
+class Security:
+    """One run's receiver security: the collector's settings and what its clients use."""
+
+    def __init__(self, mode: str, workdir: Path) -> None:
+        self.mode = mode
+        self.tls = "tls" in mode
+        self.token = "token" in mode
+        self.ca_pem = b""
+        if self.tls:
+            import trustme
+
+            ca = trustme.CA()
+            server = ca.issue_cert("127.0.0.1")
+            self.ca_pem = ca.cert_pem.bytes()
+            server.cert_chain_pems[0].write_to_path(str(workdir / "tls.crt"))
+            server.private_key_pem.write_to_path(str(workdir / "tls.key"))
+
+    def protocol(self) -> dict:
+        out: dict = {}
+        if self.tls:
+            out["tls"] = {"cert_file": "tls.crt", "key_file": "tls.key"}
+        if self.token:
+            out["auth"] = {"authenticator": "bearertokenauth"}
+        return out
+
+    def apply(self, config: dict) -> None:
+        for protocol in config["receivers"]["otlp"]["protocols"].values():
+            protocol.update(self.protocol())
+        if self.token:
+            config["extensions"] = {"bearertokenauth": {"token": TOKEN}}
+            config["service"]["extensions"] = ["bearertokenauth"]
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {TOKEN}"} if self.token else {}
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cadata=self.ca_pem.decode()) if self.tls else None
+
+    def channel(self, port: int) -> grpc.Channel:
+        target = f"127.0.0.1:{port}"
+        if self.tls:
+            return grpc.secure_channel(target, grpc.ssl_channel_credentials(self.ca_pem))
+        return grpc.insecure_channel(target)
+
+
+def _query(http_port: int, sql: str, security: Security | None = None) -> list[dict]:
+    scheme = security.scheme if security else "http"
     req = urllib.request.Request(
-        f"http://127.0.0.1:{http_port}/api/v1/query",
+        f"{scheme}://127.0.0.1:{http_port}/api/v1/query",
         data=json.dumps({"sql": sql, "format": "json"}).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **(security.headers() if security else {})},
     )
-    with urllib.request.urlopen(req, timeout=60) as r:
+    context = security.ssl_context() if security else None
+    with urllib.request.urlopen(req, timeout=60, context=context) as r:
         return [json.loads(line) for line in r.read().decode().splitlines() if line]
 
 
@@ -89,6 +150,7 @@ VARIANTS = {
 def run_collector(
     workdir: Path, processors: list[str] | None = None, exporter: dict | None = None,
     decoder: str = "native", prometheus: bool = False, attempt: int = 1,
+    security: Security | None = None,
 ) -> tuple[subprocess.Popen, dict]:
     ports = {"grpc": _free_port(), "http": _free_port(), "metrics": _free_port()}
     config = {
@@ -105,6 +167,8 @@ def run_collector(
                           "logs": {"level": "warning"}},
         },
     }
+    if security is not None:
+        security.apply(config)
     (workdir / "lqo.yaml").write_text(yaml.safe_dump(config))
     env = dict(os.environ, LQO_PURE_PYTHON_DECODER="1" if decoder == "python" else "0")
     proc = subprocess.Popen([LQO, "collector", "--config", "lqo.yaml"], cwd=workdir, env=env,
@@ -120,17 +184,19 @@ def run_collector(
     proc.wait()
     log = (workdir / "log").read_text()
     if "Address already in use" in log and attempt < 3:  # a free port taken meanwhile: new ports
-        return run_collector(workdir, processors, exporter, decoder, prometheus, attempt + 1)
+        return run_collector(workdir, processors, exporter, decoder, prometheus, attempt + 1, security)
     raise RuntimeError(log)
 
 
-def _grpc_client(port: int, bodies: list[bytes], counts: list[int], stats: dict) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+def _grpc_client(port: int, bodies: list[bytes], counts: list[int], stats: dict,
+                 security: Security) -> None:
+    metadata = tuple((k.lower(), v) for k, v in security.headers().items())
+    with security.channel(port) as channel:
         call = channel.unary_unary(EXPORT)
         for body, n in zip(bodies, counts, strict=True):
             while True:
                 try:
-                    call(body, timeout=60)
+                    call(body, timeout=60, metadata=metadata)
                     break
                 except grpc.RpcError as exc:
                     if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
@@ -140,22 +206,38 @@ def _grpc_client(port: int, bodies: list[bytes], counts: list[int], stats: dict)
             stats["sent"] += n
 
 
-def _http_client(port: int, bodies: list[bytes], counts: list[int], stats: dict) -> None:
-    url = f"http://127.0.0.1:{port}/v1/traces"
-    for body, n in zip(bodies, counts, strict=True):
-        while True:
-            req = urllib.request.Request(url, data=body,
-                                         headers={"Content-Type": "application/x-protobuf"})
-            try:
-                with urllib.request.urlopen(req, timeout=60) as r:
-                    r.read()
-                break
-            except urllib.error.HTTPError as exc:
-                if exc.code not in (429, 503):
-                    raise
+def _http_client(port: int, bodies: list[bytes], counts: list[int], stats: dict,
+                 security: Security) -> None:
+    """One keep-alive connection, as the OTLP/HTTP exporters' sessions hold."""
+    import http.client
+
+    def connect() -> http.client.HTTPConnection:
+        if security.tls:
+            return http.client.HTTPSConnection("127.0.0.1", port, timeout=60, context=security.ssl_context())
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    conn = connect()
+    headers = {"Content-Type": "application/x-protobuf", **security.headers()}
+    try:
+        for body, n in zip(bodies, counts, strict=True):
+            while True:
+                try:
+                    conn.request("POST", "/v1/traces", body=body, headers=headers)
+                    response = conn.getresponse()
+                    response.read()
+                except (ConnectionError, http.client.HTTPException):
+                    conn.close()
+                    conn = connect()
+                    continue
+                if response.status == 200:
+                    break
+                if response.status not in (429, 503):
+                    raise RuntimeError(f"OTLP/HTTP export answered {response.status}")
                 stats["refused"] += 1
                 time.sleep(0.05)
-        stats["sent"] += n
+            stats["sent"] += n
+    finally:
+        conn.close()
 
 
 def payloads(total_spans: int, batch: int) -> tuple[list[bytes], int]:
@@ -168,11 +250,12 @@ def payloads(total_spans: int, batch: int) -> tuple[list[bytes], int]:
 def measure(
     total_spans: int, batch: int, clients: int, processors: list[str] | None = None,
     exporter: dict | None = None, transport: str = "both", decoder: str = "native",
-    prometheus: bool = False,
+    prometheus: bool = False, security: str = "plain",
 ) -> dict:
     bodies, n_distinct = payloads(total_spans, batch)
     workdir = Path(tempfile.mkdtemp(prefix="lqo-bench-"))
-    proc, ports = run_collector(workdir, processors, exporter, decoder, prometheus)
+    sec = Security(security, workdir)
+    proc, ports = run_collector(workdir, processors, exporter, decoder, prometheus, security=sec)
     try:
         counters0 = _proc_counters(proc.pid)
         threads0 = _thread_cpu(proc.pid)
@@ -185,7 +268,7 @@ def measure(
             use_grpc = transport == "grpc" or (transport == "both" and c % 2 == 0)
             target = _grpc_client if use_grpc else _http_client
             port = ports["grpc"] if use_grpc else ports["http"]
-            threads.append(threading.Thread(target=target, args=(port, mine, [batch] * len(mine), stats)))
+            threads.append(threading.Thread(target=target, args=(port, mine, [batch] * len(mine), stats, sec)))
         for t in threads:
             t.start()
         for t in threads:
@@ -194,7 +277,7 @@ def measure(
         stored = 0
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            stored = int(_query(ports["http"], "SELECT count() AS c FROM otel_traces")[0]["c"])
+            stored = int(_query(ports["http"], "SELECT count() AS c FROM otel_traces", sec)[0]["c"])
             if stored >= sent:
                 break
             time.sleep(0.05)
@@ -203,7 +286,7 @@ def measure(
         cpu = user + system
         per_thread = {k: round((v - threads0.get(k, 0.0)) / sent * 1e6, 2) for k, v in _thread_cpu(proc.pid).items()}
         per_thread = {k: v for k, v in sorted(per_thread.items(), key=lambda kv: -kv[1]) if v >= 0.05}
-        distinct_ids = int(_query(ports["http"], "SELECT uniqExact(SpanId) AS c FROM otel_traces")[0]["c"])
+        distinct_ids = int(_query(ports["http"], "SELECT uniqExact(SpanId) AS c FROM otel_traces", sec)[0]["c"])
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10) as r:
             exposition = r.read().decode()
         processor_us = {
@@ -295,6 +378,8 @@ def main() -> None:
                     help="comma-separated: native,python; runs alternate, side by side")
     ap.add_argument("--variants", default="spine",
                     help=f"comma-separated pipelines to compare: {', '.join(VARIANTS)}")
+    ap.add_argument("--security", default="plain",
+                    help=f"comma-separated receiver security to compare: {', '.join(SECURITY)}")
     ap.add_argument("--breakdown", action="store_true")
     args = ap.parse_args()
     if args.breakdown:
@@ -303,14 +388,19 @@ def main() -> None:
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    unknown = [v for v in args.security.split(",") if v not in SECURITY]
+    if unknown:
+        ap.error(f"unknown security {unknown[0]!r}; choose from {', '.join(SECURITY)}")
     runs: dict[str, list[dict]] = {}
     for i in range(args.repeat):
         for decoder in args.decoders.split(","):
-            for variant in args.variants.split(","):
+            for variant, security in ((v, s) for v in args.variants.split(",")
+                                      for s in args.security.split(",")):
                 processors, prometheus = VARIANTS[variant]
                 label = variant if decoder == "native" else f"{variant}/{decoder}"
+                label = label if security == "plain" else f"{label}/{security}"
                 result = measure(args.spans, args.batch, args.clients, processors, transport=args.transport,
-                                 decoder=decoder, prometheus=prometheus)
+                                 decoder=decoder, prometheus=prometheus, security=security)
                 print(f"run {i + 1} {label}: {json.dumps(result)}", file=sys.stderr)
                 assert result["spans_stored"] == result["spans_sent"], "spans lost or duplicated"
                 runs.setdefault(label, []).append(result)
@@ -333,6 +423,13 @@ def main() -> None:
             paired = sorted(r["spans_per_cpu_s"] / b["spans_per_cpu_s"] for r, b in zip(order[label], order["spine"],
                                                                                          strict=True))
             s["cpu_vs_spine_paired_median"] = round(paired[len(paired) // 2], 3)
+    for label, s in summary.items():
+        base_label, _, security = label.rpartition("/")
+        if security in SECURITY and security != "plain" and base_label in summary:
+            # against the plain run just before it, as above
+            paired = sorted(r["spans_per_cpu_s"] / b["spans_per_cpu_s"]
+                            for r, b in zip(order[label], order[base_label], strict=True))
+            s["cpu_vs_plain_paired_median"] = round(paired[len(paired) // 2], 3)
     print(json.dumps({"cores": os.cpu_count(), "spans_per_run": args.spans, **summary}, indent=2))
 
 
