@@ -3,12 +3,14 @@
     .venv/bin/python deploy/grafana/dashboards.py          # writes deploy/grafana/dashboards/*.json
     .venv/bin/python deploy/grafana/dashboards.py --check  # exit 1 if the JSON is not what this builds
 
-Three dashboards, linked to each other:
+Four dashboards, linked to each other:
 * LLM overview: calls, errors, latency, time to first chunk, tokens and spend (Prometheus), and
   spend by model over the time range (ClickHouse).
 * LLM quality: safety flags and evaluation scores (Prometheus), flagged calls and PII types
   (ClickHouse).
 * LLM traces: recent GenAI calls, and one trace in Grafana's trace view (ClickHouse).
+* LQO collector: the collectors themselves — spans in, refused and why, queues, processors' CPU
+  per span and failures, spans exported and lost, process CPU and memory (Prometheus).
 
 Datasources are referred to by the uids that provisioning/datasources/lqo.yml gives them.
 The ClickHouse panels use the official plugin (grafana-clickhouse-datasource) and its macros
@@ -105,17 +107,20 @@ def sql_table(title: str, sql: str, description: str, height: int = 9, width: in
             .with_target(SQL(sql)).description(description))
 
 
+def label_variable(name: str, label: str, query: str) -> dash.QueryVariable:
+    """A multi-select variable over a Prometheus label's values, with "All"."""
+    return (dash.QueryVariable(name).label(label).datasource(PROMETHEUS).query(query)
+            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(model.VariableSort.ALPHABETICAL_ASC)
+            .multi(True).include_all(True))
+
+
 def variables(board: dash.Dashboard) -> dash.Dashboard:
     """$service and $model, from the Prometheus metrics' label values (both multi-select)."""
-    service = (dash.QueryVariable("service").label("Service").datasource(PROMETHEUS)
-               .query("label_values(gen_ai_client_operation_duration_seconds_count, service_name)")
-               .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(model.VariableSort.ALPHABETICAL_ASC)
-               .multi(True).include_all(True))
-    models = (dash.QueryVariable("model").label("Model").datasource(PROMETHEUS)
-              .query(f"label_values(gen_ai_client_operation_duration_seconds_count{{{SVC}}}, gen_ai_request_model)")
-              .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(model.VariableSort.ALPHABETICAL_ASC)
-              .multi(True).include_all(True))
-    return board.with_variable(service).with_variable(models)
+    return (board.with_variable(label_variable(
+                "service", "Service", "label_values(gen_ai_client_operation_duration_seconds_count, service_name)"))
+            .with_variable(label_variable(
+                "model", "Model",
+                f"label_values(gen_ai_client_operation_duration_seconds_count{{{SVC}}}, gen_ai_request_model)")))
 
 
 def board(uid: str, title: str, description: str) -> dash.Dashboard:
@@ -251,7 +256,69 @@ def traces() -> dash.Dashboard:
             .with_panel(trace_panel))
 
 
-DASHBOARDS = {"lqo-overview": overview, "lqo-quality": quality, "lqo-traces": traces}
+# The collectors' own metrics, narrowed by the collector dashboard's $instance.
+INST = 'job="lqo-collector", instance=~"$instance"'
+
+
+def collector() -> dash.Dashboard:
+    def rate(metric: str, by: str = "", extra: str = "") -> str:
+        grouping = f"sum by ({by}) " if by else "sum "
+        return f"{grouping}(rate({metric}{{{INST}{extra}}}[$__rate_interval]))"
+
+    return (board("lqo-collector", "LQO collector", "The collectors themselves: intake, refusals, queues, "
+                                                     "processors, export and resources.")
+            .with_variable(label_variable("instance", "Collector", 'label_values(up{job="lqo-collector"}, instance)'))
+            .with_row(dash.Row("Now"))
+            .with_panel(single("Collectors up", "short", prom(f"sum(up{{{INST}}})"),
+                               "Collectors Prometheus scrapes successfully."))
+            .with_panel(single("Spans in per second", "short", prom(
+                f"sum(rate(lqo_receiver_accepted_spans_total{{{INST}}}[5m]))"),
+                "Spans the receivers accepted, last 5 minutes."))
+            .with_panel(single("Fullest queue", "percentunit", prom(
+                f"max(lqo_queue_size{{{INST}}} / lqo_queue_capacity{{{INST}}})"),
+                "The fullest queue now; when one is full, the receivers refuse spans (clients retry)."))
+            .with_panel(single("Spans lost per second", "short", prom(
+                f"sum(rate(lqo_exporter_send_failed_spans_total{{{INST}}}[5m])) or vector(0)"),
+                "Spans an exporter gave up on (store errors after retries), last 5 minutes."))
+            .with_row(dash.Row("Intake"))
+            .with_panel(series("Spans accepted and refused per second", "short",
+                               prom(rate("lqo_receiver_accepted_spans_total", "transport"), "accepted {{transport}}"),
+                               prom(rate("lqo_receiver_refused_spans_total", "reason"), "refused: {{reason}}", "B"),
+                               description="Refused: queue_full and shutting_down are retried by the clients; "
+                                           "invalid_* and too_large are not."))
+            .with_panel(series("Requests refused before reading", "reqps", prom(
+                rate("lqo_receiver_refused_requests_total", "transport, reason"), "{{transport}}: {{reason}}"),
+                description="unauthenticated: clients without a valid token (receivers with auth); "
+                            "their spans are lost. The collector's log names the latest peer."))
+            .with_row(dash.Row("Pipeline"))
+            .with_panel(series("Queue fill", "percentunit", prom(
+                f"max by (queue) (lqo_queue_size{{{INST}}} / lqo_queue_capacity{{{INST}}})", "{{queue}}"),
+                description="Spans waiting between receivers and processors (pipeline/traces) and in each "
+                            "exporter's sending queue, over their capacity."))
+            .with_panel(series("Processor CPU per span", "µs", prom(
+                f"{rate('lqo_processor_cpu_seconds_total', 'processor')} / "
+                f"{rate('lqo_processor_spans_total', 'processor')} * 1e6", "{{processor}}"),
+                description="CPU the pipeline spent in each processor per span it was given."))
+            .with_panel(series("Processor failures and drops", "short",
+                               prom(rate("lqo_processor_failed_batches_total", "processor"),
+                                    "failed batches: {{processor}}"),
+                               prom(rate("lqo_processor_dropped_spans_total", "processor, reason"),
+                                    "dropped spans: {{processor}} {{reason}}", "B"),
+                               description="A failing processor passes its batches on unprocessed (the log has "
+                                           "the traceback); dropped spans are filtered by design or lost."))
+            .with_row(dash.Row("Export and resources"))
+            .with_panel(series("Spans exported and lost per second", "short",
+                               prom(rate("lqo_exporter_sent_spans_total", "exporter"), "sent {{exporter}}"),
+                               prom(rate("lqo_exporter_send_failed_spans_total", "exporter, reason"),
+                                    "lost {{exporter}}: {{reason}}", "B")))
+            .with_panel(series("Collector CPU (cores)", "short", prom(
+                rate("process_cpu_seconds_total", "instance"), "{{instance}}"),
+                description="CPU of the whole collector process: receivers, processors, the embedded store."))
+            .with_panel(series("Collector memory (resident)", "bytes", prom(
+                f"sum by (instance) (process_resident_memory_bytes{{{INST}}})", "{{instance}}"))))
+
+
+DASHBOARDS = {"lqo-overview": overview, "lqo-quality": quality, "lqo-traces": traces, "lqo-collector": collector}
 
 
 def render(name: str) -> str:

@@ -6,7 +6,13 @@ hot path. Label values are component ids and fixed reason words: never user cont
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 # `_created` series double every counter for no use here.
 disable_created_metrics()
@@ -17,6 +23,8 @@ class SelfTelemetry:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self._extra: dict[str, Counter] = {}
         r = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, … (from /proc)
+        ProcessCollector(registry=r)
         self.receiver_accepted = Counter(
             "lqo_receiver_accepted_spans", "Spans accepted by a receiver and queued.",
             ["receiver", "transport"], registry=r,
