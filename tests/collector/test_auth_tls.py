@@ -469,3 +469,51 @@ def test_the_reference_config_in_the_docs_is_valid():
     http = built.components["receivers"]["otlp"].protocols.http
     assert http.auth.authenticator == "bearertokenauth" and http.tls.cert_file == "/certs/tls.crt"
     assert built.components["extensions"]["bearertokenauth"].filename == "/etc/lqo/token"
+
+
+def test_hostile_credentials_are_refused_without_harm(make_collector, tmp_path):
+    """Oversized, repeated, binary and non-ASCII credentials: refused (or the request rejected as
+    malformed), never let in, and the collector keeps serving the right token."""
+    import http.client
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    col = make_collector(_secured(None, token_file))
+
+    def post(headers: list[tuple[str, str | bytes]]) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", col.http_port, timeout=10)
+        try:
+            conn.putrequest("POST", "/v1/traces")
+            conn.putheader("Content-Type", "application/x-protobuf")
+            conn.putheader("Content-Length", "0")
+            for name, value in headers:
+                conn.putheader(name, value)
+            conn.endheaders()
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    hostile = [
+        [("Authorization", "Bearer " + "x" * 70_000)],  # past the 64 KiB header limit
+        [("Authorization", "Bearer " + "x" * 30_000)],
+        [("Authorization", f"Bearer {TOKEN}"), ("Authorization", "Bearer other")],  # two of them
+        [("Authorization", f"Bearer {TOKEN}"), ("Authorization", f"Bearer {TOKEN}")],
+        [("Authorization", b"Bearer \xff\xfe" + TOKEN.encode())],
+        [("Authorization", "Bearer " + TOKEN + "\u00e9".encode("latin-1").decode("latin-1"))],
+        [("Authorization", f"Bearer\t{TOKEN}x")],
+    ]
+    for headers in hostile:
+        try:
+            status = post(headers)
+        except ConnectionError:
+            continue  # the server dropped a request it could not parse: also a refusal
+        assert status in (400, 401, 431), (headers[0][1][:20], status)
+    assert post([("Authorization", f"Bearer {TOKEN}")]) == 200
+
+    for metadata in ((("authorization", "Bearer " + "x" * 20_000),),
+                     (("authorization", f"Bearer {TOKEN}"), ("authorization", "Bearer other")),
+                     (("authorization-bin", TOKEN.encode()),)):
+        assert _grpc_export(col.grpc_endpoint, None, metadata) in (
+            grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL)
+    assert _grpc_export(col.grpc_endpoint, None, (("authorization", f"Bearer {TOKEN}"),)) is grpc.StatusCode.OK
+    assert "Traceback" not in col.log()
