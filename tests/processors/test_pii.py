@@ -188,7 +188,9 @@ def test_a_name_cue_before_an_ordinary_word_is_not_a_name(analyzer: PiiAnalyzer)
                 "call me when you land", "Call me later, I'm driving.", "Dear all, the release is out.",
                 "my name is not important here", "Call me if anything breaks.", "Dear customer, thank you.",
                 "Dear Team,\nthe release is out.", "Dear Sir, I write to complain.",
-                "dear hiring manager, please find my CV", "Dear valued customers, we apologize."]
+                "dear hiring manager, please find my CV", "Dear valued customers, we apologize.",
+                "my name is irrelevant", "My name is misspelled on the invoice.", "call me old-fashioned",
+                "my name is missing from the list", "my name is spelled wrong"]
     for text, found in zip(ordinary, analyzer.analyze(ordinary), strict=True):
         assert [text[f.start:f.end] for f in found if f.entity_type == "PERSON"] == [], text
     names = ["Call me Ishmael.", "call me sam, everyone does", "my name is tracy sukhorukova", "Call me Will.",

@@ -207,10 +207,18 @@ _HONORIFICS = "mr|mrs|ms|miss|mx|dr|prof|sir|madam|dear"
 _NAME_CUES = (rf"\b(?:{_HONORIFICS})\b", r"name[ \t]+is", r"call[ \t]+me")
 
 
-# Words that follow a name cue in chat but are not names: spaCy's English stop words and
-# times of day, lower-case (a capitalised "Will" or "Back" can be a name).
+# Words that follow a name cue in chat but are not names: spaCy's English stop words, times of
+# day, and what people say about their name or themselves instead of giving it ("my name is
+# irrelevant", "… is misspelled on the invoice", "call me old-fashioned"), lower-case (a
+# capitalised "Will" or "Back" can be a name).
 _NOT_NAMES = ("later", "tomorrow", "today", "tonight", "asap", "anytime", "sometime", "soon", "tmrw", "pls", "plz",
-              "crazy", "directly", "immediately", "instead", "right", "whenever", "morning", "evening", "tho")
+              "crazy", "directly", "immediately", "instead", "right", "whenever", "morning", "evening", "tho",
+              "irrelevant", "unknown", "unimportant", "important", "private", "confidential", "secret", "withheld",
+              "redacted", "anonymous", "hidden", "missing", "wrong", "incorrect", "correct", "misspelled",
+              "misspelt", "spelled", "spelt", "pronounced", "written", "listed", "shown", "printed", "displayed",
+              "attached", "included", "required", "optional", "empty", "blank", "invalid", "weird", "funny",
+              "strange", "unusual", "common", "unique", "difficult", "different", "same", "changed", "fake",
+              "stupid", "silly", "paranoid", "naive", "lazy", "picky", "curious", "old", "skeptical", "biased")
 # Whom a letter's salutation addresses when it names no one ("Dear customer", "Dear Sir or
 # Madam", "Dear Hiring Manager": the openings of the e-mails models draft), in any case; the
 # honorifics (_HONORIFICS) are refused too.
