@@ -17,7 +17,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-import trustme
 from conftest import LQO, ROOT
 from cryptography import x509
 from google.rpc import status_pb2
@@ -27,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from pki import make_pki, secured
 
 from lqo.collector.components import ComponentContext
 from lqo.collector.config import ConfigError, load_yaml
@@ -47,49 +47,6 @@ def _no_ca_bundle_override(monkeypatch):
     # `verify`, so the OTLP/HTTP exporter would ignore its certificate_file (psf/requests#3829).
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-
-
-def _pki(tmp_path: Path, name: str = "pki") -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
-    d = tmp_path / name
-    d.mkdir()
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    client = ca.issue_cert("client@example.com")
-    files = {
-        "ca": d / "ca.pem", "cert": d / "tls.crt", "key": d / "tls.key",
-        "client_cert": d / "client.crt", "client_key": d / "client.key",
-    }
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    server.cert_chain_pems[0].write_to_path(str(files["cert"]))
-    server.private_key_pem.write_to_path(str(files["key"]))
-    client.cert_chain_pems[0].write_to_path(str(files["client_cert"]))
-    client.private_key_pem.write_to_path(str(files["client_key"]))
-    return files
-
-
-def _tls(pki: dict[str, Path], mutual: bool = False, reload: str | None = None) -> dict:
-    tls = {"cert_file": str(pki["cert"]), "key_file": str(pki["key"])}
-    if mutual:
-        tls["client_ca_file"] = str(pki["ca"])
-    if reload:
-        tls["reload_interval"] = reload
-    return tls
-
-
-def _secured(pki: dict[str, Path] | None, token_file: Path | None, mutual: bool = False,
-             reload: str | None = None) -> dict:
-    protocol: dict = {}
-    if pki is not None:
-        protocol["tls"] = _tls(pki, mutual, reload)
-    if token_file is not None:
-        protocol["auth"] = {"authenticator": "bearertokenauth"}
-    overrides: dict = {"receivers": {"otlp": {"protocols": {"grpc": dict(protocol),
-                                                             "http": dict(protocol)}}}}
-    if token_file is not None:
-        overrides["extensions"] = {"bearertokenauth": {"filename": str(token_file)}}
-        overrides["service"] = {"extensions": ["bearertokenauth"]}
-    return overrides
 
 
 def _send(exporter, service: str, n: int = 2) -> None:
@@ -153,10 +110,10 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_tls_and_token_let_sdk_exporters_in_and_keep_everyone_else_out(make_collector, tmp_path):
-    pki = _pki(tmp_path)
+    pki = make_pki(tmp_path / "pki")
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    col = make_collector(_secured(pki, token_file))
+    col = make_collector(secured(pki, token_file))
     grpc_url = f"https://127.0.0.1:{col.grpc_port}"
     http_url = f"https://127.0.0.1:{col.http_port}"
     ca_pem = pki["ca"].read_bytes()
@@ -219,7 +176,7 @@ def test_tls_and_token_let_sdk_exporters_in_and_keep_everyone_else_out(make_coll
 def test_a_rotated_token_file_takes_effect_without_a_restart(make_collector, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(f"{TOKEN}\n")
-    col = make_collector(_secured(None, token_file))
+    col = make_collector(secured(None, token_file))
     url = f"{col.http_url}/v1/traces"
 
     def status(token: str) -> int:
@@ -255,9 +212,9 @@ def test_a_rotated_token_file_takes_effect_without_a_restart(make_collector, tmp
 
 
 def test_mutual_tls_requires_a_client_certificate_the_ca_signed(make_collector, tmp_path):
-    pki = _pki(tmp_path)
-    stranger = _pki(tmp_path, "stranger")  # a client certificate from another CA
-    col = make_collector(_secured(pki, None, mutual=True))
+    pki = make_pki(tmp_path / "pki")
+    stranger = make_pki(tmp_path / "stranger")  # a client certificate from another CA
+    col = make_collector(secured(pki, None, mutual=True))
     ca = pki["ca"].read_bytes()
     http_url = f"https://127.0.0.1:{col.http_port}/v1/traces"
 
@@ -297,11 +254,11 @@ def _served_issuer(port: int) -> str:
 
 
 def test_rotated_certificates_are_served_to_new_connections(make_collector, tmp_path):
-    old, new = _pki(tmp_path, "old"), _pki(tmp_path, "new")
-    live = _pki(tmp_path, "live")  # the files the collector reads; rotated in place below
+    old, new = make_pki(tmp_path / "old"), make_pki(tmp_path / "new")
+    live = make_pki(tmp_path / "live")  # the files the collector reads; rotated in place below
     for name in ("cert", "key"):
         live[name].write_bytes(old[name].read_bytes())
-    col = make_collector(_secured(live, None, reload="100ms"))
+    col = make_collector(secured(live, None, reload="100ms"))
     old_issuer = _served_issuer(col.http_port)
 
     def grpc_ok(ca: Path) -> bool:
@@ -383,7 +340,7 @@ def test_bad_token_settings_are_named_and_never_echoed(token_yaml, expected):
 
 
 def test_tls_settings_are_checked_at_start_with_the_key_named(tmp_path):
-    pki, other = _pki(tmp_path), _pki(tmp_path, "other")
+    pki, other = make_pki(tmp_path / "pki"), make_pki(tmp_path / "other")
     empty = tmp_path / "empty.pem"
     empty.write_text("not a certificate\n")
     cases = [
@@ -478,7 +435,7 @@ def test_hostile_credentials_are_refused_without_harm(make_collector, tmp_path):
 
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    col = make_collector(_secured(None, token_file))
+    col = make_collector(secured(None, token_file))
 
     def post(headers: list[tuple[str, str | bytes]]) -> int:
         conn = http.client.HTTPConnection("127.0.0.1", col.http_port, timeout=10)

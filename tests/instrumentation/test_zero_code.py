@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+from pki import make_pki, secured
+
 from .expected import expected_for
 from .replay import RECORDINGS, ReplayServer, load_cassette
 
@@ -120,3 +123,31 @@ def test_api_keys_in_urls_never_reach_the_collector(collector: Any) -> None:
     (http,) = [r["SpanAttributes"] for r in rows if r["ScopeName"] == "opentelemetry.instrumentation.httpx"]
     url = http.get("url.full") or http["http.url"]
     assert url.endswith(f"{PATH}?key=REDACTED")
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_lqo_instrument_to_a_collector_with_tls_and_a_token(make_collector: Any, tmp_path: Path,
+                                                            protocol: str) -> None:
+    """The documented client setup (docs/configuration.md, "Securing the receivers"): only the
+    standard OTEL_* variables point an unmodified app at a collector that asks for TLS and a token."""
+    pki = make_pki(tmp_path / "pki")
+    token = "zero-code-token-42"
+    (tmp_path / "token").write_text(token + "\n")
+    collector = make_collector(secured(pki, tmp_path / "token"))
+    port = collector.grpc_port if protocol == "grpc" else collector.http_port
+    with ReplayServer(_exchanges()) as srv:
+        env = _app_env(srv.url, OTEL_EXPORTER_OTLP_ENDPOINT=f"https://127.0.0.1:{port}",
+                       OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
+                       OTEL_EXPORTER_OTLP_CERTIFICATE=str(pki["ca"]),
+                       OTEL_EXPORTER_OTLP_HEADERS=f"authorization=Bearer%20{token}")
+        # requests would let these override the exporter's certificate (psf/requests#3829)
+        env.pop("REQUESTS_CA_BUNDLE", None)
+        env.pop("CURL_CA_BUNDLE", None)
+        out = subprocess.run([str(BIN / "lqo-instrument"), sys.executable, str(APP)],
+                             env=env, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    assert collector.wait_stored(2) >= 2
+    rows = collector.query("SELECT SpanName FROM otel_traces WHERE ScopeName = 'lqo.instrumentation.httpx' "
+                           "ORDER BY Timestamp")
+    assert [r["SpanName"] for r in rows] == ["chat gpt-4", "embeddings text-embedding-3-small"]
+    assert 'reason="unauthenticated"' not in collector.metrics()
