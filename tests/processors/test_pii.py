@@ -183,14 +183,16 @@ def test_ner_gate_finds_what_ungated_ner_finds(analyzer: PiiAnalyzer) -> None:
 def test_a_name_cue_before_an_ordinary_word_is_not_a_name(analyzer: PiiAnalyzer) -> None:
     """"call me back at …" was PERSON "back at" (the cue recognizer matches without case, so the
     capitalised second word it allows matched any word), "Dear customer" PERSON "customer"; the
-    texts lost the words. "Madam" is left out: spaCy's model finds it a PERSON by itself."""
+    texts lost the words. "Madam", which spaCy's model finds a PERSON by itself, is dropped as a
+    form of address."""
     ordinary = ["Call me back at 415-555-0132 about my card.", "call me tomorrow morning", "Please call me at noon.",
                 "call me when you land", "Call me later, I'm driving.", "Dear all, the release is out.",
                 "my name is not important here", "Call me if anything breaks.", "Dear customer, thank you.",
                 "Dear Team,\nthe release is out.", "Dear Sir, I write to complain.",
                 "dear hiring manager, please find my CV", "Dear valued customers, we apologize.",
                 "my name is irrelevant", "My name is misspelled on the invoice.", "call me old-fashioned",
-                "my name is missing from the list", "my name is spelled wrong"]
+                "my name is missing from the list", "my name is spelled wrong", "Dear Sir or Madam,",
+                "Thank you, Madam.", "Yes ma'am, right away."]
     for text, found in zip(ordinary, analyzer.analyze(ordinary), strict=True):
         assert [text[f.start:f.end] for f in found if f.entity_type == "PERSON"] == [], text
     names = ["Call me Ishmael.", "call me sam, everyone does", "my name is tracy sukhorukova", "Call me Will.",

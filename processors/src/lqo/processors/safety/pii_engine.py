@@ -232,6 +232,15 @@ _ADDRESSEES = ("all", "team", "teams", "customer", "customers", "client", "clien
                "owners", "esteemed", "respected", "beloved", "future", "prospective", "new", "fellow")
 
 
+# A PERSON finding that is only a form of address names no one (spaCy's model tags "Madam" in
+# "Dear Sir or Madam" a PERSON by itself).
+_FORMS_OF_ADDRESS = frozenset((*_ADDRESSEES, *_HONORIFICS.split("|"), "sir or madam", "ma’am"))
+
+
+def _names_no_one(span: str) -> bool:
+    return span.strip(" \t\n.,;:!?").lower() in _FORMS_OF_ADDRESS
+
+
 def _alternation(words: Iterable[str]) -> str:
     return "(?:" + "|".join(sorted(set(words), key=lambda w: (-len(w), w))) + ")"
 
@@ -651,7 +660,8 @@ class PiiAnalyzer:
             results = self.engine.analyze(text, "en", entities=wanted, nlp_artifacts=artifacts,
                                           score_threshold=self.score_threshold,
                                           allow_list=self.allow_list or None) if wanted else []
-            found = resolve(Finding(r.entity_type, r.start, r.end, r.score) for r in results)
+            found = resolve(Finding(r.entity_type, r.start, r.end, r.score) for r in results
+                            if r.entity_type != "PERSON" or not _names_no_one(text[r.start:r.end]))
             if self._address_blocks and "\n" in text and any(f.entity_type == "LOCATION" for f in found):
                 found = resolve(address_blocks(text, found, self.nlp.Defaults.stop_words))
             out.append(found)
