@@ -474,3 +474,65 @@ def test_hostile_credentials_are_refused_without_harm(make_collector, tmp_path):
             grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL)
     assert _grpc_export(col.grpc_endpoint, None, (("authorization", f"Bearer {TOKEN}"),)) is grpc.StatusCode.OK
     assert "Traceback" not in col.log()
+
+
+def test_a_query_token_of_its_own_keeps_senders_out_of_the_stored_data(make_collector, tmp_path):
+    """query_auth: /api/v1/* (every stored prompt) takes only the readers' token; the token the
+    applications send spans with opens OTLP and /v1/evaluate, not the stored data."""
+    (tmp_path / "senders").write_text("sender-token\n")
+    (tmp_path / "readers").write_text("reader-token\n")
+    col = make_collector({
+        "extensions": {"bearertokenauth/senders": {"filename": str(tmp_path / "senders")},
+                       "bearertokenauth/readers": {"filename": str(tmp_path / "readers")}},
+        "receivers": {"otlp": {"protocols": {
+            "grpc": {"auth": {"authenticator": "bearertokenauth/senders"}},
+            "http": {"auth": {"authenticator": "bearertokenauth/senders"},
+                     "query_auth": {"authenticator": "bearertokenauth/readers"}}}}},
+        "service": {"extensions": ["bearertokenauth/senders", "bearertokenauth/readers"]},
+    })
+
+    def status(path: str, token: str | None, body: bytes, content_type: str, url: str = col.http_url) -> int:
+        headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"{url}{path}", data=body,
+                                                               headers=headers), timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    otlp = ExportTraceServiceRequest().SerializeToString()
+    query = json.dumps({"sql": "SELECT count() FROM otel_traces"}).encode()
+    evaluate = json.dumps({"output": "Paris is the capital of France."}).encode()
+    assert status("/v1/traces", "sender-token", otlp, "application/x-protobuf") == 200
+    assert status("/v1/traces", "reader-token", otlp, "application/x-protobuf") == 401
+    assert status("/v1/evaluate", "sender-token", evaluate, "application/json") == 200
+    assert status("/api/v1/query", "sender-token", query, "application/json") == 401
+    assert status("/api/v1/query", None, query, "application/json") == 401
+    assert status("/api/v1/query", "reader-token", query, "application/json") == 200
+    assert _grpc_export(col.grpc_endpoint, None, (("authorization", "Bearer sender-token"),)) is grpc.StatusCode.OK
+    _send(HttpExporter(endpoint=f"{col.http_url}/v1/traces", headers={"authorization": "Bearer sender-token"}),
+          "app", 2)
+    assert col.wait_stored(2) == 2  # `lqo query` sends the readers' token from the config
+
+    # query_auth alone: spans come in without a token, the stored data stays closed
+    open_intake = make_collector({
+        "extensions": {"bearertokenauth": {"filename": str(tmp_path / "readers")}},
+        "receivers": {"otlp": {"protocols": {"http": {"query_auth": {"authenticator": "bearertokenauth"}}}}},
+        "service": {"extensions": ["bearertokenauth"]},
+    })
+    url = open_intake.http_url
+    assert status("/v1/traces", None, otlp, "application/x-protobuf", url) == 200
+    assert status("/api/v1/query", None, query, "application/json", url) == 401
+    assert status("/api/v1/query", "reader-token", query, "application/json", url) == 200
+
+
+def test_the_docs_readers_token_example_is_valid():
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    section = text.split("**A token of its own for the stored data.**", 1)[1]
+    example = load_yaml(section.split("```yaml\n", 1)[1].split("```", 1)[0], "docs", {})
+    example["exporters"] = {"clickhouse": {"endpoint": "embedded://x"}}
+    example["service"]["pipelines"] = {"traces": {"receivers": ["otlp"], "exporters": ["clickhouse"]}}
+    built = validate_config(example)
+    http = built.components["receivers"]["otlp"].protocols.http
+    assert (http.auth.authenticator, http.query_auth.authenticator) == (
+        "bearertokenauth/senders", "bearertokenauth/readers")

@@ -57,7 +57,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                  "extraVolumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "lqo-models"}}],
                  "extraVolumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
                  "networkPolicy": {"enabled": True, "otlpFrom": [{"namespaceSelector": {}}]},
-                 "auth": {"existingSecret": "lqo-token"},
+                 "auth": {"existingSecret": "lqo-token", "query": {"existingSecret": "lqo-readers"}},
                  "tls": {"existingSecret": "lqo-tls", "clientAuth": True}},
 }
 
@@ -325,16 +325,23 @@ def test_auth_and_tls_come_from_the_users_secrets(chart: helm.Chart) -> None:
     objs = objects(chart, VALUE_SETS["external"])
     raw = collector_config(objs)
     built = validate_config(raw)
-    assert built.service.extensions == ["bearertokenauth"]
+    assert built.service.extensions == ["bearertokenauth", "bearertokenauth/query"]
     token_file = built.components["extensions"]["bearertokenauth"].filename
+    assert built.components["extensions"]["bearertokenauth/query"].filename == "/etc/lqo-query-auth/token"
     protocols = built.components["receivers"]["otlp"].protocols
+    assert protocols.http.query_auth.authenticator == "bearertokenauth/query"  # readers' token for /api/v1/*
+    assert protocols.grpc.auth.authenticator == "bearertokenauth"
     for protocol in (protocols.grpc, protocols.http):
         assert protocol.auth.authenticator == "bearertokenauth"
         assert (protocol.tls.cert_file, protocol.tls.key_file, protocol.tls.client_ca_file) == (
             "/etc/lqo-tls/tls.crt", "/etc/lqo-tls/tls.key", "/etc/lqo-tls/ca.crt")
         assert protocol.tls.reload_interval == 60
+    deployment = pod_spec(objs, "Deployment", FULLNAME)
+    assert {v["name"]: v for v in deployment["volumes"]}["query-auth"]["secret"]["secretName"] == "lqo-readers"
+    assert {m["name"]: m["mountPath"] for m in deployment["containers"][0]["volumeMounts"]}["query-auth"] == (
+        "/etc/lqo-query-auth")
     [hook] = objects(chart, VALUE_SETS["external"], hooks=True).values()
-    for spec in (pod_spec(objs, "Deployment", FULLNAME), hook["spec"]):
+    for spec in (deployment, hook["spec"]):
         volumes = {v["name"]: v for v in spec["volumes"]}
         assert volumes["auth"]["secret"]["secretName"] == "lqo-token"
         assert volumes["tls"]["secret"]["secretName"] == "lqo-tls"

@@ -67,11 +67,12 @@ def _query_via_collector(built: BuiltConfig, sql: str, fmt: str) -> bytes | None
         key = f"receivers.{receiver_id}.protocols.http"
         try:
             context = pinned_client_context(http.tls) if http.tls else None
-            if http.auth is not None:
-                auth = built.components["extensions"][http.auth.authenticator]
+            reference = http.query_auth or http.auth  # what guards /api/v1/query
+            if reference is not None:
+                auth = built.components["extensions"][reference.authenticator]
                 if not isinstance(auth, BearerTokenAuthConfig):
-                    raise QueryFailed(f"{key}.auth: lqo query can only send a bearertokenauth token")
-                name, value = client_header(auth, f"extensions.{http.auth.authenticator}")
+                    raise QueryFailed(f"{key}: lqo query can only send a bearertokenauth token")
+                name, value = client_header(auth, f"extensions.{reference.authenticator}")
                 headers[name] = value
         except (OSError, ValueError, ssl.SSLError) as exc:
             raise QueryFailed(f"{key}: cannot prepare the request to the collector: {exc}") from None

@@ -90,11 +90,19 @@ app.kubernetes.io/component: clickhouse
 {{- else if .Values.tls.clientAuth }}
 {{- fail "tls.clientAuth: needs tls.existingSecret (a kubernetes.io/tls Secret whose ca.crt signs the clients' certificates)" }}
 {{- end }}
+{{- $extensions := dict }}
 {{- if .Values.auth.existingSecret }}
-{{- $_ := set $base "extensions" (dict "bearertokenauth" (dict "filename" (printf "/etc/lqo-auth/%s" .Values.auth.key))) }}
-{{- $_ := set $service "extensions" (list "bearertokenauth") }}
+{{- $_ := set $extensions "bearertokenauth" (dict "filename" (printf "/etc/lqo-auth/%s" .Values.auth.key)) }}
 {{- $_ := set $grpc "auth" (dict "authenticator" "bearertokenauth") }}
 {{- $_ := set $http "auth" (dict "authenticator" "bearertokenauth") }}
+{{- end }}
+{{- if .Values.auth.query.existingSecret }}
+{{- $_ := set $extensions "bearertokenauth/query" (dict "filename" (printf "/etc/lqo-query-auth/%s" .Values.auth.query.key)) }}
+{{- $_ := set $http "query_auth" (dict "authenticator" "bearertokenauth/query") }}
+{{- end }}
+{{- if $extensions }}
+{{- $_ := set $base "extensions" $extensions }}
+{{- $_ := set $service "extensions" (keys $extensions | sortAlpha) }}
 {{- end }}
 {{- toYaml (mergeOverwrite $base (deepCopy .Values.config)) }}
 {{- end }}
@@ -131,6 +139,12 @@ subPath, so that the kubelet's updates reach the collector, which re-reads them)
 - name: auth
   secret:
     secretName: {{ .Values.auth.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- if .Values.auth.query.existingSecret }}
+- name: query-auth
+  secret:
+    secretName: {{ .Values.auth.query.existingSecret }}
     defaultMode: 0440
 {{- end }}
 {{- if .Values.tls.existingSecret }}

@@ -43,7 +43,10 @@ class HttpConfig(StrictModel):
     max_request_body_size: ByteSize = Field(DEFAULT_LIMIT, gt=0)
     traces_url_path: str = "/v1/traces"
     tls: TLSServerSettings | None = None
-    auth: AuthSettings | None = None  # also guards /v1/evaluate and /api/v1/* on this server
+    auth: AuthSettings | None = None  # also guards /v1/evaluate, and /api/v1/* unless query_auth is set
+    # /api/v1/* (the stored spans, prompts included) with an authenticator of its own: the
+    # senders' tokens then do not open it
+    query_auth: AuthSettings | None = None
 
     _endpoint = field_validator("endpoint")(_check_endpoint)
 
@@ -67,11 +70,14 @@ class OtlpReceiverConfig(StrictModel):
 
     def authenticators(self) -> dict[str, str]:
         """config key → the extension id it names (checked by validate_config)."""
-        return {
+        refs = {
             f"protocols.{name}.auth.authenticator": proto.auth.authenticator
             for name, proto in (("grpc", self.protocols.grpc), ("http", self.protocols.http))
             if proto is not None and proto.auth is not None
         }
+        if self.protocols.http is not None and self.protocols.http.query_auth is not None:
+            refs["protocols.http.query_auth.authenticator"] = self.protocols.http.query_auth.authenticator
+        return refs
 
 
 def resolve_authenticator(
@@ -107,6 +113,9 @@ class OtlpReceiver:
                 continue
             self.auth[name] = resolve_authenticator(proto.auth, f"{key}.{name}.auth", context)
             self.tls[name] = ServerTLS(proto.tls, f"{key}.{name}.tls") if proto.tls else None
+        http = config.protocols.http
+        self.query_auth = resolve_authenticator(http.query_auth if http else None,
+                                                f"{key}.http.query_auth", context)
 
     def start(self, pipeline: Pipeline, extra_routers: list[APIRouter] | None = None) -> None:
         ingest = Ingest(self.context.component_id, pipeline, self.context.telemetry)
@@ -130,8 +139,8 @@ class OtlpReceiver:
                 for router in extra_routers or []:
                     app.include_router(router)
                 host, port = split_endpoint(h.endpoint, "endpoint")
-                asgi = app if self.auth["http"] is None else RequireAuth(
-                    app, self.auth["http"], ingest, h.traces_url_path)
+                asgi = app if self.auth["http"] is None and self.query_auth is None else RequireAuth(
+                    app, self.auth["http"], ingest, h.traces_url_path, self.query_auth)
                 tls = self.tls["http"]
                 self.http = ThreadedServer(asgi, host, port, "OTLP/HTTP",
                                            ssl_context=tls.ssl_context() if tls else None)

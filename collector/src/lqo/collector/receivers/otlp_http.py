@@ -152,30 +152,38 @@ def build_router(ingest: Ingest, path: str, max_body: int, retry_after_s: int) -
     return router
 
 
+QUERY_PREFIX = "/api/"
+
+
 class RequireAuth:
     """ASGI middleware: 401 for every request on the server (OTLP, /v1/evaluate, /api/v1/*) that
-    the authenticator refuses, answered before the body is read. The OTLP path answers with a
+    its authenticator refuses, answered before the body is read: ``query_auth``'s for /api/*
+    when set, ``auth``'s otherwise (None: open). The OTLP path answers with a
     ``google.rpc.Status`` in the request's encoding, as the OTLP/HTTP spec asks of every 4xx."""
 
-    def __init__(self, app: ASGIApp, auth: ServerAuthenticator, ingest: Ingest,
-                 traces_path: str) -> None:
+    def __init__(self, app: ASGIApp, auth: ServerAuthenticator | None, ingest: Ingest,
+                 traces_path: str, query_auth: ServerAuthenticator | None = None) -> None:
         self.app = app
         self.auth = auth
+        self.query_auth = query_auth
         self.ingest = ingest
         self.traces_path = traces_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        auth = self.auth
+        if scope["type"] == "http" and self.query_auth is not None and scope["path"].startswith(QUERY_PREFIX):
+            auth = self.query_auth
+        if scope["type"] != "http" or auth is None:
             await self.app(scope, receive, send)
             return
-        values = Headers(scope=scope).getlist(self.auth.header)
-        if len(values) == 1 and self.auth.authenticate(values[0]):
+        values = Headers(scope=scope).getlist(auth.header)
+        if len(values) == 1 and auth.authenticate(values[0]):
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
         self.ingest.refuse_request("http", "unauthenticated", f"{client[0]}:{client[1]}" if client else "")
-        message = f"missing or invalid credentials in the {self.auth.header} header"
-        challenge = {"WWW-Authenticate": self.auth.challenge}
+        message = f"missing or invalid credentials in the {auth.header} header"
+        challenge = {"WWW-Authenticate": auth.challenge}
         if scope.get("path") == self.traces_path:
             response = _error(401, 16, message, media_type(Request(scope)), challenge)
         else:
