@@ -536,3 +536,29 @@ def test_the_docs_readers_token_example_is_valid():
     http = built.components["receivers"]["otlp"].protocols.http
     assert (http.auth.authenticator, http.query_auth.authenticator) == (
         "bearertokenauth/senders", "bearertokenauth/readers")
+
+
+def test_garbage_on_the_tls_ports_costs_nothing_and_floods_no_log(make_collector, tmp_path):
+    """Plain HTTP, a truncated ClientHello, zeros, and clients that do not trust the certificate,
+    on both TLS ports: the collector stays ready, serves a proper client next, and logs no line
+    per failed handshake (gRPC's core would, at info level)."""
+    pki = make_pki(tmp_path / "pki")
+    col = make_collector(secured(pki, None))
+    for port in (col.http_port, col.grpc_port):
+        for payload in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b"\x16\x03\x01\x00\x05junk", b"\x00" * 4096):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                raw.sendall(payload)
+                raw.settimeout(2)
+                try:
+                    raw.recv(1024)
+                except (TimeoutError, ConnectionError):
+                    pass
+        with pytest.raises(ssl.SSLError), socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1"):
+            pass
+    assert _grpc_export(col.grpc_endpoint, grpc.ssl_channel_credentials(pki["ca"].read_bytes())) is grpc.StatusCode.OK
+    with _https(f"https://127.0.0.1:{col.http_port}/v1/traces", pki["ca"], ExportTraceServiceRequest().SerializeToString(),
+                {"Content-Type": "application/x-protobuf"}) as ok:
+        assert ok.status == 200
+    log = col.log()
+    assert "Handshake failed" not in log and "Traceback" not in log, log[-2000:]

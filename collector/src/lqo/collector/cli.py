@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import ssl
 import sys
 import urllib.error
@@ -173,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # gRPC's core logs every failed TLS handshake at info level (a port scan or a plain-text
+    # client would flood the log); errors only, unless the user asks for more.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
