@@ -588,3 +588,19 @@ def test_the_charts_app_version_is_the_collectors() -> None:
     chart_yaml = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart_yaml["appVersion"] == __version__
     assert chart_yaml["kubeVersion"] == f">={KUBE_VERSIONS[0]}-0"  # the oldest version the tests check
+
+
+def test_the_install_notes_tell_clients_what_to_set(chart: helm.Chart) -> None:
+    def notes(values: dict[str, Any]) -> str:
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        return next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
+
+    plain = notes({})
+    assert f"http://{FULLNAME}.{NAMESPACE}.svc:4318" in plain
+    assert "can send spans and query them" in plain  # the open default is said out loud
+    secured = notes(VALUE_SETS["external"])
+    assert f"https://{FULLNAME}.{NAMESPACE}.svc:4317" in secured and "OTEL_EXPORTER_OTLP_CERTIFICATE" in secured
+    assert "OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20<a token from Secret lqo-token>" in secured
+    assert "(TOKEN: one from Secret lqo-readers)" in secured and "--cert client.crt" in secured
+    assert "can send spans" not in secured
+    assert "can send spans:" in notes({"auth": {"query": {"existingSecret": "readers"}}})
