@@ -14,7 +14,9 @@ Refused requests (backpressure) are retried after a pause, as an OTLP exporter w
 Variants: ``spine`` (no processors), ``enriched`` (genai_normalize + cost), ``enriched+prom``
 (and the prometheus exporter), ``redacted+enriched`` (redaction first, as the default pipeline),
 ``genai-only`` (the ``filter`` processor with ``keep: genai``: the workload's HTTP server spans are
-dropped, half of them). Runs of the variants alternate, on the same payloads.
+dropped, half of them), ``genai-traces`` (``keep: genai_traces``; every span of the workload has a
+trace of its own, so it keeps the same spans and remembers a trace per GenAI span: the worst case
+of its bookkeeping). Runs of the variants alternate, on the same payloads.
 
 Security (``--security``, alternating like the variants): ``plain``; ``tls`` (both receivers
 with a certificate from a throwaway CA, the clients verifying it); ``tls+token`` (and the
@@ -147,22 +149,24 @@ VARIANTS = {
     "enriched+prom": (["genai_normalize", "cost"], True),
     "redacted+enriched": (["redaction", "genai_normalize", "cost"], False),
     "genai-only": (["filter"], False),
+    "genai-traces": (["filter"], False),
 }
 # Processors' settings where the default would not do what the variant is about.
-PROCESSOR_SETTINGS = {"filter": {"keep": "genai"}}
+VARIANT_SETTINGS = {"genai-only": {"filter": {"keep": "genai"}},
+                    "genai-traces": {"filter": {"keep": "genai_traces"}}}
 
 
 def run_collector(
     workdir: Path, processors: list[str] | None = None, exporter: dict | None = None,
     decoder: str = "native", prometheus: bool = False, attempt: int = 1,
-    security: Security | None = None,
+    security: Security | None = None, settings: dict | None = None,
 ) -> tuple[subprocess.Popen, dict]:
     ports = {"grpc": _free_port(), "http": _free_port(), "metrics": _free_port()}
     config = {
         "receivers": {"otlp": {"protocols": {
             "grpc": {"endpoint": f"127.0.0.1:{ports['grpc']}"},
             "http": {"endpoint": f"127.0.0.1:{ports['http']}"}}}},
-        "processors": {p: PROCESSOR_SETTINGS.get(p, {}) for p in processors or []},
+        "processors": {p: (settings or {}).get(p, {}) for p in processors or []},
         "exporters": {"clickhouse": {"endpoint": "embedded://./store", **(exporter or {})},
                       **({"prometheus": {}} if prometheus else {})},
         "service": {
@@ -189,7 +193,7 @@ def run_collector(
     proc.wait()
     log = (workdir / "log").read_text()
     if "Address already in use" in log and attempt < 3:  # a free port taken meanwhile: new ports
-        return run_collector(workdir, processors, exporter, decoder, prometheus, attempt + 1, security)
+        return run_collector(workdir, processors, exporter, decoder, prometheus, attempt + 1, security, settings)
     raise RuntimeError(log)
 
 
@@ -266,12 +270,13 @@ def payloads(total_spans: int, batch: int) -> tuple[list[bytes], int]:
 def measure(
     total_spans: int, batch: int, clients: int, processors: list[str] | None = None,
     exporter: dict | None = None, transport: str = "both", decoder: str = "native",
-    prometheus: bool = False, security: str = "plain",
+    prometheus: bool = False, security: str = "plain", settings: dict | None = None,
 ) -> dict:
     bodies, n_distinct = payloads(total_spans, batch)
     workdir = Path(tempfile.mkdtemp(prefix="lqo-bench-"))
     sec = Security(security, workdir)
-    proc, ports = run_collector(workdir, processors, exporter, decoder, prometheus, security=sec)
+    proc, ports = run_collector(workdir, processors, exporter, decoder, prometheus, security=sec,
+                                settings=settings)
     try:
         counters0 = _proc_counters(proc.pid)
         threads0 = _thread_cpu(proc.pid)
@@ -417,7 +422,8 @@ def main() -> None:
                 label = variant if decoder == "native" else f"{variant}/{decoder}"
                 label = label if security == "plain" else f"{label}/{security}"
                 result = measure(args.spans, args.batch, args.clients, processors, transport=args.transport,
-                                 decoder=decoder, prometheus=prometheus, security=security)
+                                 decoder=decoder, prometheus=prometheus, security=security,
+                                 settings=VARIANT_SETTINGS.get(variant))
                 print(f"run {i + 1} {label}: {json.dumps(result)}", file=sys.stderr)
                 assert result["spans_stored"] == result["spans_expected"], "spans lost or duplicated"
                 runs.setdefault(label, []).append(result)

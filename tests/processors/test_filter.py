@@ -90,6 +90,52 @@ def test_what_is_kept_is_unchanged_and_its_share_of_the_bytes_follows() -> None:
     assert len(everything) == 0 and everything.table.schema == batch.table.schema
 
 
+def _traced(spans: list[tuple[str, str, dict[str, str]]]) -> SpanBatch:
+    """(trace id, span name, attributes) per span."""
+    batch = batch_of([attrs for _, _, attrs in spans], trace_ids=[t for t, _, _ in spans])
+    i = batch.table.schema.get_field_index("SpanName")
+    return SpanBatch(batch.table.set_column(i, batch.table.schema.field(i), pa.array([s[1] for s in spans])))
+
+
+def _names(batch: SpanBatch) -> list[str]:
+    return batch.table.column("SpanName").to_pylist()
+
+
+def test_genai_traces_keeps_the_spans_of_traces_with_a_genai_span_arriving_with_or_after_it() -> None:
+    processor = FilterProcessor(FilterConfig(keep="genai_traces"))
+    first = _traced([("t1", "retrieve docs", {"db.system.name": "qdrant"}),  # ended before the call
+                     ("t1", "chat gpt-4o", chat(user="hi")),
+                     ("t2", "GET /cart", {"http.route": "/cart"}),
+                     ("t3", "SELECT carts", {"db.system.name": "postgresql"})])
+    assert _names(processor.process(first)) == ["retrieve docs", "chat gpt-4o"]
+    later = _traced([("t1", "POST /ask", {"http.route": "/ask"}),  # the request span ends last
+                     ("t2", "GET /", {}),
+                     ("t4", "embeddings e5", {"gen_ai.operation.name": "embeddings"})])
+    assert _names(processor.process(later)) == ["POST /ask", "embeddings e5"]
+
+
+def test_genai_traces_remembers_a_bounded_number_of_traces_least_recently_seen_first() -> None:
+    processor = FilterProcessor(FilterConfig(keep="genai_traces", trace_memory=2))
+    for trace_id in ("t1", "t2"):
+        processor.process(_traced([(trace_id, "chat", chat(user="x"))]))
+    processor.process(_traced([("t1", "tool call", {})]))  # t1 seen again: now the most recent
+    processor.process(_traced([("t3", "chat", chat(user="y"))]))  # t2, the least recent, is forgotten
+    out = processor.process(_traced([("t1", "POST /a", {}), ("t2", "POST /b", {}), ("t3", "POST /c", {})]))
+    assert _names(out) == ["POST /a", "POST /c"]
+    # trace_memory 0: only spans that arrive with their GenAI span
+    same_batch = FilterProcessor(FilterConfig(keep="genai_traces", trace_memory=0))
+    assert _names(same_batch.process(_traced([("t1", "POST /a", {}), ("t1", "chat", chat(user="x"))]))) == [
+        "POST /a", "chat"]
+    assert _names(same_batch.process(_traced([("t1", "POST /late", {})]))) == []
+
+
+def test_genai_traces_with_drop_rules_a_dropped_genai_span_keeps_nothing_of_its_trace() -> None:
+    processor = FilterProcessor(FilterConfig(keep="genai_traces", drop=[{"span_name": "chat noisy"}]))
+    out = processor.process(_traced([("t1", "chat noisy", chat(user="x")), ("t1", "POST /batch", {}),
+                                     ("t2", "chat gpt-4o", chat(user="y")), ("t2", "GET /healthz", {})]))
+    assert _names(out) == ["chat gpt-4o", "GET /healthz"]
+
+
 def test_patterns_run_in_linear_time_on_hostile_input() -> None:
     """RE2: a pattern that backtracks exponentially in Python's re finishes at once on a long name."""
     spans = [("svc", "a" * 50_000 + "!", None, {})] * 3
@@ -101,7 +147,8 @@ def test_patterns_run_in_linear_time_on_hostile_input() -> None:
     ({"drop": [{"span_name": "(?=look)ahead"}]}, "filter.drop.0.span_name: not a valid RE2 regular expression"),
     ({"drop": [{"service_name": "("}]}, "filter.drop.0.service_name: not a valid RE2 regular expression"),
     ({"drop": [{"span_kind": "server"}]}, "filter.drop.0.span_kind: Input should be 'Unspecified', 'Internal'"),
-    ({"keep": "llm"}, "filter.keep: Input should be 'all' or 'genai'"),
+    ({"keep": "llm"}, "filter.keep: Input should be 'all', 'genai' or 'genai_traces'"),
+    ({"keep": "genai_traces", "trace_memory": -1}, "filter.trace_memory: Input should be greater than or equal to 0"),
     ({"drop": [{"attributes": {"k": 1}}]}, "filter.drop.0.attributes.k: Input should be a valid string"),
     ({"drop": [{"span_nam": "x"}]}, "filter.drop.0.span_nam: unknown key"),
 ])
@@ -159,3 +206,30 @@ def test_the_docs_example_is_valid_and_does_what_it_says() -> None:
     out = FilterProcessor(config).process(_batch(spans))
     assert out.table.column("ServiceName").to_pylist() == ["shop"]
     assert out.table.column("SpanName").to_pylist() == ["chat gpt-4o"]
+
+
+def test_a_collector_keeps_the_requests_that_led_to_llm_calls(make_collector: Any) -> None:
+    """keep: genai_traces through a real collector, spans from the OTel SDK as a web service
+    exports them: the request, the retrieval before the call and the call are stored; a health
+    check and a request without an LLM call are not."""
+    col = make_collector({"processors": {"filter": {"keep": "genai_traces"}},
+                          "service": {"pipelines": {"traces": {"processors": ["filter"]}}}})
+    provider, tracer = otlp_tracer(col.http_url, "assistant")
+    with tracer.start_as_current_span("POST /ask", kind=SpanKind.SERVER):
+        with tracer.start_as_current_span("retrieve docs", attributes={"db.system.name": "qdrant"}):
+            pass
+        with tracer.start_as_current_span("chat gpt-4o", kind=SpanKind.CLIENT, attributes=chat(user="why?")):
+            pass
+    for route in ("GET /healthz", "GET /cart"):
+        with tracer.start_as_current_span(route, kind=SpanKind.SERVER):
+            pass
+    provider.shutdown()
+    assert col.wait_stored(3) == 3
+    rows = col.query("SELECT SpanName, TraceId FROM otel_traces ORDER BY Timestamp")
+    assert [r["SpanName"] for r in rows] == ["POST /ask", "retrieve docs", "chat gpt-4o"]
+    assert len({r["TraceId"] for r in rows}) == 1
+    deadline = time.monotonic() + 10
+    while 'lqo_processor_dropped_spans_total{processor="filter",reason="filtered"} 2.0' not in col.metrics():
+        assert time.monotonic() < deadline, "the two other requests were not counted as filtered"
+        time.sleep(0.2)
+    assert col.wait_stored(3) == 3

@@ -2,10 +2,17 @@
 
 Zero-code instrumentation (``opentelemetry-instrument``) traces a whole service: web requests,
 database calls, health checks. ``keep: genai`` keeps only the GenAI spans (any ``gen_ai.*`` or
-``llm.*`` attribute, the test every processor here uses); ``drop`` rules remove spans by service,
-name, kind, attribute values or GenAI-ness. Put it first in the pipeline, so that the rest never
-pays for what it drops. Dropped spans are counted in
-``lqo_processor_dropped_spans_total{processor="filter", reason="filtered"}``.
+``llm.*`` attribute, the test every processor here uses); ``keep: genai_traces`` also keeps the
+other spans of their traces that arrive with or after a GenAI span (the request that led to the
+call, its tools); ``drop`` rules remove spans by service, name, kind, attribute values or
+GenAI-ness. Put it first in the pipeline, so that the rest never pays for what it drops. Dropped
+spans are counted in ``lqo_processor_dropped_spans_total{processor="filter", reason="filtered"}``.
+
+``genai_traces`` remembers the last ``trace_memory`` traces that had a kept GenAI span. SDKs end
+and export a child before its parent, so the request span that led to an LLM call arrives in
+the same export as the call or after it, and is kept; a span of the trace exported before the
+first GenAI span (a separate export, seconds earlier) is already gone. Each collector remembers
+its own traces: behind a load balancer, send a trace's spans to one collector.
 
 Matching is columnar (Arrow compute, RE2 regular expressions: linear time whatever the pattern
 or the input); nothing is done per span in Python.
@@ -13,6 +20,7 @@ or the input); nothing is done per span in Python.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Literal
 
 import numpy as np
@@ -60,13 +68,18 @@ class DropRule(StrictModel):
 
 
 class FilterConfig(StrictModel):
-    keep: Literal["all", "genai"] = Field("all", description="genai: drop every span that is not a GenAI span")
+    keep: Literal["all", "genai", "genai_traces"] = Field(
+        "all", description="genai: only GenAI spans; genai_traces: and the spans of their traces")
+    trace_memory: int = Field(100_000, ge=0, le=10_000_000,
+                              description="genai_traces: how many traces with a GenAI span are remembered")
     drop: list[DropRule] = Field(default_factory=list)
 
 
 class FilterProcessor:
     def __init__(self, config: FilterConfig, ctx: ComponentContext | None = None) -> None:
         self.config = config
+        # genai_traces: trace ids with a kept GenAI span, least recently seen first
+        self._traces: OrderedDict[str, None] = OrderedDict()
 
     def start(self) -> None:
         pass
@@ -78,14 +91,31 @@ class FilterProcessor:
         n = len(batch)
         if not n or (self.config.keep == "all" and not self.config.drop):
             return batch
-        drop = ~batch.genai_mask() if self.config.keep == "genai" else np.zeros(n, dtype=bool)
+        drop = np.zeros(n, dtype=bool)
         for rule in self.config.drop:
             drop |= self._matches(batch, rule)
+        if self.config.keep == "genai":
+            drop |= ~batch.genai_mask()
+        elif self.config.keep == "genai_traces":
+            drop |= ~self._in_genai_traces(batch, batch.genai_mask() & ~drop)
         if not drop.any():
             return batch
         table = batch.table.filter(pa.array(~drop))
         approx = batch.approx_bytes * table.num_rows // n
         return SpanBatch(table, approx)
+
+    def _in_genai_traces(self, batch: SpanBatch, genai: np.ndarray) -> np.ndarray:
+        """Per span: does its trace have a GenAI span, in this batch (``genai``) or remembered?"""
+        trace_ids = batch.table.column("TraceId")
+        new = pc.unique(trace_ids.filter(pa.array(genai))).to_pylist() if genai.any() else []
+        remembered = self._traces
+        known = [t for t in pc.unique(trace_ids).to_pylist() if t in remembered]
+        for trace_id in (*known, *new):  # seen now: the most recent
+            remembered[trace_id] = None
+            remembered.move_to_end(trace_id)
+        while len(remembered) > self.config.trace_memory:
+            remembered.popitem(last=False)
+        return _mask(pc.is_in(trace_ids, value_set=pa.array([*known, *new], pa.string())))
 
     @staticmethod
     def _matches(batch: SpanBatch, rule: DropRule) -> np.ndarray:
