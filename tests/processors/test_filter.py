@@ -149,6 +149,7 @@ def test_patterns_run_in_linear_time_on_hostile_input() -> None:
     ({"drop": [{"span_kind": "server"}]}, "filter.drop.0.span_kind: Input should be 'Unspecified', 'Internal'"),
     ({"keep": "llm"}, "filter.keep: Input should be 'all', 'genai' or 'genai_traces'"),
     ({"keep": "genai_traces", "trace_memory": -1}, "filter.trace_memory: Input should be greater than or equal to 0"),
+    ({"keep": "genai_traces", "trace_memory": 10**7}, "filter.trace_memory: Input should be less than or equal to 1000000"),
     ({"drop": [{"attributes": {"k": 1}}]}, "filter.drop.0.attributes.k: Input should be a valid string"),
     ({"drop": [{"span_nam": "x"}]}, "filter.drop.0.span_nam: unknown key"),
 ])

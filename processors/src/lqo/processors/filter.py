@@ -70,8 +70,9 @@ class DropRule(StrictModel):
 class FilterConfig(StrictModel):
     keep: Literal["all", "genai", "genai_traces"] = Field(
         "all", description="genai: only GenAI spans; genai_traces: and the spans of their traces")
-    trace_memory: int = Field(100_000, ge=0, le=10_000_000,
-                              description="genai_traces: how many traces with a GenAI span are remembered")
+    trace_memory: int = Field(100_000, ge=0, le=1_000_000,
+                              description="genai_traces: how many traces with a GenAI span are remembered "
+                                          "(~170 bytes each)")
     drop: list[DropRule] = Field(default_factory=list)
 
 
