@@ -81,7 +81,8 @@ class Daemons:
         config_path.write_text(config)
         return self._start(name, lambda port: [
             PROMETHEUS, f"--config.file={config_path}", f"--storage.tsdb.path={self.tmp_path / name}",
-            f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"], "/-/ready")
+            f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
+            "--enable-feature=exemplar-storage"], "/-/ready")  # as the compose stack runs it
 
     def alertmanager(self, config_path: Path, name: str = "alertmanager") -> str:
         """Alertmanager with the config file at ``config_path``, clustering off; its base URL."""

@@ -95,10 +95,12 @@ def single(title: str, unit: str, query: PromQuery, description: str) -> stat.Pa
 
 
 def percentiles(title: str, histogram: str, description: str = "") -> timeseries.Panel:
-    """p50 and p95 of a histogram in seconds, a line per model."""
+    """p50 and p95 of a histogram in seconds, a line per model; the p95 query shows the buckets'
+    exemplars (a span each, linked to its trace)."""
     return series(title, "s", *[prom(
         f"histogram_quantile({q}, sum by (le, gen_ai_request_model) (rate({histogram}_bucket{{{SEL}}}[$__rate_interval])))",
-        f"p{round(q * 100)} {{{{gen_ai_request_model}}}}", ref_id=ref) for q, ref in ((0.5, "A"), (0.95, "B"))],
+        f"p{round(q * 100)} {{{{gen_ai_request_model}}}}", ref_id=ref).exemplar(q == 0.95)
+        for q, ref in ((0.5, "A"), (0.95, "B"))],
         description=description)
 
 
@@ -193,7 +195,9 @@ def quality() -> dash.Dashboard:
                 "{{gen_ai_request_model}} {{check}}")))
             .with_panel(series("Scores by check (p90)", "percentunit", prom(
                 f"histogram_quantile(0.9, sum by (le, check) (rate(lqo_evaluation_score_bucket{{{SEL}}}[$__rate_interval])))",
-                "{{check}}"), description="0..1, higher is worse: toxicity, hallucination, prompt_injection."))
+                "{{check}}").exemplar(True),
+                description="0..1, higher is worse: toxicity, hallucination, prompt_injection. The dots are "
+                            "scored calls (exemplars): click one to open its trace."))
             .with_panel(sql_table("PII found, by type", f"""
                 SELECT arrayJoin(splitByChar(',', SpanAttributes['lqo.pii.entities'])) AS entity, count() AS calls
                 FROM {TRACES}

@@ -227,6 +227,45 @@ def test_flags_scores_and_time_to_first_chunk() -> None:
     assert r.get_sample_value("gen_ai_client_operation_duration_seconds_sum", {**labels, "error_type": ""}) == 0.5
 
 
+def test_histogram_buckets_carry_the_latest_span_as_exemplar_in_openmetrics_only() -> None:
+    """A bucket's exemplar is the last span of the latest batch counted in it: its trace id, value
+    and end time. The OpenMetrics exposition (what Prometheus asks for) carries them; the classic
+    text format cannot."""
+    from prometheus_client.exposition import choose_encoder
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    exporter, telemetry = _exporter()
+    base = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "m"}
+    first = _batch([{**base, "gen_ai.usage.input_tokens": 10, "lqo.toxicity.score": "0.95"},
+                    {**base, "gen_ai.usage.input_tokens": 12}])
+    ids = ["1" * 32, "2" * 32]
+    first = SpanBatch(first.table.set_column(first.table.schema.get_field_index("TraceId"), "TraceId",
+                                             pa.array(ids)).set_column(
+        first.table.schema.get_field_index("Timestamp"), "Timestamp",
+        pa.array([1_760_000_000_000_000_000] * 2, pa.timestamp("ns"))))
+    exporter.export(first)
+    encoder, content_type = choose_encoder("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    text = encoder(telemetry.registry).decode()
+    exemplars = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.exemplar is not None:
+                exemplars[(sample.name, sample.labels.get("le"), sample.labels.get("check"),
+                           sample.labels.get("gen_ai_token_type"))] = sample.exemplar
+    tokens = exemplars[("gen_ai_client_token_usage_bucket", "16.0", None, "input")]
+    assert tokens.labels == {"trace_id": "2" * 32} and tokens.value == 12  # the later of the two spans
+    assert (tokens.timestamp.sec, tokens.timestamp.nsec) == (1_760_000_000, 250_000_000)  # the span's end
+    toxic = exemplars[("lqo_evaluation_score_bucket", "1.0", "toxicity", None)]
+    assert toxic.labels == {"trace_id": "1" * 32} and toxic.value == 0.95
+    duration = exemplars[("gen_ai_client_operation_duration_seconds_bucket", "0.32", None, None)]
+    assert duration.labels["trace_id"] == "2" * 32 and duration.value == 0.25
+    # buckets no span fell in have none; the count of exemplars is one per hit bucket
+    assert len([k for k in exemplars if k[0] == "gen_ai_client_operation_duration_seconds_bucket"]) == 1
+    plain = choose_encoder("text/plain")[0](telemetry.registry).decode()
+    assert "trace_id" not in plain and "# {" not in plain
+
+
 def test_one_prometheus_exporter_per_collector() -> None:
     from lqo.collector.config import ConfigError, load_yaml
     from lqo.collector.service import validate_config

@@ -183,3 +183,25 @@ def test_every_sql_query_answers(stack: Any, board: str, panel: str, target: dic
     if panel == "Flagged calls":
         assert all(r["trace_id"] and r["flags"].startswith("[") for r in rows)
         assert "4111" not in json.dumps(rows)  # the card number was redacted before storage
+
+
+def test_exemplars_link_the_panels_to_stored_traces(stack: Any) -> None:
+    """The real Prometheus (exemplar storage on, as in the compose stack) keeps the collector's
+    exemplars; each names a trace that is in the store, and the provisioned datasource turns the
+    exemplar's label into a link to the LLM traces dashboard."""
+    col, prom, start = stack
+    quantile = next(t["expr"] for _, panel, t in _targets("prometheus")
+                    if panel == "Call duration by model (p50, p95)" and t.get("exemplar"))
+    params = urllib.parse.urlencode({"query": _promql(quantile), "start": start, "end": int(time.time()) + 1})
+    found = wait_until("exemplars of the p95 query", lambda: [
+        e for s in get_json(f"{prom}/api/v1/query_exemplars?{params}")["data"] for e in s["exemplars"]])
+    trace_ids = {e["labels"]["trace_id"] for e in found}
+    in_list = ", ".join(f"'{t}'" for t in sorted(trace_ids))
+    stored = col.query(f"SELECT DISTINCT TraceId FROM otel_traces WHERE TraceId IN ({in_list}) "
+                       f"AND ServiceName = '{SERVICE}'")
+    assert {r["TraceId"] for r in stored} == trace_ids
+    datasources = yaml.safe_load((GRAFANA / "provisioning/datasources/lqo.yml").read_text())["datasources"]
+    [destination] = next(d for d in datasources if d["uid"] == "lqo-prometheus")["jsonData"]["exemplarTraceIdDestinations"]
+    assert destination["name"] == "trace_id"  # the exemplar label the collector writes
+    assert destination["url"].startswith("/d/lqo-traces/") and "var-trace_id=${__value.raw}" in destination["url"]
+    assert "trace_id" in {v["name"] for v in BOARDS["lqo-traces"]["templating"]["list"]}

@@ -8,8 +8,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import FastAPI, Request, Response
+from prometheus_client.exposition import choose_encoder
 from pydantic import Field
 
 from lqo.collector.components import ComponentContext, component_type, factories
@@ -220,8 +220,10 @@ class Collector:
         registry = self.telemetry.registry
 
         @app.get("/metrics")
-        def metrics() -> Response:
-            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        def metrics(request: Request) -> Response:
+            # OpenMetrics when the scraper asks for it (Prometheus does): it carries the exemplars
+            encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+            return Response(encoder(registry), media_type=content_type)
 
         @app.get("/healthz")
         def healthz() -> dict[str, str]:

@@ -18,6 +18,12 @@ ones are reported as ``other`` (counted in ``lqo_prometheus_label_overflow_total
 
 Aggregation is per batch with numpy (bucket counts by ``searchsorted``), not per span, and
 the exposition is produced on scrape by a custom collector under one lock.
+
+Exemplars: every histogram bucket carries the trace id of the latest span counted in it
+(``{trace_id="…"}``, the span's value and end time), so a latency spike, a token outlier or a
+high toxicity score in Grafana opens the trace that caused it. They are exposed in the
+OpenMetrics format, which Prometheus asks for by default (and stores with
+``--enable-feature=exemplar-storage``); the classic text format carries none.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.samples import Exemplar
 from pydantic import Field
 
 from lqo.collector.components import ComponentContext, ExportResult, Factory, register
@@ -77,34 +84,64 @@ class LabelLimiter:
         return value, False
 
 
+@dataclass(frozen=True)
+class Spans:
+    """What an exemplar names, per observed value: the span's trace id and end time (seconds)."""
+
+    trace_ids: pa.Array
+    ends: np.ndarray
+
+    def subset(self, mask: np.ndarray) -> Spans:
+        return Spans(self.trace_ids.filter(pa.array(mask)), self.ends[mask])
+
+
 @dataclass
 class Histogram:
     bounds: np.ndarray
     counts: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
     sums: dict[tuple[str, ...], float] = field(default_factory=dict)
+    # per label set and bucket: the latest span counted there
+    exemplars: dict[tuple[str, ...], list[Exemplar | None]] = field(default_factory=dict)
 
-    def observe(self, keys: list[tuple[str, ...]], group: np.ndarray, values: np.ndarray) -> None:
-        """Add ``values[i]`` under label set ``keys[group[i]]`` (one bincount for all groups)."""
+    def observe(self, keys: list[tuple[str, ...]], group: np.ndarray, values: np.ndarray,
+                spans: Spans | None = None) -> None:
+        """Add ``values[i]`` under label set ``keys[group[i]]`` (one bincount for all groups);
+        with ``spans``, each bucket hit keeps the last of its spans as its exemplar."""
         if not len(values):
             return
         width = len(self.bounds) + 1
         slots = np.searchsorted(self.bounds, values, side="left")  # value <= bound → that bucket
-        counts = np.bincount(group * width + slots, minlength=len(keys) * width).reshape(len(keys), width)
+        cells = group * width + slots
+        counts = np.bincount(cells, minlength=len(keys) * width).reshape(len(keys), width)
         sums = np.bincount(group, weights=values, minlength=len(keys))
         for g in np.unique(group).tolist():
             key = keys[g]
             if key not in self.counts:
                 self.counts[key] = np.zeros(width, dtype=np.int64)
                 self.sums[key] = 0.0
+                self.exemplars[key] = [None] * width
             self.counts[key] += counts[g]
             self.sums[key] += float(sums[g])
+        if spans is not None:
+            # the last value of the batch in each (label set, bucket) cell: one Python step a cell
+            distinct, first_from_end = np.unique(cells[::-1], return_index=True)
+            last = len(cells) - 1 - first_from_end
+            trace_ids = spans.trace_ids.take(pa.array(last)).to_pylist()
+            for cell, i, trace_id in zip(distinct.tolist(), last.tolist(), trace_ids, strict=True):
+                if trace_id:
+                    g, slot = divmod(cell, width)
+                    end = float(spans.ends[i])
+                    self.exemplars[keys[g]][slot] = Exemplar(
+                        {"trace_id": trace_id}, float(values[i]), end if np.isfinite(end) else None)
 
     def family(self, name: str, doc: str, labels: tuple[str, ...]) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, doc, labels=list(labels))
         edges = [_le(b) for b in self.bounds] + ["+Inf"]
         for key, counts in sorted(self.counts.items()):
             cumulative = np.cumsum(counts).tolist()
-            family.add_metric(list(key), list(zip(edges, cumulative, strict=True)), self.sums[key])
+            buckets = [(edge, n, ex) if ex is not None else (edge, n)
+                       for edge, n, ex in zip(edges, cumulative, self.exemplars[key], strict=True)]
+            family.add_metric(list(key), buckets, self.sums[key])
         return family
 
 
@@ -158,18 +195,21 @@ class GenAIMetrics:
         cols = {k: v.take(take) for k, v in cols.items()}
         label_columns = [batch.table.column("ServiceName").take(pa.array(rows[calls])).combine_chunks(),
                          *(cols[k] for k in LABEL_ATTRIBUTES)]
-        durations = batch.table.column("Duration").take(pa.array(rows[calls])).to_numpy().astype(np.float64) / 1e9
+        span_rows = pa.array(rows[calls])
+        durations = batch.table.column("Duration").take(span_rows).to_numpy().astype(np.float64) / 1e9
+        starts = pc.cast(batch.table.column("Timestamp").take(span_rows), pa.int64()).to_numpy()
+        spans = Spans(batch.table.column("TraceId").take(span_rows).combine_chunks(), starts / 1e9 + durations)
         errors = pa.array([_error_type(v) for v in cols[ERROR].to_pylist()], pa.string()) \
             if cols[ERROR].null_count < len(calls) else pa.array([""] * len(calls), pa.string())
         with self._lock:
             keys, group = group_rows(self._capped(label_columns, COMMON_LABELS))
             pairs, dgroup = group_rows([pa.array(group), errors])  # the duration adds error_type
-            self.duration.observe([(*keys[g], err) for g, err in pairs], dgroup, durations)
+            self.duration.observe([(*keys[g], err) for g, err in pairs], dgroup, durations, spans)
             for kind, attr in (("input", INPUT), ("output", OUTPUT)):
                 values, ok = _numbers(cols[attr])
-                self.tokens.observe([(*k, kind) for k in keys], group[ok], values[ok])
+                self.tokens.observe([(*k, kind) for k in keys], group[ok], values[ok], spans.subset(ok))
             values, ok = _numbers(cols[TTFC])
-            self.ttfc.observe(keys, group[ok], values[ok])
+            self.ttfc.observe(keys, group[ok], values[ok], spans.subset(ok))
             values, ok = _numbers(cols[COST])
             if ok.any():
                 sums = np.bincount(group[ok], weights=values[ok], minlength=len(keys))
@@ -177,7 +217,7 @@ class GenAIMetrics:
                     self.cost[keys[g]] = self.cost.get(keys[g], 0.0) + float(sums[g])
             for check, attr in CHECKS.items():
                 values, ok = _numbers(cols[attr])
-                self.scores.observe([(*k, check) for k in keys], group[ok], values[ok])
+                self.scores.observe([(*k, check) for k in keys], group[ok], values[ok], spans.subset(ok))
             flagged = np.nonzero(_valid(cols[FLAGS]))[0]
             for i, value in zip(flagged.tolist(), cols[FLAGS].take(pa.array(flagged)).to_pylist(), strict=True):
                 for check in _flags(value):
