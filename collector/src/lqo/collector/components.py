@@ -85,7 +85,8 @@ class ComponentContext:
 
     component_id: str
     telemetry: SelfTelemetry
-    # The started extensions by id (receivers resolve their authenticator here).
+    # The collector's extensions by id, started before the receivers (which resolve their
+    # authenticator here).
     extensions: Mapping[str, Any] = field(default_factory=dict)
 
 
