@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pki import make_pki, secured
 
 from .expected import expected_for
 from .replay import RECORDINGS, ReplayServer, load_cassette
@@ -47,3 +48,29 @@ def test_node_openai_spans_are_stored(transport: str, collector: Any) -> None:
     assert attrs["gen_ai.response.id"] == exp.response_id
     assert attrs["gen_ai.usage.input_tokens"] == str(exp.input_tokens)
     assert attrs["gen_ai.usage.output_tokens"] == str(exp.output_tokens)
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_node_spans_reach_a_collector_with_tls_and_a_token(transport: str, make_collector: Any,
+                                                           tmp_path: Path) -> None:
+    """The same Node.js program, configured only through the standard variables, against a
+    collector that asks for TLS and a token (docs/configuration.md, "Securing the receivers")."""
+    node = shutil.which("node")
+    assert node, "node is required (bin/bootstrap installs the npm packages)"
+    pki = make_pki(tmp_path / "pki")
+    (tmp_path / "token").write_text("node-token\n")
+    collector = make_collector(secured(pki, tmp_path / "token"))
+    url = (f"https://127.0.0.1:{collector.grpc_port}" if transport == "grpc"
+           else f"https://127.0.0.1:{collector.http_port}/v1/traces")
+    with ReplayServer(load_cassette(CASSETTE)) as srv:
+        env = {**os.environ, "LQO_TRANSPORT": transport, "LQO_OTLP_URL": url, "OPENAI_BASE_URL": f"{srv.url}/v1",
+               "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20node-token",
+               "OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki["ca"]),  # the gRPC exporter's CA
+               "NODE_EXTRA_CA_CERTS": str(pki["ca"])}  # Node's https agent (the HTTP exporter)
+        out = subprocess.run([node, "producer.js"], cwd=NODE_DIR, env=env, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    assert collector.wait_stored(1) >= 1
+    rows = collector.query("SELECT SpanName FROM otel_traces "
+                           f"WHERE ServiceName = 'node-producer-{transport}'")
+    assert "chat gpt-4o-mini" in [r["SpanName"] for r in rows]
+    assert 'reason="unauthenticated"' not in collector.metrics()
