@@ -116,6 +116,43 @@ def test_http_gzip_bomb_is_413_without_inflating(limited):
     assert_still_accepts(limited)
 
 
+def test_http_clients_that_hang_up_mid_body_cost_nothing(limited):
+    """A client that closes the connection halfway through its body, on OTLP, /v1/evaluate and
+    /api/v1/query: nothing is stored from it, nothing is logged as an error, the next works."""
+    import http.client
+
+    port = int(limited.http_url.rsplit(":", 1)[1])
+    for path, content_type in (("/v1/traces", "application/x-protobuf"), ("/v1/evaluate", "application/json"),
+                               ("/api/v1/query", "application/json")):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.putrequest("POST", path)
+        conn.putheader("Content-Type", content_type)
+        conn.putheader("Content-Length", "5000")
+        conn.endheaders()
+        conn.send(b"\x0a\x80")
+        time.sleep(0.2)
+        conn.close()
+    time.sleep(0.5)
+    log = limited.log()
+    assert "Traceback" not in log and "ClientDisconnect" not in log, log[-2000:]
+    assert_still_accepts(limited)
+
+
+def test_http_query_bodies_are_read_with_a_limit(limited):
+    """/api/v1/query reads at most its limit (it used to buffer any body whole), and takes gzip."""
+    from lqo.collector.query import MAX_SQL_BYTES
+
+    status, _, body = post(f"{limited.http_url}/api/v1/query", b"x" * (MAX_SQL_BYTES + 2048), "application/json")
+    assert status == 413 and "query request over" in json.loads(body)["error"]
+    bomb = gzip.compress(b" " * (64 * 1024 * 1024), compresslevel=9)
+    status, _, body = post(f"{limited.http_url}/api/v1/query", bomb, "application/json", "gzip")
+    assert status == 413
+    query = gzip.compress(json.dumps({"sql": "SELECT 1 AS one"}).encode())
+    status, _, body = post(f"{limited.http_url}/api/v1/query", query, "application/json", "gzip")
+    assert status == 200 and json.loads(body.splitlines()[0]) == {"one": 1}
+    assert_still_accepts(limited)
+
+
 def test_http_gzip_body_within_limit_is_accepted(limited):
     body = gzip.compress(good_request(3).SerializeToString())
     status, _, _ = post(f"{limited.http_url}/v1/traces", body, "application/x-protobuf", "gzip")

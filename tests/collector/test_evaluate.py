@@ -186,3 +186,33 @@ def test_a_priced_model_with_usage_is_priced(col: CollectorProcess) -> None:
                                     provider_id="openai")
     assert float(body["attributes"]["lqo.cost.usd"]) == pytest.approx(float(price.total_price), rel=1e-9)
     assert body["attributes"]["lqo.cost.source"] == "computed"
+
+
+def test_evaluations_in_progress_are_capped_and_slow_senders_let_go(col: CollectorProcess) -> None:
+    """MAX_IN_PROGRESS senders that never finish their body hold every place: the next request
+    gets 503 + Retry-After at once, without its body being read; once they go (or time out),
+    evaluations are served again, and the collector logged no error."""
+    from lqo.collector.evaluate import MAX_IN_PROGRESS
+
+    port = int(col.http_url.rsplit(":", 1)[1])
+    slow = []
+    for _ in range(MAX_IN_PROGRESS):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.putrequest("POST", "/v1/evaluate")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", "1000")
+        conn.endheaders()
+        conn.send(b'{"input": "')  # and nothing more
+        slow.append(conn)
+    deadline = time.monotonic() + 10
+    while (status := _post(col, {"input": "hello"}))[0] != 503 and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the server has taken all the slow requests in
+    status, answer = _post(col, {"input": "hello"})
+    assert status == 503 and "evaluations are in progress" in answer["error"], answer
+    for conn in slow:
+        conn.close()
+    deadline = time.monotonic() + 10
+    while (status := _post(col, {"input": "hello"}))[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert status[0] == 200 and status[1]["flags"] == []
+    assert "Traceback" not in col.log() and "ERROR" not in col.log(), col.log()[-3000:]

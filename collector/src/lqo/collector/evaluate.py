@@ -9,11 +9,15 @@ attributes and the messages as the processors left them (redacted, if ``pii`` re
 ``"store": true`` the span also goes to the exporters, as if it had arrived over OTLP.
 
 Served on the OTLP/HTTP port, beside ``/v1/traces``. Bodies are JSON, at most
-:data:`MAX_BODY_BYTES` after decompression.
+:data:`MAX_BODY_BYTES` after decompression. At most :data:`MAX_IN_PROGRESS` evaluations are read
+or run at once (each holds its body and, queued, a thread): more get 503 + Retry-After, and a
+body that has not arrived within :data:`BODY_TIMEOUT_S` gets 408, so slow senders cannot hold
+the places.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import secrets
@@ -27,9 +31,11 @@ from starlette.concurrency import run_in_threadpool
 
 from lqo.collector.http_server import json_error, media_type
 from lqo.collector.model.spanbatch import EVALUATION_EVENT, FLAGS, SCHEMA, SpanBatch
-from lqo.collector.receivers.otlp_http import BadEncoding, BodyTooLarge, read_body
+from lqo.collector.receivers.otlp_http import BadEncoding, BodyTooLarge, ClientGone, read_body
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_IN_PROGRESS = 16
+BODY_TIMEOUT_S = 30.0
 MAX_MESSAGES = 1000
 EXPORT_WAIT_S = 1.0
 _SCORE, _LABEL, _EXPLANATION = ("gen_ai.evaluation.score.value", "gen_ai.evaluation.score.label",
@@ -179,19 +185,36 @@ def build_evaluate_router(collector: Any) -> APIRouter:
     """The route, served by ``collector`` (a :class:`~lqo.collector.service.Collector`): its
     :meth:`evaluation_processors`, its pipeline's metrics and exporters."""
     router = APIRouter()
+    in_progress = 0  # read and changed on the server's one event loop only
 
     @router.post("/v1/evaluate")
     async def evaluate(request: Request) -> Response:
+        nonlocal in_progress
         content_type = media_type(request)
         if content_type != "application/json":
             return json_error(415, f"unsupported Content-Type {content_type or '(none)'!r}; send application/json")
+        if in_progress >= MAX_IN_PROGRESS:
+            return json_error(503, f"{MAX_IN_PROGRESS} evaluations are in progress; retry after a pause",
+                              {"Retry-After": "1"})
+        in_progress += 1
         try:
-            body = await read_body(request, MAX_BODY_BYTES)
+            return await _evaluate(request)
+        finally:
+            in_progress -= 1
+
+    async def _evaluate(request: Request) -> Response:
+        try:
+            body = await asyncio.wait_for(read_body(request, MAX_BODY_BYTES), BODY_TIMEOUT_S)
             req = EvaluateRequest.model_validate_json(body)
+        except TimeoutError:
+            return json_error(408, f"the request body did not arrive within {BODY_TIMEOUT_S:g} s",
+                              {"Connection": "close"})
         except BodyTooLarge:
             return json_error(413, f"request body exceeds {MAX_BODY_BYTES} bytes after decompression")
         except BadEncoding as exc:
             return json_error(400, str(exc))
+        except ClientGone:
+            return Response(status_code=400)  # never delivered
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from lqo.collector.exporters.clickhouse.backends import Backend, StoreError
 from lqo.collector.http_server import json_error
+from lqo.collector.receivers.otlp_http import BadEncoding, BodyTooLarge, ClientGone, read_body
 
 FORMATS = {
     "table": "PrettyCompactMonoBlock",
@@ -67,9 +68,14 @@ def build_query_router(get_backend: Callable[[], Backend | None]) -> APIRouter:
 
     @router.post("/query")
     async def query(request: Request) -> Response:
-        raw = await request.body()
-        if len(raw) > MAX_SQL_BYTES + 1024:
+        try:  # read with a limit: a body past it is never held in memory
+            raw = await read_body(request, MAX_SQL_BYTES + 1024)
+        except BodyTooLarge:
             return json_error(413, f"query request over {MAX_SQL_BYTES} bytes")
+        except BadEncoding as exc:
+            return json_error(400, str(exc))
+        except ClientGone:
+            return Response(status_code=400)  # never delivered
         try:
             req = QueryRequest.model_validate_json(raw)
         except ValidationError as exc:

@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lqo.collector.components import ServerAuthenticator
@@ -42,8 +43,19 @@ class BadEncoding(Exception):
     pass
 
 
+class ClientGone(Exception):
+    """The client closed the connection before its body arrived: nobody to answer."""
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, decompressed, never holding more than ``limit`` bytes of it."""
+    try:
+        return await _read_body(request, limit)
+    except ClientDisconnect:
+        raise ClientGone from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     declared = request.headers.get("content-length")
     if encoding in ("", "identity"):
@@ -129,6 +141,8 @@ def build_router(ingest: Ingest, path: str, max_body: int, retry_after_s: int) -
         except BadEncoding as exc:
             ingest.refuse("http", "invalid_payload")
             return _error(400, 3, str(exc), content_type)
+        except ClientGone:
+            return Response(status_code=400)  # never delivered; nothing was accepted
 
         outcome = ingest.handle(body, decode, "http")
         if outcome.kind is OutcomeKind.INVALID:
