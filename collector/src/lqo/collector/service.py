@@ -150,14 +150,14 @@ class Collector:
         self._evaluation_lock = threading.Lock()
         self._evaluation_processors: list[NamedProcessor] | None = None
         cfg = self.config
-        ctx = lambda cid: ComponentContext(cid, self.telemetry, self.extensions)  # noqa: E731
-
         self.extensions: dict[str, Any] = {
             cid: factories("extensions")[component_type(cid)].create(
                 xcfg, ComponentContext(cid, self.telemetry))
             for cid, xcfg in cfg.components["extensions"].items()
         }
         self._started_extensions: list[Any] = []
+        ctx = lambda cid: ComponentContext(cid, self.telemetry, self.extensions)  # noqa: E731
+
         self.exporters: list[QueuedExporter] = []
         for cid, ecfg in cfg.components["exporters"].items():
             exporter = factories("exporters")[component_type(cid)].create(ecfg, ctx(cid))

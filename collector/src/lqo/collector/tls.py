@@ -10,16 +10,15 @@ not load (half-written, mismatched) is logged and the previous one kept.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from lqo.collector.config import Duration, StrictModel
+from lqo.collector.filewatch import Recheck, file_stamps
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class ServerTLS:
         self.settings = settings
         self.key = key  # the config key, for messages: receivers.otlp.protocols.grpc.tls
         self._lock = threading.Lock()
-        self._next_check = 0.0
+        self._recheck = Recheck(settings.reload_interval)
         self._material, self._context = self._load()
 
     # ------------------------------------------------------------------ loading
@@ -59,14 +58,7 @@ class ServerTLS:
         return paths
 
     def _stamp(self) -> tuple[Any, ...]:
-        stamp = []
-        for _, path in self._paths():
-            try:
-                st = os.stat(path)
-                stamp.append((st.st_ino, st.st_mtime_ns, st.st_size))
-            except OSError:
-                stamp.append(None)
-        return tuple(stamp)
+        return file_stamps(path for _, path in self._paths())
 
     def _load(self) -> tuple[_Material, ssl.SSLContext]:
         # ssl loads certificates from paths only, gRPC from bytes: read both from one version
@@ -110,16 +102,9 @@ class ServerTLS:
 
     def _reloaded(self) -> _Material | None:
         """A newer material when reloading is on, the interval has passed and the files changed."""
-        interval = self.settings.reload_interval
-        if interval <= 0:
-            return None
-        now = time.monotonic()
-        if now < self._next_check:
+        if self.settings.reload_interval <= 0 or not self._recheck.due():
             return None
         with self._lock:
-            if now < self._next_check:
-                return None
-            self._next_check = now + interval
             if self._stamp() == self._material.stamp:
                 return None
             try:

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import threading
-import time
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from lqo.collector.components import ComponentContext, Factory, register
 from lqo.collector.config import StrictModel
+from lqo.collector.filewatch import Recheck, file_stamps
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ class BearerTokenAuth:
         self._prefix = (config.scheme.lower() + " ").encode() if config.scheme else b""
         self._lock = threading.Lock()
         self._file_stamp: Any = None
-        self._next_check = 0.0
+        self._recheck = Recheck(FILE_CHECK_INTERVAL_S)
         if config.filename is None:
             secrets = [config.token] if config.token is not None else list(config.tokens or [])
             self._tokens = tuple(s.get_secret_value().encode() for s in secrets)
@@ -126,20 +125,12 @@ class BearerTokenAuth:
         pass
 
     def _stamp(self) -> Any:
-        try:
-            st = os.stat(self.config.filename or "")
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+        return file_stamps([self.config.filename or ""])
 
     def _refresh(self) -> None:
-        now = time.monotonic()
-        if now < self._next_check:
+        if not self._recheck.due():
             return
         with self._lock:
-            if now < self._next_check:
-                return
-            self._next_check = now + FILE_CHECK_INTERVAL_S
             stamp = self._stamp()
             if stamp == self._file_stamp:
                 return
