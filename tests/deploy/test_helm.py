@@ -94,6 +94,14 @@ def pod_spec(objs: dict[tuple[str, str], dict[str, Any]], kind: str, name: str) 
     return objs[kind, name]["spec"]["template"]["spec"]
 
 
+def helm_test_script(chart: helm.Chart, values: dict[str, Any], metrics_port: int, http_port: int) -> str:
+    """`helm test`'s pod script, pointed at a collector on this host's loopback ports."""
+    [hook] = objects(chart, values, hooks=True).values()
+    script = hook["spec"]["containers"][0]["command"][-1]
+    return (script.replace(f"{FULLNAME}.{NAMESPACE}.svc", "127.0.0.1")
+            .replace(":8888/", f":{metrics_port}/").replace(":4318/", f":{http_port}/"))
+
+
 def render_error(chart: helm.Chart, values: dict[str, Any]) -> str:
     with pytest.raises(helm.HelmError) as failure:
         render(chart, values)
@@ -522,10 +530,7 @@ def test_the_collector_runs_on_a_read_only_root_as_the_chart_runs_it(chart: helm
 
         messages = wait_until("the 17 spans are stored", stored, timeout=60)
         # `helm test`'s pod script, pointed at this collector's loopback ports
-        [hook] = objects(chart, hooks=True).values()
-        script = hook["spec"]["containers"][0]["command"][-1]
-        script = script.replace(f"{FULLNAME}.{NAMESPACE}.svc", "127.0.0.1").replace(":8888/", f":{metrics}/")
-        script = script.replace(":4318/", f":{http}/")
+        script = helm_test_script(chart, {}, metrics, http)
         probe = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
         assert probe.returncode == 0 and "OTLP/HTTP answers" in probe.stdout, probe.stderr
         card = next(m for m in messages if "about my card" in m)
@@ -562,10 +567,7 @@ def test_the_helm_test_pod_checks_tls_and_the_token(chart: helm.Chart, make_coll
     for protocol in security["receivers"]["otlp"]["protocols"].values():
         del protocol["endpoint"]  # the fixture's loopback ports
     collector = make_collector(security)
-    [hook] = objects(chart, values, hooks=True).values()
-    script = hook["spec"]["containers"][0]["command"][-1]
-    script = script.replace(f"{FULLNAME}.{NAMESPACE}.svc", "127.0.0.1").replace(":8888/", f":{collector.metrics_port}/")
-    script = script.replace(":4318/", f":{collector.http_port}/")
+    script = helm_test_script(chart, values, collector.metrics_port, collector.http_port)
     script = script.replace("/etc/lqo-auth", str(auth_dir)).replace("/etc/lqo-tls", str(tls_dir))
     probe = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert probe.returncode == 0 and "OTLP/HTTP answers (https)" in probe.stdout, probe.stderr
