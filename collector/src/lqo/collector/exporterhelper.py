@@ -139,6 +139,9 @@ class QueuedExporter:
     def shutdown(self, timeout: float) -> None:
         """Flush what is queued (bounded by ``timeout``), then stop and close the exporter."""
         self.queue.close()
+        if self._thread.ident is None:  # never started: its exporter failed to start
+            self.exporter.shutdown()
+            return
         self._thread.join(timeout)
         if self._thread.is_alive():
             self._stop.set()  # abandon retries; the in-flight attempt finishes

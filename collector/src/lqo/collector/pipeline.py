@@ -200,7 +200,8 @@ class Pipeline:
         deadline = time.monotonic() + timeout
         self.queue.close()
         for thread in self._threads:
-            thread.join(max(0.1, deadline - time.monotonic()))
+            if thread.ident is not None:  # not started when an exporter failed to start
+                thread.join(max(0.1, deadline - time.monotonic()))
         lost = sum(len(b) for b in self.queue.drain())
         for handoff in self._handoffs:
             while True:
