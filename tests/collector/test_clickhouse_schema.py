@@ -81,7 +81,9 @@ def test_ttl_and_ttl_only_drop_parts_land_in_the_table(make_collector):
 def test_cluster_rendering_is_valid_clickhouse_sql(chdb_store):
     writer, _ = chdb_store
     statements = SchemaSpec("otel", "otel_traces", 7 * 86400, "prod").statements()
-    engines = ["", "ReplicatedMergeTree", "ReplicatedAggregatingMergeTree", ""]
+    # database, spans, trace-id lookup and its view; GenAI table, roll-up, the roll-up's view, the GenAI view
+    engines = ["", "ReplicatedMergeTree", "ReplicatedAggregatingMergeTree", "", "ReplicatedMergeTree",
+               "ReplicatedAggregatingMergeTree", "", ""]
     for sql, engine in zip(statements, engines, strict=True):
         assert "ON CLUSTER `prod`" in sql
         escaped = sql.replace("\\", "\\\\").replace("'", "\\'")
@@ -89,6 +91,8 @@ def test_cluster_rendering_is_valid_clickhouse_sql(chdb_store):
         assert "ON CLUSTER prod" in formatted
         if engine:
             assert f"ENGINE = {engine}" in formatted
+    assert "FROM `otel`.`otel_traces`\n" in statements[-1] and "TO `otel`.`otel_traces_genai`\n" in statements[-1]
+    assert SchemaSpec(genai=False).statements() == SchemaSpec().statements()[:4]
 
 
 def test_inserts_are_written_as_compact_parts(collector):

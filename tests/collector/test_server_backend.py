@@ -88,4 +88,6 @@ def test_create_schema_false_requires_existing_table(make_collector, ch_server):
         raise AssertionError("collector started without its table")
     except RuntimeError:
         pass
-    assert "does not exist and create_schema is false" in c.log()
+    assert "otel_traces, otel_traces_trace_id_ts, otel_traces_trace_id_ts_mv" in c.log()
+    assert "create_schema is false; create them with the DDL from `lqo schema" in c.log()
+    assert "Traceback" not in c.log()  # a clear error, and nothing else

@@ -184,7 +184,7 @@ def test_the_collector_config_is_valid_and_listens_on_designs_ports(chart: helm.
 
 
 def test_config_values_merge_over_the_charts(chart: helm.Chart) -> None:
-    values = {"storage": {"ttl": "90d"}, "config": {
+    values = {"storage": {"ttl": "90d", "rollupTtl": "400d"}, "config": {
         "processors": {"pii": {"entities": ["EMAIL_ADDRESS", "PHONE_NUMBER"]}},
         "exporters": {"clickhouse": {"create_schema": False, "batch": {"max_rows": 250000, "max_bytes": 268435456}}},
         "service": {"queue": {"max_bytes": "512MiB"}, "telemetry": {"logs": {"level": "warning"}},
@@ -196,6 +196,7 @@ def test_config_values_merge_over_the_charts(chart: helm.Chart) -> None:
     clickhouse = built.components["exporters"]["clickhouse"]
     assert clickhouse.create_schema is False and (clickhouse.batch.max_rows, clickhouse.batch.max_bytes) == (250000, 268435456)
     assert clickhouse.ttl == 90 * 86400 and clickhouse.endpoint.startswith("embedded://")  # maps merge
+    assert clickhouse.rollup_ttl == 400 * 86400 and clickhouse.genai_tables is True
     assert built.service.queue.max_bytes == 512 * 1024**2 and built.service.telemetry.logs.level == "warning"
     assert built.service.telemetry.metrics.address == "0.0.0.0:8888"
     assert built.components["processors"]["pii"].entities == ["EMAIL_ADDRESS", "PHONE_NUMBER"]

@@ -147,7 +147,15 @@ def _schema(args: argparse.Namespace) -> int:
         raise ConfigError("service.pipelines.traces.exporters: no clickhouse exporter configured")
     for cid, store in stores.items():
         print(f"-- exporters.{cid}: {store.endpoint}")
-        for statement in store.schema().statements():
+        schema = store.schema()
+        if args.backfill:
+            if not schema.genai:
+                raise ConfigError(f"exporters.{cid}.genai_tables: false, so there is nothing to backfill")
+            print("-- copies the GenAI spans stored before the GenAI tables existed into them;"
+                  " safe to run while spans arrive, and again")
+            print(schema.backfill_statement() + ";\n")
+            continue
+        for statement in schema.statements():
             print(statement + ";\n")
     return 0
 
@@ -163,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("schema", help="print the DDL the clickhouse exporter(s) would run")
     sc.add_argument("--config", help="the collector's YAML config (default: built-in)")
+    sc.add_argument("--backfill", action="store_true",
+                    help="print the statement that fills the GenAI tables from spans stored before them")
     sc.set_defaults(func=_schema)
 
     q = sub.add_parser("query", help="run a read-only SQL query against the configured store")

@@ -66,7 +66,7 @@ app.kubernetes.io/component: clickhouse
 
 {{/* The collector's config: the chart's part, then .Values.config over it. */}}
 {{- define "lqo.config" -}}
-{{- $clickhouse := dict "endpoint" (include "lqo.storeEndpoint" .) "ttl" .Values.storage.ttl }}
+{{- $clickhouse := dict "endpoint" (include "lqo.storeEndpoint" .) "ttl" .Values.storage.ttl "rollup_ttl" .Values.storage.rollupTtl }}
 {{- if eq .Values.storage.mode "external" }}
 {{- $_ := set $clickhouse "database" .Values.storage.external.database }}
 {{- with .Values.storage.external.clusterName }}

@@ -1,10 +1,12 @@
-"""The ``clickhouse`` exporter: spans → ``otel_traces`` on an embedded or remote store."""
+"""The ``clickhouse`` exporter: spans → ``otel_traces`` on an embedded or remote store, and
+from there (materialized views) → the GenAI tables: ``otel_traces_genai``, ``otel_traces_genai_1m``."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+import time
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -18,7 +20,7 @@ from lqo.collector.components import (
 from lqo.collector.config import Duration, StrictModel
 from lqo.collector.exporterhelper import BatchConfig, RetryConfig, SendingQueueConfig
 from lqo.collector.exporters.clickhouse.backends import Backend, StoreError, open_backend
-from lqo.collector.exporters.clickhouse.schema import SchemaSpec
+from lqo.collector.exporters.clickhouse.schema import SchemaSpec, quote_ident
 from lqo.collector.model.spanbatch import SpanBatch
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,14 @@ class ClickHouseExporterConfig(StrictModel):
     username: str = Field("", description=f"default: ${USERNAME_ENV}, else 'default'")
     password: SecretStr = Field(SecretStr(""), description=f"default: ${PASSWORD_ENV}")
     ttl: Duration = 0.0
+    genai_tables: bool = Field(
+        True,
+        description="also keep <table>_genai (a typed row per GenAI call) and <table>_genai_1m "
+        "(per-minute roll-ups), filled from the spans by materialized views",
+    )
+    rollup_ttl: Duration = Field(
+        0.0, description="how long the per-minute roll-ups are kept (0: for ever); may outlive ttl"
+    )
     create_schema: bool = True
     cluster_name: str = ""
     timeout: Duration = 30.0
@@ -75,7 +85,8 @@ class ClickHouseExporterConfig(StrictModel):
         return self.password.get_secret_value() or os.environ.get(PASSWORD_ENV, "")
 
     def schema(self) -> SchemaSpec:
-        return SchemaSpec(self.database, self.traces_table_name, self.ttl, self.cluster_name)
+        return SchemaSpec(self.database, self.traces_table_name, self.ttl, self.cluster_name,
+                          self.genai_tables, self.rollup_ttl)
 
 
 class ClickHouseExporter:
@@ -84,7 +95,9 @@ class ClickHouseExporter:
         self.schema = config.schema()
         self.backend: Backend | None = None
         self._insert_settings = {
-            "materialize_skip_indexes_on_insert": int(config.materialize_skip_indexes_on_insert)
+            "materialize_skip_indexes_on_insert": int(config.materialize_skip_indexes_on_insert),
+            # a view that cannot take a block (one a user added, say) must not lose the spans
+            "materialized_views_ignore_errors": 1,
         }
 
     def start(self) -> None:
@@ -93,26 +106,53 @@ class ClickHouseExporter:
             c.endpoint, c.resolved_username(), c.resolved_password(), c.timeout, c.compress
         )
         if c.create_schema:
+            new_genai_view = self.schema.genai and self.schema.genai_view in self._missing()
             for statement in self.schema.statements():
                 self.backend.execute(statement)
+            if new_genai_view:
+                self._backfill()
         else:
-            self._check_table_exists()
+            missing = self._missing()
+            if missing:
+                raise StoreError(
+                    f"{', '.join(missing)} missing in database {self.schema.database!r} and "
+                    "create_schema is false; create them with the DDL from `lqo schema --config "
+                    "FILE`" + (", or set genai_tables: false" if self.schema.table not in missing
+                               else "") + ", or set create_schema: true",
+                    permanent=True,
+                )
         log.info("clickhouse exporter writing to %s, table %s", self.backend.description,
                  self.schema.qualified_table)
 
-    def _check_table_exists(self) -> None:
+    def _missing(self) -> list[str]:
+        """The schema's tables and views not in the store, in creation order."""
         assert self.backend is not None
+        names = self.schema.tables()
         sql = (
-            "SELECT count() FROM system.tables WHERE database = "
-            f"'{self.schema.database}' AND name = '{self.schema.table}'"
+            "SELECT name FROM system.tables WHERE database = "
+            f"'{self.schema.database}' AND name IN ({', '.join(repr(n) for n in names)})"
         )
-        if self.backend.query(sql, "TSV").strip() != b"1":
-            raise StoreError(
-                f"table {self.schema.qualified_table} does not exist and create_schema is "
-                "false; create it with the DDL from `lqo schema --config FILE`, or set "
-                "create_schema: true",
-                permanent=True,
-            )
+        present = set(self.backend.query(sql, "TSVRaw").decode().split())
+        return [n for n in names if n not in present]
+
+    def _backfill(self) -> None:
+        """Fills the GenAI tables, just made, from the GenAI spans already stored (a store kept
+        from before they existed, or run with genai_tables: false)."""
+        assert self.backend is not None
+        spec, started = self.schema, time.monotonic()
+        genai = f"{quote_ident(spec.database)}.{quote_ident(spec.genai_table)}"
+        log.info("filling %s from the GenAI spans already stored (once, as it is new)",
+                 spec.genai_table)
+        try:
+            self.backend.execute(spec.backfill_statement())
+            count = self.backend.query(f"SELECT count() FROM {genai}", "TSVRaw").decode().strip()
+        except StoreError as exc:
+            log.warning("the GenAI tables start empty: copying the stored GenAI spans into them "
+                        "failed (%s); `lqo schema --backfill` prints the statement to run", exc)
+            return
+        if count != "0":
+            log.info("copied %s stored GenAI spans into %s in %.1f s", count, spec.genai_table,
+                     time.monotonic() - started)
 
     def export(self, batch: SpanBatch) -> ExportResult:
         assert self.backend is not None, "export() before start()"
