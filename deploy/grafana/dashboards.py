@@ -5,10 +5,12 @@
 
 Four dashboards, linked to each other:
 * LLM overview: calls, errors, latency, time to first chunk, tokens and spend (Prometheus), and
-  spend by model over the time range (ClickHouse).
+  spend by model over the time range (ClickHouse: the per-minute roll-ups, so a month costs
+  what a few thousand rows do).
 * LLM quality: safety flags and evaluation scores (Prometheus), flagged calls and PII types
-  (ClickHouse).
-* LLM traces: recent GenAI calls, and one trace in Grafana's trace view (ClickHouse).
+  (ClickHouse: the GenAI calls table).
+* LLM traces: recent GenAI calls (the GenAI calls table), and one trace in Grafana's trace view
+  (the spans).
 * LQO collector: the collectors themselves — spans in, refused and why, queues, processors' CPU
   per span and failures, spans exported and lost, process CPU and memory (Prometheus).
 
@@ -42,14 +44,14 @@ PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid="lqo-prometheus")
 CLICKHOUSE = model.DataSourceRef(type_val="grafana-clickhouse-datasource", uid="lqo-clickhouse")
 TRACES = "default.otel_traces"
 TRACE_ID_TS = "default.otel_traces_trace_id_ts"
+CALLS = "default.otel_traces_genai"  # a typed row per GenAI call
+PER_MINUTE = "default.otel_traces_genai_1m"  # GenAI calls per minute, service, provider, operation, model
 
 # Prometheus selectors narrowed by the dashboards' variables.
 SEL = 'service_name=~"$service", gen_ai_request_model=~"$model"'
 SVC = 'service_name=~"$service"'
-# The same narrowing in SQL: GenAI spans of the chosen services and models.
-GENAI = ("SpanAttributes['gen_ai.operation.name'] != ''"
-         " AND ServiceName IN (${service:singlequote})"
-         " AND SpanAttributes['gen_ai.request.model'] IN (${model:singlequote})")
+# The same narrowing in SQL, on the GenAI tables: the chosen services and models.
+CHOSEN = "ServiceName IN (${service:singlequote}) AND RequestModel IN (${model:singlequote})"
 
 
 # The plugin's numeric `format` for each query type.
@@ -169,16 +171,15 @@ def overview() -> dash.Dashboard:
                 f"sum by (gen_ai_request_model) (rate(lqo_cost_usd_total{{{SEL}}}[$__rate_interval])) * 3600",
                 "{{gen_ai_request_model}}")))
             .with_panel(sql_table("Spend by model in the time range", f"""
-                SELECT ServiceName AS service, SpanAttributes['gen_ai.request.model'] AS model, count() AS calls,
-                       sum(toFloat64OrZero(SpanAttributes['lqo.cost.usd'])) AS cost_usd,
-                       countIf(SpanAttributes['lqo.cost.source'] = 'unknown_model') AS unpriced_calls,
-                       sum(toInt64OrZero(SpanAttributes['gen_ai.usage.input_tokens'])) AS input_tokens,
-                       sum(toInt64OrZero(SpanAttributes['gen_ai.usage.output_tokens'])) AS output_tokens,
-                       quantile(0.95)(Duration) / 1e9 AS p95_seconds
-                FROM {TRACES}
-                WHERE $__timeFilter(Timestamp) AND {GENAI}
+                SELECT ServiceName AS service, RequestModel AS model, sum(Calls) AS calls,
+                       sum(CostUsd) AS cost_usd, sum(UnpricedCalls) AS unpriced_calls,
+                       sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
+                       quantileTDigestMerge(0.95)(DurationQuantiles) / 1e9 AS p95_seconds
+                FROM {PER_MINUTE}
+                WHERE Minute >= toStartOfMinute($__fromTime) AND Minute <= $__toTime AND {CHOSEN}
                 GROUP BY service, model ORDER BY cost_usd DESC LIMIT 50""",
-                "From the stored spans: every call, priced or not (unpriced_calls: models without a known price).")))
+                "From the stored calls, by the minute: every call, priced or not (unpriced_calls: models "
+                "without a known price).")))
 
 
 def quality() -> dash.Dashboard:
@@ -199,22 +200,20 @@ def quality() -> dash.Dashboard:
                 description="0..1, higher is worse: toxicity, hallucination, prompt_injection. The dots are "
                             "scored calls (exemplars): click one to open its trace."))
             .with_panel(sql_table("PII found, by type", f"""
-                SELECT arrayJoin(splitByChar(',', SpanAttributes['lqo.pii.entities'])) AS entity, count() AS calls
-                FROM {TRACES}
-                WHERE $__timeFilter(Timestamp) AND {GENAI} AND SpanAttributes['lqo.pii.entities'] != ''
+                SELECT arrayJoin(PiiEntities) AS entity, count() AS calls
+                FROM {CALLS}
+                WHERE $__timeFilter(Timestamp) AND {CHOSEN} AND notEmpty(PiiEntities)
                 GROUP BY entity ORDER BY calls DESC""",
                 "Types of personal data found in prompts and answers (types only: values are never stored).",
                 height=8, width=12))
             .with_row(dash.Row("Flagged calls"))
             .with_panel(sql_table("Flagged calls", f"""
-                SELECT Timestamp AS time, ServiceName AS service, SpanAttributes['gen_ai.request.model'] AS model,
-                       SpanAttributes['lqo.flags'] AS flags, SpanAttributes['lqo.pii.entities'] AS pii,
-                       toFloat64OrNull(SpanAttributes['lqo.injection.score']) AS injection,
-                       toFloat64OrNull(SpanAttributes['lqo.toxicity.score']) AS toxicity,
-                       toFloat64OrNull(SpanAttributes['lqo.hallucination.score']) AS hallucination,
+                SELECT Timestamp AS time, ServiceName AS service, RequestModel AS model,
+                       arrayStringConcat(Flags, ', ') AS flags, arrayStringConcat(PiiEntities, ', ') AS pii,
+                       InjectionScore AS injection, ToxicityScore AS toxicity, HallucinationScore AS hallucination,
                        TraceId AS trace_id
-                FROM {TRACES}
-                WHERE $__timeFilter(Timestamp) AND {GENAI} AND SpanAttributes['lqo.flags'] != ''
+                FROM {CALLS}
+                WHERE $__timeFilter(Timestamp) AND {CHOSEN} AND notEmpty(Flags)
                 ORDER BY Timestamp DESC LIMIT 200""",
                 "The latest calls a check flagged; trace_id opens the call in the LLM traces dashboard.", height=10)
                         .data_links([dash.DashboardLink("Open trace").url(
@@ -242,16 +241,12 @@ def traces() -> dash.Dashboard:
     return (variables(board("lqo-traces", "LLM traces", "GenAI calls as stored, and one trace in full."))
             .with_variable(trace_id)
             .with_panel(sql_table("Recent GenAI calls", f"""
-                SELECT Timestamp AS time, ServiceName AS service, SpanName AS span,
-                       SpanAttributes['gen_ai.provider.name'] AS provider,
-                       Duration / 1e6 AS duration_ms,
-                       toInt64OrNull(SpanAttributes['gen_ai.usage.input_tokens']) AS input_tokens,
-                       toInt64OrNull(SpanAttributes['gen_ai.usage.output_tokens']) AS output_tokens,
-                       toFloat64OrNull(SpanAttributes['lqo.cost.usd']) AS cost_usd,
-                       SpanAttributes['error.type'] AS error, SpanAttributes['lqo.flags'] AS flags,
+                SELECT Timestamp AS time, ServiceName AS service, SpanName AS span, Provider AS provider,
+                       Duration / 1e6 AS duration_ms, InputTokens AS input_tokens, OutputTokens AS output_tokens,
+                       CostUsd AS cost_usd, ErrorType AS error, arrayStringConcat(Flags, ', ') AS flags,
                        TraceId AS trace_id
-                FROM {TRACES}
-                WHERE $__timeFilter(Timestamp) AND {GENAI}
+                FROM {CALLS}
+                WHERE $__timeFilter(Timestamp) AND {CHOSEN}
                 ORDER BY Timestamp DESC LIMIT 200""",
                 "The latest GenAI calls; trace_id shows the whole trace below.", height=10)
                         .data_links([dash.DashboardLink("Show trace").url(
