@@ -16,7 +16,9 @@ Variants: ``spine`` (no processors), ``enriched`` (genai_normalize + cost), ``en
 ``genai-only`` (the ``filter`` processor with ``keep: genai``: the workload's HTTP server spans are
 dropped, half of them), ``genai-traces`` (``keep: genai_traces``; every span of the workload has a
 trace of its own, so it keeps the same spans and remembers a trace per GenAI span: the worst case
-of its bookkeeping). Runs of the variants alternate, on the same payloads.
+of its bookkeeping), ``no-genai-tables`` (the spine without the GenAI tables and their views:
+what filling them costs). Runs of the variants alternate, on the same payloads. Where the GenAI
+tables are kept, every run checks that they hold one row per GenAI span sent.
 
 Security (``--security``, alternating like the variants): ``plain``; ``tls`` (both receivers
 with a certificate from a throwaway CA, the clients verifying it); ``tls+token`` (and the
@@ -150,7 +152,11 @@ VARIANTS = {
     "redacted+enriched": (["redaction", "genai_normalize", "cost"], False),
     "genai-only": (["filter"], False),
     "genai-traces": (["filter"], False),
+    "no-genai-tables": ([], False),
 }
+# The clickhouse exporter's settings of a variant: ``no-genai-tables`` is the spine without the
+# GenAI tables' materialized views (what they cost at ingest: spine against it).
+VARIANT_EXPORTER = {"no-genai-tables": {"genai_tables": False}}
 # Processors' settings where the default would not do what the variant is about.
 VARIANT_SETTINGS = {"genai-only": {"filter": {"keep": "genai"}},
                     "genai-traces": {"filter": {"keep": "genai_traces"}}}
@@ -309,6 +315,11 @@ def measure(
         per_thread = {k: round((v - threads0.get(k, 0.0)) / sent * 1e6, 2) for k, v in _thread_cpu(proc.pid).items()}
         per_thread = {k: v for k, v in sorted(per_thread.items(), key=lambda kv: -kv[1]) if v >= 0.05}
         distinct_ids = int(_query(ports["http"], "SELECT uniqExact(SpanId) AS c FROM otel_traces", sec)[0]["c"])
+        genai_rows = None
+        if (exporter or {}).get("genai_tables", True):
+            genai_rows = int(_query(ports["http"], "SELECT count() AS c FROM otel_traces_genai", sec)[0]["c"])
+            rolled = int(_query(ports["http"], "SELECT sum(Calls) AS c FROM otel_traces_genai_1m", sec)[0]["c"])
+            assert genai_rows == rolled == _genai_spans(bodies), (genai_rows, rolled, _genai_spans(bodies))
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=10) as r:
             exposition = r.read().decode()
         processor_us = {
@@ -326,6 +337,7 @@ def measure(
     return {
         "spans_sent": sent, "spans_expected": expected, "spans_stored": stored,
         "distinct_span_ids_stored": distinct_ids, "distinct_span_ids_sent": n_distinct,
+        "genai_rows_stored": genai_rows,
         "refusals_retried": sum(s["refused"] for s in all_stats),
         "wall_s": round(wall, 2), "collector_cpu_s": round(cpu, 2),
         "spans_per_s_wall": round(sent / wall), "spans_per_cpu_s": round(sent / cpu) if cpu else None,
@@ -423,7 +435,7 @@ def main() -> None:
                 label = label if security == "plain" else f"{label}/{security}"
                 result = measure(args.spans, args.batch, args.clients, processors, transport=args.transport,
                                  decoder=decoder, prometheus=prometheus, security=security,
-                                 settings=VARIANT_SETTINGS.get(variant))
+                                 settings=VARIANT_SETTINGS.get(variant), exporter=VARIANT_EXPORTER.get(variant))
                 print(f"run {i + 1} {label}: {json.dumps(result)}", file=sys.stderr)
                 assert result["spans_stored"] == result["spans_expected"], "spans lost or duplicated"
                 runs.setdefault(label, []).append(result)

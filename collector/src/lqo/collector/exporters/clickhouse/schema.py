@@ -106,9 +106,10 @@ class SchemaSpec:
             *(self.genai_statements() if self.genai else []),
         ]
 
-    def genai_select(self) -> str:
-        """The GenAI calls among the spans as the GenAI table's columns (ddl/genai_select.sql)."""
-        return self._render("genai_select.sql")
+    def genai_select(self, also: str = "") -> str:
+        """The GenAI calls among the spans as the GenAI table's columns (ddl/genai_select.sql);
+        ``also``: a further condition on the spans."""
+        return self._render("genai_select.sql", also=f"\n      AND {also}" if also else "")
 
     def genai_statements(self) -> list[str]:
         return [
@@ -131,8 +132,7 @@ class SchemaSpec:
         table (the roll-up's view folds them in). Spans already there (the view's, or an earlier
         run's) are left out by SpanId, so it can run while spans arrive, and run again."""
         genai = f"{quote_ident(self.database)}.{quote_ident(self.genai_table)}"
-        return (f"INSERT INTO {genai}\n{self.genai_select()}\n"
-                f"  AND SpanId NOT IN (SELECT SpanId FROM {genai})")
+        return f"INSERT INTO {genai}\n{self.genai_select(f'SpanId NOT IN (SELECT SpanId FROM {genai})')}"
 
     def tables(self) -> list[str]:
         """The tables and views these statements make, by name."""
