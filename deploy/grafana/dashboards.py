@@ -9,8 +9,8 @@ Four dashboards, linked to each other:
   what a few thousand rows do).
 * LLM quality: safety flags and evaluation scores (Prometheus), flagged calls and PII types
   (ClickHouse: the GenAI calls table).
-* LLM traces: recent GenAI calls (the GenAI calls table), and one trace in Grafana's trace view
-  (the spans).
+* LLM traces: conversations and recent GenAI calls (the GenAI calls table), and one trace in
+  Grafana's trace view (the spans).
 * LQO collector: the collectors themselves — spans in, refused and why, queues, processors' CPU
   per span and failures, spans exported and lost, process CPU and memory (Prometheus).
 
@@ -223,6 +223,8 @@ def quality() -> dash.Dashboard:
 def traces() -> dash.Dashboard:
     trace_id = dash.TextBoxVariable("trace_id").label("Trace ID").description(
         "A trace id (32 hex digits) from a table, or from your application's logs.")
+    conversation = dash.TextBoxVariable("conversation").label("Conversation").description(
+        "A gen_ai.conversation.id: the recent calls of that conversation only (empty: all).")
     trace_sql = f"""
         WITH '${{trace_id}}' AS trace_id,
              (SELECT min(Start) FROM {TRACE_ID_TS} WHERE TraceId = trace_id) AS trace_start,
@@ -240,6 +242,22 @@ def traces() -> dash.Dashboard:
                    .height(16).span(24).with_target(SQL(trace_sql, "traces")))
     return (variables(board("lqo-traces", "LLM traces", "GenAI calls as stored, and one trace in full."))
             .with_variable(trace_id)
+            .with_variable(conversation)
+            .with_panel(sql_table("Conversations", f"""
+                SELECT ConversationId AS conversation, any(ServiceName) AS service, count() AS calls,
+                       sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
+                       sum(CostUsd) AS cost_usd, countIf(notEmpty(Flags)) AS flagged_calls,
+                       min(Timestamp) AS first_call, max(Timestamp) AS last_call,
+                       argMax(TraceId, Timestamp) AS trace_id
+                FROM {CALLS}
+                WHERE $__timeFilter(Timestamp) AND {CHOSEN} AND ConversationId != ''
+                GROUP BY conversation ORDER BY last_call DESC LIMIT 100""",
+                "Calls grouped by gen_ai.conversation.id: a conversation opens its calls below, and its "
+                "latest trace.", height=8)
+                        .data_links([dash.DashboardLink("Show its calls").url(
+                            "/d/lqo-traces/llm-traces?var-conversation=${__data.fields.conversation}"
+                            "&var-trace_id=${__data.fields.trace_id}&${__url_time_range}"
+                            "&${service:queryparam}&${model:queryparam}")]))
             .with_panel(sql_table("Recent GenAI calls", f"""
                 SELECT Timestamp AS time, ServiceName AS service, SpanName AS span, Provider AS provider,
                        Duration / 1e6 AS duration_ms, InputTokens AS input_tokens, OutputTokens AS output_tokens,
@@ -247,8 +265,10 @@ def traces() -> dash.Dashboard:
                        TraceId AS trace_id
                 FROM {CALLS}
                 WHERE $__timeFilter(Timestamp) AND {CHOSEN}
+                      AND (${{conversation:sqlstring}} = '' OR ConversationId = ${{conversation:sqlstring}})
                 ORDER BY Timestamp DESC LIMIT 200""",
-                "The latest GenAI calls; trace_id shows the whole trace below.", height=10)
+                "The latest GenAI calls (of $conversation, when one is chosen); trace_id shows the whole "
+                "trace below.", height=10)
                         .data_links([dash.DashboardLink("Show trace").url(
                             "/d/lqo-traces/llm-traces?var-trace_id=${__data.fields.trace_id}&${__url_time_range}"
                             "&${service:queryparam}&${model:queryparam}")]))

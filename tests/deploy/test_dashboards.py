@@ -100,7 +100,7 @@ def _sql(sql: str, start: int, end: int, trace_id: str) -> str:
     macros (pkg/macros/macros.go: $__timeFilter is `col >= toDateTime(from) AND col <= toDateTime(to)`,
     $__fromTime and $__toTime are `toDateTime(from)` and `toDateTime(to)`)."""
     sql = (sql.replace("${service:singlequote}", f"'{SERVICE}'").replace("${model:singlequote}", f"'{MODEL}'")
-           .replace("${trace_id}", trace_id))
+           .replace("${trace_id}", trace_id).replace("${conversation:sqlstring}", "''"))  # none chosen
     sql = re.sub(r"\$__timeFilter\((\w+)\)", rf"\1 >= toDateTime({start}) AND \1 <= toDateTime({end})", sql)
     sql = sql.replace("$__fromTime", f"toDateTime({start})").replace("$__toTime", f"toDateTime({end})")
     sql = re.sub(r"\$__timeInterval\((\w+)\)", r"toStartOfInterval(toDateTime(\1), INTERVAL 60 second)", sql)
@@ -180,6 +180,9 @@ def test_every_sql_query_answers(stack: Any, board: str, panel: str, target: dic
     if panel == "Spend by model in the time range":
         [row] = rows
         assert int(row["calls"]) == 44 and float(row["cost_usd"]) > 0 and int(row["unpriced_calls"]) == 0
+    if panel == "Conversations":  # the first wave's ten summaries, three tickets, twice
+        assert {r["conversation"]: int(r["calls"]) for r in rows} == {"ticket-0": 8, "ticket-1": 6, "ticket-2": 6}
+        assert all(r["trace_id"] and r["service"] == SERVICE and float(r["cost_usd"]) > 0 for r in rows)
     if panel == "PII found, by type":
         assert {r["entity"] for r in rows} >= {"CREDIT_CARD", "PHONE_NUMBER"}
     if panel == "Flagged calls":
