@@ -105,14 +105,13 @@ class ClickHouseExporter:
         self.backend = open_backend(
             c.endpoint, c.resolved_username(), c.resolved_password(), c.timeout, c.compress
         )
+        missing = self._missing()
         if c.create_schema:
-            new_genai_view = self.schema.genai and self.schema.genai_view in self._missing()
             for statement in self.schema.statements():
                 self.backend.execute(statement)
-            if new_genai_view:
-                self._backfill()
+            if self.schema.genai and self.schema.genai_view in missing and self.schema.table not in missing:
+                self._backfill()  # views new to a store that holds spans already
         else:
-            missing = self._missing()
             if missing:
                 raise StoreError(
                     f"{', '.join(missing)} missing in database {self.schema.database!r} and "
