@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from typing import Any
 
@@ -32,13 +33,12 @@ def _user(text: str) -> str:
     return json.dumps([{"role": "user", "parts": [{"type": "text", "content": text}]}])
 
 
-def send_calls(url: str, service: str = "shop") -> dict[str, dict[str, Any]]:
+def send_calls(url: str, service: str = "shop", t0: int = 1_800_000_000_000_000_000) -> dict[str, dict[str, Any]]:
     """Spans as producers send them, by role: what each GenAI call's typed row must hold."""
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces")))
     tracer = provider.get_tracer("genai-tables")
-    ids: dict[str, str] = {}
-    t0 = 1_800_000_000_000_000_000  # ns; one minute (2027-01-15 08:00 UTC) for every call
+    ids: dict[str, str] = {}  # t0 (ns): by default one minute (2027-01-15 08:00 UTC) for every call
 
     def span(role: str, name: str, attributes: dict[str, Any], *, duration_ms: int, error: bool = False) -> None:
         start = t0 + len(ids) * 1_000_000_000
@@ -143,6 +143,7 @@ def test_genai_calls_are_typed_rows_and_minute_rollups(make_collector: Any) -> N
     assert collector.wait_stored(5) == 5
     assert collector.wait_stored(4, table="otel_traces_genai") == 4
     _check_calls(collector, ids)
+    assert "GenAI spans already stored" not in collector.log()  # a new store: nothing to copy
 
 
 def test_stored_spans_are_copied_in_once_when_the_tables_are_new(make_collector: Any) -> None:
@@ -278,4 +279,46 @@ def test_lqo_schema_prints_the_backfill(make_collector: Any) -> None:
     collector.config_path.write_text(yaml.safe_dump(config))
     off = subprocess.run([LQO, "schema", "--config", str(collector.config_path), "--backfill"],
                          capture_output=True, text=True, timeout=60)
+    assert off.returncode == 2 and "genai_tables: false" in off.stderr
+
+
+def test_lqo_report_sums_the_window(make_collector: Any) -> None:
+    from conftest import LQO
+
+    collector = make_collector(PROCESSED)
+    send_calls(collector.http_url, t0=time.time_ns() - 600 * 10**9)  # ten minutes ago
+    assert collector.wait_stored(4, table="otel_traces_genai") == 4
+
+    def report(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([LQO, "report", "--config", str(collector.config_path), *args],
+                              capture_output=True, text=True, timeout=120)
+
+    out = report("--format", "json", "--since", "1h")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    total, *by_model = rows  # the total first, then the largest spend
+    assert (total["service"], total["provider"], total["model"]) == ("all", "all", "all")
+    assert (total["calls"], total["failed_share"], total["input_tokens"], total["output_tokens"]) == (4, 0.25, 1260, 315)
+    assert (total["flagged_calls"], total["unpriced_calls"]) == (1, 0)
+    assert [(r["provider"], r["model"], r["calls"]) for r in by_model] == [
+        ("openai", "gpt-4o", 3), ("anthropic", "claude-3-5-haiku-20241022", 1)]
+    openai, anthropic = by_model
+    assert (openai["p50_s"], openai["p95_s"], openai["ttfc_p95_s"]) == (0.9, 1.5, 0.25)
+    assert anthropic["ttfc_p95_s"] is None  # no streamed call
+    [stored] = collector.query("SELECT sum(CostUsd) AS usd FROM otel_traces_genai")
+    assert total["cost_usd"] == pytest.approx(float(stored["usd"]), abs=1e-6) and total["cost_usd"] > 0
+    assert total["cost_usd"] == pytest.approx(openai["cost_usd"] + anthropic["cost_usd"], abs=2e-6)
+
+    table = report("--by", "service")
+    assert table.returncode == 0 and "shop" in table.stdout and "cost_usd" in table.stdout
+    assert "gpt-4o" not in table.stdout and "nan" not in report().stdout  # NULL where nothing streamed
+    recent = report("--format", "json", "--since", "2m")  # the calls are older
+    assert [json.loads(line)["calls"] for line in recent.stdout.splitlines()] in ([], [0])
+
+    bad = report("--since", "soon")
+    assert bad.returncode == 2 and "--since" in bad.stderr
+    config = yaml.safe_load(collector.config_path.read_text())
+    config["exporters"]["clickhouse"]["genai_tables"] = False
+    collector.config_path.write_text(yaml.safe_dump(config))
+    off = report()
     assert off.returncode == 2 and "genai_tables: false" in off.stderr

@@ -106,46 +106,80 @@ class QueryFailed(Exception):
     pass
 
 
-def _query(args: argparse.Namespace) -> int:
-    from lqo.collector.exporters.clickhouse.backends import StoreError, open_backend
-    from lqo.collector.query import QueryRefused, check_read_only, run_query
-    from lqo.collector.service import validate_config
-
-    built = validate_config(_load(args.config))
-    stores = [c for cid, c in built.components["exporters"].items() if cid.split("/")[0] == "clickhouse"]
+def _stores(built: BuiltConfig, command: str) -> dict[str, Any]:
+    """The configured clickhouse exporters by id (the first is the one read)."""
+    stores = {cid: c for cid, c in built.components["exporters"].items() if cid.split("/")[0] == "clickhouse"}
     if not stores:
-        raise ConfigError("service.pipelines.traces.exporters: no clickhouse exporter to query")
-    store = stores[0]
+        raise ConfigError(f"service.pipelines.traces.exporters: no clickhouse exporter for lqo {command}")
+    return stores
+
+
+def _print_read(built: BuiltConfig, sql: str, fmt: str, command: str) -> int:
+    """A read-only query of the configured store, its answer on stdout: through the running
+    collector that holds an embedded store, else straight to it (a server, or an embedded store
+    no collector holds)."""
+    from lqo.collector.exporters.clickhouse.backends import StoreError
+    from lqo.collector.query import QueryRefused, check_read_only
+
+    store = next(iter(_stores(built, command).values()))
     try:
-        check_read_only(args.sql)
-        output = None
-        if store.endpoint.startswith("embedded://"):
-            output = _query_via_collector(built, args.sql, args.format)
-        if output is None:
-            backend = open_backend(
-                store.endpoint, store.resolved_username(), store.resolved_password(), store.timeout
-            )
-            try:
-                output = run_query(backend, args.sql, args.format)
-            finally:
-                backend.close()
+        output = _read_store(built, store, check_read_only(sql), fmt)
     except (QueryRefused, StoreError, QueryFailed) as exc:
-        print(f"lqo query: {exc}", file=sys.stderr)
+        print(f"lqo {command}: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     sys.stdout.buffer.write(output)
     sys.stdout.flush()
     return 0
 
 
+def _read_store(built: BuiltConfig, store: Any, sql: str, fmt: str) -> bytes:
+    from lqo.collector.exporters.clickhouse.backends import open_backend
+    from lqo.collector.query import run_query
+
+    output = None
+    if store.endpoint.startswith("embedded://"):
+        output = _query_via_collector(built, sql, fmt)
+    if output is None:
+        backend = open_backend(
+            store.endpoint, store.resolved_username(), store.resolved_password(), store.timeout
+        )
+        try:
+            output = run_query(backend, sql, fmt)
+        finally:
+            backend.close()
+    return output
+
+
+def _query(args: argparse.Namespace) -> int:
+    from lqo.collector.service import validate_config
+
+    return _print_read(validate_config(_load(args.config)), args.sql, args.format, "query")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lqo.collector.config import parse_duration
+    from lqo.collector.report import report_sql
+    from lqo.collector.service import validate_config
+
+    built = validate_config(_load(args.config))
+    cid, store = next(iter(_stores(built, "report").items()))
+    if not store.genai_tables:
+        raise ConfigError(f"exporters.{cid}.genai_tables: false; lqo report reads the GenAI roll-ups "
+                          "(set it to true, or ask the spans with lqo query)")
+    try:
+        since = parse_duration(args.since)
+    except ValueError as exc:
+        raise ConfigError(f"--since: {exc}") from None
+    if args.top < 1:
+        raise ConfigError("--top: at least 1")
+    return _print_read(built, report_sql(store.schema(), since, args.by, args.top), args.format, "report")
+
+
 def _schema(args: argparse.Namespace) -> int:
     from lqo.collector.service import validate_config
 
     built = validate_config(_load(args.config))
-    stores = {cid: c for cid, c in built.components["exporters"].items()
-              if cid.split("/")[0] == "clickhouse"}
-    if not stores:
-        raise ConfigError("service.pipelines.traces.exporters: no clickhouse exporter configured")
-    for cid, store in stores.items():
+    for cid, store in _stores(built, "schema").items():
         print(f"-- exporters.{cid}: {store.endpoint}")
         schema = store.schema()
         if args.backfill:
@@ -174,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--backfill", action="store_true",
                     help="print the statement that fills the GenAI tables from spans stored before them")
     sc.set_defaults(func=_schema)
+
+    rp = sub.add_parser("report", help="the GenAI calls of a recent window: calls, failures, latency, "
+                                       "tokens, spend and flags by service and model")
+    rp.add_argument("--since", default="24h", help="the window: 90m, 24h, 7d… (default 24h)")
+    rp.add_argument("--by", choices=("model", "service", "provider", "request_model"), default="model",
+                    help="rows per service+provider+model (default), per service, provider or model")
+    rp.add_argument("--top", type=int, default=50, help="at most this many rows, largest spend first")
+    rp.add_argument("--config", help="the collector's YAML config (default: built-in)")
+    rp.add_argument("--format", choices=("table", "json", "csv", "tsv"), default="table")
+    rp.set_defaults(func=_report)
 
     q = sub.add_parser("query", help="run a read-only SQL query against the configured store")
     q.add_argument("sql", help='e.g. "SELECT SpanName, count() FROM otel_traces GROUP BY 1"')
