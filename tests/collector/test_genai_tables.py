@@ -51,7 +51,7 @@ def send_calls(url: str, service: str = "shop", t0: int = 1_800_000_000_000_000_
     span("streamed", "chat gpt-4o", {
         "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4o", "gen_ai.response.model": "gpt-4o-2024-08-06",
-        "gen_ai.response.id": "chatcmpl-1", "gen_ai.conversation.id": "conv-7",
+        "gen_ai.response.id": "chatcmpl-1", "gen_ai.conversation.id": "conv-7", "user.id": "u-42",
         "gen_ai.response.finish_reasons": ["stop", "tool_calls"],
         "gen_ai.usage.input_tokens": 1200, "gen_ai.usage.output_tokens": 300,
         "gen_ai.usage.cache_read.input_tokens": 1000, "gen_ai.usage.reasoning.output_tokens": 64,
@@ -60,7 +60,7 @@ def send_calls(url: str, service: str = "shop", t0: int = 1_800_000_000_000_000_
     }, duration_ms=1500)
     span("old_conventions", "anthropic.chat", {  # OpenLLMetry-style: normalized before storage
         "gen_ai.system": "Anthropic", "llm.request.type": "chat",
-        "gen_ai.request.model": "claude-3-5-haiku-20241022",
+        "gen_ai.request.model": "claude-3-5-haiku-20241022", "enduser.id": "u-7",
         "gen_ai.usage.prompt_tokens": 40, "gen_ai.usage.completion_tokens": 10,
     }, duration_ms=500)
     span("failed", "chat gpt-4o", {
@@ -102,7 +102,7 @@ def _check_calls(collector: Any, ids: dict[str, dict[str, Any]]) -> None:
                        "CostOutputUsd": None, "InjectionScore": None} == {
         "Timestamp": None, "TraceId": None, "SpanId": None, "ParentSpanId": "", "ServiceName": "shop",
         "SpanName": "chat gpt-4o", "Operation": "chat", "Provider": "openai", "RequestModel": "gpt-4o",
-        "ResponseModel": "gpt-4o-2024-08-06", "ResponseId": "chatcmpl-1", "ConversationId": "conv-7",
+        "ResponseModel": "gpt-4o-2024-08-06", "ResponseId": "chatcmpl-1", "ConversationId": "conv-7", "UserId": "u-42",
         "AgentName": "", "ServerAddress": "api.openai.com", "FinishReasons": ["stop", "tool_calls"],
         "InputTokens": 1200, "OutputTokens": 300, "CacheReadInputTokens": 1000, "CacheCreationInputTokens": 0,
         "ReasoningOutputTokens": 64, "Duration": 1_500_000_000, "TimeToFirstChunk": 0.25, "StatusCode": "Unset",
@@ -119,6 +119,7 @@ def _check_calls(collector: Any, ids: dict[str, dict[str, Any]]) -> None:
     assert streamed["CostUsd"] == pytest.approx(streamed["CostInputUsd"] + streamed["CostOutputUsd"])
     # older conventions arrive normalized: provider, operation and tokens in today's names
     assert (old["Provider"], old["Operation"], old["InputTokens"], old["OutputTokens"]) == ("anthropic", "chat", 40, 10)
+    assert old["UserId"] == "u-7"  # the older enduser.id
     assert (failed["StatusCode"], failed["ErrorType"], failed["CostUsd"], failed["Duration"]) == (
         "Error", "429", None, 100_000_000)
     assert injection["Flags"] == ["prompt_injection"] and injection["InjectionScore"] >= 0.5

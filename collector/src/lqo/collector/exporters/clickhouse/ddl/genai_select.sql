@@ -11,6 +11,7 @@ SELECT
     A['gen_ai.response.model'] AS ResponseModel,
     A['gen_ai.response.id'] AS ResponseId,
     A['gen_ai.conversation.id'] AS ConversationId,
+    if(A['user.id'] != '', A['user.id'], A['enduser.id']) AS UserId,
     A['gen_ai.agent.name'] AS AgentName,
     A['server.address'] AS ServerAddress,
     multiIf(startsWith(A['gen_ai.response.finish_reasons'], '['),

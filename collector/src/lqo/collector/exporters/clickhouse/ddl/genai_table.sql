@@ -15,6 +15,7 @@ CREATE TABLE IF NOT EXISTS $database.$genai_table $on_cluster (
     ResponseModel LowCardinality(String) CODEC(ZSTD(1)),
     ResponseId String CODEC(ZSTD(1)),
     ConversationId String CODEC(ZSTD(1)),
+    UserId String CODEC(ZSTD(1)),
     AgentName LowCardinality(String) CODEC(ZSTD(1)),
     ServerAddress LowCardinality(String) CODEC(ZSTD(1)),
     FinishReasons Array(LowCardinality(String)) CODEC(ZSTD(1)),
@@ -40,6 +41,7 @@ CREATE TABLE IF NOT EXISTS $database.$genai_table $on_cluster (
     Flags Array(LowCardinality(String)) CODEC(ZSTD(1)),
     INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_conversation_id ConversationId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_user_id UserId TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_flags Flags TYPE bloom_filter(0.01) GRANULARITY 1
 ) ENGINE = $engine
 PARTITION BY toDate(Timestamp)
