@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -64,6 +65,8 @@ class CollectorProcess:
     proc: subprocess.Popen[bytes] | None = None
     # what runs instead of `lqo collector --config CONFIG` (e.g. the collector inside a namespace)
     command: list[str] | None = None
+    # the CA of service.telemetry.metrics.tls, when set: readiness is asked over HTTPS
+    admin_ca: Path | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -88,8 +91,10 @@ class CollectorProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"collector exited {self.proc.returncode}:\n{self.log()}")
             try:
+                context = ssl.create_default_context(cafile=str(self.admin_ca)) if self.admin_ca else None
                 with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=1
+                    f"{'https' if context else 'http'}://127.0.0.1:{self.metrics_port}/readyz",
+                    timeout=1, context=context,
                 ) as r:
                     if r.status == 200:
                         return self

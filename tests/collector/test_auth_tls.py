@@ -562,3 +562,60 @@ def test_garbage_on_the_tls_ports_costs_nothing_and_floods_no_log(make_collector
         assert ok.status == 200
     log = col.log()
     assert "Handshake failed" not in log and "Traceback" not in log, log[-2000:]
+
+
+def test_metrics_over_tls_with_a_token_and_a_real_prometheus_scraping_it(make_collector, daemons, tmp_path):
+    """service.telemetry.metrics.tls and .auth: /metrics (which names services and models and
+    counts their spend) answers only with the token, over TLS; the probes stay open; a real
+    Prometheus scrapes it with its own authorization and tls_config."""
+    from promstack import query, wait_until
+
+    pki = make_pki(tmp_path / "pki")
+    scrape = "scrape-t0ken-9z8y"
+    c = make_collector({
+        "extensions": {"bearertokenauth/scrape": {"token": scrape}},
+        "service": {"extensions": ["bearertokenauth/scrape"], "telemetry": {"metrics": {
+            "tls": {"cert_file": str(pki["cert"]), "key_file": str(pki["key"])},
+            "auth": {"authenticator": "bearertokenauth/scrape"}}}},
+    }, start=False)
+    c.admin_ca = pki["ca"]
+    c.start()
+    base = f"https://127.0.0.1:{c.metrics_port}"
+    for probe in ("/healthz", "/readyz"):
+        with _https(base + probe, pki["ca"]) as response:
+            assert response.status == 200
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        _https(base + "/metrics", pki["ca"])
+    assert refused.value.code == 401 and refused.value.headers["WWW-Authenticate"].startswith("Bearer")
+    with pytest.raises(urllib.error.HTTPError) as wrong:
+        _https(base + "/metrics", pki["ca"], headers={"Authorization": "Bearer " + TOKEN})
+    assert wrong.value.code == 401
+    with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain text to the TLS port
+        urllib.request.urlopen(f"http://127.0.0.1:{c.metrics_port}/healthz", timeout=5).read()
+    with _https(base + "/metrics", pki["ca"], headers={"Authorization": f"Bearer {scrape}"}) as response:
+        exposition = response.read().decode()
+    assert ('lqo_receiver_refused_requests_total{reason="unauthenticated",receiver="service.telemetry",'
+            'transport="http"} 2.0') in exposition
+
+    job = {"scrape_interval": "1s", "static_configs": [{"targets": [f"127.0.0.1:{c.metrics_port}"]}],
+           "scheme": "https", "tls_config": {"ca_file": str(pki["ca"])}}
+    prom = daemons.prometheus(json.dumps({"scrape_configs": [
+        {"job_name": "with-token", "authorization": {"credentials": scrape}, **job},
+        {"job_name": "without", **job}]}))
+    up = wait_until("both jobs scraped", lambda: {r["metric"]["job"]: r["value"][1] for r in query(prom, "up")}
+                    if len(query(prom, "up")) == 2 else None)
+    assert up == {"with-token": "1", "without": "0"}
+    wait_until("the collector's series stored", lambda: query(prom, 'process_resident_memory_bytes{job="with-token"}'))
+    assert "Traceback" not in c.log() and scrape not in c.log()
+
+
+def test_metrics_auth_must_name_a_running_extension():
+    raw = load_yaml("""
+receivers: {otlp: {protocols: {http: {}}}}
+exporters: {clickhouse: {}}
+service:
+  pipelines: {traces: {receivers: [otlp], exporters: [clickhouse]}}
+  telemetry: {metrics: {auth: {authenticator: bearertokenauth}}}
+""", "test")
+    with pytest.raises(ConfigError, match=r"service\.telemetry\.metrics\.auth\.authenticator: 'bearertokenauth' is not"):
+        validate_config(raw)

@@ -26,7 +26,11 @@ from lqo.collector.exporters.clickhouse.factory import ClickHouseExporter
 from lqo.collector.http_server import ThreadedServer, split_endpoint
 from lqo.collector.pipeline import NamedProcessor, Pipeline
 from lqo.collector.query import build_query_router
+from lqo.collector.receivers.ingest import RefusedRequests
+from lqo.collector.receivers.otlp import AuthSettings, resolve_authenticator
+from lqo.collector.receivers.otlp_http import RequireAuth
 from lqo.collector.telemetry import SelfTelemetry
+from lqo.collector.tls import ServerTLS, TLSServerSettings
 
 log = logging.getLogger("lqo.collector")
 
@@ -47,6 +51,10 @@ class QueueConfig(StrictModel):
 
 class MetricsTelemetry(StrictModel):
     address: str = "127.0.0.1:8888"
+    tls: TLSServerSettings | None = None  # /metrics, /healthz and /readyz over TLS
+    # /metrics with credentials (it names services and models, and counts their spend);
+    # /healthz and /readyz stay open to probes
+    auth: AuthSettings | None = None
 
 
 class LogsTelemetry(StrictModel):
@@ -129,6 +137,13 @@ def validate_config(raw: dict[str, Any]) -> BuiltConfig:
                     f"service runs; define it under extensions and list it in service.extensions "
                     f"(listed: {', '.join(service.extensions) or 'none'})"
                 )
+    scrape_auth = service.telemetry.metrics.auth
+    if scrape_auth is not None and scrape_auth.authenticator not in components["extensions"]:
+        raise ConfigError(
+            f"service.telemetry.metrics.auth.authenticator: {scrape_auth.authenticator!r} is not an "
+            f"extension the service runs; define it under extensions and list it in service.extensions "
+            f"(listed: {', '.join(service.extensions) or 'none'})"
+        )
     prometheus = [cid for cid in pipeline.exporters if component_type(cid) == "prometheus"]
     if len(prometheus) > 1:
         raise ConfigError(
@@ -180,8 +195,17 @@ class Collector:
             factories("receivers")[component_type(cid)].create(rcfg, ctx(cid))
             for cid, rcfg in cfg.components["receivers"].items()
         ]
-        host, port = split_endpoint(cfg.service.telemetry.metrics.address, "metrics.address")
-        self.admin = ThreadedServer(self._admin_app(), host, port, "metrics/health")
+        metrics = cfg.service.telemetry.metrics
+        host, port = split_endpoint(metrics.address, "metrics.address")
+        key = "service.telemetry.metrics"
+        scrape_auth = resolve_authenticator(metrics.auth, f"{key}.auth", ctx("service.telemetry"))
+        tls = ServerTLS(metrics.tls, f"{key}.tls") if metrics.tls else None
+        admin: Any = self._admin_app()
+        if scrape_auth is not None:
+            admin = RequireAuth(admin, scrape_auth, RefusedRequests("service.telemetry", self.telemetry), None,
+                                open_paths=frozenset({"/healthz", "/readyz"}))
+        self.admin = ThreadedServer(admin, host, port, "metrics/health",
+                                    ssl_context=tls.ssl_context() if tls else None)
 
     def _build_processors(self) -> list[NamedProcessor]:
         return [

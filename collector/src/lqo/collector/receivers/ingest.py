@@ -38,27 +38,34 @@ class Outcome:
     message: str = ""
 
 
-class Ingest:
-    def __init__(self, receiver_id: str, pipeline: Pipeline, telemetry: SelfTelemetry) -> None:
+class RefusedRequests:
+    """Requests a server refused before reading their body (``unauthenticated``): counted in
+    ``lqo_receiver_refused_requests_total`` under ``receiver_id``, and logged — the first at once,
+    then at most one line a minute with the count (a misconfigured client retries a lot)."""
+
+    def __init__(self, receiver_id: str, telemetry: SelfTelemetry) -> None:
         self.receiver_id = receiver_id
-        self.pipeline = pipeline
         self.telemetry = telemetry
-        self._refusals_lock = threading.Lock()
-        self._refusals_unlogged = 0
-        self._refusals_logged_at = -REFUSAL_LOG_INTERVAL_S
+        self._lock = threading.Lock()
+        self._unlogged = 0
+        self._logged_at = -REFUSAL_LOG_INTERVAL_S
 
     def refuse_request(self, transport: str, reason: str, peer: str) -> None:
-        """Count a request refused before its body was read, and log it — the first at once,
-        then at most one line a minute with the count (a misconfigured client retries a lot)."""
         self.telemetry.receiver_refused_requests.labels(self.receiver_id, transport, reason).inc()
         now = time.monotonic()
-        with self._refusals_lock:
-            self._refusals_unlogged += 1
-            if now - self._refusals_logged_at < REFUSAL_LOG_INTERVAL_S:
+        with self._lock:
+            self._unlogged += 1
+            if now - self._logged_at < REFUSAL_LOG_INTERVAL_S:
                 return
-            count, self._refusals_unlogged, self._refusals_logged_at = self._refusals_unlogged, 0, now
+            count, self._unlogged, self._logged_at = self._unlogged, 0, now
         log.warning("%s/%s: refused %d request(s) (%s), the latest from %s",
                     self.receiver_id, transport, count, reason, peer or "an unknown peer")
+
+
+class Ingest(RefusedRequests):
+    def __init__(self, receiver_id: str, pipeline: Pipeline, telemetry: SelfTelemetry) -> None:
+        super().__init__(receiver_id, telemetry)
+        self.pipeline = pipeline
 
     def refuse(self, transport: str, reason: str, spans: int = 0) -> None:
         """Count a refusal; ``spans`` is 0 when the payload could not even be counted."""

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from lqo.collector.components import ServerAuthenticator
 from lqo.collector.http_server import json_error, media_type
 from lqo.collector.model.otlp import decode_json, decode_protobuf
-from lqo.collector.receivers.ingest import Ingest, OutcomeKind
+from lqo.collector.receivers.ingest import Ingest, OutcomeKind, RefusedRequests
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -175,19 +175,21 @@ class RequireAuth:
     when set, ``auth``'s otherwise (None: open). The OTLP path answers with a
     ``google.rpc.Status`` in the request's encoding, as the OTLP/HTTP spec asks of every 4xx."""
 
-    def __init__(self, app: ASGIApp, auth: ServerAuthenticator | None, ingest: Ingest,
-                 traces_path: str, query_auth: ServerAuthenticator | None = None) -> None:
+    def __init__(self, app: ASGIApp, auth: ServerAuthenticator | None, ingest: RefusedRequests,
+                 traces_path: str | None, query_auth: ServerAuthenticator | None = None,
+                 open_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.auth = auth
         self.query_auth = query_auth
         self.ingest = ingest
         self.traces_path = traces_path
+        self.open_paths = open_paths  # answered without credentials (health probes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         auth = self.auth
         if scope["type"] == "http" and self.query_auth is not None and scope["path"].startswith(QUERY_PREFIX):
             auth = self.query_auth
-        if scope["type"] != "http" or auth is None:
+        if scope["type"] != "http" or auth is None or scope["path"] in self.open_paths:
             await self.app(scope, receive, send)
             return
         values = Headers(scope=scope).getlist(auth.header)
