@@ -128,22 +128,17 @@ def validate_config(raw: dict[str, Any]) -> BuiltConfig:
             if component_id not in used:
                 log.warning("%s.%s is defined but not used (not listed in %s)", kind, component_id, where)
         components[kind] = built
-    for receiver_id, rcfg in components["receivers"].items():
-        refs = rcfg.authenticators() if hasattr(rcfg, "authenticators") else {}
-        for key, extension_id in refs.items():
-            if extension_id not in components["extensions"]:
-                raise ConfigError(
-                    f"receivers.{receiver_id}.{key}: {extension_id!r} is not an extension the "
-                    f"service runs; define it under extensions and list it in service.extensions "
-                    f"(listed: {', '.join(service.extensions) or 'none'})"
-                )
-    scrape_auth = service.telemetry.metrics.auth
-    if scrape_auth is not None and scrape_auth.authenticator not in components["extensions"]:
-        raise ConfigError(
-            f"service.telemetry.metrics.auth.authenticator: {scrape_auth.authenticator!r} is not an "
-            f"extension the service runs; define it under extensions and list it in service.extensions "
-            f"(listed: {', '.join(service.extensions) or 'none'})"
-        )
+    refs = {f"receivers.{receiver_id}.{key}": extension_id
+            for receiver_id, rcfg in components["receivers"].items()
+            for key, extension_id in (rcfg.authenticators() if hasattr(rcfg, "authenticators") else {}).items()}
+    if service.telemetry.metrics.auth is not None:
+        refs["service.telemetry.metrics.auth.authenticator"] = service.telemetry.metrics.auth.authenticator
+    for key, extension_id in refs.items():
+        if extension_id not in components["extensions"]:
+            raise ConfigError(
+                f"{key}: {extension_id!r} is not an extension the service runs; define it under "
+                f"extensions and list it in service.extensions (listed: {', '.join(service.extensions) or 'none'})"
+            )
     prometheus = [cid for cid in pipeline.exporters if component_type(cid) == "prometheus"]
     if len(prometheus) > 1:
         raise ConfigError(
