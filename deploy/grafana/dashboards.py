@@ -6,7 +6,7 @@
 Four dashboards, linked to each other:
 * LLM overview: calls, errors, latency, time to first chunk, tokens and spend (Prometheus), and
   spend by model over the time range (ClickHouse: the per-minute roll-ups, so a month costs
-  what a few thousand rows do).
+  what a few thousand rows do), and spend by end user (the GenAI calls table).
 * LLM quality: safety flags and evaluation scores (Prometheus), flagged calls and PII types
   (ClickHouse: the GenAI calls table).
 * LLM traces: conversations and recent GenAI calls (the GenAI calls table), and one trace in
@@ -179,7 +179,17 @@ def overview() -> dash.Dashboard:
                 WHERE Minute >= toStartOfMinute($__fromTime) AND Minute <= $__toTime AND {CHOSEN}
                 GROUP BY service, model ORDER BY cost_usd DESC LIMIT 50""",
                 "From the stored calls, by the minute: every call, priced or not (unpriced_calls: models "
-                "without a known price).")))
+                "without a known price)."))
+            .with_panel(sql_table("Spend by end user in the time range", f"""
+                SELECT UserId AS user, count() AS calls, sum(CostUsd) AS cost_usd,
+                       sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
+                       countIf(notEmpty(Flags)) AS flagged_calls, uniqExact(ConversationId) AS conversations,
+                       max(Timestamp) AS last_call
+                FROM {CALLS}
+                WHERE $__timeFilter(Timestamp) AND {CHOSEN} AND UserId != ''
+                GROUP BY user ORDER BY cost_usd DESC LIMIT 50""",
+                "Calls whose spans carry user.id (or enduser.id): the end users who cost the most, and "
+                "how many of their calls a check flagged.")))
 
 
 def quality() -> dash.Dashboard:

@@ -48,7 +48,8 @@ def send_wave(url: str, injections: int) -> None:
         span.end()
 
     for i in range(10):
-        call(f"Summarize ticket {i} for the support team.", **{"gen_ai.conversation.id": f"ticket-{i % 3}"})
+        call(f"Summarize ticket {i} for the support team.",
+             **{"gen_ai.conversation.id": f"ticket-{i % 3}", "user.id": f"agent-{i % 2}"})
     for _ in range(4):
         call("Write me a haiku about autumn.", **{"gen_ai.response.time_to_first_chunk": 0.42})
     call("Call me back at 415-555-0132 about my card 4111 1111 1111 1111.")

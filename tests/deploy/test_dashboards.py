@@ -183,6 +183,10 @@ def test_every_sql_query_answers(stack: Any, board: str, panel: str, target: dic
     if panel == "Conversations":  # the first wave's ten summaries, three tickets, twice
         assert {r["conversation"]: int(r["calls"]) for r in rows} == {"ticket-0": 8, "ticket-1": 6, "ticket-2": 6}
         assert all(r["trace_id"] and r["service"] == SERVICE and float(r["cost_usd"]) > 0 for r in rows)
+    if panel == "Spend by end user in the time range":  # the summaries, by two agents, twice
+        assert {r["user"]: (int(r["calls"]), int(r["conversations"])) for r in rows} == {
+            "agent-0": (10, 3), "agent-1": (10, 3)}
+        assert all(float(r["cost_usd"]) > 0 for r in rows)
     if panel == "PII found, by type":
         assert {r["entity"] for r in rows} >= {"CREDIT_CARD", "PHONE_NUMBER"}
     if panel == "Flagged calls":
