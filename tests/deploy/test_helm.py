@@ -58,7 +58,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                  "extraVolumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
                  "networkPolicy": {"enabled": True, "otlpFrom": [{"namespaceSelector": {}}]},
                  "auth": {"existingSecret": "lqo-token", "query": {"existingSecret": "lqo-readers"}},
-                 "tls": {"existingSecret": "lqo-tls", "clientAuth": True}},
+                 "tls": {"existingSecret": "lqo-tls", "clientAuth": True},
+                 "metrics": {"tls": True, "auth": {"existingSecret": "lqo-scrape"}}},
 }
 
 
@@ -100,6 +101,16 @@ def helm_test_script(chart: helm.Chart, values: dict[str, Any], metrics_port: in
     script = hook["spec"]["containers"][0]["command"][-1]
     return (script.replace(f"{FULLNAME}.{NAMESPACE}.svc", "127.0.0.1")
             .replace(":8888/", f":{metrics_port}/").replace(":4318/", f":{http_port}/"))
+
+
+def tls_secret_files(directory: Path) -> None:
+    """A kubernetes.io/tls Secret's files as the pod mounts them (cert-manager's ca.crt too), for
+    a certificate of 127.0.0.1 from a throwaway CA."""
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(directory / "ca.crt"))
+    server.cert_chain_pems[0].write_to_path(str(directory / "tls.crt"))
+    server.private_key_pem.write_to_path(str(directory / "tls.key"))
 
 
 def render_error(chart: helm.Chart, values: dict[str, Any]) -> str:
@@ -226,8 +237,9 @@ def test_pods_run_locked_down(chart: helm.Chart, name: str) -> None:
     container = collector["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/etc/lqo", "/var/lib/lqo/data"}
+    scheme = {"scheme": "HTTPS"} if VALUE_SETS[name].get("metrics", {}).get("tls") else {}
     assert (container["livenessProbe"]["httpGet"], container["readinessProbe"]["httpGet"]) == (
-        {"path": "/healthz", "port": "metrics"}, {"path": "/readyz", "port": "metrics"})
+        {"path": "/healthz", "port": "metrics", **scheme}, {"path": "/readyz", "port": "metrics", **scheme})
     # long enough for the collector to flush its queues on SIGTERM (service.shutdown_timeout)
     shutdown = validate_config(collector_config(objs)).service.shutdown_timeout
     assert collector["terminationGracePeriodSeconds"] > shutdown
@@ -334,7 +346,7 @@ def test_auth_and_tls_come_from_the_users_secrets(chart: helm.Chart) -> None:
     objs = objects(chart, VALUE_SETS["external"])
     raw = collector_config(objs)
     built = validate_config(raw)
-    assert built.service.extensions == ["bearertokenauth", "bearertokenauth/query"]
+    assert built.service.extensions == ["bearertokenauth", "bearertokenauth/metrics", "bearertokenauth/query"]
     token_file = built.components["extensions"]["bearertokenauth"].filename
     assert built.components["extensions"]["bearertokenauth/query"].filename == "/etc/lqo-query-auth/token"
     protocols = built.components["receivers"]["otlp"].protocols
@@ -359,9 +371,27 @@ def test_auth_and_tls_come_from_the_users_secrets(chart: helm.Chart) -> None:
         assert (mounts["auth"]["mountPath"], mounts["tls"]["mountPath"]) == ("/etc/lqo-auth", "/etc/lqo-tls")
         assert spec["securityContext"]["fsGroup"] == 10001  # the Secrets' files are group-readable
     assert token_file == "/etc/lqo-auth/token"
+    # /metrics: the receivers' certificate (no client certificates: scrapers have none), a token
+    # of its own; the probes over HTTPS; the ServiceMonitor scrapes with both
+    metrics = built.service.telemetry.metrics
+    assert (metrics.tls.cert_file, metrics.tls.key_file, metrics.tls.client_ca_file) == (
+        "/etc/lqo-tls/tls.crt", "/etc/lqo-tls/tls.key", None)
+    assert metrics.auth.authenticator == "bearertokenauth/metrics"
+    assert built.components["extensions"]["bearertokenauth/metrics"].filename == "/etc/lqo-metrics-auth/token"
+    assert {v["name"]: v for v in deployment["volumes"]}["metrics-auth"]["secret"]["secretName"] == "lqo-scrape"
+    container = deployment["containers"][0]
+    assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["metrics-auth"] == "/etc/lqo-metrics-auth"
+    assert container["livenessProbe"]["httpGet"]["scheme"] == container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    [endpoint] = objs["ServiceMonitor", FULLNAME]["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"] == {
+        "ca": {"secret": {"name": "lqo-tls", "key": "ca.crt"}}, "serverName": f"{FULLNAME}.{NAMESPACE}.svc"}
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": "lqo-scrape", "key": "token"}}
     # without them the receivers are plain and open, as before
     plain = validate_config(collector_config(objects(chart)))
     assert plain.service.extensions == [] and plain.components["receivers"]["otlp"].protocols.http.tls is None
+    assert plain.service.telemetry.metrics.tls is None and plain.service.telemetry.metrics.auth is None
+    plain_monitor = objects(chart, MONITORING)["ServiceMonitor", FULLNAME]["spec"]["endpoints"][0]
+    assert not {"scheme", "tlsConfig", "authorization"} & set(plain_monitor)
 
 
 @pytest.mark.parametrize(("values", "message"), [
@@ -388,6 +418,7 @@ def test_values_the_schema_refuses(chart: helm.Chart, values: dict[str, Any], me
     ({"storage": {"mode": "external", "external": {"endpoint": "http://ch:8123"}}}, "storage.external.existingSecret"),
     ({"grafana": {"datasources": {"enabled": True}}}, "storage.mode embedded has none"),
     ({"tls": {"clientAuth": True}}, "tls.clientAuth: needs tls.existingSecret"),
+    ({"metrics": {"tls": True}}, "metrics.tls: needs tls.existingSecret"),
 ])
 def test_missing_settings_fail_at_install_saying_what_to_set(chart: helm.Chart, values: dict[str, Any],
                                                              message: str) -> None:
@@ -556,11 +587,7 @@ def test_the_helm_test_pod_checks_tls_and_the_token(chart: helm.Chart, make_coll
     auth_dir, tls_dir = tmp_path / "lqo-auth", tmp_path / "lqo-tls"
     auth_dir.mkdir()
     tls_dir.mkdir()
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1")
-    ca.cert_pem.write_to_path(str(tls_dir / "ca.crt"))
-    server.cert_chain_pems[0].write_to_path(str(tls_dir / "tls.crt"))
-    server.private_key_pem.write_to_path(str(tls_dir / "tls.key"))
+    tls_secret_files(tls_dir)
     (auth_dir / "token").write_text("helm-test-token\n")
     security = json.loads(json.dumps({k: raw[k] for k in ("extensions",)} | {
         "receivers": raw["receivers"], "service": {"extensions": raw["service"]["extensions"]}})
@@ -607,3 +634,27 @@ def test_the_install_notes_tell_clients_what_to_set(chart: helm.Chart) -> None:
     assert "(TOKEN: one from Secret lqo-readers)" in secured and "--cert client.crt" in secured
     assert "can send spans" not in secured
     assert "can send spans:" in notes({"auth": {"query": {"existingSecret": "readers"}}})
+
+
+def test_the_helm_test_pod_asks_readiness_over_tls_when_metrics_tls_is_set(chart: helm.Chart, make_collector: Any,
+                                                                         tmp_path: Path) -> None:
+    """metrics.tls: the collector serves 8888 over TLS (the receivers' certificate), and the
+    `helm test` pod asks /readyz over HTTPS, verifying it."""
+    values = {"tls": {"existingSecret": "c"}, "metrics": {"tls": True}}
+    raw = collector_config(objects(chart, values))
+    tls_dir = tmp_path / "lqo-tls"
+    tls_dir.mkdir()
+    tls_secret_files(tls_dir)
+    metrics = {k: v for k, v in raw["service"]["telemetry"]["metrics"].items() if k != "address"}
+    security = json.loads(json.dumps({
+        "receivers": raw["receivers"], "service": {"telemetry": {"metrics": metrics}}}).replace("/etc/lqo-tls", str(tls_dir)))
+    for protocol in security["receivers"]["otlp"]["protocols"].values():
+        del protocol["endpoint"]  # the fixture's loopback ports
+    collector = make_collector(security, start=False)
+    collector.admin_ca = tls_dir / "ca.crt"
+    collector.start()
+    script = helm_test_script(chart, values, collector.metrics_port, collector.http_port)
+    script = script.replace("/etc/lqo-tls", str(tls_dir))
+    assert 'admin = "https"' in script
+    probe = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0 and "OTLP/HTTP answers (https)" in probe.stdout, probe.stderr

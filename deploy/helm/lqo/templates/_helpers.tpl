@@ -75,7 +75,8 @@ app.kubernetes.io/component: clickhouse
 {{- end }}
 {{- $grpc := dict "endpoint" "0.0.0.0:4317" }}
 {{- $http := dict "endpoint" "0.0.0.0:4318" }}
-{{- $service := dict "telemetry" (dict "metrics" (dict "address" "0.0.0.0:8888")) }}
+{{- $metrics := dict "address" "0.0.0.0:8888" }}
+{{- $service := dict "telemetry" (dict "metrics" $metrics) }}
 {{- $base := dict
       "receivers" (dict "otlp" (dict "protocols" (dict "grpc" $grpc "http" $http)))
       "exporters" (dict "clickhouse" $clickhouse "prometheus" (dict))
@@ -99,6 +100,16 @@ app.kubernetes.io/component: clickhouse
 {{- if .Values.auth.query.existingSecret }}
 {{- $_ := set $extensions "bearertokenauth/query" (dict "filename" (printf "/etc/lqo-query-auth/%s" .Values.auth.query.key)) }}
 {{- $_ := set $http "query_auth" (dict "authenticator" "bearertokenauth/query") }}
+{{- end }}
+{{- if .Values.metrics.tls }}
+{{- if not .Values.tls.existingSecret }}
+{{- fail "metrics.tls: needs tls.existingSecret (the kubernetes.io/tls Secret the receivers use, which /metrics then serves too)" }}
+{{- end }}
+{{- $_ := set $metrics "tls" (dict "cert_file" "/etc/lqo-tls/tls.crt" "key_file" "/etc/lqo-tls/tls.key" "reload_interval" .Values.tls.reloadInterval) }}
+{{- end }}
+{{- if .Values.metrics.auth.existingSecret }}
+{{- $_ := set $extensions "bearertokenauth/metrics" (dict "filename" (printf "/etc/lqo-metrics-auth/%s" .Values.metrics.auth.key)) }}
+{{- $_ := set $metrics "auth" (dict "authenticator" "bearertokenauth/metrics") }}
 {{- end }}
 {{- if $extensions }}
 {{- $_ := set $base "extensions" $extensions }}
@@ -151,6 +162,12 @@ subPath, so that the kubelet's updates reach the collector, which re-reads them)
 - name: tls
   secret:
     secretName: {{ .Values.tls.existingSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- if .Values.metrics.auth.existingSecret }}
+- name: metrics-auth
+  secret:
+    secretName: {{ .Values.metrics.auth.existingSecret }}
     defaultMode: 0440
 {{- end }}
 {{- end }}
