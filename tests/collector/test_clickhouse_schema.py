@@ -93,6 +93,14 @@ def test_cluster_rendering_is_valid_clickhouse_sql(chdb_store):
             assert f"ENGINE = {engine}" in formatted
     assert "FROM `otel`.`otel_traces`\n" in statements[-1] and "TO `otel`.`otel_traces_genai`\n" in statements[-1]
     assert SchemaSpec(genai=False).statements() == SchemaSpec().statements()[:4]
+    # the upgrades of an older version's GenAI tables and views, on the cluster too
+    spec = SchemaSpec("otel", "otel_traces", 0, "prod")
+    upgrades = [spec.add_columns_statement(spec.genai_table, spec.columns(spec.genai_table)[-2:]),
+                *spec.update_view_statements(spec.genai_view, spec.genai_select())]
+    for sql in upgrades:
+        escaped = sql.replace("\\", "\\\\").replace("'", "\\'")
+        formatted = writer.query(f"SELECT formatQuery('{escaped}')", "TSVRaw").bytes().decode()
+        assert formatted.startswith("ALTER TABLE otel.otel_traces_genai") and "ON CLUSTER prod" in formatted
 
 
 def test_inserts_are_written_as_compact_parts(collector):

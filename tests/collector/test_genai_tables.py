@@ -323,3 +323,45 @@ def test_lqo_report_sums_the_window(make_collector: Any) -> None:
     collector.config_path.write_text(yaml.safe_dump(config))
     off = report()
     assert off.returncode == 2 and "genai_tables: false" in off.stderr
+
+
+def test_an_older_stores_genai_tables_and_views_are_brought_up_to_date(make_collector: Any) -> None:
+    """A store whose GenAI tables and views an older version made (here: without UserId and
+    InjectionCalls, the views running SELECTs without them): the next start adds the columns and
+    switches the views to this version's SELECTs, once; new calls then fill the new columns."""
+    collector = make_collector(PROCESSED)
+    collector.stop()
+    spec = SchemaSpec()
+    older = {
+        "otel_traces_genai": ("UserId", "\n".join(
+            line for line in spec.genai_select().splitlines() if "AS UserId" not in line)),
+        "otel_traces_genai_1m": ("InjectionCalls", "\n".join(
+            line for line in spec.rollup_select().splitlines() if "AS InjectionCalls" not in line)),
+    }
+    statements = []
+    for table, (column, select) in older.items():
+        statements += [f"ALTER TABLE default.{table}_mv MODIFY QUERY {select}",
+                       f"ALTER TABLE default.{table}_mv MODIFY COMMENT ''"]
+        if column == "UserId":
+            statements.append("ALTER TABLE default.otel_traces_genai DROP INDEX idx_user_id")
+        statements.append(f"ALTER TABLE default.{table} DROP COLUMN {column}")
+    subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import chdb, json
+        c = chdb.connect({str(collector.workdir / "store")!r})
+        for statement in json.loads({json.dumps(json.dumps(statements))}):
+            c.query(statement)
+        c.close()
+    """)], check=True, timeout=120)
+
+    collector.start()
+    log = collector.log()
+    assert "added UserId to otel_traces_genai" in log and "added InjectionCalls to otel_traces_genai_1m" in log
+    assert "updated the view otel_traces_genai_mv" in log and "updated the view otel_traces_genai_1m_mv" in log
+    ids = send_calls(collector.http_url)
+    assert collector.wait_stored(4, table="otel_traces_genai") == 4
+    assert _rows(collector)[ids["streamed"]["SpanId"]]["UserId"] == "u-42"
+    [row] = [r for r in _rollup(collector) if r["Provider"] == "openai"]
+    assert row["injection"] == 1
+    collector.stop()
+    collector.start()  # up to date now: nothing to do
+    assert collector.log().count("added UserId") == 1 and collector.log().count("updated the view") == 2

@@ -107,8 +107,16 @@ class ClickHouseExporter:
         )
         missing = self._missing()
         if c.create_schema:
-            for statement in self.schema.statements():
+            spec = self.schema
+            # a view's SELECT is checked against its table even when the view exists: the columns
+            # an older version's tables lack are added before the views are seen to
+            for statement in spec.base_statements() + (spec.genai_table_statements() if spec.genai else []):
                 self.backend.execute(statement)
+            if spec.genai:
+                self._add_lacking_columns(missing)
+                for statement in spec.genai_view_statements():
+                    self.backend.execute(statement)
+                self._update_views(missing)
             if self.schema.genai and self.schema.genai_view in missing and self.schema.table not in missing:
                 self._backfill()  # views new to a store that holds spans already
         else:
@@ -133,6 +141,38 @@ class ClickHouseExporter:
         )
         present = set(self.backend.query(sql, "TSVRaw").decode().split())
         return [n for n in names if n not in present]
+
+    def _add_lacking_columns(self, made_now: list[str]) -> None:
+        """GenAI tables an older version made get the columns they lack (nothing is dropped or
+        retyped; new skip indexes are not added)."""
+        assert self.backend is not None
+        spec, db = self.schema, self.schema.database
+        for table in (spec.genai_table, spec.rollup_table):
+            if table in made_now:
+                continue
+            have = set(self.backend.query(
+                f"SELECT name FROM system.columns WHERE database = '{db}' AND table = '{table}'",
+                "TSVRaw").decode().split())
+            lacking = [(name, decl) for name, decl in spec.columns(table) if name not in have]
+            if lacking:
+                self.backend.execute(spec.add_columns_statement(table, lacking))
+                log.info("added %s to %s", ", ".join(name for name, _ in lacking), table)
+
+    def _update_views(self, made_now: list[str]) -> None:
+        """A GenAI view whose comment names another SELECT (an older version's) runs this one's
+        from now on (ALTER … MODIFY QUERY: rows already written stay as they are)."""
+        assert self.backend is not None
+        spec, db = self.schema, self.schema.database
+        for view, _target, select in spec.genai_views():
+            [comment] = self.backend.query(
+                f"SELECT comment FROM system.tables WHERE database = '{db}' AND name = '{view}'",
+                "TSVRaw").decode().splitlines() or [""]
+            if comment == spec.view_version(select):
+                continue
+            for statement in spec.update_view_statements(view, select, query=view not in made_now):
+                self.backend.execute(statement)
+            if view not in made_now:
+                log.info("updated the view %s to this version's SELECT", view)
 
     def _backfill(self) -> None:
         """Fills the GenAI tables, just made, from the GenAI spans already stored (a store kept

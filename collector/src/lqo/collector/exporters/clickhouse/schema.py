@@ -10,6 +10,7 @@ each fed by a materialized view, so they fill whoever writes the spans table.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from importlib.resources import files
 from string import Template
@@ -77,9 +78,7 @@ class SchemaSpec:
             lookup_table=quote_ident(self.lookup_table),
             view=quote_ident(self.view),
             genai_table=quote_ident(self.genai_table),
-            genai_view=quote_ident(self.genai_view),
             rollup_table=quote_ident(self.rollup_table),
-            rollup_view=quote_ident(self.rollup_view),
             on_cluster=on_cluster,
             **values,
         )
@@ -90,6 +89,10 @@ class SchemaSpec:
         """DDL in execution order: database, spans table, lookup table and its view, then (with
         ``genai``) the GenAI table, the roll-up table, the roll-up's view and last the GenAI
         table's view, so that no view ever writes into a table not yet there."""
+        return self.base_statements() + (self.genai_statements() if self.genai else [])
+
+    def base_statements(self) -> list[str]:
+        """The contrib exporter's: database, spans table, lookup table and its view."""
         return [
             self._render("database.sql"),
             self._render(
@@ -103,7 +106,6 @@ class SchemaSpec:
                 ttl=ttl_expr(self.ttl_seconds, "toDateTime(Start)"),
             ),
             self._render("traces_id_ts_mv.sql"),
-            *(self.genai_statements() if self.genai else []),
         ]
 
     def genai_select(self, also: str = "") -> str:
@@ -111,21 +113,67 @@ class SchemaSpec:
         ``also``: a further condition on the spans."""
         return self._render("genai_select.sql", also=f"\n      AND {also}" if also else "")
 
-    def genai_statements(self) -> list[str]:
-        return [
-            self._render(
+    def rollup_select(self) -> str:
+        """The roll-ups of the GenAI calls an insert brings (ddl/rollup_select.sql)."""
+        return self._render("rollup_select.sql")
+
+    def _genai_tables(self) -> dict[str, str]:
+        """The GenAI tables' CREATE statements by name."""
+        return {
+            self.genai_table: self._render(
                 "genai_table.sql",
                 engine=self._engine("MergeTree"),
                 ttl=ttl_expr(self.ttl_seconds, "toDateTime(Timestamp)"),
             ),
-            self._render(
+            self.rollup_table: self._render(
                 "rollup_table.sql",
                 engine=self._engine("AggregatingMergeTree"),
                 ttl=ttl_expr(self.rollup_ttl_seconds, "Minute"),
             ),
-            self._render("rollup_view.sql"),
-            self._render("genai_view.sql", select=self.genai_select()),
-        ]
+        }
+
+    def genai_views(self) -> list[tuple[str, str, str]]:
+        """(view, the table it feeds, its SELECT), in creation order: the roll-ups' view before
+        the calls table's, so that no view writes into a table whose view is not there yet."""
+        return [(self.rollup_view, self.rollup_table, self.rollup_select()),
+                (self.genai_view, self.genai_table, self.genai_select())]
+
+    def genai_statements(self) -> list[str]:
+        return self.genai_table_statements() + self.genai_view_statements()
+
+    def genai_table_statements(self) -> list[str]:
+        return list(self._genai_tables().values())
+
+    def genai_view_statements(self) -> list[str]:
+        return [self._render("view.sql", mv=quote_ident(view), mv_target=quote_ident(target), select=select)
+                for view, target, select in self.genai_views()]
+
+    def columns(self, table: str) -> list[tuple[str, str]]:
+        """A GenAI table's columns as its DDL declares them: (name, type and codec)."""
+        ddl = self._genai_tables()[table]
+        body = ddl[ddl.index("(") + 1:ddl.rindex(") ENGINE")]
+        return [(line.split(None, 1)[0], line.split(None, 1)[1].rstrip(","))
+                for line in (raw.strip() for raw in body.splitlines())
+                if line and not line.startswith("INDEX ")]
+
+    def add_columns_statement(self, table: str, columns: list[tuple[str, str]]) -> str:
+        """Adds ``columns`` to a GenAI table made by an older version."""
+        on_cluster = f" ON CLUSTER {quote_ident(self.cluster_name)}" if self.cluster_name else ""
+        adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {quote_ident(name)} {decl}" for name, decl in columns)
+        return f"ALTER TABLE {quote_ident(self.database)}.{quote_ident(table)}{on_cluster} {adds}"
+
+    @staticmethod
+    def view_version(select: str) -> str:
+        """The comment a GenAI view carries: which SELECT it runs."""
+        return "lqo " + hashlib.sha256(select.encode()).hexdigest()[:16]
+
+    def update_view_statements(self, view: str, select: str, query: bool = True) -> list[str]:
+        """Brings a GenAI view to ``select`` (``query``) and marks it with its version."""
+        name = f"{quote_ident(self.database)}.{quote_ident(view)}"
+        on_cluster = f" ON CLUSTER {quote_ident(self.cluster_name)}" if self.cluster_name else ""
+        comment = self.view_version(select).replace("'", "")
+        return ([f"ALTER TABLE {name}{on_cluster} MODIFY QUERY {select}"] if query else []) + [
+            f"ALTER TABLE {name}{on_cluster} MODIFY COMMENT '{comment}'"]
 
     def backfill_statement(self) -> str:
         """Copies the GenAI spans stored before the GenAI table's view existed into the GenAI

@@ -1,7 +1,6 @@
+-- The roll-ups' view: the GenAI calls of an insert, per minute and key.
 -- Source columns are qualified (g.…): several sums keep their column's name.
-CREATE MATERIALIZED VIEW IF NOT EXISTS $database.$rollup_view $on_cluster
-TO $database.$rollup_table
-AS SELECT
+SELECT
     toStartOfMinute(g.Timestamp) AS Minute,
     g.ServiceName AS ServiceName, g.Provider AS Provider, g.Operation AS Operation,
     g.RequestModel AS RequestModel,
