@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from lqo.collector.exporters.clickhouse.schema import SchemaSpec, quote_ident
 
-GROUPS = {
-    "model": ("ServiceName AS service", "Provider AS provider", "RequestModel AS model"),
-    "service": ("ServiceName AS service",),
-    "provider": ("Provider AS provider",),
-    "request_model": ("RequestModel AS model",),
+GROUPS = {  # --by → (column, output name) of each key
+    "model": (("ServiceName", "service"), ("Provider", "provider"), ("RequestModel", "model")),
+    "service": (("ServiceName", "service"),),
+    "provider": (("Provider", "provider"),),
+    "request_model": (("RequestModel", "model"),),
 }
 
 
@@ -23,10 +23,8 @@ def report_sql(schema: SchemaSpec, since_seconds: float, by: str = "model", top:
     if by not in GROUPS:
         raise ValueError(f"unknown grouping {by!r}; use one of {', '.join(GROUPS)}")
     keys = GROUPS[by]
-    names = [k.rsplit(" AS ", 1)[1] for k in keys]
-    key_select = ", ".join(f"if(grouping({k.split(' AS ')[0]}) = 1, 'all', {k.split(' AS ')[0]}) AS {n}"
-                           for k, n in zip(keys, names, strict=True))
-    columns = ", ".join(k.split(" AS ")[0] for k in keys)
+    key_select = ", ".join(f"if(grouping({column}) = 1, 'all', {column}) AS {name}" for column, name in keys)
+    columns = ", ".join(column for column, _ in keys)
     table = f"{quote_ident(schema.database)}.{quote_ident(schema.rollup_table)}"
     window = max(60, int(since_seconds))
     return f"""SELECT {key_select},
@@ -43,5 +41,5 @@ def report_sql(schema: SchemaSpec, since_seconds: float, by: str = "model", top:
 FROM {table}
 WHERE Minute >= toStartOfMinute(now() - INTERVAL {window} SECOND)
 GROUP BY GROUPING SETS (({columns}), ())
-ORDER BY grouping({columns.split(', ')[0]}) DESC, cost_usd DESC, calls DESC
+ORDER BY grouping({keys[0][0]}) DESC, cost_usd DESC, calls DESC
 LIMIT {int(top) + 1}"""

@@ -105,7 +105,8 @@ class ClickHouseExporter:
         self.backend = open_backend(
             c.endpoint, c.resolved_username(), c.resolved_password(), c.timeout, c.compress
         )
-        missing = self._missing()
+        present = self._present()  # the schema's tables and views in the store, with their comments
+        missing = [name for name in self.schema.tables() if name not in present]
         if c.create_schema:
             spec = self.schema
             # a view's SELECT is checked against its table even when the view exists: the columns
@@ -116,7 +117,7 @@ class ClickHouseExporter:
                 self._add_lacking_columns(missing)
                 for statement in spec.genai_view_statements():
                     self.backend.execute(statement)
-                self._update_views(missing)
+                self._update_views(present)
             if self.schema.genai and self.schema.genai_view in missing and self.schema.table not in missing:
                 self._backfill()  # views new to a store that holds spans already
         else:
@@ -131,47 +132,48 @@ class ClickHouseExporter:
         log.info("clickhouse exporter writing to %s, table %s", self.backend.description,
                  self.schema.qualified_table)
 
-    def _missing(self) -> list[str]:
-        """The schema's tables and views not in the store, in creation order."""
+    def _present(self) -> dict[str, str]:
+        """The schema's tables and views that are in the store → their comments (one query)."""
         assert self.backend is not None
-        names = self.schema.tables()
         sql = (
-            "SELECT name FROM system.tables WHERE database = "
-            f"'{self.schema.database}' AND name IN ({', '.join(repr(n) for n in names)})"
+            "SELECT name, comment FROM system.tables WHERE database = "
+            f"'{self.schema.database}' AND name IN ({', '.join(repr(n) for n in self.schema.tables())})"
         )
-        present = set(self.backend.query(sql, "TSVRaw").decode().split())
-        return [n for n in names if n not in present]
+        rows = self.backend.query(sql, "TSVRaw").decode().splitlines()
+        return dict(row.split("\t", 1) for row in rows if row)  # TSVRaw: "name\tcomment", even when empty
 
     def _add_lacking_columns(self, made_now: list[str]) -> None:
         """GenAI tables an older version made get the columns they lack (nothing is dropped or
         retyped; new skip indexes are not added)."""
         assert self.backend is not None
-        spec, db = self.schema, self.schema.database
-        for table in (spec.genai_table, spec.rollup_table):
-            if table in made_now:
-                continue
-            have = set(self.backend.query(
-                f"SELECT name FROM system.columns WHERE database = '{db}' AND table = '{table}'",
-                "TSVRaw").decode().split())
-            lacking = [(name, decl) for name, decl in spec.columns(table) if name not in have]
+        spec = self.schema
+        older = [t for t in (spec.genai_table, spec.rollup_table) if t not in made_now]
+        if not older:
+            return
+        have: dict[str, set[str]] = {t: set() for t in older}
+        rows = self.backend.query(
+            f"SELECT table, name FROM system.columns WHERE database = '{spec.database}' "
+            f"AND table IN ({', '.join(repr(t) for t in older)})", "TSVRaw").decode().splitlines()
+        for table, name in (row.split("\t", 1) for row in rows if row):
+            have[table].add(name)
+        for table in older:
+            lacking = [(name, decl) for name, decl in spec.columns(table) if name not in have[table]]
             if lacking:
                 self.backend.execute(spec.add_columns_statement(table, lacking))
                 log.info("added %s to %s", ", ".join(name for name, _ in lacking), table)
 
-    def _update_views(self, made_now: list[str]) -> None:
+    def _update_views(self, before: dict[str, str]) -> None:
         """A GenAI view whose comment names another SELECT (an older version's) runs this one's
-        from now on (ALTER … MODIFY QUERY: rows already written stay as they are)."""
+        from now on (ALTER … MODIFY QUERY: rows already written stay as they are); a view just
+        made only gets its comment. ``before``: the views there before the start, their comments."""
         assert self.backend is not None
-        spec, db = self.schema, self.schema.database
+        spec = self.schema
         for view, _target, select in spec.genai_views():
-            [comment] = self.backend.query(
-                f"SELECT comment FROM system.tables WHERE database = '{db}' AND name = '{view}'",
-                "TSVRaw").decode().splitlines() or [""]
-            if comment == spec.view_version(select):
+            if before.get(view) == spec.view_version(select):
                 continue
-            for statement in spec.update_view_statements(view, select, query=view not in made_now):
+            for statement in spec.update_view_statements(view, select, query=view in before):
                 self.backend.execute(statement)
-            if view not in made_now:
+            if view in before:
                 log.info("updated the view %s to this version's SELECT", view)
 
     def _backfill(self) -> None:
