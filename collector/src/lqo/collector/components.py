@@ -118,6 +118,7 @@ def _load_plugins() -> None:
     import lqo.collector.exporters.clickhouse.factory
     import lqo.collector.exporters.prometheus
     import lqo.collector.extensions.bearertokenauth
+    import lqo.collector.extensions.file_storage
     import lqo.collector.receivers.otlp  # noqa: F401
 
     for kind in KINDS:

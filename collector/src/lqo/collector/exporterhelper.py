@@ -1,9 +1,10 @@
 """The one wrapper every exporter gets: sending queue, batching, retry with backoff.
 
 Mirrors the OpenTelemetry Collector's exporterhelper. An exporter only implements
-``export(batch) -> ExportResult``; this helper owns a bounded queue, merges queued
-batches into row- and byte-bounded inserts, retries retryable failures with
-exponential backoff up to ``max_elapsed_time``, and counts every span it gives up on.
+``export(batch) -> ExportResult``; this helper owns a bounded queue (in memory, or on disk with
+``sending_queue.storage``), merges queued batches into row- and byte-bounded inserts, retries
+retryable failures with exponential backoff up to ``max_elapsed_time``, and counts every span
+it gives up on.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pydantic import Field
 
 from lqo.collector.components import Exporter, ExportResult, ExportStatus
 from lqo.collector.config import ByteSize, Duration, StrictModel
+from lqo.collector.extensions.file_storage import FileStorage
 from lqo.collector.model.spanbatch import SpanBatch
+from lqo.collector.persistentqueue import PersistentBatchQueue
 from lqo.collector.queue import BoundedBatchQueue
 from lqo.collector.telemetry import SelfTelemetry
 
@@ -27,6 +30,8 @@ log = logging.getLogger(__name__)
 class SendingQueueConfig(StrictModel):
     queue_size: int = Field(200_000, gt=0, description="capacity in spans")
     max_bytes: ByteSize = Field(512 * 1024**2, gt=0, description="capacity in decoded bytes")
+    # a file_storage extension's id: the queue is kept on disk there and outlives a restart
+    storage: str | None = None
 
 
 class BatchConfig(StrictModel):
@@ -41,7 +46,7 @@ class RetryConfig(StrictModel):
     enabled: bool = True
     initial_interval: Duration = 0.5
     max_interval: Duration = 30.0
-    max_elapsed_time: Duration = 300.0
+    max_elapsed_time: Duration = 300.0  # 0: retry until the store takes the batch (or shutdown)
 
 
 class QueuedExporter:
@@ -53,14 +58,23 @@ class QueuedExporter:
         batch: BatchConfig,
         retry: RetryConfig,
         telemetry: SelfTelemetry,
+        storage: FileStorage | None = None,
     ) -> None:
         self.exporter_id = exporter_id
         self.exporter = exporter
         self.batch_config = batch
         self.retry = retry
-        self.queue = BoundedBatchQueue(
-            f"exporter/{exporter_id}", queue.queue_size, queue.max_bytes, telemetry
-        )
+        name = f"exporter/{exporter_id}"
+        self.queue: BoundedBatchQueue
+        if storage is None:
+            self.queue = BoundedBatchQueue(name, queue.queue_size, queue.max_bytes, telemetry)
+        else:
+            self.queue = PersistentBatchQueue(
+                name, queue.queue_size, queue.max_bytes, telemetry,
+                storage.directory_for("exporter", exporter_id), exporter_id,
+                fsync=storage.config.fsync, compression=storage.config.compression,
+            )
+        self.persistent = storage is not None
         self._sent = telemetry.exporter_sent.labels(exporter_id)
         self._failed = telemetry.exporter_send_failed
         self._stop = threading.Event()
@@ -69,6 +83,7 @@ class QueuedExporter:
         )
 
     def start(self) -> None:
+        self.queue.open()
         self.exporter.start()
         self._thread.start()
 
@@ -96,14 +111,20 @@ class QueuedExporter:
                 more = self.queue.take(cfg.max_rows - total, cfg.max_bytes, wait=remaining)
                 parts.extend(more)
                 total += sum(len(p) for p in more)
-            self._send(SpanBatch.concat(parts))
+            if not self._send(SpanBatch.concat(parts)):
+                return  # shutdown: what is left stays on disk
+            self.queue.commit()
 
-    def _send(self, batch: SpanBatch) -> None:
+    def _send(self, batch: SpanBatch) -> bool:
+        """False when shutdown interrupted the retries of a persistent queue's batch (it stays
+        on disk, whole: parts of it already written are written again at the next start)."""
         cfg = self.batch_config
         for offset in range(0, len(batch), cfg.max_rows):
-            self._send_with_retry(batch.slice(offset, cfg.max_rows))
+            if not self._send_with_retry(batch.slice(offset, cfg.max_rows)):
+                return False
+        return True
 
-    def _send_with_retry(self, batch: SpanBatch) -> None:
+    def _send_with_retry(self, batch: SpanBatch) -> bool:
         started = time.monotonic()
         interval = self.retry.initial_interval
         while True:
@@ -114,12 +135,15 @@ class QueuedExporter:
                 result = ExportResult(ExportStatus.PERMANENT, f"exporter raised {type(exc).__name__}")
             if result.status is ExportStatus.SUCCESS:
                 self._sent.inc(len(batch))
-                return
+                return True
+            if result.status is ExportStatus.RETRYABLE and self.persistent and self._stop.is_set():
+                return False
             elapsed = time.monotonic() - started
+            limit = self.retry.max_elapsed_time
             if (
                 result.status is ExportStatus.PERMANENT
                 or not self.retry.enabled
-                or elapsed + interval > self.retry.max_elapsed_time
+                or (limit and elapsed + interval > limit)
                 or self._stop.is_set()
             ):
                 reason = "permanent" if result.status is ExportStatus.PERMANENT else "retries_exhausted"
@@ -128,7 +152,7 @@ class QueuedExporter:
                     self.exporter_id, len(batch), reason, result.message,
                 )
                 self._failed.labels(self.exporter_id, reason).inc(len(batch))
-                return
+                return True
             log.warning(
                 "exporter %s: retryable failure, retrying in %.1fs: %s",
                 self.exporter_id, interval, result.message,
@@ -137,17 +161,18 @@ class QueuedExporter:
             interval = min(interval * 2, self.retry.max_interval)
 
     def shutdown(self, timeout: float) -> None:
-        """Flush what is queued (bounded by ``timeout``), then stop and close the exporter."""
+        """Flush what is queued (bounded by ``timeout``), then stop and close the exporter. A
+        persistent queue keeps what is left for the next start."""
         self.queue.close()
         if self._thread.ident is None:  # never started: its exporter failed to start
+            self.queue.abandon()
             self.exporter.shutdown()
             return
         self._thread.join(timeout)
         if self._thread.is_alive():
             self._stop.set()  # abandon retries; the in-flight attempt finishes
             self._thread.join(5)
-        leftover = self.queue.drain()
-        lost = sum(len(b) for b in leftover)
+        lost = self.queue.abandon()
         if lost:
             log.error("exporter %s: shutdown dropped %d queued spans", self.exporter_id, lost)
             self._failed.labels(self.exporter_id, "shutdown").inc(lost)

@@ -84,6 +84,9 @@ class Pipeline:
         self._threads += [threading.Thread(target=self._run_stage, args=(i,), name=f"lqo-pipeline-{name}-{i}",
                                            daemon=True) for i in range(1, len(self.stages))]
         self.accepting = False
+        # Gather small requests into batches first where each batch has a fixed cost: processors
+        # (their Arrow kernel calls), and a persistent sending queue (a file per batch).
+        self.gather = bool(processors) or any(e.persistent for e in exporters)
         self.min_batch_spans = min_batch_spans
         self.batch_timeout = batch_timeout
 
@@ -114,7 +117,7 @@ class Pipeline:
                     if self.queue.closed:
                         return
                     continue
-                if self.processors:
+                if self.gather:
                     parts = self._fill(parts)
                 self._hand_on(0, self._process(self.stages[0], SpanBatch.concat(parts)))
         finally:

@@ -2,6 +2,9 @@
 
 Every queue in the collector is one of these: a producer that finds it full gets a
 refusal (``offer`` returns False) or waits (``put`` with a timeout) — never a silent drop.
+A producer reserves room under the lock and stores its batch outside it
+(:class:`lqo.collector.persistentqueue.PersistentBatchQueue` writes a file there), so a slow
+store never holds up the consumer.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from typing import Any
 
 from lqo.collector.model.spanbatch import SpanBatch
 from lqo.collector.telemetry import SelfTelemetry
@@ -21,7 +25,8 @@ class BoundedBatchQueue:
         self.name = name
         self.max_spans = max_spans
         self.max_bytes = max_bytes
-        self._items: deque[SpanBatch] = deque()
+        # SpanBatch here; whatever _store returns in a subclass (with len() and approx_bytes)
+        self._items: deque[Any] = deque()
         self._spans = 0
         self._bytes = 0
         self._closed = False
@@ -31,27 +36,39 @@ class BoundedBatchQueue:
         self._size_gauge.set(0)
 
     def _fits(self, batch: SpanBatch) -> bool:
-        if not self._items:
+        if not self._spans:
             return True  # one oversized batch is admitted alone rather than refused forever
         return (
             self._spans + len(batch) <= self.max_spans
             and self._bytes + batch.approx_bytes <= self.max_bytes
         )
 
-    def _append(self, batch: SpanBatch) -> None:
-        self._items.append(batch)
+    def _reserve(self, batch: SpanBatch) -> None:
         self._spans += len(batch)
         self._bytes += batch.approx_bytes
         self._size_gauge.set(self._spans)
-        self._cond.notify_all()
+
+    def _admit(self, batch: SpanBatch) -> None:
+        """Store a batch whose room is reserved and hand it to the consumer."""
+        item = self._store(batch)
+        with self._cond:
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def _store(self, batch: SpanBatch) -> Any:
+        return batch
+
+    def _load(self, item: Any) -> SpanBatch | None:
+        return item  # type: ignore[no-any-return]
 
     def offer(self, batch: SpanBatch) -> bool:
         """Enqueue if there is room now; False when full or closed."""
         with self._cond:
             if self._closed or not self._fits(batch):
                 return False
-            self._append(batch)
-            return True
+            self._reserve(batch)
+        self._admit(batch)
+        return True
 
     def put(self, batch: SpanBatch, timeout: float | None = None) -> bool:
         """Wait for room (up to ``timeout`` seconds); False if still full or closed."""
@@ -64,17 +81,19 @@ class BoundedBatchQueue:
                 self._cond.wait(remaining)
             if self._closed:
                 return False
-            self._append(batch)
-            return True
+            self._reserve(batch)
+        self._admit(batch)
+        return True
 
     def take(
         self, max_spans: int, max_bytes: int, wait: float
     ) -> list[SpanBatch]:
-        """Up to ``max_spans``/``max_bytes`` worth of whole batches; waits ≤ ``wait`` s for one."""
+        """Up to ``max_spans``/``max_bytes`` worth of whole batches; waits ≤ ``wait`` s for one.
+        One consumer only (a persistent queue remembers what it took until :meth:`commit`)."""
         with self._cond:
             if not self._items and not self._closed:
                 self._cond.wait(wait)
-            out: list[SpanBatch] = []
+            out: list[Any] = []
             spans = nbytes = 0
             while self._items:
                 head = self._items[0]
@@ -89,7 +108,18 @@ class BoundedBatchQueue:
                 self._bytes -= nbytes
                 self._size_gauge.set(self._spans)
                 self._cond.notify_all()
-            return out
+        return [batch for item in out if (batch := self._load(item)) is not None]
+
+    def commit(self) -> None:
+        """What :meth:`take` returned is written or given up on (a persistent queue forgets it)."""
+
+    def open(self) -> None:
+        """Ready the queue's storage (a persistent queue: lock it, find what an earlier run left)."""
+
+    def abandon(self) -> int:
+        """At shutdown, after the consumer stopped: the spans still queued that are lost
+        (all of them here; a persistent queue keeps them for the next start)."""
+        return sum(len(b) for b in self.drain())
 
     def close(self) -> None:
         with self._cond:

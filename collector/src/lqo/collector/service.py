@@ -23,6 +23,7 @@ from lqo.collector.exporterhelper import (
 )
 from lqo.collector.exporters.clickhouse.backends import Backend
 from lqo.collector.exporters.clickhouse.factory import ClickHouseExporter
+from lqo.collector.extensions.file_storage import resolve_storage
 from lqo.collector.http_server import ThreadedServer, split_endpoint
 from lqo.collector.pipeline import NamedProcessor, Pipeline
 from lqo.collector.query import build_query_router
@@ -45,7 +46,8 @@ class QueueConfig(StrictModel):
     queue_size: int = Field(100_000, gt=0, description="spans between receivers and processors")
     max_bytes: ByteSize = Field(256 * 1024**2, gt=0)
     min_batch_spans: int = Field(8192, gt=0, le=20_000,
-                                 description="with processors: gather this many spans before processing")
+                                 description="with processors or a persistent sending queue: gather "
+                                             "this many spans before processing")
     batch_timeout: Duration = Field(0.2, description="… waiting at most this long (the OTel batch processor's default)")
 
 
@@ -133,6 +135,10 @@ def validate_config(raw: dict[str, Any]) -> BuiltConfig:
             for key, extension_id in (rcfg.authenticators() if hasattr(rcfg, "authenticators") else {}).items()}
     if service.telemetry.metrics.auth is not None:
         refs["service.telemetry.metrics.auth.authenticator"] = service.telemetry.metrics.auth.authenticator
+    for exporter_id, ecfg in components["exporters"].items():
+        storage = getattr(getattr(ecfg, "sending_queue", None), "storage", None)
+        if storage is not None:
+            refs[f"exporters.{exporter_id}.sending_queue.storage"] = storage
     for key, extension_id in refs.items():
         if extension_id not in components["extensions"]:
             raise ConfigError(
@@ -171,14 +177,16 @@ class Collector:
         self.exporters: list[QueuedExporter] = []
         for cid, ecfg in cfg.components["exporters"].items():
             exporter = factories("exporters")[component_type(cid)].create(ecfg, ctx(cid))
+            sending_queue = getattr(ecfg, "sending_queue", SendingQueueConfig())
             self.exporters.append(
                 QueuedExporter(
                     cid,
                     exporter,
-                    getattr(ecfg, "sending_queue", SendingQueueConfig()),
+                    sending_queue,
                     getattr(ecfg, "batch", BatchConfig()),
                     getattr(ecfg, "retry_on_failure", RetryConfig()),
                     self.telemetry,
+                    resolve_storage(sending_queue.storage, f"exporters.{cid}.sending_queue.storage", ctx(cid)),
                 )
             )
         self.pipeline = Pipeline(

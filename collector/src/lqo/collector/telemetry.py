@@ -6,6 +6,9 @@ hot path. Label values are component ids and fixed reason words: never user cont
 
 from __future__ import annotations
 
+import threading
+import time
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -80,3 +83,24 @@ class SelfTelemetry:
         if name not in self._extra:
             self._extra[name] = Counter(name, documentation, labels, registry=self.registry)
         return self._extra[name]
+
+
+class LogEvery:
+    """For a log line about something that may fail on every request: ``tally()`` counts one
+    occurrence and returns how many to report now — all since the last report, the first at
+    once, then at most once per ``interval`` seconds — or 0 (say nothing yet)."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._unreported = 0
+        self._reported_at = -interval
+
+    def tally(self) -> int:
+        now = time.monotonic()
+        with self._lock:
+            self._unreported += 1
+            if now - self._reported_at < self.interval:
+                return 0
+            count, self._unreported, self._reported_at = self._unreported, 0, now
+            return count

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import enum
 import logging
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from lqo.collector.model.otlp import DecodeResult, PayloadError
 from lqo.collector.pipeline import Pipeline
-from lqo.collector.telemetry import SelfTelemetry
+from lqo.collector.telemetry import LogEvery, SelfTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +44,12 @@ class RefusedRequests:
     def __init__(self, receiver_id: str, telemetry: SelfTelemetry) -> None:
         self.receiver_id = receiver_id
         self.telemetry = telemetry
-        self._lock = threading.Lock()
-        self._unlogged = 0
-        self._logged_at = -REFUSAL_LOG_INTERVAL_S
+        self._log_every = LogEvery(REFUSAL_LOG_INTERVAL_S)
 
     def refuse_request(self, transport: str, reason: str, peer: str) -> None:
         self.telemetry.receiver_refused_requests.labels(self.receiver_id, transport, reason).inc()
-        now = time.monotonic()
-        with self._lock:
-            self._unlogged += 1
-            if now - self._logged_at < REFUSAL_LOG_INTERVAL_S:
-                return
-            count, self._unlogged, self._logged_at = self._unlogged, 0, now
+        if not (count := self._log_every.tally()):
+            return
         log.warning("%s/%s: refused %d request(s) (%s), the latest from %s",
                     self.receiver_id, transport, count, reason, peer or "an unknown peer")
 
