@@ -17,7 +17,9 @@ Variants: ``spine`` (no processors), ``enriched`` (genai_normalize + cost), ``en
 dropped, half of them), ``genai-traces`` (``keep: genai_traces``; every span of the workload has a
 trace of its own, so it keeps the same spans and remembers a trace per GenAI span: the worst case
 of its bookkeeping), ``no-genai-tables`` (the spine without the GenAI tables and their views:
-what filling them costs). Runs of the variants alternate, on the same payloads. Where the GenAI
+what filling them costs), ``persistent-queue`` (the spine with the exporter's sending queue on
+disk, ``sending_queue.storage: file_storage``: what writing every batch to a file costs),
+``persistent-queue-raw`` (the same, the files not compressed). Runs of the variants alternate, on the same payloads. Where the GenAI
 tables are kept, every run checks that they hold one row per GenAI span sent.
 
 Security (``--security``, alternating like the variants): ``plain``; ``tls`` (both receivers
@@ -113,8 +115,8 @@ class Security:
         for protocol in config["receivers"]["otlp"]["protocols"].values():
             protocol.update(self.protocol())
         if self.token:
-            config["extensions"] = {"bearertokenauth": {"token": TOKEN}}
-            config["service"]["extensions"] = ["bearertokenauth"]
+            config.setdefault("extensions", {})["bearertokenauth"] = {"token": TOKEN}
+            config["service"].setdefault("extensions", []).append("bearertokenauth")
 
     @property
     def scheme(self) -> str:
@@ -153,10 +155,16 @@ VARIANTS = {
     "genai-only": (["filter"], False),
     "genai-traces": (["filter"], False),
     "no-genai-tables": ([], False),
+    "persistent-queue": ([], False),
+    "persistent-queue-raw": ([], False),
 }
 # The clickhouse exporter's settings of a variant: ``no-genai-tables`` is the spine without the
 # GenAI tables' materialized views (what they cost at ingest: spine against it).
-VARIANT_EXPORTER = {"no-genai-tables": {"genai_tables": False}}
+VARIANT_EXPORTER = {"no-genai-tables": {"genai_tables": False},
+                    "persistent-queue": {"sending_queue": {"storage": "file_storage"}},
+                    "persistent-queue-raw": {"sending_queue": {"storage": "file_storage"}}}
+# The file_storage extension's settings of a variant whose exporter names one.
+VARIANT_STORAGE = {"persistent-queue-raw": {"compression": "none"}}
 # Processors' settings where the default would not do what the variant is about.
 VARIANT_SETTINGS = {"genai-only": {"filter": {"keep": "genai"}},
                     "genai-traces": {"filter": {"keep": "genai_traces"}}}
@@ -165,7 +173,7 @@ VARIANT_SETTINGS = {"genai-only": {"filter": {"keep": "genai"}},
 def run_collector(
     workdir: Path, processors: list[str] | None = None, exporter: dict | None = None,
     decoder: str = "native", prometheus: bool = False, attempt: int = 1,
-    security: Security | None = None, settings: dict | None = None,
+    security: Security | None = None, settings: dict | None = None, storage_settings: dict | None = None,
 ) -> tuple[subprocess.Popen, dict]:
     ports = {"grpc": _free_port(), "http": _free_port(), "metrics": _free_port()}
     config = {
@@ -182,6 +190,10 @@ def run_collector(
                           "logs": {"level": "warning"}},
         },
     }
+    storage = ((exporter or {}).get("sending_queue") or {}).get("storage")
+    if storage:  # the queue's files in the run's directory, with the extension's defaults
+        config["extensions"] = {storage: {"directory": "./queue", **(storage_settings or {})}}
+        config["service"]["extensions"] = [storage]
     if security is not None:
         security.apply(config)
     (workdir / "lqo.yaml").write_text(yaml.safe_dump(config))
@@ -199,7 +211,8 @@ def run_collector(
     proc.wait()
     log = (workdir / "log").read_text()
     if "Address already in use" in log and attempt < 3:  # a free port taken meanwhile: new ports
-        return run_collector(workdir, processors, exporter, decoder, prometheus, attempt + 1, security, settings)
+        return run_collector(workdir, processors, exporter, decoder, prometheus, attempt + 1, security, settings,
+                             storage_settings)
     raise RuntimeError(log)
 
 
@@ -277,12 +290,13 @@ def measure(
     total_spans: int, batch: int, clients: int, processors: list[str] | None = None,
     exporter: dict | None = None, transport: str = "both", decoder: str = "native",
     prometheus: bool = False, security: str = "plain", settings: dict | None = None,
+    storage_settings: dict | None = None,
 ) -> dict:
     bodies, n_distinct = payloads(total_spans, batch)
     workdir = Path(tempfile.mkdtemp(prefix="lqo-bench-"))
     sec = Security(security, workdir)
     proc, ports = run_collector(workdir, processors, exporter, decoder, prometheus, security=sec,
-                                settings=settings)
+                                settings=settings, storage_settings=storage_settings)
     try:
         counters0 = _proc_counters(proc.pid)
         threads0 = _thread_cpu(proc.pid)
@@ -435,7 +449,8 @@ def main() -> None:
                 label = label if security == "plain" else f"{label}/{security}"
                 result = measure(args.spans, args.batch, args.clients, processors, transport=args.transport,
                                  decoder=decoder, prometheus=prometheus, security=security,
-                                 settings=VARIANT_SETTINGS.get(variant), exporter=VARIANT_EXPORTER.get(variant))
+                                 settings=VARIANT_SETTINGS.get(variant), exporter=VARIANT_EXPORTER.get(variant),
+                                 storage_settings=VARIANT_STORAGE.get(variant))
                 print(f"run {i + 1} {label}: {json.dumps(result)}", file=sys.stderr)
                 assert result["spans_stored"] == result["spans_expected"], "spans lost or duplicated"
                 runs.setdefault(label, []).append(result)
