@@ -44,6 +44,20 @@ def test_the_collector_config_is_valid_and_uses_the_clickhouse_service() -> None
     assert raw["service"]["telemetry"]["metrics"]["address"] == "0.0.0.0:8888"
 
 
+def test_the_exporters_queue_is_kept_on_a_volume_the_collector_can_write() -> None:
+    raw = load_file(COMPOSE_DIR / "collector.yaml", env={})
+    built = validate_config(raw)
+    exporter = built.components["exporters"]["clickhouse"]
+    assert exporter.sending_queue.storage == "file_storage" and exporter.retry_on_failure.max_elapsed_time == 0
+    directory = built.components["extensions"]["file_storage"].directory
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in SERVICES["collector"]["volumes"]}
+    assert mounts[directory] in yaml.safe_load((COMPOSE_DIR / "compose.yaml").read_text())["volumes"]
+    # a new named volume takes the image directory's owner: the Dockerfile makes it the lqo user's
+    dockerfile = (COMPOSE_DIR / "Dockerfile").read_text()
+    assert f"install -d -o lqo -g lqo -m 0700 {directory}" in dockerfile
+    assert "USER 10001:10001" in dockerfile
+
+
 def test_every_mounted_file_exists_and_every_image_is_pinned() -> None:
     for name, service in SERVICES.items():
         for volume in service.get("volumes", []):

@@ -213,6 +213,36 @@ def test_config_values_merge_over_the_charts(chart: helm.Chart) -> None:
     assert built.components["processors"]["pii"].entities == ["EMAIL_ADDRESS", "PHONE_NUMBER"]
 
 
+@pytest.mark.parametrize("name", ["clickhouse", "external"])
+def test_with_a_clickhouse_server_the_exporters_queue_is_kept_on_the_pods_data_volume(chart: helm.Chart,
+                                                                                     name: str) -> None:
+    objs = objects(chart, VALUE_SETS[name])
+    built = validate_config(collector_config(objs))
+    directory = built.components["extensions"]["file_storage"].directory
+    assert "file_storage" in built.service.extensions  # beside the external set's authenticators
+    clickhouse = built.components["exporters"]["clickhouse"]
+    assert clickhouse.sending_queue.storage == "file_storage"
+    assert (clickhouse.sending_queue.queue_size, clickhouse.sending_queue.max_bytes) == (2_000_000, 4 * 1024**3)
+    assert clickhouse.retry_on_failure.max_elapsed_time == 0
+    spec = pod_spec(objs, "Deployment", FULLNAME)
+    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    volume = mounts[str(Path(directory).parent)]
+    assert {v["name"]: v for v in spec["volumes"]}[volume] == {"name": volume, "emptyDir": {}}
+
+    smaller = objects(chart, {**VALUE_SETS[name], "sendingQueue": {"queueSize": 10, "maxBytes": "64MiB"}})
+    queue = validate_config(collector_config(smaller)).components["exporters"]["clickhouse"].sending_queue
+    assert (queue.queue_size, queue.max_bytes) == (10, 64 * 1024**2)
+    off = validate_config(collector_config(objects(chart, {**VALUE_SETS[name], "sendingQueue": {"persistent": False}})))
+    assert "file_storage" not in off.components["extensions"]
+    assert off.components["exporters"]["clickhouse"].sending_queue.storage is None
+
+
+def test_the_embedded_store_keeps_its_queue_in_memory(chart: helm.Chart) -> None:
+    built = validate_config(collector_config(objects(chart, {})))
+    assert built.components["extensions"] == {}
+    assert built.components["exporters"]["clickhouse"].sending_queue.storage is None
+
+
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_pods_run_locked_down(chart: helm.Chart, name: str) -> None:
     objs = objects(chart, VALUE_SETS[name])
@@ -346,7 +376,8 @@ def test_auth_and_tls_come_from_the_users_secrets(chart: helm.Chart) -> None:
     objs = objects(chart, VALUE_SETS["external"])
     raw = collector_config(objs)
     built = validate_config(raw)
-    assert built.service.extensions == ["bearertokenauth", "bearertokenauth/metrics", "bearertokenauth/query"]
+    assert built.service.extensions == ["bearertokenauth", "bearertokenauth/metrics", "bearertokenauth/query",
+                                       "file_storage"]
     token_file = built.components["extensions"]["bearertokenauth"].filename
     assert built.components["extensions"]["bearertokenauth/query"].filename == "/etc/lqo-query-auth/token"
     protocols = built.components["receivers"]["otlp"].protocols
@@ -402,6 +433,7 @@ def test_auth_and_tls_come_from_the_users_secrets(chart: helm.Chart) -> None:
     ({"config": {"exporter": {}}}, "exporter"),
     ({"serviceMonitor": {"interval": "15 seconds"}}, "interval"),
     ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
+    ({"sendingQueue": {"maxBytes": "4 gigs"}}, "maxBytes"),
 ])
 def test_values_the_schema_refuses(chart: helm.Chart, values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmError) as failure:

@@ -92,6 +92,11 @@ app.kubernetes.io/component: clickhouse
 {{- fail "tls.clientAuth: needs tls.existingSecret (a kubernetes.io/tls Secret whose ca.crt signs the clients' certificates)" }}
 {{- end }}
 {{- $extensions := dict }}
+{{- if and .Values.sendingQueue.persistent (ne .Values.storage.mode "embedded") }}
+{{- $_ := set $extensions "file_storage" (dict "directory" "/var/lib/lqo/data/storage") }}
+{{- $_ := set $clickhouse "sending_queue" (dict "storage" "file_storage" "queue_size" .Values.sendingQueue.queueSize "max_bytes" .Values.sendingQueue.maxBytes) }}
+{{- $_ := set $clickhouse "retry_on_failure" (dict "max_elapsed_time" 0) }}
+{{- end }}
 {{- if .Values.auth.existingSecret }}
 {{- $_ := set $extensions "bearertokenauth" (dict "filename" (printf "/etc/lqo-auth/%s" .Values.auth.key)) }}
 {{- $_ := set $grpc "auth" (dict "authenticator" "bearertokenauth") }}
