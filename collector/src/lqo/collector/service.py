@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -307,9 +308,14 @@ class Collector:
             self._started_extensions.pop().shutdown()
 
     def run_until_signal(self) -> None:
-        stop = threading.Event()
+        # A flag and a sleeping loop, not an Event: the kernel may hand SIGTERM to any thread,
+        # and then a main thread blocked in Event.wait() never runs the handler (its lock
+        # acquire is not interrupted); and Event.set() in a handler can deadlock on the lock
+        # the interrupted Event.wait() holds. Sleeping, the main thread runs it within 0.2 s.
+        signals: list[int] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, lambda signum, _frame: signals.append(signum))
         self.start()
-        stop.wait()
+        while not signals:
+            time.sleep(0.2)
         self.shutdown()
