@@ -112,6 +112,11 @@ def test_an_unreadable_file_is_set_aside_and_counted_and_the_rest_is_sent(tmp_pa
     queue.abandon()
     damaged = tmp_path / _files(tmp_path)[1]
     damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # a torn write
+    flipped = tmp_path / _files(tmp_path)[2]  # uncompressed: the span names are in the file as they are
+    data = flipped.read_bytes()
+    name = batches[2].table.column("SpanName")[0].as_py().encode()
+    assert data.count(name) >= 1
+    flipped.write_bytes(data.replace(name, b"\xff" + name[1:], 1))  # a flipped bit: not UTF-8 any more
     other_schema = tmp_path / "00000000000000000007-1-10.arrow"  # another version's batch
     with pa.OSFile(str(other_schema), "wb") as sink, pa.ipc.new_file(sink, pa.schema([("x", pa.int8())])) as w:
         w.write_table(pa.table({"x": pa.array([1], pa.int8())}))
@@ -120,10 +125,11 @@ def test_an_unreadable_file_is_set_aside_and_counted_and_the_rest_is_sent(tmp_pa
     again = _queue(tmp_path, telemetry)
     again.open()
     got = again.take(max_spans=10_000, max_bytes=1 << 30, wait=0)
-    assert _same(got, [batches[0], batches[2]])
+    assert _same(got, [batches[0]])
     assert telemetry.registry.get_sample_value(
-        "lqo_exporter_send_failed_spans_total", {"exporter": "clickhouse", "reason": "unreadable"}) == 41
-    assert sorted(p.name for p in (tmp_path / "unreadable").iterdir()) == sorted([damaged.name, other_schema.name])
+        "lqo_exporter_send_failed_spans_total", {"exporter": "clickhouse", "reason": "unreadable"}) == 81
+    assert sorted(p.name for p in (tmp_path / "unreadable").iterdir()) == sorted(
+        [damaged.name, flipped.name, other_schema.name])
 
 
 def test_a_batch_that_cannot_be_written_is_kept_in_memory(tmp_path, caplog):

@@ -164,6 +164,9 @@ class PersistentBatchQueue(BoundedBatchQueue):
             table = pa.ipc.open_file(pa.memory_map(str(item.path))).read_all()
             if not table.schema.equals(SCHEMA) or table.num_rows != item.spans:
                 raise ValueError("not a span batch of this collector version")
+            # Offsets and UTF-8 checked (~0.2 µs per span): a bit flipped on disk must not reach
+            # the store's reader, where it could crash the collector at every start.
+            table.validate(full=True)
         except (OSError, pa.ArrowException, ValueError) as exc:
             self._set_aside(item, exc)
             return None
