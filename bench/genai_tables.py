@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -132,7 +133,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7, help="runs of each question, each shape")
     args = ap.parse_args()
 
-    store = ChdbBackend(tempfile.mkdtemp(prefix="lqo-genai-bench-"))
+    directory = tempfile.mkdtemp(prefix="lqo-genai-bench-")
+    try:
+        run(args, ChdbBackend(directory))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)  # a 1M-span store is ~1 GB
+
+
+def run(args: argparse.Namespace, store: ChdbBackend) -> None:
     specs = {"views": SchemaSpec("views"), "plain": SchemaSpec("plain", genai=False)}
     for spec in specs.values():
         for statement in spec.statements():
