@@ -38,6 +38,12 @@ class ChdbHttpServer:
         self.reader = reader
         self.lock = threading.Lock()
         self.fail_inserts = False  # simulate an unavailable store: inserts answer 500
+        # simulate limits on how much one insert may be: over max_insert_rows, the server's own
+        # memory limit (500, code 241, as ClickHouse answers); over max_request_bytes on the wire, a
+        # proxy in front of it (413, no ClickHouse headers)
+        self.max_insert_rows: int | None = None
+        self.max_request_bytes: int | None = None
+        self.inserted_rows: list[int] = []  # per insert taken, while max_insert_rows is set
         self.requests: list[dict[str, object]] = []
         self.tmpdir = tempfile.mkdtemp(prefix="chserver-")
         handler = type("Handler", (_Handler,), {"owner": self})
@@ -67,6 +73,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _read_body(self) -> bytes:
+        """The request's body, decompressed; its size on the wire in ``self.wire_bytes``."""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             out = bytearray()
             while True:
@@ -80,6 +87,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = bytes(out)
         else:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.wire_bytes = len(body)
         encoding = self.headers.get("Content-Encoding", "").lower()
         if encoding == "lz4":
             body = lz4.frame.decompress(body)
@@ -98,8 +106,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fmt:
             self.send_header("X-ClickHouse-Format", fmt)
         self.send_header("X-ClickHouse-Summary", json.dumps(summary or {"written_rows": "0"}))
-        if status != 200:
-            self.send_header("X-ClickHouse-Exception-Code", "0")
+        if status != 200:  # the error's code, as the server sends it
+            code = re.match(rb"Code: (\d+)", body)
+            self.send_header("X-ClickHouse-Exception-Code", code.group(1).decode() if code else "0")
         self.end_headers()
         self.wfile.write(body)
 
@@ -113,6 +122,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         params = parse_qs(urlsplit(self.path).query)
         body = self._read_body()
+        limit = self.owner.max_request_bytes
+        if limit is not None and self.wire_bytes > limit:
+            page = b"<html><body><h1>413 Request Entity Too Large</h1></body></html>"
+            self.send_response(413)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+            return
         if "query" in params:
             self._execute(params["query"][0], body, params)
             return
@@ -140,6 +158,16 @@ class _Handler(BaseHTTPRequestHandler):
                 with open(path, "wb") as f:
                     f.write(data)
                 try:
+                    if owner.max_insert_rows is not None:
+                        with owner.lock:
+                            rows = int(owner.writer.query(
+                                f"SELECT count() FROM file('{path}', '{insert.group('fmt')}')", "TSV").bytes())
+                        if rows > owner.max_insert_rows:
+                            raise RuntimeError(
+                                "Code: 241. DB::Exception: Memory limit (for query) exceeded: would use "
+                                f"{rows} rows' worth, maximum: {owner.max_insert_rows} (test). "
+                                "(MEMORY_LIMIT_EXCEEDED)")
+                        owner.inserted_rows.append(rows)
                     cols = insert.group("cols") or ""
                     stmt = (
                         f"INSERT INTO {insert.group('table')} {cols} "

@@ -3,10 +3,12 @@ speaks ClickHouse's HTTP interface (tests/chserver.py, executing on chdb)."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import clickhouse_connect
 import pyarrow as pa
+import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -91,3 +93,55 @@ def test_create_schema_false_requires_existing_table(make_collector, ch_server):
     assert "otel_traces, otel_traces_trace_id_ts, otel_traces_trace_id_ts_mv" in c.log()
     assert "create_schema is false; create them with the DDL from `lqo schema" in c.log()
     assert "Traceback" not in c.log()  # a clear error, and nothing else
+
+
+def _stored_once(ch_server, expected: int) -> tuple[int, int]:
+    table = f"{ch_server.database}.otel_traces"
+    deadline = time.monotonic() + 30
+    rows = distinct = 0
+    while time.monotonic() < deadline:
+        rows, distinct = (int(x) for x in ch_server.reader.query(
+            f"SELECT count(), uniqExact(SpanId) FROM {table}", "TSV").bytes().split())
+        if rows >= expected:
+            break
+        time.sleep(0.1)
+    return rows, distinct
+
+
+@pytest.mark.parametrize("limit", ["server memory", "proxy body size"])
+def test_an_insert_refused_as_too_large_is_sent_in_halves(make_collector, ch_server, limit):
+    from test_bad_input import good_request, grpc_export
+
+    c = make_collector({"exporters": {"clickhouse": {
+        "endpoint": ch_server.endpoint, "database": ch_server.database,
+        "batch": {"max_rows": 1000, "flush_interval": "100ms"}, "compress": False}}})
+    if limit == "server memory":
+        ch_server.max_insert_rows = 150  # ClickHouse's MEMORY_LIMIT_EXCEEDED (241), once a permanent drop
+    else:
+        ch_server.max_request_bytes = 40_000  # a 413 from a proxy in front of the server
+    grpc_export(c.grpc_endpoint, good_request(1000, name="x" * 100).SerializeToString())
+    assert _stored_once(ch_server, 1000) == (1000, 1000)
+    sent = re.compile(r'^lqo_exporter_sent_spans_total\{exporter="clickhouse"\} 1000\.0$', re.M)
+    deadline = time.monotonic() + 10  # counted once the last insert has answered
+    while not sent.search(metrics := c.metrics()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sent.search(metrics)
+    assert not re.search(r'^lqo_exporter_send_failed_spans_total\{.*\} [1-9]', metrics, re.M)
+    assert "refused 1 insert(s) as too large, the latest of 1000 spans" in c.log()
+    if limit == "server memory":
+        assert ch_server.inserted_rows == [125] * 8  # 1000 → 500 → 250 → 125, halved no further
+
+
+def test_a_span_too_large_alone_is_dropped_and_counted(make_collector, ch_server):
+    from test_bad_input import good_request, grpc_export
+
+    ch_server.max_insert_rows = 0
+    c = make_collector({"exporters": {"clickhouse": {
+        "endpoint": ch_server.endpoint, "database": ch_server.database,
+        "batch": {"flush_interval": "100ms"}}}})
+    grpc_export(c.grpc_endpoint, good_request(4).SerializeToString())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and 'reason="too_large"} 4.0' not in c.metrics():
+        time.sleep(0.1)
+    assert 'lqo_exporter_send_failed_spans_total{exporter="clickhouse",reason="too_large"} 4.0' in c.metrics()
+    assert "dropped 1 spans (too_large)" in c.log()

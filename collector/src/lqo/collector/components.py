@@ -33,6 +33,7 @@ class ExportStatus(enum.Enum):
     SUCCESS = "success"
     RETRYABLE = "retryable"  # transient: the helper retries with backoff
     PERMANENT = "permanent"  # the data can never be written: counted and dropped
+    TOO_LARGE = "too_large"  # not this much at once: the helper sends the batch in halves
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from lqo.collector.extensions.file_storage import FileStorage
 from lqo.collector.model.spanbatch import SpanBatch
 from lqo.collector.persistentqueue import PersistentBatchQueue
 from lqo.collector.queue import BoundedBatchQueue
-from lqo.collector.telemetry import SelfTelemetry
+from lqo.collector.telemetry import LogEvery, SelfTelemetry
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class QueuedExporter:
         self.persistent = storage is not None
         self._sent = telemetry.exporter_sent.labels(exporter_id)
         self._failed = telemetry.exporter_send_failed
+        self._split_logged = LogEvery(60.0)
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"lqo-exporter-{exporter_id}", daemon=True
@@ -136,17 +137,20 @@ class QueuedExporter:
             if result.status is ExportStatus.SUCCESS:
                 self._sent.inc(len(batch))
                 return True
+            if result.status is ExportStatus.TOO_LARGE and len(batch) > 1:
+                return self._send_in_halves(batch, result.message)
             if result.status is ExportStatus.RETRYABLE and self.persistent and self._stop.is_set():
                 return False
             elapsed = time.monotonic() - started
             limit = self.retry.max_elapsed_time
             if (
-                result.status is ExportStatus.PERMANENT
+                result.status in (ExportStatus.PERMANENT, ExportStatus.TOO_LARGE)  # too large alone
                 or not self.retry.enabled
                 or (limit and elapsed + interval > limit)
                 or self._stop.is_set()
             ):
-                reason = "permanent" if result.status is ExportStatus.PERMANENT else "retries_exhausted"
+                reason = {ExportStatus.PERMANENT: "permanent", ExportStatus.TOO_LARGE: "too_large"}.get(
+                    result.status, "retries_exhausted")
                 log.error(
                     "exporter %s dropped %d spans (%s): %s",
                     self.exporter_id, len(batch), reason, result.message,
@@ -159,6 +163,18 @@ class QueuedExporter:
             )
             self._stop.wait(interval * random.uniform(0.8, 1.2))
             interval = min(interval * 2, self.retry.max_interval)
+
+    def _send_in_halves(self, batch: SpanBatch, message: str) -> bool:
+        """A batch the store refused as too large (its memory limit, a proxy's body limit) goes
+        again in two halves, each halved again as needed: the spans are written, in smaller
+        inserts, instead of being retried whole until given up on."""
+        if count := self._split_logged.tally():
+            log.warning("exporter %s: the store refused %d insert(s) as too large, the latest of %d "
+                        "spans (%s); sending them in halves. Lower batch.max_rows or batch.max_bytes "
+                        "if this recurs", self.exporter_id, count, len(batch), message)
+        half = len(batch) // 2
+        return (self._send_with_retry(batch.slice(0, half))
+                and self._send_with_retry(batch.slice(half, len(batch) - half)))
 
     def shutdown(self, timeout: float) -> None:
         """Flush what is queued (bounded by ``timeout``), then stop and close the exporter. A

@@ -19,20 +19,28 @@ from lqo.collector.exporters.clickhouse.schema import quote_ident
 _PERMANENT_CODES = frozenset(
     {6, 27, 32, 36, 38, 41, 43, 44, 47, 53, 62, 69, 70, 72, 117, 130, 131, 241, 344, 386}
 )
+# ... and those that mean "not this much at once": MEMORY_LIMIT_EXCEEDED (an insert's blocks and
+# its materialized views over the server's or the query's memory limit).
+_TOO_LARGE_CODES = frozenset({241})
 _CODE = re.compile(r"Code:\s*(\d+)")
+# A proxy in front of the server (nginx's client_max_body_size, a load balancer) refusing the body.
+_HTTP_413 = re.compile(r"\bHTTP status 413\b")
 
 
 class StoreError(Exception):
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    def __init__(self, message: str, *, permanent: bool, too_large: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.too_large = too_large  # smaller inserts of the same rows may succeed
 
 
 def _classify(exc: BaseException, context: str) -> StoreError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     match = _CODE.search(text)
-    permanent = bool(match) and int(match.group(1)) in _PERMANENT_CODES
-    return StoreError(f"{context}: {text[:500]}", permanent=permanent)
+    code = int(match.group(1)) if match else None
+    too_large = code in _TOO_LARGE_CODES or bool(_HTTP_413.search(text))
+    permanent = code in _PERMANENT_CODES
+    return StoreError(f"{context}: {text[:500]}", permanent=permanent, too_large=too_large)
 
 
 class Backend(Protocol):

@@ -202,6 +202,8 @@ class ClickHouseExporter:
                 self.schema.database, self.schema.table, batch.table, self._insert_settings
             )
         except StoreError as exc:
+            if exc.too_large:
+                return ExportResult(ExportStatus.TOO_LARGE, str(exc))
             status = ExportStatus.PERMANENT if exc.permanent else ExportStatus.RETRYABLE
             return ExportResult(status, str(exc))
         return ExportResult.ok()
