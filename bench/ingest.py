@@ -18,9 +18,10 @@ dropped, half of them), ``genai-traces`` (``keep: genai_traces``; every span of 
 trace of its own, so it keeps the same spans and remembers a trace per GenAI span: the worst case
 of its bookkeeping), ``no-genai-tables`` (the spine without the GenAI tables and their views:
 what filling them costs), ``persistent-queue`` (the spine with the exporter's sending queue on
-disk, ``sending_queue.storage: file_storage``: what writing every batch to a file costs),
-``persistent-queue-raw`` (the same, the files not compressed). Runs of the variants alternate, on the same payloads. Where the GenAI
-tables are kept, every run checks that they hold one row per GenAI span sent.
+disk, ``sending_queue.storage: file_storage`` with its defaults: what writing every batch to a
+file costs), ``persistent-queue-lz4`` (the same, the files lz4-compressed). Runs of the variants
+alternate, on the same payloads. Where the GenAI tables are kept, every run checks that they hold
+one row per GenAI span sent.
 
 Security (``--security``, alternating like the variants): ``plain``; ``tls`` (both receivers
 with a certificate from a throwaway CA, the clients verifying it); ``tls+token`` (and the
@@ -156,15 +157,15 @@ VARIANTS = {
     "genai-traces": (["filter"], False),
     "no-genai-tables": ([], False),
     "persistent-queue": ([], False),
-    "persistent-queue-raw": ([], False),
+    "persistent-queue-lz4": ([], False),
 }
 # The clickhouse exporter's settings of a variant: ``no-genai-tables`` is the spine without the
 # GenAI tables' materialized views (what they cost at ingest: spine against it).
 VARIANT_EXPORTER = {"no-genai-tables": {"genai_tables": False},
                     "persistent-queue": {"sending_queue": {"storage": "file_storage"}},
-                    "persistent-queue-raw": {"sending_queue": {"storage": "file_storage"}}}
+                    "persistent-queue-lz4": {"sending_queue": {"storage": "file_storage"}}}
 # The file_storage extension's settings of a variant whose exporter names one.
-VARIANT_STORAGE = {"persistent-queue-raw": {"compression": "none"}}
+VARIANT_STORAGE = {"persistent-queue-lz4": {"compression": "lz4"}}
 # Processors' settings where the default would not do what the variant is about.
 VARIANT_SETTINGS = {"genai-only": {"filter": {"keep": "genai"}},
                     "genai-traces": {"filter": {"keep": "genai_traces"}}}

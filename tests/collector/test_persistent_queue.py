@@ -248,6 +248,28 @@ def test_spans_queued_while_the_store_is_down_survive_a_restart(make_collector, 
     assert _files(directory / "exporter_clickhouse") == []
 
 
+def test_a_stop_writes_what_the_pipeline_still_held_to_the_queue(make_collector, ch_server, tmp_path):
+    """Spans accepted but still in the pipeline (gathered for a batch, in a processor) when SIGTERM
+    comes go through the processors into the disk queue, and are stored after the next start."""
+    directory = tmp_path / "queue"
+    ch_server.fail_inserts = True
+    overrides = _storage_overrides(ch_server, directory)
+    overrides["processors"] = {"genai_normalize": {}}
+    overrides["service"]["pipelines"] = {"traces": {"processors": ["genai_normalize"]}}
+    overrides["service"]["queue"] = {"min_batch_spans": 20000, "batch_timeout": "60s"}  # held until the stop
+    c = make_collector(overrides)
+    sent = _send_spans(c, 8)
+    time.sleep(0.5)
+    assert _on_disk(directory / "exporter_clickhouse") == 0  # still in the pipeline
+    assert c.stop() == 0
+    assert _on_disk(directory / "exporter_clickhouse") == sent
+    assert f"{sent} spans stay queued on disk" in c.log()
+
+    ch_server.fail_inserts = False
+    c.start()
+    assert _stored(ch_server, sent) == (sent, sent)
+
+
 def test_with_max_elapsed_time_0_the_exporter_retries_until_the_store_is_back(make_collector, ch_server, tmp_path):
     ch_server.fail_inserts = True
     overrides = _storage_overrides(ch_server, tmp_path / "queue")
