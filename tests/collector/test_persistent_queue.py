@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from conftest import LQO, collector_config
+from conftest import LQO, ROOT, collector_config
 from test_bad_input import good_request, grpc_export, post
 
-from lqo.collector.config import ConfigError
+from lqo.collector.config import ConfigError, load_yaml
 from lqo.collector.model.otlp import decode_protobuf
 from lqo.collector.model.spanbatch import SpanBatch
 from lqo.collector.persistentqueue import PersistentBatchQueue, QueueDirectoryInUse
@@ -319,3 +319,16 @@ def test_storage_config_errors_name_the_key(tmp_path):
     assert f"extensions.file_storage.directory: {missing} does not exist" in out.stderr
     assert "Traceback" not in out.stderr
     assert not os.path.exists(missing)
+
+
+def test_the_docs_example_is_valid():
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    section = text.split("### A queue that survives restarts", 1)[1]
+    example = load_yaml(section.split("```yaml\n", 1)[1].split("```", 1)[0], "docs", {})
+    example["receivers"] = {"otlp": {"protocols": {"grpc": {}}}}
+    example["service"]["pipelines"] = {"traces": {"receivers": ["otlp"], "exporters": ["clickhouse"]}}
+    built = validate_config(example)
+    queue = built.components["exporters"]["clickhouse"].sending_queue
+    assert (queue.storage, queue.queue_size, queue.max_bytes) == ("file_storage", 5_000_000, 10 * 1024**3)
+    assert built.components["extensions"]["file_storage"].compression == "none"
+    Collector(built)  # the storage reference resolves to a storage
