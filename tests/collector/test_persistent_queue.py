@@ -332,3 +332,15 @@ def test_the_docs_example_is_valid():
     assert (queue.storage, queue.queue_size, queue.max_bytes) == ("file_storage", 5_000_000, 10 * 1024**3)
     assert built.components["extensions"]["file_storage"].compression == "none"
     Collector(built)  # the storage reference resolves to a storage
+
+
+def test_two_exporters_never_share_a_queue_directory(tmp_path):
+    config = collector_config(4317, 4318, 8888, {
+        "extensions": {"file_storage": {"directory": str(tmp_path)}},
+        "exporters": {f"clickhouse/{name}": {"endpoint": "embedded://./x", "sending_queue": {"storage": "file_storage"}}
+                      for name in ("a b", "a:b")},
+        "service": {"extensions": ["file_storage"],
+                    "pipelines": {"traces": {"exporters": ["clickhouse/a b", "clickhouse/a:b"]}}},
+    })
+    with pytest.raises(ValueError, match="rename one"):
+        Collector(config)

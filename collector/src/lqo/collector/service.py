@@ -190,6 +190,16 @@ class Collector:
                     resolve_storage(sending_queue.storage, f"exporters.{cid}.sending_queue.storage", ctx(cid)),
                 )
             )
+        queue_directories: dict[Any, str] = {}
+        for queued in self.exporters:
+            directory = getattr(queued.queue, "directory", None)
+            if directory is None:
+                continue
+            other = queue_directories.setdefault(directory, queued.exporter_id)
+            if other != queued.exporter_id:
+                raise ValueError(f"exporters.{queued.exporter_id}.sending_queue.storage: its queue directory "
+                                 f"{directory} is exporters.{other}'s too (their ids differ only in characters "
+                                 "a directory name cannot hold); rename one")
         self.pipeline = Pipeline(
             "traces", self._build_processors(), self.exporters, self.telemetry,
             cfg.service.queue.queue_size, cfg.service.queue.max_bytes,
