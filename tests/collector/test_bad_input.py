@@ -251,3 +251,9 @@ def test_backpressure_refuses_with_retry_after_then_recovers_without_loss(make_c
     status, _, _ = post(f"{c.http_url}/v1/traces", good_request(1).SerializeToString(),
                         "application/x-protobuf")
     assert status == 200
+    # written before the test ends: the store stops first at teardown, and the collector would
+    # then spend its 30 s shutdown_timeout retrying this span
+    while time.monotonic() < deadline and stored <= accepted:
+        stored = int(c.query(f"SELECT count() AS n FROM {table}")[0]["n"])
+        time.sleep(0.1)
+    assert stored == accepted + 1
