@@ -60,6 +60,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                  "auth": {"existingSecret": "lqo-token", "query": {"existingSecret": "lqo-readers"}},
                  "tls": {"existingSecret": "lqo-tls", "clientAuth": True},
                  "metrics": {"tls": True, "auth": {"existingSecret": "lqo-scrape"}}},
+    # each collector's sending queue on a claim of its own: a StatefulSet
+    "queue-on-claims": {"storage": {"mode": "clickhouse"},
+                        "clickhouse": {"auth": {"password": PASSWORD, "grafanaPassword": GRAFANA_PASSWORD}},
+                        "sendingQueue": {"volume": "claim", "claim": {"size": "20Gi", "storageClass": "fast-ssd"}},
+                        "autoscaling": {"enabled": True, "maxReplicas": 4}, **MONITORING},
 }
 
 
@@ -93,6 +98,13 @@ def collector_config(objs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, A
 
 def pod_spec(objs: dict[tuple[str, str], dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return objs[kind, name]["spec"]["template"]["spec"]
+
+
+def collector_workload(objs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """The collectors' Deployment, or their StatefulSet (sendingQueue.volume claim)."""
+    [workload] = [obj for (kind, name), obj in objs.items()
+                  if kind in ("Deployment", "StatefulSet") and name == FULLNAME]
+    return workload
 
 
 def helm_test_script(chart: helm.Chart, values: dict[str, Any], metrics_port: int, http_port: int) -> str:
@@ -186,7 +198,8 @@ def test_the_collector_config_is_valid_and_listens_on_designs_ports(chart: helm.
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
-    ports = {p["name"]: p["containerPort"] for p in pod_spec(objs, "Deployment", FULLNAME)["containers"][0]["ports"]}
+    workload = collector_workload(objs)["spec"]["template"]["spec"]
+    ports = {p["name"]: p["containerPort"] for p in workload["containers"][0]["ports"]}
     assert ports == {"otlp-grpc": 4317, "otlp-http": 4318, "metrics": 8888}
     service = objs["Service", FULLNAME]["spec"]
     assert {p["name"]: (p["port"], p["targetPort"]) for p in service["ports"]} == {
@@ -237,6 +250,28 @@ def test_with_a_clickhouse_server_the_exporters_queue_is_kept_on_the_pods_data_v
     assert off.components["exporters"]["clickhouse"].sending_queue.storage is None
 
 
+def test_queues_on_claims_make_the_collectors_a_stateful_set(chart: helm.Chart) -> None:
+    """sendingQueue.volume claim: a claim per collector, so the queue outlives the pod; the autoscaler
+    and the config follow the StatefulSet."""
+    objs = objects(chart, VALUE_SETS["queue-on-claims"])
+    assert ("Deployment", FULLNAME) not in objs
+    stateful = objs["StatefulSet", FULLNAME]["spec"]
+    assert stateful["serviceName"] == FULLNAME and stateful["podManagementPolicy"] == "Parallel"
+    [claim] = stateful["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "queue"
+    assert claim["spec"]["storageClassName"] == "fast-ssd"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    mounts = {m["name"]: m["mountPath"] for m in stateful["template"]["spec"]["containers"][0]["volumeMounts"]}
+    built = validate_config(collector_config(objs))
+    assert built.components["extensions"]["file_storage"].directory == mounts["queue"]
+    assert objs["HorizontalPodAutoscaler", FULLNAME]["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    # the claims take the pods' labels, and the selectors still pick only the collectors
+    assert stateful["selector"]["matchLabels"].items() <= stateful["template"]["metadata"]["labels"].items()
+    # with the embedded store there is no queue to keep: still one Deployment
+    embedded = objects(chart, {"sendingQueue": {"volume": "claim"}})
+    assert ("Deployment", FULLNAME) in embedded and ("StatefulSet", FULLNAME) not in embedded
+
+
 def test_the_embedded_store_keeps_its_queue_in_memory(chart: helm.Chart) -> None:
     built = validate_config(collector_config(objects(chart, {})))
     assert built.components["extensions"] == {}
@@ -261,7 +296,7 @@ def test_pods_run_locked_down(chart: helm.Chart, name: str) -> None:
             assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
             assert "limits" in container["resources"] and "requests" in container["resources"]
             assert container["readinessProbe"] and container["livenessProbe"]
-    collector = pod_spec(objs, "Deployment", FULLNAME)
+    collector = collector_workload(objs)["spec"]["template"]["spec"]
     assert (collector["securityContext"]["runAsUser"], collector["securityContext"]["runAsGroup"]) == (
         int(image_user[1]), int(image_user[2]))
     container = collector["containers"][0]

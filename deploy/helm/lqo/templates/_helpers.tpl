@@ -93,7 +93,7 @@ app.kubernetes.io/component: clickhouse
 {{- end }}
 {{- $extensions := dict }}
 {{- if and .Values.sendingQueue.persistent (ne .Values.storage.mode "embedded") }}
-{{- $_ := set $extensions "file_storage" (dict "directory" "/var/lib/lqo/data/storage") }}
+{{- $_ := set $extensions "file_storage" (dict "directory" (ternary "/var/lib/lqo/queue" "/var/lib/lqo/data/storage" (eq (include "lqo.workloadKind" .) "StatefulSet"))) }}
 {{- $_ := set $clickhouse "sending_queue" (dict "storage" "file_storage" "queue_size" .Values.sendingQueue.queueSize "max_bytes" .Values.sendingQueue.maxBytes) }}
 {{- $_ := set $clickhouse "retry_on_failure" (dict "max_elapsed_time" 0) }}
 {{- end }}
@@ -174,5 +174,15 @@ subPath, so that the kubelet's updates reach the collector, which re-reads them)
   secret:
     secretName: {{ .Values.metrics.auth.existingSecret }}
     defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{/* The collectors' controller: a StatefulSet when each keeps its sending queue on a claim of its
+own (sendingQueue.volume claim, with a ClickHouse server), else a Deployment. */}}
+{{- define "lqo.workloadKind" -}}
+{{- if and (ne .Values.storage.mode "embedded") .Values.sendingQueue.persistent (eq .Values.sendingQueue.volume "claim") -}}
+StatefulSet
+{{- else -}}
+Deployment
 {{- end }}
 {{- end }}
