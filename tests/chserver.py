@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -50,6 +51,18 @@ class ChdbHttpServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def wait_spans(self, expected: int, timeout: float = 30.0) -> tuple[int, int]:
+        """(rows, distinct span ids) in the test database's otel_traces, once ``expected`` rows
+        are there or ``timeout`` has passed."""
+        table = f"{self.database}.otel_traces"
+        deadline = time.monotonic() + timeout
+        while True:
+            rows, distinct = (int(x) for x in self.reader.query(
+                f"SELECT count(), uniqExact(SpanId) FROM {table}", "TSV").bytes().split())
+            if rows >= expected or time.monotonic() > deadline:
+                return rows, distinct
+            time.sleep(0.1)
 
     @property
     def endpoint(self) -> str:

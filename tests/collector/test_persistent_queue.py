@@ -205,19 +205,6 @@ def _wait_on_disk(directory: Path, spans: int) -> None:
     assert _on_disk(directory) == spans
 
 
-def _stored(ch_server, expected: int) -> tuple[int, int]:
-    table = f"{ch_server.database}.otel_traces"
-    deadline = time.monotonic() + 30
-    rows = distinct = 0
-    while time.monotonic() < deadline:
-        out = ch_server.reader.query(f"SELECT count(), uniqExact(SpanId) FROM {table}", "TSV").bytes()
-        rows, distinct = (int(x) for x in out.split())
-        if rows >= expected:
-            break
-        time.sleep(0.1)
-    return rows, distinct
-
-
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
 def test_spans_queued_while_the_store_is_down_survive_a_restart(make_collector, ch_server, tmp_path, stop):
     directory = tmp_path / "queue"
@@ -240,7 +227,7 @@ def test_spans_queued_while_the_store_is_down_survive_a_restart(make_collector, 
 
     ch_server.fail_inserts = False
     c.start()  # the same config and directory
-    assert _stored(ch_server, sent) == (sent, sent)  # every span, each once
+    assert ch_server.wait_spans(sent) == (sent, sent)  # every span, each once
     assert f"{sent} spans in" in c.log() and "queued on disk by an earlier run" in c.log()
     deadline = time.monotonic() + 10
     while _files(directory / "exporter_clickhouse") and time.monotonic() < deadline:
@@ -267,7 +254,7 @@ def test_a_stop_writes_what_the_pipeline_still_held_to_the_queue(make_collector,
 
     ch_server.fail_inserts = False
     c.start()
-    assert _stored(ch_server, sent) == (sent, sent)
+    assert ch_server.wait_spans(sent) == (sent, sent)
 
 
 def test_with_max_elapsed_time_0_the_exporter_retries_until_the_store_is_back(make_collector, ch_server, tmp_path):
@@ -278,7 +265,7 @@ def test_with_max_elapsed_time_0_the_exporter_retries_until_the_store_is_back(ma
     sent = _send_spans(c, 4)
     time.sleep(2)  # 20+ failed attempts; a limit of 0 would once have dropped at the first
     ch_server.fail_inserts = False
-    assert _stored(ch_server, sent) == (sent, sent)
+    assert ch_server.wait_spans(sent) == (sent, sent)
     failed = re.findall(r"^lqo_exporter_send_failed_spans_total\{.*\} (\S+)$", c.metrics(), re.M)
     assert failed and {float(v) for v in failed} == {0.0}
 

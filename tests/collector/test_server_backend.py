@@ -95,19 +95,6 @@ def test_create_schema_false_requires_existing_table(make_collector, ch_server):
     assert "Traceback" not in c.log()  # a clear error, and nothing else
 
 
-def _stored_once(ch_server, expected: int) -> tuple[int, int]:
-    table = f"{ch_server.database}.otel_traces"
-    deadline = time.monotonic() + 30
-    rows = distinct = 0
-    while time.monotonic() < deadline:
-        rows, distinct = (int(x) for x in ch_server.reader.query(
-            f"SELECT count(), uniqExact(SpanId) FROM {table}", "TSV").bytes().split())
-        if rows >= expected:
-            break
-        time.sleep(0.1)
-    return rows, distinct
-
-
 @pytest.mark.parametrize("limit", ["server memory", "proxy body size"])
 def test_an_insert_refused_as_too_large_is_sent_in_halves(make_collector, ch_server, limit):
     from test_bad_input import good_request, grpc_export
@@ -120,7 +107,7 @@ def test_an_insert_refused_as_too_large_is_sent_in_halves(make_collector, ch_ser
     else:
         ch_server.max_request_bytes = 40_000  # a 413 from a proxy in front of the server
     grpc_export(c.grpc_endpoint, good_request(1000, name="x" * 100).SerializeToString())
-    assert _stored_once(ch_server, 1000) == (1000, 1000)
+    assert ch_server.wait_spans(1000) == (1000, 1000)
     sent = re.compile(r'^lqo_exporter_sent_spans_total\{exporter="clickhouse"\} 1000\.0$', re.M)
     deadline = time.monotonic() + 10  # counted once the last insert has answered
     while not sent.search(metrics := c.metrics()) and time.monotonic() < deadline:

@@ -74,7 +74,6 @@ class QueuedExporter:
                 storage.directory_for("exporter", exporter_id), exporter_id,
                 fsync=storage.config.fsync, compression=storage.config.compression,
             )
-        self.persistent = storage is not None
         self._sent = telemetry.exporter_sent.labels(exporter_id)
         self._failed = telemetry.exporter_send_failed
         self._split_logged = LogEvery(60.0)
@@ -82,6 +81,10 @@ class QueuedExporter:
         self._thread = threading.Thread(
             target=self._run, name=f"lqo-exporter-{exporter_id}", daemon=True
         )
+
+    @property
+    def persistent(self) -> bool:
+        return isinstance(self.queue, PersistentBatchQueue)
 
     def start(self) -> None:
         self.queue.open()
