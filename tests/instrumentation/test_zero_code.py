@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,18 @@ def _app_env(url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_lqo_instrument_to_collector(collector: Any) -> None:
+def _run_app(collector: Any, **env: str) -> subprocess.CompletedProcess[bytes]:
+    """The app under lqo-instrument against a replay of its two calls, exporting to ``collector``."""
     with ReplayServer(_exchanges()) as srv:
-        out = subprocess.run(
-            [str(BIN / "lqo-instrument"), sys.executable, str(APP)],
-            env=_app_env(srv.url, OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_url),
-            capture_output=True, timeout=120,
-        )
+        out = subprocess.run([str(BIN / "lqo-instrument"), sys.executable, str(APP)],
+                             env=_app_env(srv.url, OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_url, **env),
+                             capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr.decode()
+    return out
+
+
+def test_lqo_instrument_to_collector(collector: Any) -> None:
+    out = _run_app(collector)
     assert b"This is a test" in out.stdout
     assert collector.wait_stored(2) >= 2
     rows = collector.query(
@@ -65,17 +70,53 @@ def test_lqo_instrument_to_collector(collector: Any) -> None:
 
 
 def test_lqo_instrument_respects_user_settings(collector: Any) -> None:
-    with ReplayServer(_exchanges()) as srv:
-        out = subprocess.run(
-            [str(BIN / "lqo-instrument"), sys.executable, str(APP)],
-            env=_app_env(srv.url, OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_url,
-                         OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="NO_CONTENT"),
-            capture_output=True, timeout=120,
-        )
-    assert out.returncode == 0, out.stderr.decode()
+    _run_app(collector, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="NO_CONTENT")
     assert collector.wait_stored(2) >= 2
     rows = collector.query("SELECT SpanAttributes FROM otel_traces WHERE SpanName = 'chat gpt-4'")
     assert rows and "gen_ai.output.messages" not in rows[0]["SpanAttributes"]
+
+
+def _scopes_and_calls(collector: Any) -> tuple[set[str], int]:
+    scopes = {r["ScopeName"] for r in collector.query("SELECT DISTINCT ScopeName FROM otel_traces")}
+    calls = int(collector.query("SELECT count() AS c FROM otel_traces_genai")[0]["c"])
+    return scopes, calls
+
+
+def test_lqo_instrument_records_each_call_once(collector: Any) -> None:
+    """openai-v2, OpenLLMetry's and OpenInference's openai instrumentors are installed here (the
+    overhead benchmark's peers): loaded beside lqo's, each call would be four GenAI spans."""
+    out = _run_app(collector)
+    [line] = [ln for ln in out.stderr.decode().splitlines() if ln.startswith("lqo-distro:")]
+    assert "left out 3 instrumentor(s)" in line
+    for shipped in ("opentelemetry-instrumentation-openai-v2", "OpenLLMetry's opentelemetry-instrumentation-openai",
+                    "openinference-instrumentation-openai"):
+        assert shipped in line
+    assert collector.wait_stored(2, table="otel_traces_genai") >= 2
+    time.sleep(0.5)  # anything else the app sent
+    scopes, calls = _scopes_and_calls(collector)
+    assert calls == 2  # the streamed chat and the embeddings call, once each
+    assert scopes <= {"lqo.instrumentation.httpx", "opentelemetry.instrumentation.httpx"}, scopes
+
+
+def test_lqo_instrument_loads_them_all_when_told(collector: Any) -> None:
+    out = _run_app(collector, LQO_GENAI_SKIP_DUPLICATES="false")
+    stderr = out.stderr.decode()
+    assert "lqo-distro:" not in stderr
+    # lqo's instrumentation sees a peer's span around its own and says so, once per peer at most
+    assert "also recorded by another instrumentation" in stderr
+    assert "This is a test" not in stderr
+    assert collector.wait_stored(3, table="otel_traces_genai") >= 3
+    scopes, _ = _scopes_and_calls(collector)
+    assert {"lqo.instrumentation.httpx", "opentelemetry.instrumentation.openai_v2"} <= scopes
+
+
+def test_nothing_left_out_with_lqos_own_disabled(collector: Any) -> None:
+    out = _run_app(collector, OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="lqo_genai_httpx")
+    assert "lqo-distro:" not in out.stderr.decode()
+    assert collector.wait_stored(2, table="otel_traces_genai") >= 2
+    scopes, _ = _scopes_and_calls(collector)
+    assert "lqo.instrumentation.httpx" not in scopes
+    assert "opentelemetry.instrumentation.openai_v2" in scopes
 
 
 def test_lqo_instrument_usage() -> None:

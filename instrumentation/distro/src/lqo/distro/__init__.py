@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
+from . import duplicates
 from .redact import RedactUrlSecrets
 from .version import __version__
 
@@ -46,6 +47,13 @@ def apply_defaults(environ: Any = None) -> dict[str, str]:
 class LqoDistro(BaseDistro):  # type: ignore[misc]
     def _configure(self, **kwargs: Any) -> None:
         apply_defaults()
+
+    def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
+        """Every instrumentor, except those that record the same LLM calls as lqo's
+        (``duplicates``: each call would be stored, counted and priced twice)."""
+        if duplicates.skip(entry_point):
+            return
+        super().load_instrumentor(entry_point, **kwargs)
 
 
 class LqoConfigurator(_OTelSDKConfigurator):  # type: ignore[misc]

@@ -94,6 +94,7 @@ class Call:
     rec: CallRecord | None = None
     first_chunk: float | None = None
     _ended = False
+    _ctx: Any = None  # the caller's context where the span started eagerly (deferred: the span's)
 
     def __init__(self, tel: Telemetry, route: tuple[Any, str], model: str | None, request: Any, ctx: Any,
                  deferred_tracer: Any) -> None:
@@ -105,6 +106,7 @@ class Call:
             self.span = self._pending = DeferredSpan(tel.spans, deferred_tracer, ctx, time_ns(), request)
         else:
             self.span, self._pending = tel.spans.start(ctx, self._describe)
+            self._ctx = ctx
         self._start = perf_counter()
 
     def _describe(self) -> tuple[str, dict[str, Any]]:
@@ -183,6 +185,7 @@ class Call:
                     return False
                 self._model = model
             self._pending = None
+            self._ctx = pending.parent
             self.span = self._tel.spans.materialize(pending, self._describe)
         return self._model is not None
 
@@ -248,6 +251,7 @@ class Call:
     def _complete(self, error: BaseException | None, body: bytes | None, elapsed: float, end_ns: int) -> None:
         try:
             if self._materialize():
+                self._tel.note_enclosing(self._ctx)
                 self._finish(error, body, elapsed, end_ns)
         except Exception as exc:
             self._tel.internal_error("end", exc)

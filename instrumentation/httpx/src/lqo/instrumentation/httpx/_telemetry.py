@@ -20,6 +20,14 @@ from .version import __version__
 _log = logging.getLogger("lqo.instrumentation.httpx")
 SCOPE = "lqo.instrumentation.httpx"
 
+# An enclosing span that records an LLM call itself, by the conventions instrumentations use:
+# semconv's inference operations, OpenLLMetry's request type, OpenInference's span kind.
+_INFERENCE = (
+    ("gen_ai.operation.name", frozenset({"chat", "text_completion", "embeddings", "generate_content"})),
+    ("llm.request.type", frozenset({"chat", "completion", "embedding", "rerank"})),
+    ("openinference.span.kind", frozenset({"LLM", "EMBEDDING"})),
+)
+
 # Semconv's advisory bucket boundaries (gen-ai-metrics.md).
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
@@ -66,6 +74,7 @@ class Telemetry:
         self._logger_provider = logger_provider
         self._event_logger: Any = None
         self._warned: set[str] = set()
+        self._enclosing: set[str] = set()  # instrumentations already reported by note_enclosing
         self._warn_lock = threading.Lock()
         self.enabled = True  # False once uninstrumented: a send patched over by others passes through
         self.worker = Worker(self.internal_error, defer_from_env() if defer is None else defer)
@@ -88,3 +97,24 @@ class Telemetry:
             self._warned.add(where)
         # The exception type only: messages may quote request content.
         _log.warning("GenAI instrumentation error in %s (%s); the call itself is unaffected", where, type(exc).__name__)
+
+    def note_enclosing(self, ctx: Any) -> None:
+        """Warns, once per instrumentation, when the span around a call's is another
+        instrumentation's record of the same LLM call (one that wraps the provider SDK, or a
+        framework's model call): the collector would store, count and price the call twice."""
+        if ctx is None:
+            return
+        parent = trace.get_current_span(ctx)
+        attributes = getattr(parent, "attributes", None)  # an SDK span's; others show none
+        if not attributes:
+            return
+        scope = getattr(getattr(parent, "instrumentation_scope", None), "name", None) or "?"
+        if scope == SCOPE or scope in self._enclosing:
+            return
+        if not any(attributes.get(key) in values for key, values in _INFERENCE):
+            return
+        self._enclosing.add(scope)
+        _log.warning(
+            "LLM calls are also recorded by another instrumentation (%s), whose span encloses "
+            "lqo's: each call is stored, counted and priced twice. Uninstrument one of the two "
+            "(lqo-instrument leaves out the SDK instrumentations it knows of)", scope)
