@@ -12,7 +12,9 @@ Refused requests (backpressure) are retried after a pause, as an OTLP exporter w
     .venv/bin/python bench/ingest.py --security plain,tls,tls+token   # what TLS and auth cost
 
 Variants: ``spine`` (no processors), ``enriched`` (genai_normalize + cost), ``enriched+prom``
-(and the prometheus exporter), ``redacted+enriched`` (redaction first, as the default pipeline),
+(and the prometheus exporter), ``enriched-unmarked`` (genai_normalize without
+``mark_nested_calls``: against ``enriched``, what counting nested records once costs),
+``redacted+enriched`` (redaction first, as the default pipeline),
 ``genai-only`` (the ``filter`` processor with ``keep: genai``: the workload's HTTP server spans are
 dropped, half of them), ``genai-traces`` (``keep: genai_traces``; every span of the workload has a
 trace of its own, so it keeps the same spans and remembers a trace per GenAI span: the worst case
@@ -152,6 +154,7 @@ VARIANTS = {
     "spine": ([], False),
     "enriched": (["genai_normalize", "cost"], False),
     "enriched+prom": (["genai_normalize", "cost"], True),
+    "enriched-unmarked": (["genai_normalize", "cost"], False),
     "redacted+enriched": (["redaction", "genai_normalize", "cost"], False),
     "genai-only": (["filter"], False),
     "genai-traces": (["filter"], False),
@@ -168,7 +171,9 @@ VARIANT_EXPORTER = {"no-genai-tables": {"genai_tables": False},
 VARIANT_STORAGE = {"persistent-queue-lz4": {"compression": "lz4"}}
 # Processors' settings where the default would not do what the variant is about.
 VARIANT_SETTINGS = {"genai-only": {"filter": {"keep": "genai"}},
-                    "genai-traces": {"filter": {"keep": "genai_traces"}}}
+                    "genai-traces": {"filter": {"keep": "genai_traces"}},
+                    # enriched without marking nested records of one call (what the marking costs)
+                    "enriched-unmarked": {"genai_normalize": {"mark_nested_calls": False}}}
 
 
 def run_collector(

@@ -1,7 +1,9 @@
 """Replay recordings through the openai SDK under a third-party instrumentation, exporting OTLP.
 
-Usage: producer.py {openinference|openllmetry} OTLP_HTTP_URL CASSETTE... — each call runs under a
-parent span named after its cassette, so the test can find the producer's span for each one.
+Usage: producer.py {openinference|openllmetry}[+lqo] OTLP_HTTP_URL CASSETTE... — each call runs under
+a parent span named after its cassette, so the test can find the producer's span for each one.
+``+lqo`` adds lqo's httpx instrumentation: each call is then recorded twice, the SDK
+instrumentation's span around lqo's (exported after it: lqo's worker makes its span later).
 Runs in its own process: both instrumentations patch the openai package for good.
 """
 
@@ -24,8 +26,9 @@ from tests.instrumentation.replay import RECORDINGS, serve_cassette
 
 
 def main() -> None:
-    which, url, cassettes = sys.argv[1], sys.argv[2], sys.argv[3:]
-    provider = TracerProvider(resource=Resource.create({"service.name": f"producer-{which}"}))
+    mode, url, cassettes = sys.argv[1], sys.argv[2], sys.argv[3:]
+    which, _, also = mode.partition("+")
+    provider = TracerProvider(resource=Resource.create({"service.name": f"producer-{mode}"}))
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces")))
     if which == "openinference":
         from openinference.instrumentation.openai import OpenAIInstrumentor
@@ -33,6 +36,10 @@ def main() -> None:
         os.environ["TRACELOOP_TRACE_CONTENT"] = "true"
         from opentelemetry.instrumentation.openai import OpenAIInstrumentor
     OpenAIInstrumentor().instrument(tracer_provider=provider)
+    if also == "lqo":
+        from lqo.instrumentation.httpx import HttpxGenAIInstrumentor
+
+        HttpxGenAIInstrumentor().instrument(tracer_provider=provider)
     tracer = provider.get_tracer("producer")
     for name in cassettes:
         server = serve_cassette(RECORDINGS / "openai" / name)

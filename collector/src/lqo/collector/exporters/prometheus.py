@@ -56,7 +56,10 @@ CHECKS = {"toxicity": "lqo.toxicity.score", "hallucination": "lqo.hallucination.
           "prompt_injection": "lqo.injection.score"}
 INPUT, OUTPUT = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
 TTFC, COST, ERROR = "gen_ai.response.time_to_first_chunk", "lqo.cost.usd", "error.type"
-READ_KEYS = (*LABEL_ATTRIBUTES, INPUT, OUTPUT, TTFC, COST, FLAGS, ERROR, *CHECKS.values())
+# Set by genai_normalize on a span that records an LLM call another span records too: the call
+# is counted by that one (lqo.processors.normalize.calls).
+DUPLICATE_OF = "lqo.genai.duplicate_of"
+READ_KEYS = (*LABEL_ATTRIBUTES, INPUT, OUTPUT, TTFC, COST, FLAGS, ERROR, DUPLICATE_OF, *CHECKS.values())
 OVERFLOW = "other"
 MAX_VALUE_LENGTH = 128
 
@@ -188,9 +191,10 @@ class GenAIMetrics:
         if not len(rows):
             return
         cols = batch.attribute_columns(READ_KEYS, rows)
-        calls = np.nonzero(_valid(cols["gen_ai.operation.name"]) | _valid(cols["gen_ai.provider.name"]))[0]
+        calls = np.nonzero((_valid(cols["gen_ai.operation.name"]) | _valid(cols["gen_ai.provider.name"]))
+                           & ~_valid(cols[DUPLICATE_OF]))[0]
         if not len(calls):
-            return  # spans with some gen_ai.* key but no call behind them
+            return  # spans with some gen_ai.* key but no call behind them, or counted by another span
         take = pa.array(calls)
         cols = {k: v.take(take) for k, v in cols.items()}
         label_columns = [batch.table.column("ServiceName").take(pa.array(rows[calls])).combine_chunks(),

@@ -3,7 +3,8 @@
 Which spans are touched is decided with vectorized Arrow kernels (a span needs work only if it
 carries a key or an event another producer uses; spans already in the current conventions cost
 nothing); only those spans' attributes are read into Python and mapped by
-:mod:`lqo.processors.normalize.mapping`. Originals are kept unless ``keep_originals: false``.
+:mod:`lqo.processors.normalize.mapping`. Originals are kept unless ``keep_originals: false``. Then nested records of one LLM call are
+marked so that it counts once (:mod:`lqo.processors.normalize.calls`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import Field
 from lqo.collector.components import ComponentContext, Factory
 from lqo.collector.config import StrictModel
 from lqo.collector.model.spanbatch import SpanBatch
+from lqo.processors.normalize.calls import NestedCalls
 from lqo.processors.normalize.mapping import (
     TRIGGER_EVENTS,
     TRIGGER_KEYS,
@@ -31,11 +33,15 @@ class NormalizeConfig(StrictModel):
     keep_originals: bool = Field(
         True, description="keep the producer's attributes next to the semconv ones; false drops "
                           "each producer attribute whose meaning was moved (events are always kept)")
+    mark_nested_calls: bool = Field(
+        True, description="mark (lqo.genai.duplicate_of) an inference span nested in, or around, another's "
+                          "record of the same LLM call, so that the GenAI tables and metrics count the call once")
 
 
 class NormalizeProcessor:
     def __init__(self, config: NormalizeConfig, ctx: ComponentContext | None = None) -> None:
         self.config = config
+        self._calls = NestedCalls() if config.mark_nested_calls else None
 
     def start(self) -> None:
         pass
@@ -46,6 +52,10 @@ class NormalizeProcessor:
     def process(self, batch: SpanBatch) -> SpanBatch:
         if not len(batch):
             return batch
+        out = self._normalize(batch)
+        return self._calls.process(out) if self._calls is not None else out
+
+    def _normalize(self, batch: SpanBatch) -> SpanBatch:
         by_event = batch.rows_with_events(TRIGGER_EVENTS)
         needs = batch.rows_with_keys(TRIGGER_KEYS, TRIGGER_PREFIXES) | by_event
         # Generic keys (session.id, input.value) alone do not make a span a GenAI span.

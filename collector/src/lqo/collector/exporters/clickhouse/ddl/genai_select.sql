@@ -1,7 +1,9 @@
 -- The GenAI calls among the spans, as typed columns: the SELECT of the materialized view that
 -- feeds the GenAI table, and of the backfill from spans stored before it existed. Every
 -- conversion falls back (…OrZero / …OrNull, JSONExtract's empty default) instead of throwing,
--- so no attribute value a producer sends can fail the insert into the spans table.
+-- so no attribute value a producer sends can fail the insert into the spans table. A span that
+-- records an LLM call another span records too (lqo.genai.duplicate_of, set by genai_normalize)
+-- is left out: the call is counted once, by the other.
 SELECT
     Timestamp, TraceId, SpanId, ParentSpanId, ServiceName, SpanName,
     A['gen_ai.operation.name'] AS Operation,
@@ -43,5 +45,6 @@ FROM (
            CAST(SpanAttributes, 'Map(String, String)') AS A
     FROM $database.$table
     WHERE (SpanAttributes['gen_ai.operation.name'] != '' OR SpanAttributes['gen_ai.provider.name'] != ''
-           OR SpanAttributes['gen_ai.system'] != '')$also
+           OR SpanAttributes['gen_ai.system'] != '')
+          AND SpanAttributes['lqo.genai.duplicate_of'] = ''$also
 )
