@@ -39,6 +39,8 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
+from lqo.collector.model.spanbatch import NOT_CALLS
+
 OUT = Path(__file__).resolve().parent / "dashboards"
 PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid="lqo-prometheus")
 CLICKHOUSE = model.DataSourceRef(type_val="grafana-clickhouse-datasource", uid="lqo-clickhouse")
@@ -52,6 +54,9 @@ SEL = 'service_name=~"$service", gen_ai_request_model=~"$model"'
 SVC = 'service_name=~"$service"'
 # The same narrowing in SQL, on the GenAI tables: the chosen services and models.
 CHOSEN = "ServiceName IN (${service:singlequote}) AND RequestModel IN (${model:singlequote})"
+# What counts as a call in sums and counts: not an agent's or a tool's span (whose usage, if any,
+# is its calls' again). Lists of rows show every GenAI span.
+CALL = f"Operation NOT IN ({', '.join(repr(op) for op in NOT_CALLS)})"
 
 
 # The plugin's numeric `format` for each query type.
@@ -176,7 +181,7 @@ def overview() -> dash.Dashboard:
                        sum(InputTokens) AS input_tokens, sum(OutputTokens) AS output_tokens,
                        quantileTDigestMerge(0.95)(DurationQuantiles) / 1e9 AS p95_seconds
                 FROM {PER_MINUTE}
-                WHERE Minute >= toStartOfMinute($__fromTime) AND Minute <= $__toTime AND {CHOSEN}
+                WHERE Minute >= toStartOfMinute($__fromTime) AND Minute <= $__toTime AND {CHOSEN} AND {CALL}
                 GROUP BY service, model ORDER BY cost_usd DESC LIMIT 50""",
                 "From the stored calls, by the minute: every call, priced or not (unpriced_calls: models "
                 "without a known price)."))
@@ -186,7 +191,7 @@ def overview() -> dash.Dashboard:
                        countIf(notEmpty(Flags)) AS flagged_calls, uniqExact(ConversationId) AS conversations,
                        max(Timestamp) AS last_call
                 FROM {CALLS}
-                WHERE $__timeFilter(Timestamp) AND {CHOSEN} AND UserId != ''
+                WHERE $__timeFilter(Timestamp) AND {CHOSEN} AND {CALL} AND UserId != ''
                 GROUP BY user ORDER BY cost_usd DESC LIMIT 50""",
                 "Calls whose spans carry user.id (or enduser.id): the end users who cost the most, and "
                 "how many of their calls a check flagged.")))
@@ -212,7 +217,7 @@ def quality() -> dash.Dashboard:
             .with_panel(sql_table("PII found, by type", f"""
                 SELECT arrayJoin(PiiEntities) AS entity, count() AS calls
                 FROM {CALLS}
-                WHERE $__timeFilter(Timestamp) AND {CHOSEN} AND notEmpty(PiiEntities)
+                WHERE $__timeFilter(Timestamp) AND {CHOSEN} AND {CALL} AND notEmpty(PiiEntities)
                 GROUP BY entity ORDER BY calls DESC""",
                 "Types of personal data found in prompts and answers (types only: values are never stored).",
                 height=8, width=12))
@@ -260,7 +265,7 @@ def traces() -> dash.Dashboard:
                        min(Timestamp) AS first_call, max(Timestamp) AS last_call,
                        argMax(TraceId, Timestamp) AS trace_id
                 FROM {CALLS}
-                WHERE $__timeFilter(Timestamp) AND {CHOSEN} AND ConversationId != ''
+                WHERE $__timeFilter(Timestamp) AND {CHOSEN} AND {CALL} AND ConversationId != ''
                 GROUP BY conversation ORDER BY last_call DESC LIMIT 100""",
                 "Calls grouped by gen_ai.conversation.id: a conversation opens its calls below, and its "
                 "latest trace.", height=8)

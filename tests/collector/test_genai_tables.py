@@ -283,12 +283,31 @@ def test_lqo_schema_prints_the_backfill(make_collector: Any) -> None:
     assert off.returncode == 2 and "genai_tables: false" in off.stderr
 
 
+def _send_agent_run(url: str, t0: int) -> None:
+    """An agent's run (with the usage of its calls again, as semconv allows on invoke_agent) and a
+    tool it ran: GenAI spans, but no call to a model."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces")))
+    tracer = provider.get_tracer("agents")
+    for name, attributes in (
+        ("invoke_agent support", {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support",
+                                  "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+                                  "gen_ai.usage.input_tokens": 1220, "gen_ai.usage.output_tokens": 305}),
+        ("execute_tool orders", {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "orders"}),
+    ):
+        tracer.start_span(name, attributes=attributes, start_time=t0).end(end_time=t0 + 2 * 10**9)
+    provider.shutdown()
+
+
 def test_lqo_report_sums_the_window(make_collector: Any) -> None:
     from conftest import LQO
 
     collector = make_collector(PROCESSED)
-    send_calls(collector.http_url, t0=time.time_ns() - 600 * 10**9)  # ten minutes ago
-    assert collector.wait_stored(4, table="otel_traces_genai") == 4
+    t0 = time.time_ns() - 600 * 10**9  # ten minutes ago
+    send_calls(collector.http_url, t0=t0)
+    _send_agent_run(collector.http_url, t0)
+    # the agent's and the tool's rows are kept in the table, and are not calls in the report
+    assert collector.wait_stored(6, table="otel_traces_genai") == 6
 
     def report(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([LQO, "report", "--config", str(collector.config_path), *args],
@@ -306,8 +325,10 @@ def test_lqo_report_sums_the_window(make_collector: Any) -> None:
     openai, anthropic = by_model
     assert (openai["p50_s"], openai["p95_s"], openai["ttfc_p95_s"]) == (0.9, 1.5, 0.25)
     assert anthropic["ttfc_p95_s"] is None  # no streamed call
-    [stored] = collector.query("SELECT sum(CostUsd) AS usd FROM otel_traces_genai")
-    assert total["cost_usd"] == pytest.approx(float(stored["usd"]), abs=1e-6) and total["cost_usd"] > 0
+    [stored] = collector.query("SELECT sumIf(CostUsd, Operation = 'chat') AS calls, "
+                               "sumIf(CostUsd, Operation = 'invoke_agent') AS agent FROM otel_traces_genai")
+    assert total["cost_usd"] == pytest.approx(float(stored["calls"]), abs=1e-6) and total["cost_usd"] > 0
+    assert float(stored["agent"]) > 0  # priced on its span, but its calls' spend again: not summed
     assert total["cost_usd"] == pytest.approx(openai["cost_usd"] + anthropic["cost_usd"], abs=2e-6)
 
     table = report("--by", "service")

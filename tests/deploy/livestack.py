@@ -47,7 +47,16 @@ def send_wave(url: str, injections: int) -> None:
             span.set_status(StatusCode.ERROR)
         span.end()
 
-    for i in range(10):
+    # The first summary runs inside an agent's run whose span repeats the call's usage (semconv
+    # lets invoke_agent spans carry their calls' total) and the conversation, beside a tool the
+    # agent ran: neither is a call, so no count, sum or metric may change for them.
+    who = {"gen_ai.conversation.id": "ticket-0", "user.id": "agent-0"}
+    with tracer.start_as_current_span("invoke_agent support", attributes={
+            **base, "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support", **who}):
+        tracer.start_span("execute_tool lookup_ticket", attributes={
+            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup_ticket", **who}).end()
+        call("Summarize ticket 0 for the support team.", **who)
+    for i in range(1, 10):
         call(f"Summarize ticket {i} for the support team.",
              **{"gen_ai.conversation.id": f"ticket-{i % 3}", "user.id": f"agent-{i % 2}"})
     for _ in range(4):

@@ -127,7 +127,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         send_wave(col.http_url, injections=6)
         wait_until("rules over both waves", lambda: [r for r in query(prom, "service_model:gen_ai_client_operations:rate5m")
                                                      if float(r["value"][1]) > 0])
-        wait_until("both waves stored", lambda: col.wait_stored(44, timeout=1) >= 44)
+        wait_until("both waves stored", lambda: col.wait_stored(48, timeout=1) >= 48)
         yield col, prom, start
     finally:
         daemons.stop()

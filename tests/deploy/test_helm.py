@@ -625,9 +625,9 @@ def test_the_collector_runs_on_a_read_only_root_as_the_chart_runs_it(chart: helm
                                              headers={"content-type": "application/json"})
             with urllib.request.urlopen(request, timeout=10) as r:
                 rows = [json.loads(line) for line in r.read().splitlines() if line.strip()]
-            return [next(iter(row.values())) for row in rows] if len(rows) == 17 else []
+            return [next(iter(row.values())) for row in rows] if len(rows) == 19 else []
 
-        messages = wait_until("the 17 spans are stored", stored, timeout=60)
+        messages = wait_until("the 19 spans are stored", stored, timeout=60)
         # `helm test`'s pod script, pointed at this collector's loopback ports
         script = helm_test_script(chart, {}, metrics, http)
         probe = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

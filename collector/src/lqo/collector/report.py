@@ -1,13 +1,15 @@
 """``lqo report``: the GenAI calls of a recent window at a glance, from the per-minute roll-ups.
 
 Calls, failed share, latency and time-to-first-chunk percentiles, tokens, spend and flagged
-calls, by service and model (or by service, provider or model alone), and a total. One
+calls, by service and model (or by service, provider or model alone), and a total. Calls are
+calls to a model: agents' and tools' spans (``NOT_CALLS``) are left out. One
 read-only query of ``<table>_genai_1m``: as cheap over a month as over an hour.
 """
 
 from __future__ import annotations
 
 from lqo.collector.exporters.clickhouse.schema import SchemaSpec, quote_ident
+from lqo.collector.model.spanbatch import NOT_CALLS
 
 GROUPS = {  # --by → (column, output name) of each key
     "model": (("ServiceName", "service"), ("Provider", "provider"), ("RequestModel", "model")),
@@ -40,6 +42,7 @@ def report_sql(schema: SchemaSpec, since_seconds: float, by: str = "model", top:
        sum(FlaggedCalls) AS flagged_calls
 FROM {table}
 WHERE Minute >= toStartOfMinute(now() - INTERVAL {window} SECOND)
+  AND Operation NOT IN ({", ".join(f"'{op}'" for op in NOT_CALLS)})
 GROUP BY GROUPING SETS (({columns}), ())
 ORDER BY grouping({keys[0][0]}) DESC, cost_usd DESC, calls DESC
 LIMIT {int(top) + 1}"""

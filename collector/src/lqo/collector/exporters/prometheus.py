@@ -43,7 +43,7 @@ from pydantic import Field
 
 from lqo.collector.components import ComponentContext, ExportResult, Factory, register
 from lqo.collector.config import StrictModel
-from lqo.collector.model.spanbatch import FLAGS, SpanBatch, group_rows
+from lqo.collector.model.spanbatch import FLAGS, NOT_CALLS, SpanBatch, group_rows
 
 # Semconv's advisory bucket boundaries (gen-ai-metrics.md); the instrumentation uses the same.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -191,10 +191,12 @@ class GenAIMetrics:
         if not len(rows):
             return
         cols = batch.attribute_columns(READ_KEYS, rows)
-        calls = np.nonzero((_valid(cols["gen_ai.operation.name"]) | _valid(cols["gen_ai.provider.name"]))
+        operation = cols["gen_ai.operation.name"]
+        calls = np.nonzero((_valid(operation) | _valid(cols["gen_ai.provider.name"]))
+                           & ~pc.fill_null(pc.is_in(operation, pa.array(NOT_CALLS)), False).to_numpy(zero_copy_only=False)
                            & ~_valid(cols[DUPLICATE_OF]))[0]
         if not len(calls):
-            return  # spans with some gen_ai.* key but no call behind them, or counted by another span
+            return  # no call behind these spans (agents, tools, some gen_ai.* key), or counted by another span
         take = pa.array(calls)
         cols = {k: v.take(take) for k, v in cols.items()}
         label_columns = [batch.table.column("ServiceName").take(pa.array(rows[calls])).combine_chunks(),

@@ -57,6 +57,11 @@ COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 # Attribute-key prefixes that mark a span as a GenAI (LLM) span, across the current
 # semantic conventions and the older/third-party shapes later processors normalize.
 GENAI_KEY_PREFIXES: tuple[str, ...] = ("gen_ai.", "llm.")
+# GenAI operations that are not calls to a model: an agent's run, its creation, a tool's run.
+# Their spans hold the structure around calls, and the usage an agent's span may carry
+# (semconv allows it) is its calls' again: what counts calls, tokens, latency and spend (the
+# metrics, ``lqo report``, the dashboards) leaves them out; the GenAI table keeps their rows.
+NOT_CALLS: tuple[str, ...] = ("invoke_agent", "create_agent", "execute_tool")
 # What the safety checks write and the exporters and /v1/evaluate read: the tripped checks (a
 # JSON list) and the semconv event each check adds per span it scored.
 FLAGS = "lqo.flags"
