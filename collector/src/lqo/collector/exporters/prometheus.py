@@ -43,7 +43,7 @@ from pydantic import Field
 
 from lqo.collector.components import ComponentContext, ExportResult, Factory, register
 from lqo.collector.config import StrictModel
-from lqo.collector.model.spanbatch import FLAGS, NOT_CALLS, SpanBatch, group_rows
+from lqo.collector.model.spanbatch import DUPLICATE_OF, FLAGS, NOT_CALLS, SpanBatch, group_rows
 
 # Semconv's advisory bucket boundaries (gen-ai-metrics.md); the instrumentation uses the same.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -56,9 +56,6 @@ CHECKS = {"toxicity": "lqo.toxicity.score", "hallucination": "lqo.hallucination.
           "prompt_injection": "lqo.injection.score"}
 INPUT, OUTPUT = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
 TTFC, COST, ERROR = "gen_ai.response.time_to_first_chunk", "lqo.cost.usd", "error.type"
-# Set by genai_normalize on a span that records an LLM call another span records too: the call
-# is counted by that one (lqo.processors.normalize.calls).
-DUPLICATE_OF = "lqo.genai.duplicate_of"
 READ_KEYS = (*LABEL_ATTRIBUTES, INPUT, OUTPUT, TTFC, COST, FLAGS, ERROR, DUPLICATE_OF, *CHECKS.values())
 OVERFLOW = "other"
 MAX_VALUE_LENGTH = 128

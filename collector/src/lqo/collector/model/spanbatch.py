@@ -62,6 +62,9 @@ GENAI_KEY_PREFIXES: tuple[str, ...] = ("gen_ai.", "llm.")
 # (semconv allows it) is its calls' again: what counts calls, tokens, latency and spend (the
 # metrics, ``lqo report``, the dashboards) leaves them out; the GenAI table keeps their rows.
 NOT_CALLS: tuple[str, ...] = ("invoke_agent", "create_agent", "execute_tool")
+# Set by genai_normalize on a span that records an LLM call another span records too, to that
+# span's id: the call is counted by that one (lqo.processors.normalize.calls).
+DUPLICATE_OF = "lqo.genai.duplicate_of"
 # What the safety checks write and the exporters and /v1/evaluate read: the tripped checks (a
 # JSON list) and the semconv event each check adds per span it scored.
 FLAGS = "lqo.flags"

@@ -18,10 +18,11 @@ the parent. Either way each chain of nested records counts once. A parent whose 
 passed on before it arrives and who has several (a framework span around retries) counts as
 one of them; nesting across a span of another kind (a retry wrapper's) is not seen.
 
-What earlier batches showed is kept for the last ``MEMORY`` to twice as many inference spans (two
-maps of ids, ~12 MB at most): minutes at a hundred calls a second, seconds at thousands. Each collector replica sees only the
-spans sent to it. Relations within a batch are found with Arrow's hash joins; the maps are read
-and written in bulk, and only spans that have a relation are looked at one by one.
+What earlier batches showed is kept for the last ``MEMORY`` to twice as many inference spans
+(two maps of ids, ~12 MB at most): minutes at a hundred calls a second, seconds at thousands.
+Each collector replica sees only the spans sent to it. Relations within a batch are found with
+Arrow's hash joins; the maps are read and written in bulk, and only spans that have a relation
+are looked at one by one.
 """
 
 from __future__ import annotations
@@ -32,11 +33,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lqo.collector.model.spanbatch import SpanBatch
+from lqo.collector.model.spanbatch import DUPLICATE_OF, SpanBatch
 
-DUPLICATE_OF = "lqo.genai.duplicate_of"
 INFERENCE = pa.array(["chat", "text_completion", "generate_content", "embeddings"])
-MEMORY = 16_384  # inference spans remembered, per map (up to twice as many before a trim)
+MEMORY = 16_384  # inference spans remembered per map: one generation (two are kept)
 
 
 class NestedCalls:
