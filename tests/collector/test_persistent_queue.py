@@ -132,6 +132,28 @@ def test_an_unreadable_file_is_set_aside_and_counted_and_the_rest_is_sent(tmp_pa
         [damaged.name, flipped.name, other_schema.name])
 
 
+def test_unreadable_files_are_kept_within_the_queues_bytes(tmp_path):
+    """A failing disk, or a queue of another version's files, must not fill the volume: the
+    set-aside folder keeps the newest files within max_bytes (the newest one always)."""
+    queue = _filled(tmp_path, _batches(6))
+    queue.close()
+    queue.abandon()
+    names = _files(tmp_path)
+    for name in names:  # every file torn
+        path = tmp_path / name
+        path.write_bytes(path.read_bytes()[:4096])
+    telemetry = SelfTelemetry()
+    again = PersistentBatchQueue("exporter/clickhouse", 10_000, 3 * 4096 + 100, telemetry, tmp_path, "clickhouse")
+    again.open()
+    assert again.take(max_spans=10_000, max_bytes=1 << 30, wait=0) == []
+    assert sorted(p.name for p in (tmp_path / "unreadable").iterdir()) == names[-3:]
+    assert telemetry.registry.get_sample_value(
+        "lqo_exporter_send_failed_spans_total", {"exporter": "clickhouse", "reason": "unreadable"}) == 6 * 40
+    tiny = PersistentBatchQueue("exporter/clickhouse", 10_000, 1, SelfTelemetry(), tmp_path, "clickhouse")
+    tiny._trim_aside(tmp_path / "unreadable")
+    assert sorted(p.name for p in (tmp_path / "unreadable").iterdir()) == names[-1:]
+
+
 def test_a_batch_that_cannot_be_written_is_kept_in_memory(tmp_path, caplog):
     directory = tmp_path / "q"
     queue = _queue(directory)

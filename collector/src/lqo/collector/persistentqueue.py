@@ -170,7 +170,9 @@ class PersistentBatchQueue(BoundedBatchQueue):
 
     def _set_aside(self, item: _Segment, exc: Exception) -> None:
         """A file that does not read back (damaged on disk, written by another version) is moved
-        to ``unreadable/`` for a person to look at, and its spans are counted as failed."""
+        to ``unreadable/`` for a person to look at, and its spans are counted as failed. The
+        folder keeps the newest files within the queue's own ``max_bytes`` (a failing disk, or
+        a whole queue of another version's files, must not fill the volume)."""
         aside = self.directory / _UNREADABLE_DIR
         try:
             aside.mkdir(exist_ok=True)
@@ -180,6 +182,20 @@ class PersistentBatchQueue(BoundedBatchQueue):
         self._unreadable.inc(item.spans)
         log.error("%s: dropped %d spans: %s does not read back (%s); moved to %s",
                   self.name, item.spans, item.path.name, exc, aside)
+        self._trim_aside(aside)
+
+    def _trim_aside(self, aside: Path) -> None:
+        try:
+            files = sorted(aside.glob("*.arrow"), reverse=True)  # named by sequence: newest first
+            kept = 0
+            for i, path in enumerate(files):
+                kept += path.stat().st_size
+                if i and kept > self.max_bytes:
+                    path.unlink(missing_ok=True)
+                    log.warning("%s: removed %s from %s: it holds at most max_bytes (%d) of files",
+                                self.name, path.name, aside, self.max_bytes)
+        except OSError as exc:
+            log.warning("%s: could not trim %s: %s", self.name, aside, exc)
 
     def commit(self) -> None:
         for segment in self._taken:
