@@ -322,6 +322,22 @@ def test_valid_auth_config_and_its_reference_check():
         _validate(BASE.format(token=TOKEN).replace("  extensions: [bearertokenauth]\n", ""))
 
 
+def test_an_extension_of_the_wrong_kind_is_refused_by_validate():
+    """--validate, not only the start, checks that each setting names the right kind of
+    extension: an authenticator for auth, a storage for a sending queue."""
+    text = BASE.format(token=TOKEN).replace("  extensions: [bearertokenauth]\n",
+                                            "  extensions: [bearertokenauth, file_storage]\n")
+    text = text.replace("extensions:\n", "extensions:\n  file_storage: {directory: ./q}\n", 1)
+    _validate(text)
+    with pytest.raises(ConfigError, match=r"receivers\.otlp\.protocols\.grpc\.auth\.authenticator: "
+                       r"'file_storage' is not an authenticator; name an extension of type bearertokenauth"):
+        _validate(text.replace("authenticator: bearertokenauth", "authenticator: file_storage"))
+    with pytest.raises(ConfigError, match=r"exporters\.clickhouse\.sending_queue\.storage: "
+                       r"'bearertokenauth' is not a storage; name an extension of type file_storage"):
+        _validate(text.replace("    endpoint: embedded://x\n",
+                               "    endpoint: embedded://x\n    sending_queue: {storage: bearertokenauth}\n"))
+
+
 @pytest.mark.parametrize("token_yaml,expected", [
     ('"has space"', "extensions.bearertokenauth.token: a token must be non-empty printable ASCII"),
     ('""', "extensions.bearertokenauth.token: a token must be non-empty"),

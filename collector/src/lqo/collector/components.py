@@ -98,6 +98,9 @@ class Factory:
     create: Callable[[BaseModel, ComponentContext], Any]
     # Whether the component's optional dependencies are installed (default pipeline selection).
     available: Callable[[], bool] = lambda: True
+    # What an extension can be named as in other components' settings ("authenticator",
+    # "storage"), checked by --validate; None: not declared, checked only when the collector starts.
+    provides: frozenset[str] | None = None
 
 
 KINDS = ("receivers", "processors", "exporters", "extensions")

@@ -131,21 +131,29 @@ def validate_config(raw: dict[str, Any]) -> BuiltConfig:
             if component_id not in used:
                 log.warning("%s.%s is defined but not used (not listed in %s)", kind, component_id, where)
         components[kind] = built
-    refs = {f"receivers.{receiver_id}.{key}": extension_id
+    # setting → (the extension it names, what that extension must provide)
+    refs = {f"receivers.{receiver_id}.{key}": (extension_id, "authenticator")
             for receiver_id, rcfg in components["receivers"].items()
             for key, extension_id in (rcfg.authenticators() if hasattr(rcfg, "authenticators") else {}).items()}
     if service.telemetry.metrics.auth is not None:
-        refs["service.telemetry.metrics.auth.authenticator"] = service.telemetry.metrics.auth.authenticator
+        refs["service.telemetry.metrics.auth.authenticator"] = (service.telemetry.metrics.auth.authenticator,
+                                                                "authenticator")
     for exporter_id, ecfg in components["exporters"].items():
         storage = getattr(getattr(ecfg, "sending_queue", None), "storage", None)
         if storage is not None:
-            refs[f"exporters.{exporter_id}.sending_queue.storage"] = storage
-    for key, extension_id in refs.items():
+            refs[f"exporters.{exporter_id}.sending_queue.storage"] = (storage, "storage")
+    extension_types = factories("extensions")
+    for key, (extension_id, role) in refs.items():
         if extension_id not in components["extensions"]:
             raise ConfigError(
                 f"{key}: {extension_id!r} is not an extension the service runs; define it under "
                 f"extensions and list it in service.extensions (listed: {', '.join(service.extensions) or 'none'})"
             )
+        provides = extension_types[component_type(extension_id)].provides
+        if provides is not None and role not in provides:
+            fitting = sorted(t for t, f in extension_types.items() if f.provides and role in f.provides)
+            raise ConfigError(f"{key}: {extension_id!r} is not a{'n' if role[0] in 'aeiou' else ''} {role}; "
+                              f"name an extension of type {' or '.join(fitting) or '(none installed)'}")
     prometheus = [cid for cid in pipeline.exporters if component_type(cid) == "prometheus"]
     if len(prometheus) > 1:
         raise ConfigError(

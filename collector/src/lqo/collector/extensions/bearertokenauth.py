@@ -163,7 +163,8 @@ def _create(config: BearerTokenAuthConfig, context: ComponentContext) -> BearerT
     return BearerTokenAuth(config, context)
 
 
-FACTORY = register("extensions", Factory("bearertokenauth", BearerTokenAuthConfig, _create))
+FACTORY = register("extensions", Factory("bearertokenauth", BearerTokenAuthConfig, _create,
+                                         provides=frozenset({"authenticator"})))
 
 
 def client_header(config: BearerTokenAuthConfig, key: str) -> tuple[str, str]:

@@ -60,7 +60,8 @@ def _create(config: FileStorageConfig, context: ComponentContext) -> FileStorage
     return FileStorage(config, context)
 
 
-FACTORY = register("extensions", Factory("file_storage", FileStorageConfig, _create))
+FACTORY = register("extensions", Factory("file_storage", FileStorageConfig, _create,
+                                         provides=frozenset({"storage"})))
 
 
 def resolve_storage(storage: str | None, key: str, context: ComponentContext) -> FileStorage | None:
