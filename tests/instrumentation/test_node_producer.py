@@ -4,6 +4,7 @@ recording) exports to the collector over OTLP gRPC and over HTTP; its spans are 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -48,6 +49,39 @@ def test_node_openai_spans_are_stored(transport: str, collector: Any) -> None:
     assert attrs["gen_ai.response.id"] == exp.response_id
     assert attrs["gen_ai.usage.input_tokens"] == str(exp.input_tokens)
     assert attrs["gen_ai.usage.output_tokens"] == str(exp.output_tokens)
+
+
+@pytest.mark.parametrize("transport", ["grpc", "http"])
+def test_node_message_events_reach_their_spans(transport: str, make_collector: Any) -> None:
+    """The Node.js instrumentation records messages as log-based events (``gen_ai.user.message``,
+    ``gen_ai.choice``), not on the span: sent to the collector's logs endpoint, they are added to
+    their span, and genai_normalize makes them the span's semconv messages, for the checks and
+    the store."""
+    node = shutil.which("node")
+    assert node, "node is required (bin/bootstrap installs the npm packages)"
+    collector = make_collector({"processors": {"genai_normalize": {}},
+                                "service": {"pipelines": {"traces": {"processors": ["genai_normalize"]}}}})
+    exchanges = load_cassette(CASSETTE)
+    base = f"http://{collector.grpc_endpoint}" if transport == "grpc" else collector.http_url
+    with ReplayServer(exchanges) as srv:
+        env = {**os.environ, "LQO_TRANSPORT": transport, "OPENAI_BASE_URL": f"{srv.url}/v1",
+               "LQO_OTLP_URL": base if transport == "grpc" else f"{base}/v1/traces",
+               "LQO_OTLP_LOGS_URL": base if transport == "grpc" else f"{base}/v1/logs"}
+        out = subprocess.run([node, "producer.js"], cwd=NODE_DIR, env=env, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    assert collector.wait_stored(1) >= 1
+    [chat] = collector.query(
+        "SELECT `Events.Name` AS events, SpanAttributes FROM otel_traces "
+        f"WHERE ServiceName = 'node-producer-{transport}' AND ScopeName = '@opentelemetry/instrumentation-openai'")
+    assert {"gen_ai.user.message", "gen_ai.choice"} <= set(chat["events"])
+    attrs = chat["SpanAttributes"]
+    [asked] = json.loads(attrs["gen_ai.input.messages"])
+    assert asked["role"] == "user" and asked["parts"][0]["content"] == "Say this is a test"
+    [answer] = json.loads(attrs["gen_ai.output.messages"])
+    assert answer["parts"][0]["content"] == expected_for(exchanges[0]).output_text[0]
+    metrics = collector.metrics()
+    assert f'lqo_receiver_log_records_total{{kind="genai_event",receiver="otlp",transport="{transport}"}}' in metrics
+    assert 'lqo_genai_events_total{outcome="attached"} 2.0' in metrics
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])

@@ -119,6 +119,22 @@ def test_nothing_left_out_with_lqos_own_disabled(collector: Any) -> None:
     assert "opentelemetry.instrumentation.openai_v2" in scopes
 
 
+def test_messages_recorded_as_events_reach_their_span(make_collector: Any) -> None:
+    """EVENT_ONLY: the messages leave the span for a ``gen_ai.client.inference.operation.details``
+    log record; the distro exports log records to the collector too, which adds the event to its
+    span, and genai_normalize puts the messages back on it as attributes."""
+    collector = make_collector({"processors": {"genai_normalize": {}},
+                                "service": {"pipelines": {"traces": {"processors": ["genai_normalize"]}}}})
+    _run_app(collector, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="EVENT_ONLY")
+    assert collector.wait_stored(2, table="otel_traces_genai") >= 2
+    [chat] = collector.query("SELECT `Events.Name` AS events, SpanAttributes AS a FROM otel_traces "
+                             "WHERE ScopeName = 'lqo.instrumentation.httpx' AND SpanName = 'chat gpt-4'")
+    assert chat["events"] == ["gen_ai.client.inference.operation.details"]
+    assert json.loads(chat["a"]["gen_ai.output.messages"])[0]["parts"][0]["content"] == '"This is a test."'
+    assert json.loads(chat["a"]["gen_ai.input.messages"])[0]["parts"][0]["content"] == "Say this is a test"
+    assert 'lqo_genai_events_total{outcome="attached"} 2.0' in collector.metrics()
+
+
 def test_lqo_instrument_usage() -> None:
     out = subprocess.run([str(BIN / "lqo-instrument")], capture_output=True, timeout=60)
     assert out.returncode == 2 and b"usage: lqo-instrument" in out.stderr

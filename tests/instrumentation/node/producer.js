@@ -1,18 +1,28 @@
 // A non-Python OTLP producer: the openai npm client instrumented by
 // @opentelemetry/instrumentation-openai, exporting with @opentelemetry/sdk-node.
 // Env: LQO_TRANSPORT=grpc|http, LQO_OTLP_URL (grpc: http://host:port, http: .../v1/traces),
-//      OPENAI_BASE_URL (a local replay of a recording).
+//      OPENAI_BASE_URL (a local replay of a recording); LQO_OTLP_LOGS_URL (grpc: http://host:port,
+//      http: .../v1/logs), optional: the instrumentation's message events, which it records as
+//      log records, are exported there too.
 const { NodeSDK } = require('@opentelemetry/sdk-node');
 const { OTLPTraceExporter: GrpcExporter } = require('@opentelemetry/exporter-trace-otlp-grpc');
 const { OTLPTraceExporter: ProtoExporter } = require('@opentelemetry/exporter-trace-otlp-proto');
+const { OTLPLogExporter: GrpcLogExporter } = require('@opentelemetry/exporter-logs-otlp-grpc');
+const { OTLPLogExporter: ProtoLogExporter } = require('@opentelemetry/exporter-logs-otlp-proto');
+const { BatchLogRecordProcessor } = require('@opentelemetry/sdk-logs');
 const { OpenAIInstrumentation } = require('@opentelemetry/instrumentation-openai');
 
 const transport = process.env.LQO_TRANSPORT;
 const url = process.env.LQO_OTLP_URL;
+const logsUrl = process.env.LQO_OTLP_LOGS_URL;
 const traceExporter = transport === 'grpc' ? new GrpcExporter({ url }) : new ProtoExporter({ url });
+const logProcessor = logsUrl && new BatchLogRecordProcessor({
+  exporter: transport === 'grpc' ? new GrpcLogExporter({ url: logsUrl }) : new ProtoLogExporter({ url: logsUrl }),
+});
 const sdk = new NodeSDK({
   serviceName: `node-producer-${transport}`,
   traceExporter,
+  logRecordProcessors: logProcessor ? [logProcessor] : [],
   instrumentations: [new OpenAIInstrumentation({ captureMessageContent: true })],
 });
 sdk.start();
@@ -26,7 +36,8 @@ async function main() {
     messages: [{ role: 'user', content: 'Say this is a test' }],
   });
   console.log(reply.choices[0].message.content);
-  await sdk.shutdown(); // flushes the exporter
+  if (logProcessor) await logProcessor.forceFlush(); // the events first, as the default schedules do
+  await sdk.shutdown(); // flushes the exporters
 }
 
 main().catch((err) => {

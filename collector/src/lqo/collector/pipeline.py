@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from lqo.collector.components import Processor
 from lqo.collector.exporterhelper import QueuedExporter
+from lqo.collector.model.genai_events import EventBuffer
 from lqo.collector.model.spanbatch import SpanBatch
 from lqo.collector.queue import BoundedBatchQueue
 from lqo.collector.telemetry import SelfTelemetry
@@ -77,6 +78,8 @@ class Pipeline:
         self.exporters = exporters
         self.telemetry = telemetry
         self.queue = BoundedBatchQueue(f"pipeline/{name}", queue_spans, queue_bytes, telemetry)
+        # GenAI events the receivers took as log records, added to their spans before the processors
+        self.events = EventBuffer(counted={o: telemetry.genai_events.labels(o) for o in EventBuffer.OUTCOMES})
         self.stages = stages_of(processors) or [[]]
         # handoffs[i] carries stage i's output to stage i + 1.
         self._handoffs: list[queue.Queue[SpanBatch | None]] = [queue.Queue(maxsize=1) for _ in self.stages[1:]]
@@ -119,7 +122,7 @@ class Pipeline:
                     continue
                 if self.gather:
                     parts = self._fill(parts)
-                self._hand_on(0, self._process(self.stages[0], SpanBatch.concat(parts)))
+                self._hand_on(0, self._process(self.stages[0], self._with_events(SpanBatch.concat(parts))))
         finally:
             if self._handoffs:
                 self._handoffs[0].put(_END)
@@ -138,6 +141,13 @@ class Pipeline:
             while not exporter.enqueue(batch, timeout=1.0):
                 if exporter.queue.closed:
                     break
+
+    def _with_events(self, batch: SpanBatch) -> SpanBatch:
+        try:
+            return self.events.attach(batch)
+        except Exception:  # the spans go on without their events rather than not at all
+            log.exception("adding GenAI events to their spans failed; the batch goes on without them")
+            return batch
 
     def _fill(self, parts: list[SpanBatch]) -> list[SpanBatch]:
         """Wait up to ``batch_timeout`` for ``min_batch_spans``: processors work on columns, and

@@ -224,7 +224,7 @@ class Collector:
         tls = ServerTLS(metrics.tls, f"{key}.tls") if metrics.tls else None
         admin: Any = self._admin_app()
         if scrape_auth is not None:
-            admin = RequireAuth(admin, scrape_auth, RefusedRequests("service.telemetry", self.telemetry), None,
+            admin = RequireAuth(admin, scrape_auth, RefusedRequests("service.telemetry", self.telemetry), frozenset(),
                                 open_paths=frozenset({"/healthz", "/readyz"}))
         self.admin = ThreadedServer(admin, host, port, "metrics/health",
                                     ssl_context=tls.ssl_context() if tls else None)

@@ -42,6 +42,16 @@ class SelfTelemetry:
             "Requests a receiver refused before reading them (reason: unauthenticated).",
             ["receiver", "transport", "reason"], registry=r,
         )
+        self.receiver_log_records = Counter(
+            "lqo_receiver_log_records",
+            "OTLP log records a receiver took: GenAI events of a span (kept for it) or other (dropped).",
+            ["receiver", "transport", "kind"], registry=r,
+        )
+        self.genai_events = Counter(
+            "lqo_genai_events",
+            "GenAI events from log records: attached to their span, or expired / dropped waiting for it.",
+            ["outcome"], registry=r,
+        )
         self.exporter_sent = Counter(
             "lqo_exporter_sent_spans", "Spans an exporter wrote successfully.",
             ["exporter"], registry=r,

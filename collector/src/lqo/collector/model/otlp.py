@@ -18,12 +18,12 @@ import math
 import os
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -141,6 +141,7 @@ def parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
         raise PayloadError(f"cannot decode protobuf ExportTraceServiceRequest: {exc}") from None
 
 
+MessageT = TypeVar("MessageT", bound=Message)
 _ID_FIELDS = {"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"}
 
 
@@ -161,17 +162,22 @@ def _hex_ids_to_base64(node: Any) -> None:
 
 
 def parse_json(body: bytes) -> ExportTraceServiceRequest:
+    return parse_json_as(body, ExportTraceServiceRequest(), "resourceSpans")
+
+
+def parse_json_as(body: bytes, message: MessageT, top_key: str) -> MessageT:
+    """An OTLP/JSON export request (ids in hex) into ``message``; PayloadError if it is not one."""
     try:
         doc = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
-        raise PayloadError("OTLP/JSON body must be an object with a 'resourceSpans' array")
+        raise PayloadError(f"OTLP/JSON body must be an object with a {top_key!r} array")
     _hex_ids_to_base64(doc)
     try:
-        return json_format.ParseDict(doc, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+        return json_format.ParseDict(doc, message, ignore_unknown_fields=True)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise PayloadError(f"not an OTLP/JSON ExportTraceServiceRequest: {exc}") from None
+        raise PayloadError(f"not an OTLP/JSON {type(message).__name__}: {exc}") from None
 
 
 def decode_request(request: ExportTraceServiceRequest, wire_bytes: int = 0) -> DecodeResult:

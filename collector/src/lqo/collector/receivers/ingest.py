@@ -10,7 +10,9 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from lqo.collector.model.genai_events import LogsDecodeResult
 from lqo.collector.model.otlp import DecodeResult, PayloadError
 from lqo.collector.pipeline import Pipeline
 from lqo.collector.telemetry import LogEvery, SelfTelemetry
@@ -63,12 +65,13 @@ class Ingest(RefusedRequests):
         """Count a refusal; ``spans`` is 0 when the payload could not even be counted."""
         self.telemetry.receiver_refused.labels(self.receiver_id, transport, reason).inc(spans)
 
-    def handle(self, body: bytes, decode: Callable[[bytes], DecodeResult], transport: str) -> Outcome:
+    def _decode(self, body: bytes, decode: Callable[[bytes], Any], transport: str) -> Any:
+        """The decoded payload, or the Outcome that refuses it."""
         if not self.pipeline.accepting:
             self.refuse(transport, "shutting_down")
             return Outcome(OutcomeKind.UNAVAILABLE, message="collector is shutting down")
         try:
-            result = decode(body)
+            return decode(body)
         except PayloadError as exc:
             self.refuse(transport, "invalid_payload")
             log.info("%s/%s: refused undecodable payload: %s", self.receiver_id, transport, exc)
@@ -76,6 +79,25 @@ class Ingest(RefusedRequests):
         except RecursionError:
             self.refuse(transport, "invalid_payload")
             return Outcome(OutcomeKind.INVALID, message="payload nests values too deeply")
+
+    def handle_logs(self, body: bytes, decode: Callable[[bytes], LogsDecodeResult], transport: str) -> Outcome:
+        """OTLP log records: the GenAI events of spans wait for their span (``genai_events``); the
+        rest are counted and dropped (the collector stores traces). ``accepted``: log records."""
+        result = self._decode(body, decode, transport)
+        if isinstance(result, Outcome):
+            return result
+        self.pipeline.events.add(result.events)
+        counted = self.telemetry.receiver_log_records
+        if result.events:
+            counted.labels(self.receiver_id, transport, "genai_event").inc(len(result.events))
+        if result.ignored:
+            counted.labels(self.receiver_id, transport, "ignored").inc(result.ignored)
+        return Outcome(OutcomeKind.ACCEPTED, len(result.events) + result.ignored)
+
+    def handle(self, body: bytes, decode: Callable[[bytes], DecodeResult], transport: str) -> Outcome:
+        result = self._decode(body, decode, transport)
+        if isinstance(result, Outcome):
+            return result
         batch = result.batch
         if result.rejected:
             self.refuse(transport, "invalid_span", result.rejected)

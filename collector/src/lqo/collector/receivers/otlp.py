@@ -42,6 +42,8 @@ class HttpConfig(StrictModel):
     endpoint: str = "127.0.0.1:4318"
     max_request_body_size: ByteSize = Field(DEFAULT_LIMIT, gt=0)
     traces_url_path: str = "/v1/traces"
+    # GenAI events of spans sent as log records (their other log records are dropped); "" turns it off
+    logs_url_path: str = "/v1/logs"
     tls: TLSServerSettings | None = None
     auth: AuthSettings | None = None  # also guards /v1/evaluate, and /api/v1/* unless query_auth is set
     # /api/v1/* (the stored spans, prompts included) with an authenticator of its own: the
@@ -134,13 +136,14 @@ class OtlpReceiver:
                               openapi_url=None)
                 app.include_router(
                     build_router(ingest, h.traces_url_path, h.max_request_body_size,
-                                 self.config.retry_after)
+                                 self.config.retry_after, h.logs_url_path)
                 )
                 for router in extra_routers or []:
                     app.include_router(router)
                 host, port = split_endpoint(h.endpoint, "endpoint")
                 asgi = app if self.auth["http"] is None and self.query_auth is None else RequireAuth(
-                    app, self.auth["http"], ingest, h.traces_url_path, self.query_auth)
+                    app, self.auth["http"], ingest, frozenset({h.traces_url_path, h.logs_url_path} - {""}),
+                    self.query_auth)
                 tls = self.tls["http"]
                 self.http = ThreadedServer(asgi, host, port, "OTLP/HTTP",
                                            ssl_context=tls.ssl_context() if tls else None)

@@ -1,4 +1,6 @@
-"""OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``.
+"""OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``, and
+``…logs.v1.LogsService/Export`` for the GenAI events among log records
+(``lqo.collector.model.genai_events``).
 
 The request arrives as raw bytes (no generated servicer), so decoding and its errors
 are ours. grpcio enforces ``max_receive_message_length`` on the decompressed message
@@ -15,19 +17,22 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
 )
 
 from lqo.collector.components import ServerAuthenticator
+from lqo.collector.model.genai_events import decode_logs_protobuf
 from lqo.collector.model.otlp import decode_protobuf
-from lqo.collector.receivers.ingest import Ingest, OutcomeKind
+from lqo.collector.receivers.ingest import Ingest, Outcome, OutcomeKind
 from lqo.collector.tls import ServerTLS
 
 log = logging.getLogger(__name__)
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 
 
 def _retry_status(message: str, delay_s: int) -> tuple[tuple[str, bytes], ...]:
@@ -80,10 +85,12 @@ class OtlpGrpcServer:
             maximum_concurrent_rpcs=workers * 16,
             interceptors=[_RequireAuth(auth, ingest)] if auth is not None else None,
         )
-        handler = grpc.unary_unary_rpc_method_handler(self._export)
-        self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),)
-        )
+        self._server.add_generic_rpc_handlers((
+            grpc.method_handlers_generic_handler(
+                SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self._export)}),
+            grpc.method_handlers_generic_handler(
+                LOGS_SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self._export_logs)}),
+        ))
         if tls is None:
             self.port = self._server.add_insecure_port(endpoint)
         else:
@@ -91,13 +98,20 @@ class OtlpGrpcServer:
         if self.port == 0:
             raise OSError(f"cannot listen for OTLP/gRPC on {endpoint}: address in use or invalid")
 
-    def _export(self, body: bytes, context: grpc.ServicerContext) -> bytes:
-        outcome = self.ingest.handle(body, decode_protobuf, "grpc")
+    def _refused(self, outcome: Outcome, context: grpc.ServicerContext) -> None:
         if outcome.kind is OutcomeKind.INVALID:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, outcome.message)
         if outcome.kind is OutcomeKind.UNAVAILABLE:
             context.set_trailing_metadata(_retry_status(outcome.message, self.retry_after_s))
             context.abort(grpc.StatusCode.UNAVAILABLE, outcome.message)
+
+    def _export_logs(self, body: bytes, context: grpc.ServicerContext) -> bytes:
+        self._refused(self.ingest.handle_logs(body, decode_logs_protobuf, "grpc"), context)
+        return ExportLogsServiceResponse().SerializeToString()
+
+    def _export(self, body: bytes, context: grpc.ServicerContext) -> bytes:
+        outcome = self.ingest.handle(body, decode_protobuf, "grpc")
+        self._refused(outcome, context)
         response = ExportTraceServiceResponse()
         if outcome.rejected:
             response.partial_success.CopyFrom(

@@ -1,4 +1,5 @@
-"""OTLP/HTTP: ``POST /v1/traces`` with protobuf or JSON bodies, optionally gzip/deflate.
+"""OTLP/HTTP: ``POST /v1/traces`` (and ``/v1/logs``, for the GenAI events among log records:
+``lqo.collector.model.genai_events``) with protobuf or JSON bodies, optionally gzip/deflate.
 
 The body limit applies after decompression and is enforced while inflating, so a
 small compressed body that would expand past it (a gzip bomb) is stopped at the limit
@@ -13,10 +14,13 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from google.rpc import status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceResponse,
@@ -27,12 +31,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lqo.collector.components import ServerAuthenticator
 from lqo.collector.http_server import json_error, media_type
+from lqo.collector.model.genai_events import decode_logs_json, decode_logs_protobuf
 from lqo.collector.model.otlp import decode_json, decode_protobuf
-from lqo.collector.receivers.ingest import Ingest, OutcomeKind, RefusedRequests
+from lqo.collector.receivers.ingest import Ingest, Outcome, OutcomeKind, RefusedRequests
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _DECODERS = {PROTOBUF: decode_protobuf, JSON: decode_json}
+_LOG_DECODERS = {PROTOBUF: decode_logs_protobuf, JSON: decode_logs_json}
 
 
 class BodyTooLarge(Exception):
@@ -115,13 +121,33 @@ def _error(http_status: int, grpc_code: int, message: str, content_type: str,
     )
 
 
-def build_router(ingest: Ingest, path: str, max_body: int, retry_after_s: int) -> APIRouter:
+def build_router(ingest: Ingest, path: str, max_body: int, retry_after_s: int,
+                 logs_path: str | None = None) -> APIRouter:
     router = APIRouter()
 
+    def traces_response(outcome: Outcome) -> Message:
+        response = ExportTraceServiceResponse()
+        if outcome.rejected:
+            response.partial_success.CopyFrom(
+                ExportTracePartialSuccess(rejected_spans=outcome.rejected, error_message=outcome.message))
+        return response
+
+    _export_route(router, path, _DECODERS, ingest.handle, traces_response, ingest, max_body, retry_after_s)
+    if logs_path:
+        _export_route(router, logs_path, _LOG_DECODERS, ingest.handle_logs,
+                      lambda outcome: ExportLogsServiceResponse(), ingest, max_body, retry_after_s)
+    return router
+
+
+def _export_route(router: APIRouter, path: str, decoders: dict[str, Any], handle: Any, respond: Any,
+                  ingest: Ingest, max_body: int, retry_after_s: int) -> None:
+    """``POST path``: an OTLP export request, decoded by ``decoders[content type]`` and taken by
+    ``handle``; ``respond`` makes the success response from its Outcome."""
+
     @router.post(path)
-    async def export_traces(request: Request) -> Response:
+    async def export(request: Request) -> Response:
         content_type = media_type(request)
-        decode = _DECODERS.get(content_type)
+        decode = decoders.get(content_type)
         if decode is None:
             ingest.refuse("http", "unsupported_media_type")
             return _error(
@@ -144,26 +170,18 @@ def build_router(ingest: Ingest, path: str, max_body: int, retry_after_s: int) -
         except ClientGone:
             return Response(status_code=400)  # never delivered; nothing was accepted
 
-        outcome = ingest.handle(body, decode, "http")
+        outcome = handle(body, decode, "http")
         if outcome.kind is OutcomeKind.INVALID:
             return _error(400, 3, outcome.message, content_type)
         if outcome.kind is OutcomeKind.UNAVAILABLE:
             return _error(503, 14, outcome.message, content_type,
                           {"Retry-After": str(retry_after_s)})
-        response = ExportTraceServiceResponse()
-        if outcome.rejected:
-            response.partial_success.CopyFrom(
-                ExportTracePartialSuccess(
-                    rejected_spans=outcome.rejected, error_message=outcome.message
-                )
-            )
+        response = respond(outcome)
         if content_type == JSON:
             payload = json_format.MessageToJson(response, indent=None).encode()
         else:
             payload = response.SerializeToString()
         return Response(payload, status_code=200, media_type=content_type)
-
-    return router
 
 
 QUERY_PREFIX = "/api/"
@@ -176,13 +194,13 @@ class RequireAuth:
     ``google.rpc.Status`` in the request's encoding, as the OTLP/HTTP spec asks of every 4xx."""
 
     def __init__(self, app: ASGIApp, auth: ServerAuthenticator | None, ingest: RefusedRequests,
-                 traces_path: str | None, query_auth: ServerAuthenticator | None = None,
+                 otlp_paths: frozenset[str] = frozenset(), query_auth: ServerAuthenticator | None = None,
                  open_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.auth = auth
         self.query_auth = query_auth
         self.ingest = ingest
-        self.traces_path = traces_path
+        self.otlp_paths = otlp_paths  # answered with a google.rpc.Status, as OTLP/HTTP asks
         self.open_paths = open_paths  # answered without credentials (health probes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -200,7 +218,7 @@ class RequireAuth:
         self.ingest.refuse_request("http", "unauthenticated", f"{client[0]}:{client[1]}" if client else "")
         message = f"missing or invalid credentials in the {auth.header} header"
         challenge = {"WWW-Authenticate": auth.challenge}
-        if scope.get("path") == self.traces_path:
+        if scope.get("path") in self.otlp_paths:
             response = _error(401, 16, message, media_type(Request(scope)), challenge)
         else:
             response = json_error(401, message, challenge)

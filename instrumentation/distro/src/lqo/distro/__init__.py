@@ -20,12 +20,15 @@ from .version import __version__
 
 __all__ = ["DEFAULTS", "LqoConfigurator", "LqoDistro", "__version__", "apply_defaults"]
 
-# The local collector's OTLP/HTTP receiver; it stores traces, so metrics and logs stay off
-# unless the user points them somewhere that takes them.
+# The local collector's OTLP/HTTP receiver. It stores traces, and takes log records for the GenAI
+# events among them (messages recorded as events, EVENT_ONLY / SPAN_AND_EVENT), which it adds to
+# their spans; the SDK exports only what is emitted through the Logs API (the logging module's
+# records stay out unless OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED is set). Metrics stay
+# off: the collector derives them from the spans.
 DEFAULTS = {
     "OTEL_TRACES_EXPORTER": "otlp",
     "OTEL_METRICS_EXPORTER": "none",
-    "OTEL_LOGS_EXPORTER": "none",
+    "OTEL_LOGS_EXPORTER": "otlp",
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
     # The collector's safety checks read message content; it never leaves the user's network.

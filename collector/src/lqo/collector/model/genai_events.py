@@ -1,0 +1,180 @@
+"""GenAI events sent as OTLP log records, put back on their spans.
+
+Several instrumentations record an LLM call's messages not on its span but as log-based events
+beside it: Node's ``@opentelemetry/instrumentation-openai`` (``gen_ai.user.message``,
+``gen_ai.choice``…, and ``gen_ai.client.inference.operation.details`` for the Responses API),
+Python's openai-v2 in ``EVENT_ONLY`` mode, any producer that follows the semantic conventions'
+events. Each log record names its span (trace and span id). The collector's checks read
+messages from spans, so the OTLP receivers take log records too (``/v1/logs``,
+``LogsService/Export``): the GenAI events among them wait in an :class:`EventBuffer`, and each
+is added to its span as a span event when the span comes through the pipeline, where
+``genai_normalize`` reads span events of these names into ``gen_ai.input.messages`` /
+``gen_ai.output.messages`` as it does for every producer. Other log records are counted and
+dropped: the collector stores traces.
+
+An event whose span has already gone through is not attached (an SDK exports log records every
+second and spans every five by default, so events usually come first); one that waits longer
+than ``ttl`` is dropped, and the buffer holds at most ``max_events``. Each outcome is counted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from lqo.collector.model.otlp import PayloadError, parse_json_as, value_to_str
+from lqo.collector.model.spanbatch import SCHEMA, SpanBatch
+
+EVENT_PREFIX = "gen_ai."
+_EVENT_NAME_ATTRIBUTE = "event.name"
+
+
+@dataclass(frozen=True)
+class Event:
+    key: str  # trace id + span id, hex: the span it belongs to
+    name: str
+    time_ns: int
+    attributes: dict[str, str]
+
+
+@dataclass
+class LogsDecodeResult:
+    events: list[Event] = field(default_factory=list)
+    ignored: int = 0  # log records that are not GenAI events of a span
+
+
+def parse_logs_protobuf(body: bytes) -> ExportLogsServiceRequest:
+    try:
+        return ExportLogsServiceRequest.FromString(body)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise PayloadError(f"cannot decode protobuf ExportLogsServiceRequest: {exc}") from None
+
+
+def parse_logs_json(body: bytes) -> ExportLogsServiceRequest:
+    return parse_json_as(body, ExportLogsServiceRequest(), "resourceLogs")
+
+
+def decode_logs(request: ExportLogsServiceRequest) -> LogsDecodeResult:
+    """The GenAI events of a span among the request's log records. An event's attributes are the
+    record's, and the top-level entries of a map body (``content``, ``message``, ``role``…), each
+    as the spans table stores values (structures as JSON): the shape of the same event recorded
+    on a span."""
+    out = LogsDecodeResult()
+    for resource_logs in request.resource_logs:
+        for scope_logs in resource_logs.scope_logs:
+            for record in scope_logs.log_records:
+                name = record.event_name or next(
+                    (kv.value.string_value for kv in record.attributes if kv.key == _EVENT_NAME_ATTRIBUTE), "")
+                if (not name.startswith(EVENT_PREFIX) or len(record.trace_id) != 16 or len(record.span_id) != 8
+                        or not any(record.span_id)):
+                    out.ignored += 1
+                    continue
+                attributes = {kv.key: value_to_str(kv.value) for kv in record.attributes
+                              if kv.key != _EVENT_NAME_ATTRIBUTE}
+                body = record.body
+                if body.WhichOneof("value") == "kvlist_value":
+                    for kv in body.kvlist_value.values:
+                        attributes.setdefault(kv.key, value_to_str(kv.value))
+                elif body.WhichOneof("value") is not None:
+                    attributes.setdefault("body", value_to_str(body))
+                out.events.append(Event(record.trace_id.hex() + record.span_id.hex(), name,
+                                        record.time_unix_nano or record.observed_time_unix_nano, attributes))
+    return out
+
+
+def decode_logs_protobuf(body: bytes) -> LogsDecodeResult:
+    return decode_logs(parse_logs_protobuf(body))
+
+
+def decode_logs_json(body: bytes) -> LogsDecodeResult:
+    return decode_logs(parse_logs_json(body))
+
+
+class EventBuffer:
+    """GenAI events waiting for their span, by span; bounded in count and in age."""
+
+    OUTCOMES = ("attached", "expired", "dropped")
+
+    def __init__(self, max_events: int = 50_000, ttl: float = 120.0, counted: dict | None = None) -> None:
+        self.max_events = max_events
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._by_span: OrderedDict[str, tuple[float, list[Event]]] = OrderedDict()  # oldest first
+        self._count = 0
+        self.counted = counted  # outcome → a counter with .inc(n): attached, expired, dropped
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _inc(self, outcome: str, n: int) -> None:
+        if self.counted is not None and n:
+            self.counted[outcome].inc(n)
+
+    def add(self, events: list[Event]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for event in events:
+                entry = self._by_span.get(event.key)
+                if entry is None:
+                    self._by_span[event.key] = (now, [event])
+                else:
+                    entry[1].append(event)
+                self._count += 1
+            self._evict(now)
+
+    def _evict(self, now: float) -> None:  # under the lock
+        expired = dropped = 0
+        while self._by_span:
+            key, (added, events) = next(iter(self._by_span.items()))
+            if now - added > self.ttl:
+                expired += len(events)
+            elif self._count > self.max_events:
+                dropped += len(events)
+            else:
+                break
+            del self._by_span[key]
+            self._count -= len(events)
+        self._inc("expired", expired)
+        self._inc("dropped", dropped)
+
+    def attach(self, batch: SpanBatch) -> SpanBatch:
+        """``batch`` with the waiting events of its spans added to their span events (the rows
+        that get some are moved to the end of the batch)."""
+        with self._lock:
+            self._evict(time.monotonic())
+            if not self._by_span or not len(batch):
+                return batch
+            table = batch.table
+            keys = pc.binary_join_element_wise(table.column("TraceId"), table.column("SpanId"), "")
+            found = self._by_span.keys() & set(keys.to_pylist())
+            if not found:
+                return batch
+            waiting = {key: self._by_span.pop(key)[1] for key in found}
+            attached = sum(len(events) for events in waiting.values())
+            self._count -= attached
+        self._inc("attached", attached)
+        matched = pc.is_in(keys, pa.array(list(found), pa.string())).to_numpy(zero_copy_only=False)
+        hits = table.filter(pa.array(matched))
+        names = hits.column("Events.Name").to_pylist()
+        stamps = hits.column("Events.Timestamp").cast(pa.list_(pa.int64())).to_pylist()
+        attrs = hits.column("Events.Attributes").to_pylist()
+        for i, key in enumerate(pc.binary_join_element_wise(hits.column("TraceId"), hits.column("SpanId"), "")
+                                .to_pylist()):
+            events = sorted(waiting[key], key=lambda e: e.time_ns)
+            names[i] = [*(names[i] or []), *(e.name for e in events)]
+            stamps[i] = [*(stamps[i] or []), *(e.time_ns for e in events)]
+            attrs[i] = [*(attrs[i] or []), *(list(e.attributes.items()) for e in events)]
+        for name, values, kind in (("Events.Name", names, None), ("Events.Timestamp", stamps, pa.list_(pa.int64())),
+                                   ("Events.Attributes", attrs, None)):
+            column_type = SCHEMA.field(name).type
+            array = pa.array(values, kind or column_type)
+            hits = hits.set_column(SCHEMA.get_field_index(name), SCHEMA.field(name), array.cast(column_type))
+        extra = sum(len(k) + len(v) for events in waiting.values() for e in events for k, v in e.attributes.items())
+        return SpanBatch(pa.concat_tables([table.filter(pa.array(~matched)), hits]), batch.approx_bytes + extra)
