@@ -124,6 +124,9 @@ def test_the_buffer_is_bounded_in_age_and_count(monkeypatch: pytest.MonkeyPatch)
     clock[0] += 61
     buffer.attach(_batch(_span_row("x" * 32, "y" * 16)))
     assert len(buffer) == 0 and counted["expired"].n == 3
+    small = EventBuffer(max_bytes=10_000, counted=counted)
+    small.add([Event(f"{i:048d}", "gen_ai.user.message", i, {"content": "x" * 4000}) for i in range(4)])
+    assert len(small) == 2 and counted["dropped"].n == 4  # bounded in bytes too
 
 
 @pytest.fixture
@@ -147,6 +150,7 @@ def test_events_and_their_span_over_http_json_and_grpc(events_collector: Any) ->
     request = good_request(1, "chat")
     span = request.resource_spans[0].scope_spans[0].spans[0]
     span.trace_id, span.span_id = TRACE, SPAN
+    span.attributes.append(_str("gen_ai.operation.name", "chat"))  # only GenAI spans are looked up
     status, _, _ = post(f"{col.http_url}/v1/traces", request.SerializeToString(), PROTOBUF)
     assert status == 200
     assert col.wait_stored(1) == 1

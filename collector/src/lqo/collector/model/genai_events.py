@@ -14,7 +14,8 @@ dropped: the collector stores traces.
 
 An event whose span has already gone through is not attached (an SDK exports log records every
 second and spans every five by default, so events usually come first); one that waits longer
-than ``ttl`` is dropped, and the buffer holds at most ``max_events``. Each outcome is counted.
+than ``ttl`` is dropped, and the buffer holds at most ``max_events`` and ``max_bytes`` (the oldest
+spans' events go first). Each outcome is counted.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class Event:
     name: str
     time_ns: int
     attributes: dict[str, str]
+
+    @property
+    def size(self) -> int:
+        """About the bytes it holds (its attributes' text)."""
+        return sum(len(k) + len(v) for k, v in self.attributes.items()) + len(self.name)
 
 
 @dataclass
@@ -98,16 +104,19 @@ def decode_logs_json(body: bytes) -> LogsDecodeResult:
 
 
 class EventBuffer:
-    """GenAI events waiting for their span, by span; bounded in count and in age."""
+    """GenAI events waiting for their span, by span; bounded in count, bytes and age."""
 
     OUTCOMES = ("attached", "expired", "dropped")
 
-    def __init__(self, max_events: int = 50_000, ttl: float = 120.0, counted: dict | None = None) -> None:
+    def __init__(self, max_events: int = 50_000, max_bytes: int = 64 * 1024**2, ttl: float = 120.0,
+                 counted: dict | None = None) -> None:
         self.max_events = max_events
+        self.max_bytes = max_bytes
         self.ttl = ttl
         self._lock = threading.Lock()
         self._by_span: OrderedDict[str, tuple[float, list[Event]]] = OrderedDict()  # oldest first
         self._count = 0
+        self._bytes = 0
         self.counted = counted  # outcome → a counter with .inc(n): attached, expired, dropped
 
     def __len__(self) -> int:
@@ -127,6 +136,7 @@ class EventBuffer:
                 else:
                     entry[1].append(event)
                 self._count += 1
+                self._bytes += event.size
             self._evict(now)
 
     def _evict(self, now: float) -> None:  # under the lock
@@ -135,32 +145,38 @@ class EventBuffer:
             key, (added, events) = next(iter(self._by_span.items()))
             if now - added > self.ttl:
                 expired += len(events)
-            elif self._count > self.max_events:
+            elif self._count > self.max_events or self._bytes > self.max_bytes:
                 dropped += len(events)
             else:
                 break
             del self._by_span[key]
             self._count -= len(events)
+            self._bytes -= sum(e.size for e in events)
         self._inc("expired", expired)
         self._inc("dropped", dropped)
 
     def attach(self, batch: SpanBatch) -> SpanBatch:
         """``batch`` with the waiting events of its spans added to their span events (the rows
-        that get some are moved to the end of the batch)."""
+        that get some are moved to the end of the batch). Only GenAI spans are looked up."""
         with self._lock:
             self._evict(time.monotonic())
             if not self._by_span or not len(batch):
                 return batch
-            table = batch.table
-            keys = pc.binary_join_element_wise(table.column("TraceId"), table.column("SpanId"), "")
+        genai = pa.array(batch.genai_mask())
+        table = batch.table
+        keys = pc.binary_join_element_wise(table.column("TraceId").filter(genai),
+                                           table.column("SpanId").filter(genai), "")
+        with self._lock:
             found = self._by_span.keys() & set(keys.to_pylist())
             if not found:
                 return batch
             waiting = {key: self._by_span.pop(key)[1] for key in found}
             attached = sum(len(events) for events in waiting.values())
             self._count -= attached
+            self._bytes -= sum(e.size for events in waiting.values() for e in events)
         self._inc("attached", attached)
-        matched = pc.is_in(keys, pa.array(list(found), pa.string())).to_numpy(zero_copy_only=False)
+        every_key = pc.binary_join_element_wise(table.column("TraceId"), table.column("SpanId"), "")
+        matched = pc.is_in(every_key, pa.array(list(found), pa.string())).to_numpy(zero_copy_only=False)
         hits = table.filter(pa.array(matched))
         names = hits.column("Events.Name").to_pylist()
         stamps = hits.column("Events.Timestamp").cast(pa.list_(pa.int64())).to_pylist()
@@ -176,5 +192,5 @@ class EventBuffer:
             column_type = SCHEMA.field(name).type
             array = pa.array(values, kind or column_type)
             hits = hits.set_column(SCHEMA.get_field_index(name), SCHEMA.field(name), array.cast(column_type))
-        extra = sum(len(k) + len(v) for events in waiting.values() for e in events for k, v in e.attributes.items())
+        extra = sum(e.size for events in waiting.values() for e in events)
         return SpanBatch(pa.concat_tables([table.filter(pa.array(~matched)), hits]), batch.approx_bytes + extra)
