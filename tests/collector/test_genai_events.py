@@ -54,9 +54,10 @@ def test_the_genai_events_of_spans_are_kept_and_the_rest_counted() -> None:
         _user_message("hi"), old_style,
         LogRecord(trace_id=TRACE, span_id=SPAN, body=AnyValue(string_value="GET /health 200")),  # an app log
         _user_message("no span", span=bytes(8)),  # no span to go to
+        _user_message("no trace", trace=bytes(16)),
         _user_message("short id", trace=b"\x01\x02"),
     ))
-    assert result.ignored == 3
+    assert result.ignored == 4
     first, second = result.events
     assert (first.key, first.name, first.time_ns) == (TRACE.hex() + SPAN.hex(), "gen_ai.user.message",
                                                       1_700_000_000_123_456_789)

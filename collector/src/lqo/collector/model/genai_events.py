@@ -79,7 +79,7 @@ def decode_logs(request: ExportLogsServiceRequest) -> LogsDecodeResult:
                 name = record.event_name or next(
                     (kv.value.string_value for kv in record.attributes if kv.key == _EVENT_NAME_ATTRIBUTE), "")
                 if (not name.startswith(EVENT_PREFIX) or len(record.trace_id) != 16 or len(record.span_id) != 8
-                        or not any(record.span_id)):
+                        or not any(record.trace_id) or not any(record.span_id)):
                     out.ignored += 1
                     continue
                 attributes = {kv.key: value_to_str(kv.value) for kv in record.attributes
