@@ -21,7 +21,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, StatusCode
+from promstack import wait_until
 
+from lqo.collector.exporters.clickhouse.factory import BACKFILL_PENDING
 from lqo.collector.exporters.clickhouse.schema import SchemaSpec
 
 PROCESSED = {"processors": {"genai_normalize": {}, "cost": {}, "prompt_injection": {}},
@@ -160,9 +162,12 @@ def test_stored_spans_are_copied_in_once_when_the_tables_are_new(make_collector:
     config = yaml.safe_load(collector.config_path.read_text())
     config["exporters"]["clickhouse"]["genai_tables"] = True
     collector.config_path.write_text(yaml.safe_dump(config))
-    collector.start()
-    assert "copied 4 stored GenAI spans into otel_traces_genai" in collector.log()
+    collector.start()  # ready at once: the copy runs in the background, day by day
+    wait_until("the copy", lambda: "copied 4 stored GenAI spans into otel_traces_genai" in collector.log())
+    assert "filling otel_traces_genai from the GenAI spans already stored: 1 day(s)" in collector.log()
     _check_calls(collector, ids)
+    [table] = collector.query("SELECT comment FROM system.tables WHERE name = 'otel_traces_genai'")
+    assert table["comment"] == ""  # no longer pending
 
     collector.stop()  # again: the views exist, nothing is copied twice
     collector.start()
@@ -261,6 +266,38 @@ def test_create_schema_false_names_the_missing_genai_tables(make_collector: Any,
     assert "or set genai_tables: false" in c.log() and "Traceback" not in c.log()
     ok = make_collector({"exporters": {"clickhouse": {**store, "genai_tables": False}}})
     assert ok.proc is not None and ok.proc.poll() is None
+
+
+def test_the_copy_goes_day_by_day_and_resumes_after_a_stop(make_collector: Any) -> None:
+    """Spans of several days are copied one day (partition) at a time; a store whose GenAI table
+    is still marked pending (a stop midway) is filled at the next start, without doubles."""
+    collector = make_collector(_with(PROCESSED, {"exporters": {"clickhouse": {"genai_tables": False}}}))
+    day = 86_400 * 10**9
+    for back in (3, 2, 1):
+        send_calls(collector.http_url, service=f"shop-{back}", t0=time.time_ns() - back * day)
+    assert collector.wait_stored(15) == 15
+    collector.stop()
+    config = yaml.safe_load(collector.config_path.read_text())
+    config["exporters"]["clickhouse"]["genai_tables"] = True
+    collector.config_path.write_text(yaml.safe_dump(config))
+    collector.start()
+    wait_until("the copy", lambda: "copied 12 stored GenAI spans into otel_traces_genai" in collector.log())
+    assert "from the GenAI spans already stored: 3 day(s)" in collector.log()
+    collector.stop()
+
+    # as if stopped midway: pending again, one day's rows gone
+    spec = SchemaSpec()
+    subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import chdb
+        c = chdb.connect({str(collector.workdir / "store")!r})
+        c.query({spec.comment_statement(spec.genai_table, BACKFILL_PENDING)!r})
+        c.query("ALTER TABLE default.otel_traces_genai DELETE WHERE ServiceName = 'shop-2' SETTINGS mutations_sync = 1")
+        c.close()
+    """)], check=True, timeout=120)
+    collector.start()
+    wait_until("the resumed copy", lambda: collector.log().count("copied 12 stored GenAI spans") == 2)
+    rows = collector.query("SELECT ServiceName, count() AS n FROM otel_traces_genai GROUP BY ServiceName ORDER BY 1")
+    assert {r["ServiceName"]: int(r["n"]) for r in rows} == {"shop-1": 4, "shop-2": 4, "shop-3": 4}
 
 
 def test_lqo_schema_prints_the_backfill(make_collector: Any) -> None:

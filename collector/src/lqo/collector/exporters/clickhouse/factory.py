@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 
 from pydantic import Field, SecretStr, field_validator
@@ -26,6 +27,8 @@ from lqo.collector.model.spanbatch import SpanBatch
 log = logging.getLogger(__name__)
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The GenAI table's comment while the spans stored before it are being copied in.
+BACKFILL_PENDING = "lqo backfill pending"
 USERNAME_ENV = "LQO_CLICKHOUSE_USERNAME"
 PASSWORD_ENV = "LQO_CLICKHOUSE_PASSWORD"
 
@@ -94,6 +97,8 @@ class ClickHouseExporter:
         self.config = config
         self.schema = config.schema()
         self.backend: Backend | None = None
+        self._backfill_thread: threading.Thread | None = None
+        self._closing = False
         self._insert_settings = {
             "materialize_skip_indexes_on_insert": int(config.materialize_skip_indexes_on_insert),
             # a view that cannot take a block (one a user added, say) must not lose the spans
@@ -118,8 +123,13 @@ class ClickHouseExporter:
                 for statement in spec.genai_view_statements():
                     self.backend.execute(statement)
                 self._update_views(present)
-            if self.schema.genai and self.schema.genai_view in missing and self.schema.table not in missing:
-                self._backfill()  # views new to a store that holds spans already
+            if spec.genai and spec.genai_view in missing and spec.table not in missing:
+                # views new to a store that holds spans already: copy those in, marked as pending
+                # on the GenAI table until done, so that a stop midway resumes at the next start
+                self.backend.execute(spec.comment_statement(spec.genai_table, BACKFILL_PENDING))
+                self._backfill()
+            elif spec.genai and present.get(spec.genai_table) == BACKFILL_PENDING:
+                self._backfill()
         else:
             if missing:
                 raise StoreError(
@@ -178,22 +188,52 @@ class ClickHouseExporter:
 
     def _backfill(self) -> None:
         """Fills the GenAI tables, just made, from the GenAI spans already stored (a store kept
-        from before they existed, or run with genai_tables: false)."""
+        from before they existed, or run with genai_tables: false): one day (partition) at a
+        time, on a thread of its own, so that neither the start nor new spans wait for a big
+        store, and no statement runs into the client's timeout. Progress is logged."""
+        self._backfill_thread = threading.Thread(target=self._fill_days, name="lqo-genai-backfill", daemon=True)
+        self._backfill_thread.start()
+
+    def _fill_days(self) -> None:
         assert self.backend is not None
         spec, started = self.schema, time.monotonic()
         genai = f"{quote_ident(spec.database)}.{quote_ident(spec.genai_table)}"
-        log.info("filling %s from the GenAI spans already stored (once, as it is new)",
-                 spec.genai_table)
         try:
-            self.backend.execute(spec.backfill_statement())
-            count = self.backend.query(f"SELECT count() FROM {genai}", "TSVRaw").decode().strip()
+            days = self.backend.query(spec.stored_days_statement(), "TSVRaw").decode().split()
         except StoreError as exc:
-            log.warning("the GenAI tables start empty: copying the stored GenAI spans into them "
-                        "failed (%s); `lqo schema --backfill` prints the statement to run", exc)
+            log.warning("the GenAI tables start empty: listing the stored days failed (%s); the next "
+                        "start tries again, or run what `lqo schema --backfill` prints", exc)
             return
-        if count != "0":
-            log.info("copied %s stored GenAI spans into %s in %.1f s", count, spec.genai_table,
-                     time.monotonic() - started)
+        log.info("filling %s from the GenAI spans already stored: %d day(s), in the background",
+                 spec.genai_table, len(days))
+        failed: list[str] = []
+        shown = time.monotonic()
+        for done, day in enumerate(days, start=1):
+            if self._closing:
+                log.info("filling %s stopped at day %d of %d; the next start goes on", spec.genai_table, done, len(days))
+                return
+            try:
+                self.backend.execute(spec.backfill_statement(day))
+            except (StoreError, ValueError) as exc:
+                if self._closing:
+                    return
+                failed.append(day)
+                log.warning("filling %s: day %s failed (%s)", spec.genai_table, day, exc)
+            if time.monotonic() - shown >= 10 and done < len(days):
+                shown = time.monotonic()
+                log.info("filling %s: %d of %d day(s) done", spec.genai_table, done, len(days))
+        try:
+            count = self.backend.query(f"SELECT count() FROM {genai}", "TSVRaw").decode().strip()
+            if not failed:
+                self.backend.execute(spec.comment_statement(spec.genai_table, ""))
+        except StoreError as exc:
+            log.warning("filling %s: could not finish (%s); the next start checks again", spec.genai_table, exc)
+            return
+        if failed:
+            log.warning("filling %s: %d day(s) failed (%s); the next start tries them again", spec.genai_table,
+                        len(failed), ", ".join(failed[:5]) + (" …" if len(failed) > 5 else ""))
+        log.info("copied %s stored GenAI spans into %s in %.1f s", count, spec.genai_table,
+                 time.monotonic() - started)
 
     def export(self, batch: SpanBatch) -> ExportResult:
         assert self.backend is not None, "export() before start()"
@@ -209,6 +249,9 @@ class ClickHouseExporter:
         return ExportResult.ok()
 
     def shutdown(self) -> None:
+        self._closing = True
+        if self._backfill_thread is not None:
+            self._backfill_thread.join(5)  # the day in progress: the store may finish it alone
         if self.backend is not None:
             self.backend.close()
 

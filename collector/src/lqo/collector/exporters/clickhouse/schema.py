@@ -11,6 +11,7 @@ each fed by a materialized view, so they fill whoever writes the spans table.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from importlib.resources import files
 from string import Template
@@ -171,16 +172,32 @@ class SchemaSpec:
         """Brings a GenAI view to ``select`` (``query``) and marks it with its version."""
         name = f"{quote_ident(self.database)}.{quote_ident(view)}"
         on_cluster = f" ON CLUSTER {quote_ident(self.cluster_name)}" if self.cluster_name else ""
-        comment = self.view_version(select).replace("'", "")
         return ([f"ALTER TABLE {name}{on_cluster} MODIFY QUERY {select}"] if query else []) + [
-            f"ALTER TABLE {name}{on_cluster} MODIFY COMMENT '{comment}'"]
+            self.comment_statement(view, self.view_version(select))]
 
-    def backfill_statement(self) -> str:
+    def comment_statement(self, table: str, comment: str) -> str:
+        name = f"{quote_ident(self.database)}.{quote_ident(table)}"
+        on_cluster = f" ON CLUSTER {quote_ident(self.cluster_name)}" if self.cluster_name else ""
+        return f"ALTER TABLE {name}{on_cluster} MODIFY COMMENT '{comment.replace(chr(39), '')}'"
+
+    def backfill_statement(self, day: str | None = None) -> str:
         """Copies the GenAI spans stored before the GenAI table's view existed into the GenAI
-        table (the roll-up's view folds them in). Spans already there (the view's, or an earlier
-        run's) are left out by SpanId, so it can run while spans arrive, and run again."""
+        table (the roll-up's view folds them in); ``day`` ('YYYY-MM-DD', a partition of both
+        tables): that day's only. Spans already there (the view's, or an earlier run's) are left
+        out by SpanId, so it can run while spans arrive, and run again."""
         genai = f"{quote_ident(self.database)}.{quote_ident(self.genai_table)}"
-        return f"INSERT INTO {genai}\n{self.genai_select(f'SpanId NOT IN (SELECT SpanId FROM {genai})')}"
+        if day is None:
+            return f"INSERT INTO {genai}\n{self.genai_select(f'SpanId NOT IN (SELECT SpanId FROM {genai})')}"
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", day):
+            raise ValueError(f"not a day: {day!r}")
+        on_day = f"toDate(Timestamp) = '{day}'"
+        return (f"INSERT INTO {genai}\n"
+                f"{self.genai_select(f'{on_day} AND SpanId NOT IN (SELECT SpanId FROM {genai} WHERE {on_day})')}")
+
+    def stored_days_statement(self) -> str:
+        """The days (partitions) the spans table holds, oldest first."""
+        return (f"SELECT DISTINCT partition FROM system.parts WHERE database = '{self.database}' "
+                f"AND table = '{self.table}' AND active ORDER BY partition")
 
     def tables(self) -> list[str]:
         """The tables and views these statements make, by name."""
