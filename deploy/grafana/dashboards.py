@@ -320,6 +320,10 @@ def collector() -> dash.Dashboard:
                                prom(rate("lqo_receiver_refused_spans_total", "reason"), "refused: {{reason}}", "B"),
                                description="Refused: queue_full and shutting_down are retried by the clients; "
                                            "invalid_* and too_large are not."))
+            .with_panel(series("GenAI events from log records per second", "short", prom(
+                rate("lqo_genai_events_total", "outcome"), "{{outcome}}"),
+                description="Messages producers send as log-based events: attached to their span, or "
+                            "expired (their span had gone through, or never came) / dropped (buffer full)."))
             .with_panel(series("Requests refused before reading", "reqps", prom(
                 rate("lqo_receiver_refused_requests_total", "transport, reason"), "{{transport}}: {{reason}}"),
                 description="unauthenticated: clients without a valid token (receivers with auth); "
