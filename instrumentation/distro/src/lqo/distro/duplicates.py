@@ -27,7 +27,8 @@ SKIP_ENV = "LQO_GENAI_SKIP_DUPLICATES"
 LQO_ENTRY_POINT = "lqo_genai_httpx"
 _DISABLED_ENV = "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS"
 
-# The instrumentor's module (an entry point's value before ':') → who ships it.
+# The instrumentor's module (an entry point's value before ':') → who ships it (named in the
+# report when the entry point does not say which distribution it came from).
 SAME_CALLS = {
     "opentelemetry.instrumentation.openai_v2": "OpenTelemetry's opentelemetry-instrumentation-openai-v2",
     "opentelemetry.instrumentation.openai": "OpenLLMetry's opentelemetry-instrumentation-openai",
@@ -71,7 +72,8 @@ def skip(entry_point: Any, environ: Mapping[str, str] | None = None) -> bool:
     shipped_by = same_calls_as_lqo(entry_point)
     if shipped_by is None or _switch(env) is False or not lqo_enabled(env):
         return False
-    _skipped.append(f"{getattr(entry_point, 'name', '?')} ({shipped_by})")
+    dist = getattr(getattr(entry_point, "dist", None), "name", None)  # the installed one, when known
+    _skipped.append(f"{getattr(entry_point, 'name', '?')} ({dist or shipped_by})")
     return True
 
 
