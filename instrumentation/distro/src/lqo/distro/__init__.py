@@ -22,9 +22,10 @@ __all__ = ["DEFAULTS", "LqoConfigurator", "LqoDistro", "__version__", "apply_def
 
 # The local collector's OTLP/HTTP receiver. It stores traces, and takes log records for the GenAI
 # events among them (messages recorded as events, EVENT_ONLY / SPAN_AND_EVENT), which it adds to
-# their spans; the SDK exports only what is emitted through the Logs API (the logging module's
-# records stay out unless OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED is set). Metrics stay
-# off: the collector derives them from the spans.
+# their spans; the SDK exports what is emitted through the Logs API (the logging module's records
+# only when a handler sends them there: OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED, or a
+# logging instrumentation that adds one; the collector counts and drops those). Metrics stay off:
+# the collector derives them from the spans.
 DEFAULTS = {
     "OTEL_TRACES_EXPORTER": "otlp",
     "OTEL_METRICS_EXPORTER": "none",
