@@ -56,6 +56,7 @@ CHECKS = {"toxicity": "lqo.toxicity.score", "hallucination": "lqo.hallucination.
           "prompt_injection": "lqo.injection.score"}
 INPUT, OUTPUT = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
 TTFC, COST, ERROR = "gen_ai.response.time_to_first_chunk", "lqo.cost.usd", "error.type"
+_NOT_CALLS = pa.array(NOT_CALLS)  # agents' and tools' spans: not calls to a model
 READ_KEYS = (*LABEL_ATTRIBUTES, INPUT, OUTPUT, TTFC, COST, FLAGS, ERROR, DUPLICATE_OF, *CHECKS.values())
 OVERFLOW = "other"
 MAX_VALUE_LENGTH = 128
@@ -190,7 +191,7 @@ class GenAIMetrics:
         cols = batch.attribute_columns(READ_KEYS, rows)
         operation = cols["gen_ai.operation.name"]
         calls = np.nonzero((_valid(operation) | _valid(cols["gen_ai.provider.name"]))
-                           & ~pc.fill_null(pc.is_in(operation, pa.array(NOT_CALLS)), False).to_numpy(zero_copy_only=False)
+                           & ~pc.fill_null(pc.is_in(operation, _NOT_CALLS), False).to_numpy(zero_copy_only=False)
                            & ~_valid(cols[DUPLICATE_OF]))[0]
         if not len(calls):
             return  # no call behind these spans (agents, tools, some gen_ai.* key), or counted by another span

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,7 +45,7 @@ class Event:
     time_ns: int
     attributes: dict[str, str]
 
-    @property
+    @cached_property
     def size(self) -> int:
         """About the bytes it holds (its attributes' text)."""
         return sum(len(k) + len(v) for k, v in self.attributes.items()) + len(self.name)
@@ -162,27 +163,25 @@ class EventBuffer:
             self._evict(time.monotonic())
             if not self._by_span or not len(batch):
                 return batch
-        genai = pa.array(batch.genai_mask())
         table = batch.table
-        keys = pc.binary_join_element_wise(table.column("TraceId").filter(genai),
-                                           table.column("SpanId").filter(genai), "")
+        keys = pc.binary_join_element_wise(table.column("TraceId"), table.column("SpanId"), "")
+        wanted = keys.filter(pa.array(batch.genai_mask()))
         with self._lock:
-            found = self._by_span.keys() & set(keys.to_pylist())
+            found = self._by_span.keys() & set(wanted.to_pylist())
             if not found:
                 return batch
             waiting = {key: self._by_span.pop(key)[1] for key in found}
             attached = sum(len(events) for events in waiting.values())
             self._count -= attached
-            self._bytes -= sum(e.size for events in waiting.values() for e in events)
+            moved = sum(e.size for events in waiting.values() for e in events)
+            self._bytes -= moved
         self._inc("attached", attached)
-        every_key = pc.binary_join_element_wise(table.column("TraceId"), table.column("SpanId"), "")
-        matched = pc.is_in(every_key, pa.array(list(found), pa.string())).to_numpy(zero_copy_only=False)
-        hits = table.filter(pa.array(matched))
+        matched = pc.is_in(keys, pa.array(list(found), pa.string()))
+        hits = table.filter(matched)
         names = hits.column("Events.Name").to_pylist()
         stamps = hits.column("Events.Timestamp").cast(pa.list_(pa.int64())).to_pylist()
         attrs = hits.column("Events.Attributes").to_pylist()
-        for i, key in enumerate(pc.binary_join_element_wise(hits.column("TraceId"), hits.column("SpanId"), "")
-                                .to_pylist()):
+        for i, key in enumerate(keys.filter(matched).to_pylist()):
             events = sorted(waiting[key], key=lambda e: e.time_ns)
             names[i] = [*(names[i] or []), *(e.name for e in events)]
             stamps[i] = [*(stamps[i] or []), *(e.time_ns for e in events)]
@@ -192,5 +191,4 @@ class EventBuffer:
             column_type = SCHEMA.field(name).type
             array = pa.array(values, kind or column_type)
             hits = hits.set_column(SCHEMA.get_field_index(name), SCHEMA.field(name), array.cast(column_type))
-        extra = sum(e.size for events in waiting.values() for e in events)
-        return SpanBatch(pa.concat_tables([table.filter(pa.array(~matched)), hits]), batch.approx_bytes + extra)
+        return SpanBatch(pa.concat_tables([table.filter(pc.invert(matched)), hits]), batch.approx_bytes + moved)
