@@ -81,6 +81,20 @@ def test_keep_originals_false_drops_what_was_moved() -> None:
     }
 
 
+def test_who_and_which_conversation_get_semconv_names() -> None:
+    """OpenLLMetry's end-user id and OpenInference's session become ``user.id`` and
+    ``gen_ai.conversation.id`` (the GenAI table's UserId and ConversationId); one already there wins."""
+    [a, b, c] = _run(_batch([
+        {"gen_ai.system": "openai", "gen_ai.user": "u-1", "session.id": "s-1"},
+        {"gen_ai.system": "openai", "llm.user": "u-2"},
+        {"gen_ai.system": "openai", "gen_ai.user": "u-3", "user.id": "app-user", "session.id": "s-3",
+         "gen_ai.conversation.id": "conv-3"},
+    ]), keep_originals=False)
+    assert (a["user.id"], a["gen_ai.conversation.id"], b["user.id"]) == ("u-1", "s-1", "u-2")
+    assert not {"gen_ai.user", "llm.user", "session.id"} & (set(a) | set(b))
+    assert (c["user.id"], c["gen_ai.conversation.id"]) == ("app-user", "conv-3")
+
+
 def test_openinference_tool_span_becomes_genai() -> None:
     batch = _batch([{"openinference.span.kind": "TOOL", "tool.name": "search"}])
     out = NormalizeProcessor(NormalizeConfig()).process(batch)

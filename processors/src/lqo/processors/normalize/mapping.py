@@ -69,6 +69,8 @@ RENAMES: dict[str, str] = {
     "gen_ai.openai.response.service_tier": "openai.response.service_tier",
     "gen_ai.server.ttft": TTFC,
     "session.id": "gen_ai.conversation.id",
+    "gen_ai.user": "user.id",  # OpenLLMetry: the request's `user` (OpenAI's end-user id)
+    "llm.user": "user.id",  # (older OpenLLMetry)
     "llm.cost.total": REPORTED_COST,
 }
 PROVIDER_KEYS = ("gen_ai.system", "llm.provider", "llm.system")
