@@ -368,6 +368,21 @@ def test_lqo_report_sums_the_window(make_collector: Any) -> None:
     assert float(stored["agent"]) > 0  # priced on its span, but its calls' spend again: not summed
     assert total["cost_usd"] == pytest.approx(openai["cost_usd"] + anthropic["cost_usd"], abs=2e-6)
 
+    # By end user and by conversation: from the calls table, the same totals as the roll-ups'.
+    for by, expected in (("user", [("u-42", 1), ("u-7", 1), ("-", 2)]), ("conversation", [("conv-7", 1), ("-", 3)])):
+        out = report("--by", by, "--format", "json", "--since", "1h")
+        assert out.returncode == 0, out.stderr
+        call_total, *keyed = [json.loads(line) for line in out.stdout.splitlines()]
+        assert call_total[by] == "all"
+        for key in ("calls", "failed_share", "input_tokens", "output_tokens", "flagged_calls", "unpriced_calls"):
+            assert call_total[key] == total[key], key
+        assert call_total["cost_usd"] == pytest.approx(total["cost_usd"], abs=1e-6)
+        assert sorted((r[by], r["calls"]) for r in keyed) == sorted(expected)
+    [u42] = [json.loads(line) for line in report("--by", "user", "--format", "json").stdout.splitlines()
+             if json.loads(line)["user"] == "u-42"]
+    assert (u42["input_tokens"], u42["p95_s"], u42["ttfc_p95_s"]) == (1200, 1.5, 0.25) and u42["cost_usd"] > 0
+    assert report("--by", "user", "--top", "1", "--format", "json").stdout.count("\n") == 2  # the total + 1
+
     table = report("--by", "service")
     assert table.returncode == 0 and "shop" in table.stdout and "cost_usd" in table.stdout
     assert "gpt-4o" not in table.stdout and "nan" not in report().stdout  # NULL where nothing streamed

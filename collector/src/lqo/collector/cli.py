@@ -212,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="the GenAI calls of a recent window: calls, failures, latency, "
                                        "tokens, spend and flags by service and model")
     rp.add_argument("--since", default="24h", help="the window: 90m, 24h, 7d… (default 24h)")
-    rp.add_argument("--by", choices=("model", "service", "provider", "request_model"), default="model",
-                    help="rows per service+provider+model (default), per service, provider or model")
+    rp.add_argument("--by", choices=("model", "service", "provider", "request_model", "user", "conversation"),
+                    default="model", help="rows per service+provider+model (default), per service, provider or "
+                    "model; per end user (user.id) or conversation (gen_ai.conversation.id), read from the calls")
     rp.add_argument("--top", type=int, default=50, help="at most this many rows, largest spend first")
     rp.add_argument("--config", help="the collector's YAML config (default: built-in)")
     rp.add_argument("--format", choices=("table", "json", "csv", "tsv"), default="table")

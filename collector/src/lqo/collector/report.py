@@ -1,9 +1,14 @@
-"""``lqo report``: the GenAI calls of a recent window at a glance, from the per-minute roll-ups.
+"""``lqo report``: the GenAI calls of a recent window at a glance.
 
 Calls, failed share, latency and time-to-first-chunk percentiles, tokens, spend and flagged
 calls, by service and model (or by service, provider or model alone), and a total. Calls are
-calls to a model: agents' and tools' spans (``NOT_CALLS``) are left out. One
-read-only query of ``<table>_genai_1m``: as cheap over a month as over an hour.
+calls to a model: agents' and tools' spans (``NOT_CALLS``) are left out. One read-only query of
+the per-minute roll-ups ``<table>_genai_1m``: as cheap over a month as over an hour.
+
+By end user (``user.id``, else ``enduser.id``) or by conversation (``gen_ai.conversation.id``)
+the same figures come from the GenAI calls table ``<table>_genai`` itself: the roll-ups do not
+keep those keys (one row per user and minute would be as many rows as calls). That query reads
+the window's calls, so it costs in proportion to them; calls without the key are one row, ``-``.
 """
 
 from __future__ import annotations
@@ -17,13 +22,21 @@ GROUPS = {  # --by → (column, output name) of each key
     "provider": (("Provider", "provider"),),
     "request_model": (("RequestModel", "model"),),
 }
+CALL_GROUPS = {  # --by → the GenAI table's column, and the output name: read from calls, not roll-ups
+    "user": ("UserId", "user"),
+    "conversation": ("ConversationId", "conversation"),
+}
+BY = (*GROUPS, *CALL_GROUPS)
+_CALLS_ONLY = f"Operation NOT IN ({', '.join(repr(op) for op in NOT_CALLS)})"
 
 
 def report_sql(schema: SchemaSpec, since_seconds: float, by: str = "model", top: int = 50) -> str:
     """The report over the last ``since_seconds``, grouped as ``GROUPS[by]``, with a total row
     (the keys of which read ``all``); largest spend first, then most calls."""
+    if by in CALL_GROUPS:
+        return _calls_sql(schema, since_seconds, by, top)
     if by not in GROUPS:
-        raise ValueError(f"unknown grouping {by!r}; use one of {', '.join(GROUPS)}")
+        raise ValueError(f"unknown grouping {by!r}; use one of {', '.join(BY)}")
     keys = GROUPS[by]
     key_select = ", ".join(f"if(grouping({column}) = 1, 'all', {column}) AS {name}" for column, name in keys)
     columns = ", ".join(column for column, _ in keys)
@@ -42,7 +55,32 @@ def report_sql(schema: SchemaSpec, since_seconds: float, by: str = "model", top:
        sum(FlaggedCalls) AS flagged_calls
 FROM {table}
 WHERE Minute >= toStartOfMinute(now() - INTERVAL {window} SECOND)
-  AND Operation NOT IN ({", ".join(f"'{op}'" for op in NOT_CALLS)})
+  AND {_CALLS_ONLY}
 GROUP BY GROUPING SETS (({columns}), ())
 ORDER BY grouping({keys[0][0]}) DESC, cost_usd DESC, calls DESC
+LIMIT {int(top) + 1}"""
+
+
+def _calls_sql(schema: SchemaSpec, since_seconds: float, by: str, top: int) -> str:
+    """The same figures from the calls themselves, for a key the roll-ups do not keep."""
+    column, name = CALL_GROUPS[by]
+    table = f"{quote_ident(schema.database)}.{quote_ident(schema.genai_table)}"
+    window = max(60, int(since_seconds))
+    return f"""SELECT multiIf(grouping({column}) = 1, 'all', {column} = '', '-', {column}) AS {name},
+       count() AS calls,
+       round(countIf(StatusCode = 'Error' OR ErrorType != '') / count(), 4) AS failed_share,
+       round(quantileTDigest(0.5)(Duration) / 1e9, 3) AS p50_s,
+       round(quantileTDigest(0.95)(Duration) / 1e9, 3) AS p95_s,
+       if(isNaN(quantileTDigestIf(0.95)(ifNull(TimeToFirstChunk, 0), TimeToFirstChunk IS NOT NULL) AS ttfc),
+          NULL, round(ttfc, 3)) AS ttfc_p95_s,
+       sum(InputTokens) AS input_tokens,
+       sum(OutputTokens) AS output_tokens,
+       round(sum(ifNull(CostUsd, 0)), 6) AS cost_usd,
+       countIf(CostSource = 'unknown_model') AS unpriced_calls,
+       countIf(notEmpty(Flags)) AS flagged_calls
+FROM {table}
+WHERE Timestamp >= now() - INTERVAL {window} SECOND
+  AND {_CALLS_ONLY}
+GROUP BY GROUPING SETS (({column}), ())
+ORDER BY grouping({column}) DESC, cost_usd DESC, calls DESC
 LIMIT {int(top) + 1}"""
