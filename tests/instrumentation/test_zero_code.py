@@ -135,6 +135,39 @@ def test_messages_recorded_as_events_reach_their_span(make_collector: Any) -> No
     assert 'lqo_genai_events_total{outcome="attached"} 2.0' in collector.metrics()
 
 
+def test_calls_are_reported_by_user_and_conversation(make_collector: Any) -> None:
+    """Who and which conversation, end to end: baggage (from a W3C header, and set in code) and a
+    request's own end-user field reach the GenAI table through the collector's default
+    processing, and ``lqo report --by user|conversation`` sums the calls per key."""
+    collector = make_collector({"processors": {"genai_normalize": {}, "cost": {}},
+                                "service": {"pipelines": {"traces": {"processors": ["genai_normalize", "cost"]}}}})
+    chat = load_cassette(RECORDINGS / "openai" / "openai__test_chat_completion_metrics.yaml")
+    with ReplayServer(chat) as srv:
+        out = subprocess.run([str(BIN / "lqo-instrument"), sys.executable, str(APP.parent / "support_app.py")],
+                             env=_app_env(srv.url, OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_url),
+                             capture_output=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == b"done", out.stderr.decode()
+    assert collector.wait_stored(5, table="otel_traces_genai") == 5
+    rows = collector.query("SELECT UserId, ConversationId, CostUsd FROM otel_traces_genai ORDER BY Timestamp")
+    assert [(r["UserId"], r["ConversationId"]) for r in rows] == [
+        ("u-ann", "conv-1"), ("u-ann", "conv-1"), ("u-bob", "thread-9"), ("hashed-cy", ""), ("", "")]
+    per_call = float(rows[0]["CostUsd"])
+    assert per_call > 0
+
+    def report(by: str) -> dict[str, dict[str, Any]]:
+        done = subprocess.run([str(BIN / "lqo"), "report", "--config", str(collector.config_path), "--by", by,
+                               "--format", "json"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return {row[by]: row for row in map(json.loads, done.stdout.splitlines())}
+
+    users = report("user")
+    assert {k: v["calls"] for k, v in users.items()} == {"all": 5, "u-ann": 2, "u-bob": 1, "hashed-cy": 1, "-": 1}
+    assert users["u-ann"]["cost_usd"] == pytest.approx(2 * per_call, abs=1e-6)  # (rounded to µ$)
+    assert list(users)[:2] == ["all", "u-ann"]  # the total, then the largest spend
+    conversations = report("conversation")
+    assert {k: v["calls"] for k, v in conversations.items()} == {"all": 5, "conv-1": 2, "thread-9": 1, "-": 2}
+
+
 def test_lqo_instrument_usage() -> None:
     out = subprocess.run([str(BIN / "lqo-instrument")], capture_output=True, timeout=60)
     assert out.returncode == 2 and b"usage: lqo-instrument" in out.stderr

@@ -56,7 +56,9 @@ class HttpxGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     ``content_max_bytes`` (per attribute; default ``LQO_GENAI_CONTENT_MAX_BYTES`` or 32 KiB),
     ``provider_hosts`` (``{"host[:port]": "provider"}`` for self-hosted servers), ``defer``
     (default ``LQO_GENAI_DEFER``, true: decode and end spans on a background thread, see
-    ``_worker``; false: inline, before the call returns).
+    ``_worker``; false: inline, before the call returns), ``baggage_keys`` (the baggage entries
+    copied onto GenAI spans, e.g. ``["user.id", "app.*"]``; default ``LQO_GENAI_BAGGAGE_KEYS``,
+    else user and conversation ids, see ``_baggage``; ``"none"``: none).
     """
 
     def __init__(self) -> None:
@@ -95,6 +97,7 @@ class HttpxGenAIInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             content_max_bytes=kwargs.get("content_max_bytes"),
             provider_hosts=kwargs.get("provider_hosts"),
             defer=kwargs.get("defer"),
+            baggage_keys=kwargs.get("baggage_keys"),
         )
         self._tel = tel
         for name in CLIENT_MODULES:

@@ -307,6 +307,9 @@ class Call:
         if error is not None:
             error_type = type(error).__qualname__
             out[_ERROR_TYPE] = error_type
+        keys = self._tel.baggage_keys
+        if keys:  # who and which conversation, from the caller's baggage (_baggage)
+            out.update(keys.attributes(self._ctx, out))
         span = self.span
         if rec.capture:
             content = self._content_attributes(out)

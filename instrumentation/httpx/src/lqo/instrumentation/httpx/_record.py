@@ -87,6 +87,16 @@ def as_str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+# An identifier (a user's, a conversation's) longer than this is left out, not cut: cut, it
+# could name someone else.
+MAX_ID_CHARS = 256
+
+
+def as_id(value: Any) -> str | None:
+    """An identifier from a request or response: a non-empty string of at most ``MAX_ID_CHARS``."""
+    return value if isinstance(value, str) and value and len(value) <= MAX_ID_CHARS else None
+
+
 def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 

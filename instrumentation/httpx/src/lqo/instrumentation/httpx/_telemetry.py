@@ -11,6 +11,7 @@ from opentelemetry.metrics import get_meter
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.schemas import Schemas
 
+from ._baggage import BaggageKeys
 from ._content import CaptureMode, capture_mode_from_env, max_bytes_from_env
 from ._spans import SpanStarter
 from ._worker import Worker, defer_from_env
@@ -45,6 +46,7 @@ class Telemetry:
         content_max_bytes: int | None = None,
         provider_hosts: dict[str, str] | None = None,
         defer: bool | None = None,
+        baggage_keys: str | list[str] | tuple[str, ...] | None = None,
     ) -> None:
         schema = Schemas.V1_37_0.value if hasattr(Schemas, "V1_37_0") else None
         self.tracer = trace.get_tracer(SCOPE, __version__, tracer_provider, schema_url=schema)
@@ -69,6 +71,7 @@ class Telemetry:
         )
         self.capture_mode = capture_mode if capture_mode is not None else capture_mode_from_env()
         self.content_max_bytes = content_max_bytes or max_bytes_from_env()
+        self.baggage_keys = BaggageKeys(baggage_keys)
         self.router = Router(provider_hosts)
         self.routes = self.router.cache  # path → route or None, for the call path to read directly
         self._logger_provider = logger_provider

@@ -18,7 +18,13 @@ from .._record import (
     read_texts,
     text_part,
 )
-from .base import request_params, set_response_identity, set_usage_without_cache, tool_definitions
+from .base import (
+    request_params,
+    set_identity,
+    set_response_identity,
+    set_usage_without_cache,
+    tool_definitions,
+)
 
 
 def _block_parts(content: Any) -> list[dict[str, Any]]:
@@ -74,6 +80,7 @@ class Messages:
     def request(self, operation: str, body: dict[str, Any], rec: CallRecord) -> None:
         request_params(body, rec, {"max_tokens": ga.GEN_AI_REQUEST_MAX_TOKENS,
                                    "max_tokens_to_sample": ga.GEN_AI_REQUEST_MAX_TOKENS})
+        set_identity(rec, as_dict(body.get("metadata")).get("user_id"))
         if not rec.capture:
             return
         if operation == "text_completion":

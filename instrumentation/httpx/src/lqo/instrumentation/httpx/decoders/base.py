@@ -6,7 +6,10 @@ from typing import Any, Protocol
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
-from .._record import CallRecord, as_int, as_list, as_number, as_str
+from .._record import CallRecord, as_id, as_int, as_list, as_number, as_str
+
+USER_ID = "user.id"
+CONVERSATION_ID = "gen_ai.conversation.id"
 
 # Request parameters that carry the same meaning across families: body key -> attribute.
 COMMON_PARAMS = {
@@ -74,6 +77,22 @@ def request_params(body: dict[str, Any], rec: CallRecord, extra: dict[str, str] 
         attrs[ga.GEN_AI_REQUEST_STOP_SEQUENCES] = stop
     if body.get("stream") is True:
         attrs[ga.GEN_AI_REQUEST_STREAM] = True
+
+
+def set_identity(rec: CallRecord, user: Any = None, conversation: Any = None) -> None:
+    """The end user (``user.id``) and conversation (``gen_ai.conversation.id``) a request names.
+    An identifier over ``MAX_ID_CHARS`` is left out, not cut."""
+    user = as_id(user)
+    if user:
+        rec.attrs[USER_ID] = user
+    conversation = as_id(conversation)
+    if conversation:
+        rec.attrs[CONVERSATION_ID] = conversation
+
+
+def openai_user(body: dict[str, Any]) -> Any:
+    """OpenAI's end-user identifier: ``safety_identifier``, or the older ``user`` it replaces."""
+    return as_id(body.get("safety_identifier")) or body.get("user")
 
 
 def set_tokens(rec: CallRecord, input_tokens: Any = None, output_tokens: Any = None) -> None:

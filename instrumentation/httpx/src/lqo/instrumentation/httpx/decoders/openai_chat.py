@@ -22,7 +22,14 @@ from .._record import (
     read_texts,
     text_part,
 )
-from .base import request_params, set_response_identity, set_tokens, tool_definitions
+from .base import (
+    openai_user,
+    request_params,
+    set_identity,
+    set_response_identity,
+    set_tokens,
+    tool_definitions,
+)
 
 OPENAI_PARAMS = {
     "max_tokens": ga.GEN_AI_REQUEST_MAX_TOKENS,
@@ -32,6 +39,7 @@ OPENAI_PARAMS = {
 
 def common_openai_request(body: dict[str, Any], rec: CallRecord) -> None:
     request_params(body, rec, OPENAI_PARAMS)
+    set_identity(rec, openai_user(body))
     n = as_int(body.get("n"))
     if n is not None and n != 1:
         rec.attrs[ga.GEN_AI_REQUEST_CHOICE_COUNT] = n

@@ -7,6 +7,7 @@ from typing import Any
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
 from .._record import CallRecord, as_dict, as_int, as_list, as_str, text_part
+from .base import set_identity
 from .openai_chat import openai_usage
 
 
@@ -24,6 +25,7 @@ class Embeddings:
         dims = as_int(body.get("dimensions"))
         if dims is not None:
             rec.attrs[ga.GEN_AI_EMBEDDINGS_DIMENSION_COUNT] = dims
+        set_identity(rec, body.get("user"))
         if rec.capture:
             inputs = body.get("input")
             inputs = inputs if isinstance(inputs, list) else [inputs]

@@ -8,7 +8,14 @@ from typing import Any
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 
 from .._record import CallRecord, as_dict, as_int, as_list, as_str, parse_arguments, text_part
-from .base import request_params, set_response_identity, set_tokens, tool_definitions
+from .base import (
+    openai_user,
+    request_params,
+    set_identity,
+    set_response_identity,
+    set_tokens,
+    tool_definitions,
+)
 from .openai_chat import chat_messages
 
 _TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
@@ -81,6 +88,9 @@ class Responses:
 
     def request(self, operation: str, body: dict[str, Any], rec: CallRecord) -> None:
         request_params(body, rec, {"max_output_tokens": ga.GEN_AI_REQUEST_MAX_TOKENS})
+        conversation = body.get("conversation")  # an id, or {"id": …}
+        set_identity(rec, openai_user(body),
+                     as_dict(conversation).get("id") if isinstance(conversation, dict) else conversation)
         fmt = as_dict(as_dict(body.get("text")).get("format")).get("type")
         if isinstance(fmt, str):
             rec.attrs[ga.GEN_AI_OUTPUT_TYPE] = "json" if fmt.startswith("json") else fmt
