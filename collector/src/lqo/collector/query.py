@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from lqo.collector.exporters.clickhouse.backends import Backend, StoreError
 from lqo.collector.http_server import json_error
@@ -85,8 +86,9 @@ def build_query_router(get_backend: Callable[[], Backend | None]) -> APIRouter:
         backend = get_backend()
         if backend is None:
             return json_error(503, "store not ready")
-        try:
-            body = run_query(backend, req.sql, req.format)
+        try:  # on a worker thread: the event loop also serves OTLP/HTTP intake, which a long
+            # query must not hold up
+            body = await run_in_threadpool(run_query, backend, req.sql, req.format)
         except QueryRefused as exc:
             return json_error(400, str(exc))
         except StoreError as exc:
