@@ -525,6 +525,10 @@ def test_a_query_token_of_its_own_keeps_senders_out_of_the_stored_data(make_coll
     assert status("/api/v1/query", "sender-token", query, "application/json") == 401
     assert status("/api/v1/query", None, query, "application/json") == 401
     assert status("/api/v1/query", "reader-token", query, "application/json") == 200
+    erase = json.dumps({"user": "u-1"}).encode()  # erasing stored data: the readers' token too
+    assert status("/api/v1/erase", "sender-token", erase, "application/json") == 401
+    assert status("/api/v1/erase", None, erase, "application/json") == 401
+    assert status("/api/v1/erase", "reader-token", erase, "application/json") == 200
     assert _grpc_export(col.grpc_endpoint, None, (("authorization", "Bearer sender-token"),)) is grpc.StatusCode.OK
     _send(HttpExporter(endpoint=f"{col.http_url}/v1/traces", headers={"authorization": "Bearer sender-token"}),
           "app", 2)

@@ -1,4 +1,4 @@
-"""``lqo collector`` and ``lqo query``."""
+"""``lqo collector``, ``schema``, ``report``, ``erase`` and ``query``."""
 
 from __future__ import annotations
 
@@ -51,8 +51,15 @@ def _collector(args: argparse.Namespace) -> int:
 
 
 def _query_via_collector(built: BuiltConfig, sql: str, fmt: str) -> bytes | None:
-    """Ask a running collector (it holds the embedded store); None if none is running. Over
-    TLS and with the token when the collector's HTTP server asks for them (both from the config)."""
+    """Ask a running collector (it holds the embedded store); None if none is running."""
+    return _via_collector(built, "/api/v1/query", {"sql": sql, "format": fmt}, "lqo query")
+
+
+def _via_collector(built: BuiltConfig, path: str, payload: dict[str, Any], command: str,
+                   timeout: float = 60) -> bytes | None:
+    """POST ``payload`` to a running collector's ``path`` (``/api/v1/…``: the collector holds the
+    embedded store); None if none is running. Over TLS and with the token when the collector's
+    HTTP server asks for them (both from the config)."""
     from lqo.collector.extensions.bearertokenauth import BearerTokenAuthConfig, client_header
     from lqo.collector.http_server import split_endpoint
     from lqo.collector.tls import pinned_client_context
@@ -72,19 +79,19 @@ def _query_via_collector(built: BuiltConfig, sql: str, fmt: str) -> bytes | None
             if reference is not None:
                 auth = built.components["extensions"][reference.authenticator]
                 if not isinstance(auth, BearerTokenAuthConfig):
-                    raise QueryFailed(f"{key}: lqo query can only send a bearertokenauth token")
+                    raise QueryFailed(f"{key}: {command} can only send a bearertokenauth token")
                 name, value = client_header(auth, f"extensions.{reference.authenticator}")
                 headers[name] = value
         except (OSError, ValueError, ssl.SSLError) as exc:
             raise QueryFailed(f"{key}: cannot prepare the request to the collector: {exc}") from None
         scheme = "https" if context else "http"
         request = urllib.request.Request(
-            f"{scheme}://{host if ':' not in host else f'[{host}]'}:{port}/api/v1/query",
-            data=json.dumps({"sql": sql, "format": fmt}).encode(),
+            f"{scheme}://{host if ':' not in host else f'[{host}]'}:{port}{path}",
+            data=json.dumps(payload).encode(),
             headers=headers,
         )
         try:
-            with urllib.request.urlopen(request, timeout=60, context=context) as response:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
                 return response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")
@@ -175,6 +182,39 @@ def _report(args: argparse.Namespace) -> int:
     return _print_read(built, report_sql(store.schema(), since, args.by, args.top), args.format, "report")
 
 
+def _erase(args: argparse.Namespace) -> int:
+    from lqo.collector.erase import EraseRefused, Selector, erase, outcome_text
+    from lqo.collector.exporters.clickhouse.backends import StoreError, open_backend
+    from lqo.collector.service import validate_config
+
+    kind, value = next((k, v) for k in ("user", "conversation", "trace") if (v := getattr(args, k)) is not None)
+    try:
+        selector = Selector(kind, value)
+    except EraseRefused as exc:
+        raise ConfigError(f"--{kind}: {exc}") from None
+    built = validate_config(_load(args.config))
+    store = next(iter(_stores(built, "erase").values()))
+    try:
+        answer = None
+        if store.endpoint.startswith("embedded://"):
+            answer = _via_collector(built, "/api/v1/erase", {kind: selector.value, "confirm": args.yes},
+                                    "lqo erase", timeout=3600)
+        if answer is not None:
+            outcome = json.loads(answer)
+        else:
+            backend = open_backend(store.endpoint, store.resolved_username(), store.resolved_password(),
+                                   max(store.timeout, 3600))
+            try:
+                outcome = vars(erase(backend, store.schema(), selector, args.yes))
+            finally:
+                backend.close()
+    except (StoreError, QueryFailed) as exc:
+        print(f"lqo erase: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(json.dumps(outcome) if args.format == "json" else outcome_text(outcome))
+    return 0
+
+
 def _schema(args: argparse.Namespace) -> int:
     from lqo.collector.service import validate_config
 
@@ -219,6 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--config", help="the collector's YAML config (default: built-in)")
     rp.add_argument("--format", choices=("table", "json", "csv", "tsv"), default="table")
     rp.set_defaults(func=_report)
+
+    er = sub.add_parser("erase", help="erase every stored trace that names a user or conversation "
+                                      "(a data-subject request); counts only, without --yes")
+    who = er.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="the traces with a span whose user.id or enduser.id is this")
+    who.add_argument("--conversation", help="… whose gen_ai.conversation.id or session.id is this")
+    who.add_argument("--trace", help="one trace, by its 32-hex-digit id")
+    er.add_argument("--yes", action="store_true", help="erase them (without it: only count them)")
+    er.add_argument("--config", help="the collector's YAML config (default: built-in)")
+    er.add_argument("--format", choices=("text", "json"), default="text")
+    er.set_defaults(func=_erase)
 
     q = sub.add_parser("query", help="run a read-only SQL query against the configured store")
     q.add_argument("sql", help='e.g. "SELECT SpanName, count() FROM otel_traces GROUP BY 1"')

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from lqo.collector.components import ComponentContext, component_type, factories
 from lqo.collector.config import ByteSize, ConfigError, Duration, StrictModel, validate_section
+from lqo.collector.erase import build_erase_router
 from lqo.collector.evaluate import build_evaluate_router
 from lqo.collector.exporterhelper import (
     BatchConfig,
@@ -24,6 +25,7 @@ from lqo.collector.exporterhelper import (
 )
 from lqo.collector.exporters.clickhouse.backends import Backend
 from lqo.collector.exporters.clickhouse.factory import ClickHouseExporter
+from lqo.collector.exporters.clickhouse.schema import SchemaSpec
 from lqo.collector.extensions.file_storage import resolve_storage
 from lqo.collector.http_server import ThreadedServer, split_endpoint
 from lqo.collector.pipeline import NamedProcessor, Pipeline
@@ -261,6 +263,14 @@ class Collector:
                 return queued.exporter.backend
         return None
 
+    def erase_target(self) -> tuple[Backend, SchemaSpec] | None:
+        """The store ``/api/v1/erase`` erases from (the one ``/api/v1/query`` reads) and its schema."""
+        for queued in self.exporters:
+            if isinstance(queued.exporter, ClickHouseExporter):
+                backend = queued.exporter.backend
+                return (backend, queued.exporter.schema) if backend is not None else None
+        return None
+
     def _admin_app(self) -> FastAPI:
         app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
         registry = self.telemetry.registry
@@ -294,7 +304,8 @@ class Collector:
         self.admin.start()
         try:
             self.pipeline.start()
-            routers = [build_query_router(self.query_backend), build_evaluate_router(self)]
+            routers = [build_query_router(self.query_backend), build_erase_router(self.erase_target),
+                       build_evaluate_router(self)]
             for receiver in self.receivers:
                 receiver.start(self.pipeline, routers)
         except Exception:
