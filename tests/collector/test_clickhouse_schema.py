@@ -81,9 +81,10 @@ def test_ttl_and_ttl_only_drop_parts_land_in_the_table(make_collector):
 def test_cluster_rendering_is_valid_clickhouse_sql(chdb_store):
     writer, _ = chdb_store
     statements = SchemaSpec("otel", "otel_traces", 7 * 86400, "prod").statements()
-    # database, spans, trace-id lookup and its view; GenAI table, roll-up, the roll-up's view, the GenAI view
+    # database, spans, trace-id lookup and its view; GenAI table, roll-up, evaluations, the roll-up's
+    # view, the GenAI view
     engines = ["", "ReplicatedMergeTree", "ReplicatedAggregatingMergeTree", "", "ReplicatedMergeTree",
-               "ReplicatedAggregatingMergeTree", "", ""]
+               "ReplicatedAggregatingMergeTree", "ReplicatedMergeTree", "", ""]
     for sql, engine in zip(statements, engines, strict=True):
         assert "ON CLUSTER `prod`" in sql
         escaped = sql.replace("\\", "\\\\").replace("'", "\\'")

@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 from conftest import LQO
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, set_span_in_context
 from test_bad_input import post
 
 from lqo.collector.erase import CHUNK, EraseRefused, Selector, literal, traces_sql
@@ -26,22 +29,34 @@ PROCESSED = {"processors": {"genai_normalize": {}, "cost": {}},
 ASKED = '[{"role":"user","parts":[{"type":"text","content":"My card is 4111 1111 1111 1111"}]}]'
 
 
-def _chat(tracer: Any, **attributes: Any) -> None:
-    tracer.start_span("chat gpt-4o", kind=SpanKind.CLIENT, attributes={
+def _chat(tracer: Any, **attributes: Any) -> Any:
+    span = tracer.start_span("chat gpt-4o", kind=SpanKind.CLIENT, attributes={
         "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
-        "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 20, **attributes}).end()
+        "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 20, **attributes})
+    span.end()
+    return span
+
+
+def _feedback(logger: Any, label: str, **kw: Any) -> None:
+    attributes = {"gen_ai.evaluation.name": "user_feedback", "gen_ai.evaluation.score.label": label}
+    if "response_id" in kw:
+        attributes["gen_ai.response.id"] = kw.pop("response_id")
+    logger.emit(event_name="gen_ai.evaluation.result", attributes=attributes, **kw)
 
 
 def send_traces(url: str) -> dict[str, str]:
-    """Five traces, by what names whom; their ids."""
+    """Five traces, by what names whom, and feedback on three calls; the traces' ids."""
     provider = TracerProvider(resource=Resource.create({"service.name": "support"}))
     provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{url}/v1/traces")))
     tracer = provider.get_tracer("app")
+    logs = LoggerProvider(resource=Resource.create({"service.name": "support"}))
+    logs.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"{url}/v1/logs")))
+    logger = logs.get_logger("feedback")
     ids: dict[str, str] = {}
     # ann's request: the server span names her (enduser.id); the call under it too; a tool span
     # carries the prompt without naming anyone
     with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER, attributes={"enduser.id": "ann"}) as root:
-        _chat(tracer, **{"user.id": "ann", "gen_ai.input.messages": ASKED})
+        call = _chat(tracer, **{"user.id": "ann", "gen_ai.input.messages": ASKED, "gen_ai.response.id": "resp-ann"})
         tracer.start_span("execute_tool lookup", attributes={"gen_ai.operation.name": "execute_tool",
                                                              "gen_ai.tool.call.arguments": '{"card": "4111"}'}).end()
         ids["ann_request"] = f"{root.get_span_context().trace_id:032x}"
@@ -49,7 +64,7 @@ def send_traces(url: str) -> dict[str, str]:
         tracer.start_span("GET /profile", attributes={"user.id": "ann"}).end()
         ids["ann_job"] = f"{root.get_span_context().trace_id:032x}"
     with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER) as root:
-        _chat(tracer, **{"user.id": "bob", "gen_ai.conversation.id": "conv-9"})
+        _chat(tracer, **{"user.id": "bob", "gen_ai.conversation.id": "conv-9", "gen_ai.response.id": "resp-bob"})
         ids["bob"] = f"{root.get_span_context().trace_id:032x}"
     with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER) as root:
         _chat(tracer, **{"session.id": "conv-9"})  # OpenInference's name: genai_normalize renames it
@@ -57,7 +72,12 @@ def send_traces(url: str) -> dict[str, str]:
     with tracer.start_as_current_span("POST /chat", kind=SpanKind.SERVER) as root:
         _chat(tracer, **{"user.id": "x' OR 1=1 --"})
         ids["odd"] = f"{root.get_span_context().trace_id:032x}"
+    # ann's feedback, in her call's span context and by its response id; bob's, by his
+    _feedback(logger, "thumbs_down", context=set_span_in_context(call))
+    _feedback(logger, "thumbs_down", response_id="resp-ann")
+    _feedback(logger, "thumbs_up", response_id="resp-bob")
     provider.shutdown()
+    logs.shutdown()
     return ids
 
 
@@ -78,6 +98,7 @@ def test_erasing_a_user_takes_every_trace_that_names_them_and_nothing_else(make_
     collector = make_collector(PROCESSED)
     ids = send_traces(collector.http_url)
     assert collector.wait_stored(11) == 11 and collector.wait_stored(5, table="otel_traces_genai") == 5
+    assert collector.wait_stored(3, table="otel_traces_genai_evaluations") == 3
     before, calls_before = _traces(collector), _rollup_calls(collector)
     ann = {ids["ann_request"], ids["ann_job"]}
     ann_spans = sum(n for t, n in before.items() if t in ann)
@@ -85,22 +106,24 @@ def test_erasing_a_user_takes_every_trace_that_names_them_and_nothing_else(make_
     counted = _lqo_erase(collector, "--user", "ann", "--format", "json")
     assert counted.returncode == 0, counted.stderr
     assert json.loads(counted.stdout) == {"kind": "user", "traces": 2, "spans": ann_spans, "genai_rows": 2,
-                                          "erased": False}
+                                          "evaluations": 2, "erased": False}
     assert "run again with --yes" in _lqo_erase(collector, "--user", "ann").stdout
     assert _traces(collector) == before  # counting erases nothing
 
     done = _lqo_erase(collector, "--user", "ann", "--yes")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"erased 2 trace(s): {ann_spans} span(s), 2 GenAI row(s)"
+    assert done.stdout.strip() == f"erased 2 trace(s): {ann_spans} span(s), 2 GenAI row(s), 2 evaluation result(s)"
     after = _traces(collector)
     assert after == {t: n for t, n in before.items() if t not in ann}  # the others, whole
     assert not ann & set(_traces(collector, "otel_traces_genai"))
     assert not ann & set(_traces(collector, "otel_traces_trace_id_ts"))
+    assert [r["ResponseId"] for r in collector.query("SELECT ResponseId FROM otel_traces_genai_evaluations")] == [
+        "resp-bob"]  # ann's feedback went with her call (by span and by response id); bob's stays
     assert not collector.query("SELECT count() AS n FROM otel_traces WHERE SpanAttributes['gen_ai.tool.call.arguments'] "
                                "!= '' OR SpanAttributes['gen_ai.input.messages'] LIKE '%4111%'")[0]["n"]
     assert _rollup_calls(collector) == calls_before  # counts only, no identifier: kept
     log = collector.log()
-    assert "erased 2 trace(s) (5 spans, 2 GenAI rows)" in log and "named by a user identifier" in log
+    assert "erased 2 trace(s) (5 spans, 2 GenAI rows, 2 evaluation results)" in log and "named by a user identifier" in log
     assert "ann" not in log  # never the identifier
     again = _lqo_erase(collector, "--user", "ann", "--yes")
     assert again.returncode == 0 and again.stdout.strip() == "nothing stored names this user"
@@ -109,7 +132,8 @@ def test_erasing_a_user_takes_every_trace_that_names_them_and_nothing_else(make_
     out = _lqo_erase(collector, "--conversation", "conv-9", "--yes", "--format", "json")
     assert json.loads(out.stdout)["traces"] == 2
     out = _lqo_erase(collector, "--trace", ids["odd"].upper(), "--yes", "--format", "json")
-    assert json.loads(out.stdout) == {"kind": "trace", "traces": 1, "spans": 2, "genai_rows": 1, "erased": True}
+    assert json.loads(out.stdout) == {"kind": "trace", "traces": 1, "spans": 2, "genai_rows": 1, "evaluations": 0,
+                                      "erased": True}
     assert _traces(collector) == {}
 
     # the store opened directly when no collector holds it
@@ -127,7 +151,8 @@ def test_erasing_from_a_server_store(make_collector: Any, ch_server: Any) -> Non
     assert collector.wait_stored(11, table=table) == 11
     done = _lqo_erase(collector, "--user", "ann", "--yes", "--format", "json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"kind": "user", "traces": 2, "spans": 5, "genai_rows": 2, "erased": True}
+    assert json.loads(done.stdout) == {"kind": "user", "traces": 2, "spans": 5, "genai_rows": 2, "evaluations": 2,
+                                        "erased": True}
     assert set(_traces(collector, table)) == {ids["bob"], ids["conv_9"], ids["odd"]}
     assert set(_traces(collector, f"{db}.otel_traces_genai")) == {ids["bob"], ids["conv_9"], ids["odd"]}
     assert any("ALTER TABLE" in str(r["sql"]) and "DELETE WHERE TraceId IN" in str(r["sql"]) for r in ch_server.requests)

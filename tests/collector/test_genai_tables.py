@@ -246,8 +246,10 @@ def test_ttl_and_rollup_ttl_land_in_the_tables(make_collector: Any) -> None:
     collector = make_collector({"exporters": {"clickhouse": {"ttl": "7d", "rollup_ttl": "400d"}}})
     create = {r["name"]: r["q"] for r in collector.query(
         "SELECT name, create_table_query AS q FROM system.tables WHERE name LIKE 'otel_traces_genai%'")}
-    assert set(create) == {"otel_traces_genai", "otel_traces_genai_mv", "otel_traces_genai_1m", "otel_traces_genai_1m_mv"}
+    assert set(create) == {"otel_traces_genai", "otel_traces_genai_mv", "otel_traces_genai_1m", "otel_traces_genai_1m_mv",
+                           "otel_traces_genai_evaluations"}
     assert "TTL toDateTime(Timestamp) + toIntervalDay(7)" in create["otel_traces_genai"]
+    assert "TTL toDateTime(Timestamp) + toIntervalDay(7)" in create["otel_traces_genai_evaluations"]
     assert "TTL Minute + toIntervalDay(400)" in create["otel_traces_genai_1m"]
     assert "AggregatingMergeTree" in create["otel_traces_genai_1m"]
 
@@ -261,7 +263,8 @@ def test_create_schema_false_names_the_missing_genai_tables(make_collector: Any,
     c = make_collector({"exporters": {"clickhouse": store}}, start=False)
     with pytest.raises(RuntimeError):
         c.start(timeout=30)
-    assert ("otel_traces_genai, otel_traces_genai_1m, otel_traces_genai_1m_mv, otel_traces_genai_mv missing in "
+    assert ("otel_traces_genai, otel_traces_genai_1m, otel_traces_genai_evaluations, otel_traces_genai_1m_mv, "
+            "otel_traces_genai_mv missing in "
             f"database '{ch_server.database}' and create_schema is false") in c.log()
     assert "or set genai_tables: false" in c.log() and "Traceback" not in c.log()
     ok = make_collector({"exporters": {"clickhouse": {**store, "genai_tables": False}}})

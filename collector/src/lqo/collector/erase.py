@@ -3,7 +3,8 @@
 A request to erase someone's data (GDPR art. 17 and its kin) names them by an identifier the
 spans carry: a user (``user.id`` or ``enduser.id``), a conversation (``gen_ai.conversation.id``
 or ``session.id``) or a trace id. Every trace with a span that carries the identifier is erased
-whole — from the spans table, the GenAI calls table and the trace-id lookup — since prompts and
+whole — from the spans table, the GenAI calls table, the trace-id lookup, and the evaluation
+results of its calls (by span, or by the call's response id) — since prompts and
 answers can sit on any span of the trace (a framework's, a tool's), not only on the one that
 names the user. A trace that also holds other users' calls goes too. The per-minute roll-ups
 keep their counts: they hold no identifier and no content.
@@ -83,6 +84,7 @@ class Outcome:
     traces: int
     spans: int
     genai_rows: int  # rows of the GenAI calls table (agents' and tools' spans have rows too)
+    evaluations: int  # evaluation results of those calls (by span, or by the call's response id)
     erased: bool
 
 
@@ -101,41 +103,58 @@ def traces_sql(schema: SchemaSpec, selector: Selector) -> str:
     return f"SELECT DISTINCT TraceId FROM {table} WHERE {where}"
 
 
-def _tables(schema: SchemaSpec) -> list[str]:
-    """Each table holding rows of a trace: the GenAI calls and the lookup first, the spans last
-    (a stop midway leaves the spans, from which a second run finds the traces again)."""
-    names = ([schema.genai_table] if schema.genai else []) + [schema.lookup_table, schema.table]
-    return [f"{quote_ident(schema.database)}.{quote_ident(name)}" for name in names]
+def _name(schema: SchemaSpec, table: str) -> str:
+    return f"{quote_ident(schema.database)}.{quote_ident(table)}"
 
 
-def _chunks(ids: list[str]) -> list[str]:
-    return [", ".join(literal(i) for i in ids[at:at + CHUNK]) for at in range(0, len(ids), CHUNK)]
+def _chunks(values: list[str]) -> list[str]:
+    return [", ".join(literal(v) for v in values[at:at + CHUNK]) for at in range(0, len(values), CHUNK)]
 
 
-def _count(backend: Backend, table: str, in_lists: list[str]) -> int:
+def _count(backend: Backend, table: str, where: list[str]) -> int:
     total = 0
-    for in_list in in_lists:
-        out = backend.query(f"SELECT count() FROM {table} WHERE TraceId IN ({in_list})", "TSVRaw")
+    for condition in where:
+        out = backend.query(f"SELECT count() FROM {table} WHERE {condition}", "TSVRaw")
         total += int(out.decode().strip() or 0)
     return total
 
 
+def _response_ids(backend: Backend, genai: str, in_lists: list[str]) -> list[str]:
+    """The response ids of the erased traces' calls: evaluations may name a call only by it."""
+    found: set[str] = set()
+    for in_list in in_lists:
+        out = backend.query(f"SELECT DISTINCT ResponseId FROM {genai} WHERE TraceId IN ({in_list}) "
+                            "AND ResponseId != ''", "TSVRaw")
+        found.update(line for line in out.decode().splitlines() if line)
+    return sorted(found)
+
+
 def erase(backend: Backend, schema: SchemaSpec, selector: Selector, confirm: bool) -> Outcome:
-    """Counts the traces, spans and GenAI calls ``selector`` names; erases them if ``confirm``."""
+    """Counts the traces, spans, GenAI rows and evaluation results ``selector`` names; erases
+    them if ``confirm``. Each table's rows go before the spans' (a stop midway leaves the spans,
+    from which a second run finds the traces again)."""
     found = backend.query(traces_sql(schema, selector), "TSVRaw").decode().split()
     ids = sorted({i for i in found if _TRACE_ID.fullmatch(i)})
-    in_lists = _chunks(ids)
-    tables = _tables(schema)
-    spans = _count(backend, tables[-1], in_lists)
-    calls = _count(backend, tables[0], in_lists) if schema.genai else 0
+    by_trace = [f"TraceId IN ({in_list})" for in_list in _chunks(ids)]
+    plan: list[tuple[str, list[str]]] = []  # (table, the conditions that pick its rows)
+    if schema.genai and ids:
+        genai = _name(schema, schema.genai_table)
+        responses = _response_ids(backend, genai, _chunks(ids))
+        plan += [(_name(schema, schema.evaluations_table),
+                  by_trace + [f"ResponseId IN ({in_list})" for in_list in _chunks(responses)]),
+                 (genai, by_trace)]
+    plan += [(_name(schema, schema.lookup_table), by_trace), (_name(schema, schema.table), by_trace)]
+    counts = {table: _count(backend, table, where) for table, where in plan} if ids else {}
+    spans = counts.get(_name(schema, schema.table), 0)
+    calls = counts.get(_name(schema, schema.genai_table), 0)
+    evaluations = counts.get(_name(schema, schema.evaluations_table), 0)
     if confirm and ids:
-        for table in tables:
-            for in_list in in_lists:
-                backend.execute(f"ALTER TABLE {table} DELETE WHERE TraceId IN ({in_list}) "
-                                "SETTINGS mutations_sync = 2")
-        log.info("erased %d trace(s) (%d spans, %d GenAI rows) named by a %s identifier",
-                 len(ids), spans, calls, selector.kind)
-    return Outcome(selector.kind, len(ids), spans, calls, confirm and bool(ids))
+        for table, where in plan:
+            for condition in where:
+                backend.execute(f"ALTER TABLE {table} DELETE WHERE {condition} SETTINGS mutations_sync = 2")
+        log.info("erased %d trace(s) (%d spans, %d GenAI rows, %d evaluation results) named by a %s identifier",
+                 len(ids), spans, calls, evaluations, selector.kind)
+    return Outcome(selector.kind, len(ids), spans, calls, evaluations, confirm and bool(ids))
 
 
 class EraseRequest(BaseModel):
@@ -192,7 +211,8 @@ def build_erase_router(get_target: Callable[[], tuple[Backend, SchemaSpec] | Non
 
 def outcome_text(outcome: dict[str, Any]) -> str:
     """What ``lqo erase`` prints."""
-    what = f"{outcome['traces']} trace(s): {outcome['spans']} span(s), {outcome['genai_rows']} GenAI row(s)"
+    what = (f"{outcome['traces']} trace(s): {outcome['spans']} span(s), {outcome['genai_rows']} GenAI row(s), "
+            f"{outcome['evaluations']} evaluation result(s)")
     if outcome["erased"]:
         return f"erased {what}"
     if not outcome["traces"]:

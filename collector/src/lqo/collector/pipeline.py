@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lqo.collector.components import Processor
+from lqo.collector.evaluations import EvaluationWriter
 from lqo.collector.exporterhelper import QueuedExporter
 from lqo.collector.model.genai_events import EventBuffer
 from lqo.collector.model.spanbatch import SpanBatch
@@ -80,6 +81,10 @@ class Pipeline:
         self.queue = BoundedBatchQueue(f"pipeline/{name}", queue_spans, queue_bytes, telemetry)
         # GenAI events the receivers took as log records, added to their spans before the processors
         self.events = EventBuffer(counted={o: telemetry.genai_events.labels(o) for o in EventBuffer.OUTCOMES})
+        # GenAI evaluation results the receivers took as log records, written beside the spans
+        self.evaluations = EvaluationWriter(
+            [q.exporter for q in exporters if getattr(getattr(q.exporter, "schema", None), "genai", False)
+             and hasattr(q.exporter, "insert_evaluations")], telemetry)
         self.stages = stages_of(processors) or [[]]
         # handoffs[i] carries stage i's output to stage i + 1.
         self._handoffs: list[queue.Queue[SpanBatch | None]] = [queue.Queue(maxsize=1) for _ in self.stages[1:]]
@@ -102,6 +107,7 @@ class Pipeline:
             self.telemetry.processor_failed.labels(p.component_id)
         for thread in self._threads:
             thread.start()
+        self.evaluations.start()
         self.accepting = True
 
     def offer(self, batch: SpanBatch) -> bool:
@@ -228,5 +234,6 @@ class Pipeline:
             self.telemetry.processor_dropped.labels("pipeline", "shutdown").inc(lost)
         for p in self.processors:
             p.processor.shutdown()
+        self.evaluations.shutdown(max(1.0, min(10.0, deadline - time.monotonic())))
         for exporter in self.exporters:
             exporter.shutdown(max(1.0, deadline - time.monotonic()))

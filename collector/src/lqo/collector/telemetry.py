@@ -44,12 +44,19 @@ class SelfTelemetry:
         )
         self.receiver_log_records = Counter(
             "lqo_receiver_log_records",
-            "OTLP log records a receiver took: GenAI events of a span (kept for it) or other (dropped).",
+            "OTLP log records a receiver took: GenAI events of a span (kept for it), evaluation results "
+            "(stored), evaluation results that name no evaluation or call (invalid), or other (dropped).",
             ["receiver", "transport", "kind"], registry=r,
         )
         self.genai_events = Counter(
             "lqo_genai_events",
             "GenAI events from log records: attached to their span, or expired / dropped waiting for it.",
+            ["outcome"], registry=r,
+        )
+        self.genai_evaluations = Counter(
+            "lqo_genai_evaluations",
+            "GenAI evaluation results from log records: stored, or dropped (the store refused them for good, "
+            "or kept failing until the collector stopped).",
             ["outcome"], registry=r,
         )
         self.exporter_sent = Counter(

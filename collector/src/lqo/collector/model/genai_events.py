@@ -12,6 +12,11 @@ is added to its span as a span event when the span comes through the pipeline, w
 ``gen_ai.output.messages`` as it does for every producer. Other log records are counted and
 dropped: the collector stores traces.
 
+Evaluation results (``gen_ai.evaluation.result``: a user's thumbs-down, an offline judge's
+score) are different: they are usually sent *after* the call, often from another request, and
+name it by its span or only by ``gen_ai.response.id``. They do not wait for a span: each
+becomes an :class:`Evaluation`, a row of the GenAI evaluations table (``lqo.collector.evaluations``).
+
 An event whose span has already gone through is not attached (an SDK exports log records every
 second and spans every five by default, so events usually come first); one that waits longer
 than ``ttl`` is dropped, and the buffer holds at most ``max_events`` and ``max_bytes`` (the oldest
@@ -30,12 +35,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from lqo.collector.model.otlp import PayloadError, parse_json_as, value_to_str
 from lqo.collector.model.spanbatch import SCHEMA, SpanBatch
 
 EVENT_PREFIX = "gen_ai."
+EVALUATION_EVENT = "gen_ai.evaluation.result"
 _EVENT_NAME_ATTRIBUTE = "event.name"
+# Evaluation attributes with columns of their own; the rest go to the row's Attributes.
+EVALUATION_NAME = "gen_ai.evaluation.name"
+SCORE_VALUE = "gen_ai.evaluation.score.value"
+SCORE_LABEL = "gen_ai.evaluation.score.label"
+EXPLANATION = "gen_ai.evaluation.explanation"
+RESPONSE_ID = "gen_ai.response.id"
+MAX_EVALUATION_TEXT = 4096  # the explanation and each other value: longer text is cut (marked)
+MAX_EVALUATION_ID = 256  # the name, label and response id: longer ones make the record invalid
 
 
 @dataclass(frozen=True)
@@ -51,10 +66,70 @@ class Event:
         return sum(len(k) + len(v) for k, v in self.attributes.items()) + len(self.name)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One ``gen_ai.evaluation.result``: a row of the GenAI evaluations table."""
+
+    time_ns: int
+    trace_id: str  # hex, "" when the record names no span (then response_id names the call)
+    span_id: str
+    response_id: str
+    service: str
+    name: str
+    score: float | None
+    label: str
+    explanation: str
+    attributes: dict[str, str]
+
+    @cached_property
+    def size(self) -> int:
+        return (sum(len(k) + len(v) for k, v in self.attributes.items()) + len(self.explanation)
+                + len(self.name) + len(self.label) + len(self.response_id) + 96)
+
+
 @dataclass
 class LogsDecodeResult:
     events: list[Event] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
     ignored: int = 0  # log records that are not GenAI events of a span
+    invalid: int = 0  # evaluation results without a name, or naming no call
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_EVALUATION_TEXT else text[:MAX_EVALUATION_TEXT] + "…[truncated]"
+
+
+def _score(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def _evaluation(record: LogRecord, attributes: dict[str, str], service: str) -> Evaluation | None:
+    """The record as an evaluation row, or None when it names no evaluation or no call."""
+    name = attributes.pop(EVALUATION_NAME, "")
+    response_id = attributes.pop(RESPONSE_ID, "")
+    has_span = len(record.trace_id) == 16 and len(record.span_id) == 8 and any(record.span_id)
+    if (not name or len(name) > MAX_EVALUATION_ID or len(response_id) > MAX_EVALUATION_ID
+            or not (has_span or response_id)):
+        return None
+    label = attributes.pop(SCORE_LABEL, "")
+    return Evaluation(
+        time_ns=record.time_unix_nano or record.observed_time_unix_nano or time.time_ns(),  # (none: received now)
+        trace_id=record.trace_id.hex() if has_span else "",
+        span_id=record.span_id.hex() if has_span else "",
+        response_id=response_id,
+        service=service,
+        name=name,
+        score=_score(attributes.pop(SCORE_VALUE, None)),
+        label=label[:MAX_EVALUATION_ID],
+        explanation=_cut(attributes.pop(EXPLANATION, "")),
+        attributes={k[:MAX_EVALUATION_ID]: _cut(v) for k, v in list(attributes.items())[:64]},
+    )
 
 
 def parse_logs_protobuf(body: bytes) -> ExportLogsServiceRequest:
@@ -75,11 +150,14 @@ def decode_logs(request: ExportLogsServiceRequest) -> LogsDecodeResult:
     on a span."""
     out = LogsDecodeResult()
     for resource_logs in request.resource_logs:
+        service = ""
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
                 name = record.event_name or next(
                     (kv.value.string_value for kv in record.attributes if kv.key == _EVENT_NAME_ATTRIBUTE), "")
-                if (not name.startswith(EVENT_PREFIX) or len(record.trace_id) != 16 or len(record.span_id) != 8
+                evaluation = name == EVALUATION_EVENT
+                if not evaluation and (
+                        not name.startswith(EVENT_PREFIX) or len(record.trace_id) != 16 or len(record.span_id) != 8
                         or not any(record.trace_id) or not any(record.span_id)):
                     out.ignored += 1
                     continue
@@ -91,6 +169,16 @@ def decode_logs(request: ExportLogsServiceRequest) -> LogsDecodeResult:
                         attributes.setdefault(kv.key, value_to_str(kv.value))
                 elif body.WhichOneof("value") is not None:
                     attributes.setdefault("body", value_to_str(body))
+                if evaluation:
+                    if not service:
+                        service = next((kv.value.string_value for kv in resource_logs.resource.attributes
+                                        if kv.key == "service.name"), "") or "unknown_service"
+                    row = _evaluation(record, attributes, service)
+                    if row is None:
+                        out.invalid += 1
+                    else:
+                        out.evaluations.append(row)
+                    continue
                 out.events.append(Event(record.trace_id.hex() + record.span_id.hex(), name,
                                         record.time_unix_nano or record.observed_time_unix_nano, attributes))
     return out

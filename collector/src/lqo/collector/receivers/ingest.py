@@ -81,18 +81,23 @@ class Ingest(RefusedRequests):
             return Outcome(OutcomeKind.INVALID, message="payload nests values too deeply")
 
     def handle_logs(self, body: bytes, decode: Callable[[bytes], LogsDecodeResult], transport: str) -> Outcome:
-        """OTLP log records: the GenAI events of spans wait for their span (``genai_events``); the
-        rest are counted and dropped (the collector stores traces). ``accepted``: log records."""
+        """OTLP log records: the GenAI events of spans wait for their span (``genai_events``),
+        evaluation results are written to the store (``evaluations``); the rest are counted and
+        dropped (the collector stores traces). ``accepted``: log records."""
         result = self._decode(body, decode, transport)
         if isinstance(result, Outcome):
             return result
+        if not self.pipeline.evaluations.offer(result.evaluations):  # the store is behind
+            self.refuse(transport, "queue_full")
+            return Outcome(OutcomeKind.UNAVAILABLE, message="collector is full; retry after backoff")
         self.pipeline.events.add(result.events)
         counted = self.telemetry.receiver_log_records
-        if result.events:
-            counted.labels(self.receiver_id, transport, "genai_event").inc(len(result.events))
-        if result.ignored:
-            counted.labels(self.receiver_id, transport, "ignored").inc(result.ignored)
-        return Outcome(OutcomeKind.ACCEPTED, len(result.events) + result.ignored)
+        for kind, n in (("genai_event", len(result.events)), ("evaluation", len(result.evaluations)),
+                        ("invalid", result.invalid), ("ignored", result.ignored)):
+            if n:
+                counted.labels(self.receiver_id, transport, kind).inc(n)
+        return Outcome(OutcomeKind.ACCEPTED, len(result.events) + len(result.evaluations) + result.invalid
+                       + result.ignored)
 
     def handle(self, body: bytes, decode: Callable[[bytes], DecodeResult], transport: str) -> Outcome:
         result = self._decode(body, decode, transport)

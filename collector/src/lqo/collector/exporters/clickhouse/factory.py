@@ -9,6 +9,7 @@ import re
 import threading
 import time
 
+import pyarrow as pa
 from pydantic import Field, SecretStr, field_validator
 
 from lqo.collector.components import (
@@ -247,6 +248,11 @@ class ClickHouseExporter:
             status = ExportStatus.PERMANENT if exc.permanent else ExportStatus.RETRYABLE
             return ExportResult(status, str(exc))
         return ExportResult.ok()
+
+    def insert_evaluations(self, table: pa.Table) -> None:
+        """Evaluation results (``lqo.collector.evaluations``) into ``<table>_genai_evaluations``."""
+        assert self.backend is not None, "insert_evaluations() before start()"
+        self.backend.insert_arrow(self.schema.database, self.schema.evaluations_table, table, self._insert_settings)
 
     def shutdown(self) -> None:
         self._closing = True

@@ -5,7 +5,9 @@ the engine (``Replicated…`` on a cluster) and the TTL clause.
 
 Beside the contrib exporter's spans table and trace-id lookup, the GenAI tables: a typed row
 per GenAI call (``<table>_genai``) and per-minute roll-ups of them (``<table>_genai_1m``),
-each fed by a materialized view, so they fill whoever writes the spans table.
+each fed by a materialized view, so they fill whoever writes the spans table; and the
+evaluation results producers send as log records (``<table>_genai_evaluations``), which the
+collector writes itself.
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ class SchemaSpec:
     def rollup_view(self) -> str:
         return f"{self.table}_genai_1m_mv"
 
+    @property
+    def evaluations_table(self) -> str:
+        return f"{self.table}_genai_evaluations"
+
     def _engine(self, family: str) -> str:
         return f"Replicated{family}()" if self.cluster_name else f"{family}()"
 
@@ -80,6 +86,7 @@ class SchemaSpec:
             view=quote_ident(self.view),
             genai_table=quote_ident(self.genai_table),
             rollup_table=quote_ident(self.rollup_table),
+            evaluations_table=quote_ident(self.evaluations_table),
             on_cluster=on_cluster,
             **values,
         )
@@ -130,6 +137,11 @@ class SchemaSpec:
                 "rollup_table.sql",
                 engine=self._engine("AggregatingMergeTree"),
                 ttl=ttl_expr(self.rollup_ttl_seconds, "Minute"),
+            ),
+            self.evaluations_table: self._render(
+                "evaluations_table.sql",
+                engine=self._engine("MergeTree"),
+                ttl=ttl_expr(self.ttl_seconds, "toDateTime(Timestamp)"),
             ),
         }
 
@@ -203,7 +215,8 @@ class SchemaSpec:
         """The tables and views these statements make, by name."""
         names = [self.table, self.lookup_table, self.view]
         if self.genai:
-            names += [self.genai_table, self.rollup_table, self.rollup_view, self.genai_view]
+            names += [self.genai_table, self.rollup_table, self.evaluations_table, self.rollup_view,
+                      self.genai_view]
         return names
 
     @property

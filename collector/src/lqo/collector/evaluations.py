@@ -1,0 +1,150 @@
+"""GenAI evaluation results (``gen_ai.evaluation.result`` log records) into the store.
+
+The receivers decode them (``model.genai_events``); :class:`EvaluationWriter` keeps them in a
+bounded buffer and, on a thread of its own, writes what has gathered every ``interval`` into
+``<table>_genai_evaluations`` of each ClickHouse exporter's store. They do not go through the
+span pipeline: there is nothing for the processors in them, and the call they judge may have
+been stored long ago.
+
+Flow control as for spans: when the buffer is full (``max_rows`` or ``max_bytes``: the store is
+down or slow), :meth:`offer` says no and the receiver answers 503 / ``UNAVAILABLE``, which the
+SDKs' exporters retry. A write that fails for a reason that may pass is tried again at the next
+round; one the store refuses for good (a table dropped by hand, …) drops the rows, counted
+(``lqo_genai_evaluations_total{outcome="dropped"}``) and logged. What is buffered is written at
+shutdown. The buffer is in memory only: the persistent sending queue holds spans.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from lqo.collector.exporters.clickhouse.backends import StoreError
+from lqo.collector.model.genai_events import Evaluation
+
+log = logging.getLogger(__name__)
+
+ARROW_SCHEMA = pa.schema([
+    ("Timestamp", pa.timestamp("ns")),
+    ("TraceId", pa.string()),
+    ("SpanId", pa.string()),
+    ("ResponseId", pa.string()),
+    ("ServiceName", pa.string()),
+    ("Name", pa.string()),
+    ("ScoreValue", pa.float64()),
+    ("ScoreLabel", pa.string()),
+    ("Explanation", pa.string()),
+    ("Attributes", pa.map_(pa.string(), pa.string())),
+])
+
+
+def to_arrow(rows: Sequence[Evaluation]) -> pa.Table:
+    return pa.Table.from_pydict({
+        "Timestamp": [r.time_ns for r in rows],
+        "TraceId": [r.trace_id for r in rows],
+        "SpanId": [r.span_id for r in rows],
+        "ResponseId": [r.response_id for r in rows],
+        "ServiceName": [r.service for r in rows],
+        "Name": [r.name for r in rows],
+        "ScoreValue": [r.score for r in rows],
+        "ScoreLabel": [r.label for r in rows],
+        "Explanation": [r.explanation for r in rows],
+        "Attributes": [list(r.attributes.items()) for r in rows],
+    }, schema=ARROW_SCHEMA)
+
+
+class _Pending:
+    """One store's rows not yet written to it."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.rows: list[Evaluation] = []
+        self.bytes = 0
+
+
+class EvaluationWriter:
+    def __init__(self, stores: Sequence[Any], telemetry: Any, interval: float = 1.0,
+                 max_rows: int = 100_000, max_bytes: int = 64 * 1024**2) -> None:
+        # ClickHouse exporters with insert_evaluations(), each with its own rows: one that fails
+        # does not make another write the same rows twice
+        self._pending = [_Pending(store) for store in stores]
+        self.interval = interval
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self._counted = {o: telemetry.genai_evaluations.labels(o) for o in ("stored", "dropped")}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._loop, name="lqo-evaluations", daemon=True)
+
+    def start(self) -> None:
+        if self._pending:
+            self._thread.start()
+
+    def offer(self, rows: list[Evaluation]) -> bool:
+        """Keeps ``rows`` for the next write; False (none kept) when a store's buffer is full."""
+        if not rows:
+            return True
+        if not self._pending:  # nowhere to write them (no ClickHouse exporter)
+            self._counted["dropped"].inc(len(rows))
+            return True
+        size = sum(r.size for r in rows)
+        with self._lock:
+            if self._stopped or any(p.rows and (len(p.rows) + len(rows) > self.max_rows
+                                                or p.bytes + size > self.max_bytes) for p in self._pending):
+                return False
+            for p in self._pending:
+                p.rows.extend(rows)
+                p.bytes += size
+        return True
+
+    def __len__(self) -> int:
+        return max((len(p.rows) for p in self._pending), default=0)
+
+    def _loop(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self.interval)
+            self.flush()
+
+    def flush(self) -> None:
+        """Writes what each store has pending; kept for the next round where it may take it later."""
+        for pending in self._pending:
+            with self._lock:
+                rows, pending.rows, pending.bytes = pending.rows, [], 0
+            if not rows:
+                continue
+            try:
+                pending.store.insert_evaluations(to_arrow(rows))
+            except StoreError as exc:
+                where = getattr(pending.store.backend, "description", "the store")
+                if exc.permanent:
+                    log.error("evaluation results: %s refused %d row(s) for good (%s); dropped", where, len(rows), exc)
+                    self._counted["dropped"].inc(len(rows))
+                    continue
+                log.warning("evaluation results: writing %d row(s) to %s failed (%s); trying again",
+                            len(rows), where, exc)
+                with self._lock:  # back in front of what came meanwhile
+                    pending.rows[:0] = rows
+                    pending.bytes += sum(r.size for r in rows)
+                continue
+            if pending is self._pending[0]:  # counted once, by the first store
+                self._counted["stored"].inc(len(rows))
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._stopped = True
+        self._wake.set()
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+        self.flush()
+        for pending in self._pending:
+            if pending.rows:
+                if pending is self._pending[0]:
+                    self._counted["dropped"].inc(len(pending.rows))
+                log.warning("evaluation results: %d not written to %s: it kept failing until the collector "
+                            "stopped", len(pending.rows), getattr(pending.store.backend, "description", "the store"))
+                pending.rows = []

@@ -1,0 +1,224 @@
+"""GenAI evaluation results sent as OTLP log records (``gen_ai.evaluation.result``): a user's
+feedback or an evaluator's score, usually sent after the call and often from another request,
+stored in ``otel_traces_genai_evaluations`` whatever came first, named by their span or by the
+call's response id. The real Python SDK's Logs API and OTLP exporters (HTTP and gRPC)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord as PbLogRecord
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind, set_span_in_context
+from test_bad_input import post
+
+from lqo.collector.evaluations import EvaluationWriter
+from lqo.collector.exporters.clickhouse.backends import StoreError
+from lqo.collector.model.genai_events import MAX_EVALUATION_TEXT, Evaluation, decode_logs
+
+EVALUATION = "gen_ai.evaluation.result"
+PROCESSED = {"processors": {"genai_normalize": {}, "cost": {}},
+             "service": {"pipelines": {"traces": {"processors": ["genai_normalize", "cost"]}}}}
+
+
+def _providers(collector: Any, grpc: bool = False) -> tuple[TracerProvider, LoggerProvider]:
+    resource = Resource.create({"service.name": "support-bot"})
+    tracer = TracerProvider(resource=resource)
+    tracer.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{collector.http_url}/v1/traces")))
+    logs = LoggerProvider(resource=resource)
+    exporter = (GrpcLogExporter(endpoint=collector.grpc_endpoint, insecure=True) if grpc
+                else OTLPLogExporter(endpoint=f"{collector.http_url}/v1/logs"))
+    logs.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    return tracer, logs
+
+
+def _rows(collector: Any) -> list[dict[str, Any]]:
+    return collector.query("SELECT TraceId, SpanId, ResponseId, ServiceName, Name, ScoreValue, ScoreLabel, "
+                           "Explanation, Attributes FROM otel_traces_genai_evaluations ORDER BY Timestamp, ResponseId")
+
+
+def _wait_rows(collector: Any, n: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 30
+    rows = _rows(collector)
+    while len(rows) < n and time.monotonic() < deadline:
+        time.sleep(0.2)
+        rows = _rows(collector)
+    return rows
+
+
+@pytest.mark.parametrize("grpc", [False, True], ids=["http", "grpc"])
+def test_feedback_after_the_call_is_stored_and_joins_it(make_collector: Any, grpc: bool) -> None:
+    collector = make_collector(PROCESSED)
+    tracer_provider, log_provider = _providers(collector, grpc)
+    tracer, logger = tracer_provider.get_tracer("app"), log_provider.get_logger("app")
+    span = tracer.start_span("chat gpt-4o", kind=SpanKind.CLIENT, attributes={
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+        "gen_ai.response.id": "chatcmpl-77", "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5})
+    span.end()
+    assert collector.wait_stored(1, table="otel_traces_genai") == 1  # the call is stored: feedback comes later
+
+    # the user's thumbs-down, in the call's span context (the app kept it)
+    logger.emit(event_name=EVALUATION, context=set_span_in_context(span), attributes={
+        "gen_ai.evaluation.name": "user_feedback", "gen_ai.evaluation.score.label": "thumbs_down",
+        "gen_ai.evaluation.score.value": 0.0, "gen_ai.evaluation.explanation": "wrong order number",
+        "app.feedback.channel": "web"})
+    # an offline judge that knows only the response id, later still, in no span
+    logger.emit(event_name=EVALUATION, attributes={
+        "gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": 0.82,
+        "gen_ai.response.id": "chatcmpl-77"})
+    log_provider.shutdown()
+    tracer_provider.shutdown()
+
+    feedback, judge = _wait_rows(collector, 2)
+    ids = span.get_span_context()
+    assert (feedback["TraceId"], feedback["SpanId"]) == (f"{ids.trace_id:032x}", f"{ids.span_id:016x}")
+    assert (feedback["Name"], feedback["ScoreValue"], feedback["ScoreLabel"]) == ("user_feedback", 0, "thumbs_down")
+    assert (feedback["Explanation"], feedback["ServiceName"]) == ("wrong order number", "support-bot")
+    assert feedback["Attributes"] == {"app.feedback.channel": "web"}
+    assert (judge["TraceId"], judge["SpanId"], judge["ResponseId"]) == ("", "", "chatcmpl-77")
+    assert (judge["Name"], judge["ScoreValue"], judge["ScoreLabel"]) == ("relevance", 0.82, "")
+    # each joins its call: by span, or by the response id
+    joined = collector.query(
+        "SELECT e.Name AS name, g.RequestModel AS model FROM otel_traces_genai_evaluations AS e "
+        "INNER JOIN otel_traces_genai AS g ON (e.SpanId != '' AND e.SpanId = g.SpanId) "
+        "OR (e.SpanId = '' AND e.ResponseId = g.ResponseId) ORDER BY name")
+    assert joined == [{"name": "relevance", "model": "gpt-4o"}, {"name": "user_feedback", "model": "gpt-4o"}]
+    metrics = collector.metrics()
+    assert 'lqo_genai_evaluations_total{outcome="stored"} 2.0' in metrics
+    transport = "grpc" if grpc else "http"
+    assert f'lqo_receiver_log_records_total{{kind="evaluation",receiver="otlp",transport="{transport}"}} 2.0' in metrics
+    assert 'kind="genai_event"' not in metrics  # none waited for a span
+
+
+def _record(**kw: Any) -> PbLogRecord:
+    attrs = kw.pop("attrs", {})
+    return PbLogRecord(event_name=EVALUATION, time_unix_nano=1_700_000_000_000_000_000, attributes=[
+        KeyValue(key=k, value=AnyValue(string_value=v) if isinstance(v, str) else AnyValue(double_value=v))
+        for k, v in attrs.items()], **kw)
+
+
+def test_records_that_name_no_evaluation_or_no_call_are_counted_not_stored(collector: Any) -> None:
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    records.extend([
+        _record(attrs={"gen_ai.evaluation.score.value": 1.0, "gen_ai.response.id": "r-1"}),  # no name
+        _record(attrs={"gen_ai.evaluation.name": "x"}),  # no span, no response id
+        _record(attrs={"gen_ai.evaluation.name": "n" * 300, "gen_ai.response.id": "r-1"}),  # a name too long
+        _record(attrs={"gen_ai.evaluation.name": "ok", "gen_ai.response.id": "r-2",
+                       "gen_ai.evaluation.score.value": "not a number",
+                       "gen_ai.evaluation.explanation": "é" * (MAX_EVALUATION_TEXT + 10)}),
+        _record(attrs={"gen_ai.evaluation.name": "inf", "gen_ai.response.id": "r-3",
+                       "gen_ai.evaluation.score.value": float("inf")}),
+    ])
+    status, _, _ = post(f"{collector.http_url}/v1/logs", request.SerializeToString(), "application/x-protobuf")
+    assert status == 200
+    ok, inf = _wait_rows(collector, 2)
+    assert (ok["Name"], ok["ScoreValue"], ok["ResponseId"]) == ("ok", None, "r-2")
+    assert ok["Explanation"] == "é" * MAX_EVALUATION_TEXT + "…[truncated]"
+    assert (inf["Name"], inf["ScoreValue"]) == ("inf", None)
+    assert 'kind="invalid",receiver="otlp",transport="http"} 3.0' in collector.metrics()
+    # the JSON encoding too
+    body = json.dumps({"resourceLogs": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": "judge"}}]}, "scopeLogs": [{"logRecords": [
+            {"eventName": EVALUATION, "attributes": [
+                {"key": "gen_ai.evaluation.name", "value": {"stringValue": "faithfulness"}},
+                {"key": "gen_ai.evaluation.score.value", "value": {"doubleValue": 0.5}},
+                {"key": "gen_ai.response.id", "value": {"stringValue": "r-9"}}]}]}]}]}).encode()
+    status, _, _ = post(f"{collector.http_url}/v1/logs", body, "application/json")
+    assert status == 200
+    assert _wait_rows(collector, 3)[-1]["ServiceName"] == "judge"
+
+
+def test_decode_keeps_evaluations_apart_from_events_that_wait() -> None:
+    request = ExportLogsServiceRequest()
+    records = request.resource_logs.add().scope_logs.add().log_records
+    records.extend([
+        _record(trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9)), attrs={"gen_ai.evaluation.name": "a"}),
+        PbLogRecord(event_name="gen_ai.user.message", trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9))),
+    ])
+    out = decode_logs(request)
+    assert [e.name for e in out.events] == ["gen_ai.user.message"]
+    [evaluation] = out.evaluations
+    assert (evaluation.name, evaluation.span_id, evaluation.service) == ("a", bytes(range(1, 9)).hex(),
+                                                                        "unknown_service")
+
+
+class _Telemetry:
+    """The collector's own counter, as the writer uses it."""
+
+    def __init__(self) -> None:
+        from lqo.collector.telemetry import SelfTelemetry
+
+        self.real = SelfTelemetry()
+        self.genai_evaluations = self.real.genai_evaluations
+
+    def count(self, outcome: str) -> float:
+        return self.genai_evaluations.labels(outcome)._value.get()
+
+
+class _FlakyStore:
+    """A ClickHouse exporter whose store is down for the first ``failures`` writes."""
+
+    def __init__(self, inner: Any, failures: int, permanent: bool = False) -> None:
+        self.inner, self.failures, self.permanent, self.backend = inner, failures, permanent, inner.backend
+
+    def insert_evaluations(self, table: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("down for a moment", permanent=self.permanent)
+        self.inner.insert_evaluations(table)
+
+
+def _evaluation(i: int) -> Evaluation:
+    return Evaluation(1_700_000_000_000_000_000 + i, "", "", f"r-{i}", "svc", "user_feedback", 1.0, "up", "", {})
+
+
+def test_the_writer_retries_bounds_and_drops_counted(ch_server: Any) -> None:
+    from lqo.collector.exporters.clickhouse.factory import (
+        ClickHouseExporter,
+        ClickHouseExporterConfig,
+    )
+
+    exporter = ClickHouseExporter(ClickHouseExporterConfig(endpoint=ch_server.endpoint, database=ch_server.database))
+    exporter.start()
+    table = f"{ch_server.database}.otel_traces_genai_evaluations"
+
+    def stored() -> int:
+        return int(ch_server.reader.query(f"SELECT count() FROM {table}", "TSVRaw").bytes())
+
+    try:
+        telemetry = _Telemetry()
+        flaky = _FlakyStore(exporter, failures=1)
+        writer = EvaluationWriter([flaky], telemetry, max_rows=3)
+        assert writer.offer([_evaluation(0), _evaluation(1)])
+        writer.flush()  # the store is down: kept
+        assert len(writer) == 2 and stored() == 0
+        assert writer.offer([_evaluation(2)])
+        assert not writer.offer([_evaluation(3)])  # full: the receiver answers 503, the SDK retries
+        writer.flush()
+        assert len(writer) == 0 and stored() == 3 and telemetry.count("stored") == 3
+        gone = EvaluationWriter([_FlakyStore(exporter, failures=1, permanent=True)], telemetry)
+        assert gone.offer([_evaluation(4)])
+        gone.flush()
+        assert telemetry.count("dropped") == 1 and stored() == 3
+        down = EvaluationWriter([_FlakyStore(exporter, failures=99)], telemetry)
+        down.start()
+        assert down.offer([_evaluation(5)])
+        down.shutdown(timeout=2)  # still down at the end: dropped, counted, not lost silently
+        assert telemetry.count("dropped") == 2 and not down.offer([_evaluation(6)])
+        nowhere = EvaluationWriter([], telemetry)
+        assert nowhere.offer([_evaluation(7)]) and telemetry.count("dropped") == 3
+    finally:
+        exporter.shutdown()
