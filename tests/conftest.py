@@ -8,6 +8,7 @@ subprocess with its own embedded store — as users run it.
 from __future__ import annotations
 
 import copy
+import http.client
 import json
 import os
 import signal
@@ -98,7 +99,9 @@ class CollectorProcess:
                 ) as r:
                     if r.status == 200:
                         return self
-            except OSError:
+            except (OSError, http.client.HTTPException):
+                # (something else answering on the port free_port() chose — another test's gRPC
+                # server, say: this collector then fails to bind, exits, and gets new ports)
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"collector not ready in {timeout}s:\n{self.log()}")

@@ -8,7 +8,8 @@ Four dashboards, linked to each other:
   spend by model over the time range (ClickHouse: the per-minute roll-ups, so a month costs
   what a few thousand rows do), and spend by end user (the GenAI calls table).
 * LLM quality: safety flags and evaluation scores (Prometheus), flagged calls and PII types
-  (ClickHouse: the GenAI calls table).
+  (ClickHouse: the GenAI calls table), and the evaluation results producers send — user
+  feedback, evaluators' scores — by model (the evaluations table, joined to the calls).
 * LLM traces: conversations and recent GenAI calls (the GenAI calls table), and one trace in
   Grafana's trace view (the spans).
 * LQO collector: the collectors themselves — spans in, refused and why, queues, processors' CPU
@@ -48,6 +49,7 @@ TRACES = "default.otel_traces"
 TRACE_ID_TS = "default.otel_traces_trace_id_ts"
 CALLS = "default.otel_traces_genai"  # a typed row per GenAI call
 PER_MINUTE = "default.otel_traces_genai_1m"  # GenAI calls per minute, service, provider, operation, model
+EVALUATIONS = "default.otel_traces_genai_evaluations"  # evaluation results producers send: feedback, judges
 
 # Prometheus selectors narrowed by the dashboards' variables.
 SEL = 'service_name=~"$service", gen_ai_request_model=~"$model"'
@@ -232,7 +234,34 @@ def quality() -> dash.Dashboard:
                 ORDER BY Timestamp DESC LIMIT 200""",
                 "The latest calls a check flagged; trace_id opens the call in the LLM traces dashboard.", height=10)
                         .data_links([dash.DashboardLink("Open trace").url(
+                            "/d/lqo-traces/llm-traces?var-trace_id=${__data.fields.trace_id}&${__url_time_range}")]))
+            .with_row(dash.Row("Feedback and evaluations"))
+            .with_panel(sql_table("Evaluation results by model", f"""
+                SELECT e.Name AS evaluation, g.ServiceName AS service, g.RequestModel AS model,
+                       count() AS results, avg(e.ScoreValue) AS mean_score,
+                       arrayStringConcat(arrayMap((label, n) -> concat(label, ' ', toString(n)),
+                           (sumMap([e.ScoreLabel], [toUInt64(1)]) AS counted).1, counted.2), ', ') AS labels
+                FROM {EVALUATED}
+                GROUP BY evaluation, service, model ORDER BY evaluation, results DESC LIMIT 100""",
+                "gen_ai.evaluation.result records producers send (users' feedback, evaluators' scores), "
+                "joined to the calls they judge: how many, the mean score, and how often each label.",
+                height=8, width=12))
+            .with_panel(sql_table("Lowest-scored calls", f"""
+                SELECT e.Timestamp AS time, e.Name AS evaluation, e.ScoreValue AS score, e.ScoreLabel AS label,
+                       e.Explanation AS explanation, g.RequestModel AS model, g.TraceId AS trace_id
+                FROM {EVALUATED}
+                ORDER BY e.ScoreValue ASC NULLS LAST, e.Timestamp DESC LIMIT 100""",
+                "The calls evaluations scored lowest; trace_id opens the call.", height=8, width=12)
+                        .data_links([dash.DashboardLink("Open trace").url(
                             "/d/lqo-traces/llm-traces?var-trace_id=${__data.fields.trace_id}&${__url_time_range}")])))
+
+
+# The evaluation results of the time range, each with its chosen call (by span, else by response
+# id): calls from up to a day before the range, since feedback comes after the call.
+EVALUATED = f"""(SELECT * FROM {EVALUATIONS} WHERE $__timeFilter(Timestamp)) AS e
+                INNER JOIN (SELECT SpanId, ResponseId, TraceId, ServiceName, RequestModel FROM {CALLS}
+                            WHERE Timestamp >= $__fromTime - INTERVAL 1 DAY AND {CHOSEN}) AS g
+                ON (e.SpanId != '' AND e.SpanId = g.SpanId) OR (e.SpanId = '' AND e.ResponseId = g.ResponseId)"""
 
 
 def traces() -> dash.Dashboard:

@@ -6,10 +6,12 @@ call's response id. The real Python SDK's Logs API and OTLP exporters (HTTP and 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from typing import Any
 
 import pytest
+from conftest import LQO
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -78,10 +80,14 @@ def test_feedback_after_the_call_is_stored_and_joins_it(make_collector: Any, grp
     logger.emit(event_name=EVALUATION, attributes={
         "gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": 0.82,
         "gen_ai.response.id": "chatcmpl-77"})
+    # and one about a call this store never saw
+    logger.emit(event_name=EVALUATION, attributes={
+        "gen_ai.evaluation.name": "relevance", "gen_ai.evaluation.score.value": 0.25,
+        "gen_ai.response.id": "chatcmpl-elsewhere"})
     log_provider.shutdown()
     tracer_provider.shutdown()
 
-    feedback, judge = _wait_rows(collector, 2)
+    feedback, judge, _ = _wait_rows(collector, 3)
     ids = span.get_span_context()
     assert (feedback["TraceId"], feedback["SpanId"]) == (f"{ids.trace_id:032x}", f"{ids.span_id:016x}")
     assert (feedback["Name"], feedback["ScoreValue"], feedback["ScoreLabel"]) == ("user_feedback", 0, "thumbs_down")
@@ -96,9 +102,25 @@ def test_feedback_after_the_call_is_stored_and_joins_it(make_collector: Any, grp
         "OR (e.SpanId = '' AND e.ResponseId = g.ResponseId) ORDER BY name")
     assert joined == [{"name": "relevance", "model": "gpt-4o"}, {"name": "user_feedback", "model": "gpt-4o"}]
     metrics = collector.metrics()
-    assert 'lqo_genai_evaluations_total{outcome="stored"} 2.0' in metrics
+    assert 'lqo_genai_evaluations_total{outcome="stored"} 3.0' in metrics
     transport = "grpc" if grpc else "http"
-    assert f'lqo_receiver_log_records_total{{kind="evaluation",receiver="otlp",transport="{transport}"}} 2.0' in metrics
+    assert f'lqo_receiver_log_records_total{{kind="evaluation",receiver="otlp",transport="{transport}"}} 3.0' in metrics
+
+    # lqo report --evaluations: per evaluation and model, from each result's call
+    out = subprocess.run([LQO, "report", "--evaluations", "--config", str(collector.config_path), "--format", "json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = {(r["evaluation"], r["model"]): r for r in map(json.loads, out.stdout.splitlines())}
+    assert set(rows) == {("relevance", "gpt-4o"), ("relevance", "-"), ("user_feedback", "gpt-4o")}
+    relevance, orphan, thumbs = rows["relevance", "gpt-4o"], rows["relevance", "-"], rows["user_feedback", "gpt-4o"]
+    assert (relevance["service"], relevance["provider"], relevance["results"], relevance["mean_score"]) == (
+        "support-bot", "openai", 1, 0.82)
+    assert (orphan["service"], orphan["mean_score"], orphan["labels"]) == ("-", 0.25, "- 1")
+    assert (thumbs["min_score"], thumbs["labels"]) == (0, "thumbs_down 1")
+    by_user = subprocess.run([LQO, "report", "--evaluations", "--by", "user", "--config", str(collector.config_path),
+                              "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert sorted((r["evaluation"], r["user"], r["results"]) for r in map(json.loads, by_user.stdout.splitlines())) == [
+        ("relevance", "-", 2), ("user_feedback", "-", 1)]
     assert 'kind="genai_event"' not in metrics  # none waited for a span
 
 

@@ -128,6 +128,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         wait_until("rules over both waves", lambda: [r for r in query(prom, "service_model:gen_ai_client_operations:rate5m")
                                                      if float(r["value"][1]) > 0])
         wait_until("both waves stored", lambda: col.wait_stored(48, timeout=1) >= 48)
+        wait_until("both waves' feedback stored",
+                   lambda: col.wait_stored(8, timeout=1, table="otel_traces_genai_evaluations") >= 8)
         yield col, prom, start
     finally:
         daemons.stop()
@@ -192,6 +194,15 @@ def test_every_sql_query_answers(stack: Any, board: str, panel: str, target: dic
     if panel == "Flagged calls":
         assert all(r["trace_id"] and {"pii", "prompt_injection"} & set(r["flags"].split(", ")) for r in rows)
         assert "4111" not in json.dumps(rows)  # the card number was redacted before storage
+    if panel == "Evaluation results by model":  # four streamed calls' feedback, twice: 3 up, 1 down
+        [row] = rows
+        assert (row["evaluation"], row["service"], row["model"], int(row["results"])) == (
+            "user_feedback", SERVICE, MODEL, 8)
+        assert float(row["mean_score"]) == 0.75 and row["labels"] == "thumbs_down 2, thumbs_up 6"
+    if panel == "Lowest-scored calls":
+        assert [(float(r["score"]), r["label"]) for r in rows[:3]] == [(0, "thumbs_down"), (0, "thumbs_down"),
+                                                                      (1, "thumbs_up")]
+        assert all(r["trace_id"] and r["model"] == MODEL for r in rows) and len(rows) == 8
 
 
 def test_exemplars_link_the_panels_to_stored_traces(stack: Any) -> None:

@@ -165,7 +165,7 @@ def _query(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from lqo.collector.config import parse_duration
-    from lqo.collector.report import report_sql
+    from lqo.collector.report import evaluations_sql, report_sql
     from lqo.collector.service import validate_config
 
     built = validate_config(_load(args.config))
@@ -179,7 +179,8 @@ def _report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--since: {exc}") from None
     if args.top < 1:
         raise ConfigError("--top: at least 1")
-    return _print_read(built, report_sql(store.schema(), since, args.by, args.top), args.format, "report")
+    sql = (evaluations_sql if args.evaluations else report_sql)(store.schema(), since, args.by, args.top)
+    return _print_read(built, sql, args.format, "report")
 
 
 def _erase(args: argparse.Namespace) -> int:
@@ -256,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
                     default="model", help="rows per service+provider+model (default), per service, provider or "
                     "model; per end user (user.id) or conversation (gen_ai.conversation.id), read from the calls")
     rp.add_argument("--top", type=int, default=50, help="at most this many rows, largest spend first")
+    rp.add_argument("--evaluations", action="store_true",
+                    help="the evaluation results producers sent (users' feedback, evaluators' scores) per "
+                         "evaluation and --by key instead: count, mean and lowest score, labels")
     rp.add_argument("--config", help="the collector's YAML config (default: built-in)")
     rp.add_argument("--format", choices=("table", "json", "csv", "tsv"), default="table")
     rp.set_defaults(func=_report)

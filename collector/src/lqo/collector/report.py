@@ -9,6 +9,10 @@ By end user (``user.id``, else ``enduser.id``) or by conversation (``gen_ai.conv
 the same figures come from the GenAI calls table ``<table>_genai`` itself: the roll-ups do not
 keep those keys (one row per user and minute would be as many rows as calls). That query reads
 the window's calls, so it costs in proportion to them; calls without the key are one row, ``-``.
+
+``--evaluations`` reports the evaluation results producers sent instead (``<table>_genai_evaluations``:
+users' feedback, evaluators' scores), per evaluation name and the same keys, each joined to its
+call by span or else by response id: how many, the mean and lowest score, and each label's count.
 """
 
 from __future__ import annotations
@@ -59,6 +63,37 @@ WHERE Minute >= toStartOfMinute(now() - INTERVAL {window} SECOND)
 GROUP BY GROUPING SETS (({columns}), ())
 ORDER BY grouping({keys[0][0]}) DESC, cost_usd DESC, calls DESC
 LIMIT {int(top) + 1}"""
+
+
+def evaluations_sql(schema: SchemaSpec, since_seconds: float, by: str = "model", top: int = 50) -> str:
+    """The evaluation results of the last ``since_seconds`` per evaluation name and ``by``'s keys
+    (read from each result's call: calls from up to a day before the window; a result whose call
+    is not stored has keys ``-``), most results first."""
+    if by in CALL_GROUPS:
+        keys: tuple[tuple[str, str], ...] = (CALL_GROUPS[by],)
+    elif by in GROUPS:
+        keys = GROUPS[by]
+    else:
+        raise ValueError(f"unknown grouping {by!r}; use one of {', '.join(BY)}")
+    window = max(60, int(since_seconds))
+    evaluations = f"{quote_ident(schema.database)}.{quote_ident(schema.evaluations_table)}"
+    calls = f"{quote_ident(schema.database)}.{quote_ident(schema.genai_table)}"
+    key_select = ", ".join(f"if(g.{column} = '', '-', g.{column}) AS {name}" for column, name in keys)
+    columns = ", ".join(f"g.{column}" for column, _ in keys)
+    return f"""SELECT e.Name AS evaluation, {key_select},
+       count() AS results,
+       round(avg(e.ScoreValue), 4) AS mean_score,
+       round(min(e.ScoreValue), 4) AS min_score,
+       arrayStringConcat(arrayMap((label, n) -> concat(label, ' ', toString(n)),
+           (sumMap([if(e.ScoreLabel = '', '-', e.ScoreLabel)], [toUInt64(1)]) AS counted).1, counted.2), ', ') AS labels
+FROM (SELECT Name, ScoreValue, ScoreLabel, SpanId, ResponseId FROM {evaluations}
+      WHERE Timestamp >= now() - INTERVAL {window} SECOND) AS e
+LEFT JOIN (SELECT SpanId, ResponseId, {", ".join(sorted({c for c, _ in keys}))} FROM {calls}
+           WHERE Timestamp >= now() - INTERVAL {window + 86400} SECOND) AS g
+ON (e.SpanId != '' AND e.SpanId = g.SpanId) OR (e.SpanId = '' AND e.ResponseId != '' AND e.ResponseId = g.ResponseId)
+GROUP BY e.Name, {columns}
+ORDER BY results DESC, evaluation
+LIMIT {int(top)}"""
 
 
 def _calls_sql(schema: SchemaSpec, since_seconds: float, by: str, top: int) -> str:
