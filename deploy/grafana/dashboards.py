@@ -256,12 +256,12 @@ def quality() -> dash.Dashboard:
                             "/d/lqo-traces/llm-traces?var-trace_id=${__data.fields.trace_id}&${__url_time_range}")])))
 
 
-# The evaluation results of the time range, each with its chosen call (by span, else by response
-# id): calls from up to a day before the range, since feedback comes after the call.
+# The evaluation results of the time range, each with its chosen call (by the response id a result
+# names, else by its span): calls from up to a day before the range, since feedback comes after the call.
 EVALUATED = f"""(SELECT * FROM {EVALUATIONS} WHERE $__timeFilter(Timestamp)) AS e
                 INNER JOIN (SELECT SpanId, ResponseId, TraceId, ServiceName, RequestModel FROM {CALLS}
                             WHERE Timestamp >= $__fromTime - INTERVAL 1 DAY AND {CHOSEN}) AS g
-                ON (e.SpanId != '' AND e.SpanId = g.SpanId) OR (e.SpanId = '' AND e.ResponseId = g.ResponseId)"""
+                ON (e.ResponseId != '' AND e.ResponseId = g.ResponseId) OR (e.ResponseId = '' AND e.SpanId != '' AND e.SpanId = g.SpanId)"""
 
 
 def traces() -> dash.Dashboard:

@@ -95,11 +95,11 @@ def test_feedback_after_the_call_is_stored_and_joins_it(make_collector: Any, grp
     assert feedback["Attributes"] == {"app.feedback.channel": "web"}
     assert (judge["TraceId"], judge["SpanId"], judge["ResponseId"]) == ("", "", "chatcmpl-77")
     assert (judge["Name"], judge["ScoreValue"], judge["ScoreLabel"]) == ("relevance", 0.82, "")
-    # each joins its call: by span, or by the response id
+    # each joins its call: by the response id it names, else by its span
     joined = collector.query(
         "SELECT e.Name AS name, g.RequestModel AS model FROM otel_traces_genai_evaluations AS e "
-        "INNER JOIN otel_traces_genai AS g ON (e.SpanId != '' AND e.SpanId = g.SpanId) "
-        "OR (e.SpanId = '' AND e.ResponseId = g.ResponseId) ORDER BY name")
+        "INNER JOIN otel_traces_genai AS g ON (e.ResponseId != '' AND e.ResponseId = g.ResponseId) "
+        "OR (e.ResponseId = '' AND e.SpanId != '' AND e.SpanId = g.SpanId) ORDER BY name")
     assert joined == [{"name": "relevance", "model": "gpt-4o"}, {"name": "user_feedback", "model": "gpt-4o"}]
     metrics = collector.metrics()
     assert 'lqo_genai_evaluations_total{outcome="stored"} 3.0' in metrics

@@ -4,6 +4,7 @@ instrumentor through its entry point."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -141,7 +142,10 @@ def test_calls_are_reported_by_user_and_conversation(make_collector: Any) -> Non
     processing, and ``lqo report --by user|conversation`` sums the calls per key."""
     collector = make_collector({"processors": {"genai_normalize": {}, "cost": {}},
                                 "service": {"pipelines": {"traces": {"processors": ["genai_normalize", "cost"]}}}})
-    chat = load_cassette(RECORDINGS / "openai" / "openai__test_chat_completion_metrics.yaml")
+    [recorded] = load_cassette(RECORDINGS / "openai" / "openai__test_chat_completion_metrics.yaml")
+    rid = json.loads(recorded.body)["id"]  # the recorded answer, five times, each with an id of its own
+    chat = [dataclasses.replace(recorded, body=recorded.body.replace(rid.encode(), f"{rid}-{i}".encode()))
+            for i in range(5)]
     with ReplayServer(chat) as srv:
         out = subprocess.run([str(BIN / "lqo-instrument"), sys.executable, str(APP.parent / "support_app.py")],
                              env=_app_env(srv.url, OTEL_EXPORTER_OTLP_ENDPOINT=collector.http_url),
@@ -166,6 +170,14 @@ def test_calls_are_reported_by_user_and_conversation(make_collector: Any) -> Non
     assert list(users)[:2] == ["all", "u-ann"]  # the total, then the largest spend
     conversations = report("conversation")
     assert {k: v["calls"] for k, v in conversations.items()} == {"all": 5, "conv-1": 2, "thread-9": 1, "-": 2}
+
+    # the feedback, sent as a log record by response id, joins ann's first call
+    assert collector.wait_stored(1, table="otel_traces_genai_evaluations") == 1
+    feedback = subprocess.run([str(BIN / "lqo"), "report", "--evaluations", "--by", "user", "--config",
+                               str(collector.config_path), "--format", "json"], capture_output=True, text=True,
+                              timeout=120)
+    assert [(r["evaluation"], r["user"], r["results"], r["labels"]) for r in map(json.loads, feedback.stdout.splitlines())
+            ] == [("user_feedback", "u-ann", 1, "thumbs_down 1")]
 
 
 def test_lqo_instrument_usage() -> None:

@@ -12,7 +12,7 @@ the window's calls, so it costs in proportion to them; calls without the key are
 
 ``--evaluations`` reports the evaluation results producers sent instead (``<table>_genai_evaluations``:
 users' feedback, evaluators' scores), per evaluation name and the same keys, each joined to its
-call by span or else by response id: how many, the mean and lowest score, and each label's count.
+call by its response id, or else by its span: how many, the mean and lowest score, and each label's count.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ FROM (SELECT Name, ScoreValue, ScoreLabel, SpanId, ResponseId FROM {evaluations}
       WHERE Timestamp >= now() - INTERVAL {window} SECOND) AS e
 LEFT JOIN (SELECT SpanId, ResponseId, {", ".join(sorted({c for c, _ in keys}))} FROM {calls}
            WHERE Timestamp >= now() - INTERVAL {window + 86400} SECOND) AS g
-ON (e.SpanId != '' AND e.SpanId = g.SpanId) OR (e.SpanId = '' AND e.ResponseId != '' AND e.ResponseId = g.ResponseId)
+ON (e.ResponseId != '' AND e.ResponseId = g.ResponseId) OR (e.ResponseId = '' AND e.SpanId != '' AND e.SpanId = g.SpanId)
 GROUP BY e.Name, {columns}
 ORDER BY results DESC, evaluation
 LIMIT {int(top)}"""

@@ -32,10 +32,11 @@ from ._content import CaptureMode
 from ._send import make_send
 from ._streams import end_open_streams
 from ._telemetry import Telemetry
+from .feedback import record_evaluation
 from .package import _instruments_any
 from .version import __version__
 
-__all__ = ["CaptureMode", "HttpxGenAIInstrumentor", "__version__"]
+__all__ = ["CaptureMode", "HttpxGenAIInstrumentor", "__version__", "record_evaluation"]
 
 # The client libraries we patch; openai>=3 and anthropic>=2 use httpx2, most others httpx.
 CLIENT_MODULES = ("httpx", "httpx2")

@@ -1,8 +1,8 @@
 -- GenAI evaluation results sent as OTLP log records (gen_ai.evaluation.result): a user's
 -- feedback, an offline judge's score, any evaluator's verdict on one call, whenever it comes
--- (usually after the call, often from another request). A row names its call by TraceId/SpanId
--- (the record's span context) or, when it has none, by ResponseId (gen_ai.response.id), which
--- joins the GenAI table's ResponseId. Written by the collector (lqo.collector.evaluations), not
+-- (usually after the call, often from another request). A row names its call by ResponseId
+-- (gen_ai.response.id, which joins the GenAI table's ResponseId) or, without one, by
+-- TraceId/SpanId (the record's span context). Written by the collector (lqo.collector.evaluations), not
 -- by a view: the call's span may have been stored long before, or may come later.
 CREATE TABLE IF NOT EXISTS $database.$evaluations_table $on_cluster (
     Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
