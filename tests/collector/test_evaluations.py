@@ -137,6 +137,7 @@ def test_records_that_name_no_evaluation_or_no_call_are_counted_not_stored(colle
     records.extend([
         _record(attrs={"gen_ai.evaluation.score.value": 1.0, "gen_ai.response.id": "r-1"}),  # no name
         _record(attrs={"gen_ai.evaluation.name": "x"}),  # no span, no response id
+        _record(trace_id=bytes(16), span_id=b"12345678", attrs={"gen_ai.evaluation.name": "x"}),  # an invalid trace id
         _record(attrs={"gen_ai.evaluation.name": "n" * 300, "gen_ai.response.id": "r-1"}),  # a name too long
         _record(attrs={"gen_ai.evaluation.name": "ok", "gen_ai.response.id": "r-2",
                        "gen_ai.evaluation.score.value": "not a number",
@@ -150,7 +151,7 @@ def test_records_that_name_no_evaluation_or_no_call_are_counted_not_stored(colle
     assert (ok["Name"], ok["ScoreValue"], ok["ResponseId"]) == ("ok", None, "r-2")
     assert ok["Explanation"] == "é" * MAX_EVALUATION_TEXT + "…[truncated]"
     assert (inf["Name"], inf["ScoreValue"]) == ("inf", None)
-    assert 'kind="invalid",receiver="otlp",transport="http"} 3.0' in collector.metrics()
+    assert 'kind="invalid",receiver="otlp",transport="http"} 4.0' in collector.metrics()
     # the JSON encoding too
     body = json.dumps({"resourceLogs": [{"resource": {"attributes": [
         {"key": "service.name", "value": {"stringValue": "judge"}}]}, "scopeLogs": [{"logRecords": [

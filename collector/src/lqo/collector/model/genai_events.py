@@ -113,7 +113,8 @@ def _evaluation(record: LogRecord, attributes: dict[str, str], service: str) -> 
     """The record as an evaluation row, or None when it names no evaluation or no call."""
     name = attributes.pop(EVALUATION_NAME, "")
     response_id = attributes.pop(RESPONSE_ID, "")
-    has_span = len(record.trace_id) == 16 and len(record.span_id) == 8 and any(record.span_id)
+    has_span = (len(record.trace_id) == 16 and len(record.span_id) == 8 and any(record.trace_id)
+                and any(record.span_id))
     if (not name or len(name) > MAX_EVALUATION_ID or len(response_id) > MAX_EVALUATION_ID
             or not (has_span or response_id)):
         return None
