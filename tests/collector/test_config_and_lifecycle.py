@@ -140,7 +140,7 @@ def test_lqo_schema_prints_the_configured_ddl(tmp_path):
     assert "CREATE TABLE IF NOT EXISTS `otel`.`otel_traces` ON CLUSTER `prod`" in out.stdout
     assert "ENGINE = ReplicatedMergeTree()" in out.stdout
     assert "TTL toDateTime(Timestamp) + toIntervalDay(30)" in out.stdout
-    assert out.stdout.count(";\n") == 8  # database, spans, lookup + view, GenAI calls, roll-ups + 2 views
+    assert out.stdout.count(";\n") == 9  # database, spans, lookup + view, GenAI calls, roll-ups, evaluations + 2 views
 
 
 def test_default_config_runs_the_installed_offline_processors_and_both_exporters():
