@@ -266,6 +266,42 @@ def test_histogram_buckets_carry_the_latest_span_as_exemplar_in_openmetrics_only
     assert "trace_id" not in plain and "# {" not in plain
 
 
+def test_evaluation_results_are_counted_with_capped_labels_and_exemplars() -> None:
+    """Users' feedback and evaluators' scores (``EvaluationWriter`` hands them over as they arrive):
+    counted by evaluation and label, their scores summed; producer strings capped like span labels;
+    a result that names its span carries it as the exemplar."""
+    from prometheus_client.exposition import choose_encoder
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    from lqo.collector.model.genai_events import Evaluation
+
+    exporter, telemetry = _exporter(label_limits={"gen_ai_evaluation_score_label": 2})
+
+    def result(label: str, score: float | None, trace_id: str = "", name: str = "user_feedback") -> Evaluation:
+        return Evaluation(1_760_000_000_000_000_000, trace_id, "ab" * 8 if trace_id else "", "" if trace_id else "r-1",
+                          "svc", name, score, label, "", {})
+
+    exporter.record_evaluations([result("thumbs_up", 1.0), result("thumbs_up", 1.0, "3" * 32),
+                                 result("thumbs_down", 0.0), result("meh\n{x}", None),
+                                 result("", 0.8, name="relevance")])
+    r = telemetry.registry
+    counted = {(s.labels["gen_ai_evaluation_name"], s.labels["gen_ai_evaluation_score_label"]): s.value
+               for m in r.collect() if m.name == "lqo_evaluation_results" for s in m.samples
+               if s.name == "lqo_evaluation_results_total"}
+    assert counted == {("user_feedback", "thumbs_up"): 2, ("user_feedback", "thumbs_down"): 1,
+                       ("user_feedback", "other"): 1, ("relevance", "other"): 1}
+    assert r.get_sample_value("lqo_prometheus_label_overflow_total", {"label": "gen_ai_evaluation_score_label"}) == 2
+    feedback = {"service_name": "svc", "gen_ai_evaluation_name": "user_feedback"}
+    assert r.get_sample_value("lqo_evaluation_result_score_count", feedback) == 3  # the one without a score: not
+    assert r.get_sample_value("lqo_evaluation_result_score_sum", feedback) == 2.0
+    text = choose_encoder("application/openmetrics-text; version=1.0.0")[0](r).decode()
+    [exemplar] = [s.exemplar for f in text_string_to_metric_families(text) for s in f.samples
+                  if s.name == "lqo_evaluation_results_total" and s.exemplar is not None]
+    assert exemplar.labels == {"trace_id": "3" * 32}
+    lint = subprocess.run([PROMTOOL, "check", "metrics"], input=generate_latest(r), capture_output=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
 def test_one_prometheus_exporter_per_collector() -> None:
     from lqo.collector.config import ConfigError, load_yaml
     from lqo.collector.service import validate_config

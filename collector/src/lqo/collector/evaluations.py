@@ -68,10 +68,11 @@ class _Pending:
 
 class EvaluationWriter:
     def __init__(self, stores: Sequence[Any], telemetry: Any, interval: float = 1.0,
-                 max_rows: int = 100_000, max_bytes: int = 64 * 1024**2) -> None:
+                 max_rows: int = 100_000, max_bytes: int = 64 * 1024**2, observers: Sequence[Any] = ()) -> None:
         # ClickHouse exporters with insert_evaluations(), each with its own rows: one that fails
         # does not make another write the same rows twice
         self._pending = [_Pending(store) for store in stores]
+        self._observers = list(observers)  # exporters with record_evaluations() (prometheus): told at once
         self.interval = interval
         self.max_rows = max_rows
         self.max_bytes = max_bytes
@@ -91,6 +92,7 @@ class EvaluationWriter:
             return True
         if not self._pending:  # nowhere to write them (no ClickHouse exporter)
             self._counted["dropped"].inc(len(rows))
+            self._observe(rows)
             return True
         size = sum(r.size for r in rows)
         with self._lock:
@@ -100,7 +102,15 @@ class EvaluationWriter:
             for p in self._pending:
                 p.rows.extend(rows)
                 p.bytes += size
+        self._observe(rows)
         return True
+
+    def _observe(self, rows: list[Evaluation]) -> None:
+        for observer in self._observers:
+            try:
+                observer.record_evaluations(rows)
+            except Exception:  # metrics must not cost the rows
+                log.exception("counting evaluation results in %s failed", type(observer).__name__)
 
     def __len__(self) -> int:
         return max((len(p.rows) for p in self._pending), default=0)

@@ -84,7 +84,8 @@ class Pipeline:
         # GenAI evaluation results the receivers took as log records, written beside the spans
         self.evaluations = EvaluationWriter(
             [q.exporter for q in exporters if getattr(getattr(q.exporter, "schema", None), "genai", False)
-             and hasattr(q.exporter, "insert_evaluations")], telemetry)
+             and hasattr(q.exporter, "insert_evaluations")], telemetry,
+            observers=[q.exporter for q in exporters if hasattr(q.exporter, "record_evaluations")])
         self.stages = stages_of(processors) or [[]]
         # handoffs[i] carries stage i's output to stage i + 1.
         self._handoffs: list[queue.Queue[SpanBatch | None]] = [queue.Queue(maxsize=1) for _ in self.stages[1:]]

@@ -10,6 +10,11 @@ same way (after ``genai_normalize``). Names follow the OTel → Prometheus rules
 * ``lqo_cost_usd_total`` (counter, from ``lqo.cost.usd``)
 * ``lqo_safety_flags_total{check}`` (counter, from ``lqo.flags``)
 * ``lqo_evaluation_score{check}`` (histogram of ``lqo.<check>.score``)
+* ``lqo_evaluation_results_total{service_name, gen_ai_evaluation_name, gen_ai_evaluation_score_label}``
+  and ``lqo_evaluation_result_score{service_name, gen_ai_evaluation_name}`` (a summary: sum and
+  count): the evaluation results producers send as log records (users' feedback, evaluators'
+  scores; ``lqo.collector.evaluations``), counted as they arrive. No model label: a result names
+  its call by span or response id, which the exporter does not keep.
 
 Common labels: ``service_name``, ``gen_ai_provider_name``, ``gen_ai_request_model``,
 ``gen_ai_operation_name``. Label values come only from those identifying attributes, never
@@ -37,12 +42,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client import Counter
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.samples import Exemplar
 from pydantic import Field
 
 from lqo.collector.components import ComponentContext, ExportResult, Factory, register
 from lqo.collector.config import StrictModel
+from lqo.collector.model.genai_events import Evaluation
 from lqo.collector.model.spanbatch import DUPLICATE_OF, FLAGS, NOT_CALLS, SpanBatch, group_rows
 
 # Semconv's advisory bucket boundaries (gen-ai-metrics.md); the instrumentation uses the same.
@@ -51,6 +62,7 @@ TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 COMMON_LABELS = ("service_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_operation_name")
+EVALUATION_LABELS = ("service_name", "gen_ai_evaluation_name", "gen_ai_evaluation_score_label")
 LABEL_ATTRIBUTES = ("gen_ai.provider.name", "gen_ai.request.model", "gen_ai.operation.name")
 CHECKS = {"toxicity": "lqo.toxicity.score", "hallucination": "lqo.hallucination.score",
           "prompt_injection": "lqo.injection.score"}
@@ -156,7 +168,8 @@ class GenAIMetrics:
     def __init__(self, config: PrometheusExporterConfig, overflow: Counter) -> None:
         self._lock = threading.Lock()
         self._limiters = {
-            label: LabelLimiter(config.label_limits.get(label, config.max_label_values)) for label in COMMON_LABELS
+            label: LabelLimiter(config.label_limits.get(label, config.max_label_values))
+            for label in (*COMMON_LABELS, *EVALUATION_LABELS[1:])
         }
         self._overflow = overflow
         self.tokens = Histogram(np.array(TOKEN_BUCKETS, dtype=float))
@@ -165,6 +178,10 @@ class GenAIMetrics:
         self.scores = Histogram(np.array(SCORE_BUCKETS))
         self.cost: dict[tuple[str, ...], float] = {}
         self.flags: dict[tuple[str, ...], int] = {}
+        # evaluation results: count (and the latest one naming a span, as exemplar) per label set;
+        # score count and sum per service and evaluation
+        self.results: dict[tuple[str, ...], list] = {}
+        self.result_scores: dict[tuple[str, ...], list] = {}
 
     def _capped(self, columns: list[pa.Array], labels: tuple[str, ...]) -> list[pa.Array]:
         """Label columns (one value per span) with each distinct value passed once through its
@@ -228,6 +245,26 @@ class GenAIMetrics:
                     key = (*keys[group[i]], check)
                     self.flags[key] = self.flags.get(key, 0) + 1
 
+    def record_evaluations(self, rows: list[Evaluation]) -> None:
+        """Evaluation results as they arrive (``EvaluationWriter``); label values capped as the spans' are."""
+        with self._lock:
+            for row in rows:
+                labels = []
+                for label, value in zip(EVALUATION_LABELS, (row.service, row.name, row.label), strict=True):
+                    capped, over = self._limiters[label](value)
+                    if over:
+                        self._overflow.labels(label).inc()
+                    labels.append(capped)
+                key = tuple(labels)
+                entry = self.results.setdefault(key, [0, None])
+                entry[0] += 1
+                if row.trace_id:
+                    entry[1] = Exemplar({"trace_id": row.trace_id}, 1.0, row.time_ns / 1e9)
+                if row.score is not None:
+                    scored = self.result_scores.setdefault(key[:2], [0, 0.0])
+                    scored[0] += 1
+                    scored[1] += row.score
+
     def describe(self) -> list[Metric]:
         return []  # families are known only once data arrives; no auto-describe needed
 
@@ -251,6 +288,18 @@ class GenAIMetrics:
             yield flags
             yield self.scores.family("lqo_evaluation_score", "Scores of the quality and safety checks (0..1).",
                                      (*COMMON_LABELS, "check"))
+            results = CounterMetricFamily(
+                "lqo_evaluation_results", "Evaluation results producers sent (gen_ai.evaluation.result: users' "
+                "feedback, evaluators' scores), by evaluation and label.", labels=list(EVALUATION_LABELS))
+            for key, (n, exemplar) in sorted(self.results.items()):
+                results.add_metric(list(key), n, exemplar=exemplar)
+            yield results
+            scores = SummaryMetricFamily(
+                "lqo_evaluation_result_score", "Scores of the evaluation results producers sent (sum and count: "
+                "rate(sum) / rate(count) is the mean).", labels=list(EVALUATION_LABELS[:2]))
+            for key, (n, total) in sorted(self.result_scores.items()):
+                scores.add_metric(list(key), n, total)
+            yield scores
 
 
 def _valid(values: pa.Array) -> np.ndarray:
@@ -311,6 +360,9 @@ class PrometheusExporter:
     def export(self, batch: SpanBatch) -> ExportResult:
         self.metrics.record(batch)
         return ExportResult.ok()
+
+    def record_evaluations(self, rows: list[Evaluation]) -> None:
+        self.metrics.record_evaluations(rows)
 
     def shutdown(self) -> None:
         pass  # the admin endpoint stops with the collector; the last scrape still sees the totals
