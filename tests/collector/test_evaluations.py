@@ -5,6 +5,7 @@ call's response id. The real Python SDK's Logs API and OTLP exporters (HTTP and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -122,6 +123,26 @@ def test_feedback_after_the_call_is_stored_and_joins_it(make_collector: Any, grp
     assert sorted((r["evaluation"], r["user"], r["results"]) for r in map(json.loads, by_user.stdout.splitlines())) == [
         ("relevance", "-", 2), ("user_feedback", "-", 1)]
     assert 'kind="genai_event"' not in metrics  # none waited for a span
+
+
+def test_a_users_comment_is_redacted_as_message_text_is(make_collector: Any) -> None:
+    """An explanation is often a user's own words: it goes through the pipeline's redaction and
+    pii processors (real Presidio) before it is stored, like a prompt."""
+    collector = make_collector({"processors": {"redaction": {}, "pii": {}},
+                                "service": {"pipelines": {"traces": {"processors": ["redaction", "pii"]}}}})
+    _, log_provider = _providers(collector)
+    log_provider.get_logger("app").emit(event_name=EVALUATION, attributes={
+        "gen_ai.evaluation.name": "user_feedback", "gen_ai.evaluation.score.label": "thumbs_down",
+        "gen_ai.response.id": "chatcmpl-5",
+        "gen_ai.evaluation.explanation": "Wrong! Call me at 415-555-0132, the page was "
+                                         "https://shop.example/orders?key=sk-live-123 not that.",
+        "app.comment": "reach me at 415-555-0132"})
+    log_provider.shutdown()
+    [row] = _wait_rows(collector, 1)
+    assert "415-555-0132" not in json.dumps(row) and "sk-live-123" not in json.dumps(row)
+    assert "<PHONE_NUMBER>" in row["Explanation"] and "?key=REDACTED" in row["Explanation"]
+    assert row["Attributes"] == {"app.comment": "reach me at <PHONE_NUMBER>"}
+    assert (row["Name"], row["ScoreLabel"], row["ResponseId"]) == ("user_feedback", "thumbs_down", "chatcmpl-5")
 
 
 def _record(**kw: Any) -> PbLogRecord:
@@ -243,5 +264,24 @@ def test_the_writer_retries_bounds_and_drops_counted(ch_server: Any) -> None:
         assert telemetry.count("dropped") == 2 and not down.offer([_evaluation(6)])
         nowhere = EvaluationWriter([], telemetry)
         assert nowhere.offer([_evaluation(7)]) and telemetry.count("dropped") == 3
+
+        class Broken:  # a text-redacting processor that fails: the text is stored as it came
+            def redact_texts(self, texts: list[str]) -> list[str]:
+                raise RuntimeError("model not loaded")
+
+        class Upper:
+            def redact_texts(self, texts: list[str]) -> list[str]:
+                return [t.upper() for t in texts]
+
+        from lqo.collector.pipeline import NamedProcessor
+
+        sanitized = EvaluationWriter([exporter], telemetry, sanitizers=[NamedProcessor("broken", Broken()),
+                                                                        NamedProcessor("upper", Upper())])
+        commented = dataclasses.replace(_evaluation(8), explanation="too long", attributes={"note": "see above"})
+        assert sanitized.offer([commented])
+        sanitized.flush()
+        [row] = ch_server.reader.query(f"SELECT Explanation, Attributes FROM {table} WHERE ResponseId = 'r-8'",
+                                       "JSONEachRow").bytes().decode().splitlines()
+        assert json.loads(row) == {"Explanation": "TOO LONG", "Attributes": {"note": "SEE ABOVE"}}
     finally:
         exporter.shutdown()

@@ -12,10 +12,17 @@ SDKs' exporters retry. A write that fails for a reason that may pass is tried ag
 round; one the store refuses for good (a table dropped by hand, …) drops the rows, counted
 (``lqo_genai_evaluations_total{outcome="dropped"}``) and logged. What is buffered is written at
 shutdown. The buffer is in memory only: the persistent sending queue holds spans.
+
+Free text in a result (its explanation: often a user's own words; its other attribute values)
+goes through the pipeline's processors that redact text — ``redaction`` (credentials in URLs)
+and ``pii`` (personal data, by its ``action``) — on the writer's thread before it is stored, as
+message content does. A sanitizer that fails leaves the text as it is (logged), as a failing
+processor passes a batch on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
@@ -68,11 +75,16 @@ class _Pending:
 
 class EvaluationWriter:
     def __init__(self, stores: Sequence[Any], telemetry: Any, interval: float = 1.0,
-                 max_rows: int = 100_000, max_bytes: int = 64 * 1024**2, observers: Sequence[Any] = ()) -> None:
+                 max_rows: int = 100_000, max_bytes: int = 64 * 1024**2, observers: Sequence[Any] = (),
+                 sanitizers: Sequence[Any] = ()) -> None:
         # ClickHouse exporters with insert_evaluations(), each with its own rows: one that fails
         # does not make another write the same rows twice
         self._pending = [_Pending(store) for store in stores]
         self._observers = list(observers)  # exporters with record_evaluations() (prometheus): told at once
+        # the pipeline's NamedProcessors with redact_texts() (redaction, pii), in pipeline order
+        self._sanitizers = list(sanitizers)
+        self._incoming: list[Evaluation] = []  # offered, not yet sanitized and handed to the stores
+        self._incoming_bytes = 0
         self.interval = interval
         self.max_rows = max_rows
         self.max_bytes = max_bytes
@@ -96,14 +108,38 @@ class EvaluationWriter:
             return True
         size = sum(r.size for r in rows)
         with self._lock:
-            if self._stopped or any(p.rows and (len(p.rows) + len(rows) > self.max_rows
-                                                or p.bytes + size > self.max_bytes) for p in self._pending):
+            waiting = len(self._incoming) + max(len(p.rows) for p in self._pending)
+            waiting_bytes = self._incoming_bytes + max(p.bytes for p in self._pending)
+            if self._stopped or (waiting and (waiting + len(rows) > self.max_rows
+                                              or waiting_bytes + size > self.max_bytes)):
                 return False
-            for p in self._pending:
-                p.rows.extend(rows)
-                p.bytes += size
+            self._incoming.extend(rows)
+            self._incoming_bytes += size
         self._observe(rows)
         return True
+
+    def _sanitize(self, rows: list[Evaluation]) -> list[Evaluation]:
+        """The rows with their free text through each sanitizer (under its lock, as the pipeline
+        calls it)."""
+        texts = [r.explanation for r in rows]
+        slots = [(i, k) for i, r in enumerate(rows) for k in r.attributes]
+        texts += [rows[i].attributes[k] for i, k in slots]
+        if not any(texts):
+            return rows
+        for named in self._sanitizers:
+            try:
+                with named.lock:
+                    texts = named.processor.redact_texts(texts)
+            except Exception:
+                log.exception("evaluation results: %s failed on their text; stored as they came", named.component_id)
+        out = []
+        attributes = [dict(r.attributes) for r in rows]
+        for (i, k), text in zip(slots, texts[len(rows):], strict=True):
+            attributes[i][k] = text
+        for r, explanation, attrs in zip(rows, texts[:len(rows)], attributes, strict=True):
+            out.append(r if (explanation, attrs) == (r.explanation, r.attributes)
+                       else dataclasses.replace(r, explanation=explanation, attributes=attrs))
+        return out
 
     def _observe(self, rows: list[Evaluation]) -> None:
         for observer in self._observers:
@@ -113,7 +149,7 @@ class EvaluationWriter:
                 log.exception("counting evaluation results in %s failed", type(observer).__name__)
 
     def __len__(self) -> int:
-        return max((len(p.rows) for p in self._pending), default=0)
+        return len(self._incoming) + max((len(p.rows) for p in self._pending), default=0)
 
     def _loop(self) -> None:
         while not self._stopped:
@@ -122,6 +158,15 @@ class EvaluationWriter:
 
     def flush(self) -> None:
         """Writes what each store has pending; kept for the next round where it may take it later."""
+        with self._lock:
+            incoming, self._incoming, self._incoming_bytes = self._incoming, [], 0
+        if incoming:
+            incoming = self._sanitize(incoming)
+            size = sum(r.size for r in incoming)
+            with self._lock:
+                for p in self._pending:
+                    p.rows.extend(incoming)
+                    p.bytes += size
         for pending in self._pending:
             with self._lock:
                 rows, pending.rows, pending.bytes = pending.rows, [], 0

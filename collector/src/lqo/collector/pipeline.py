@@ -85,7 +85,8 @@ class Pipeline:
         self.evaluations = EvaluationWriter(
             [q.exporter for q in exporters if getattr(getattr(q.exporter, "schema", None), "genai", False)
              and hasattr(q.exporter, "insert_evaluations")], telemetry,
-            observers=[q.exporter for q in exporters if hasattr(q.exporter, "record_evaluations")])
+            observers=[q.exporter for q in exporters if hasattr(q.exporter, "record_evaluations")],
+            sanitizers=[named for named in processors if hasattr(named.processor, "redact_texts")])
         self.stages = stages_of(processors) or [[]]
         # handoffs[i] carries stage i's output to stage i + 1.
         self._handoffs: list[queue.Queue[SpanBatch | None]] = [queue.Queue(maxsize=1) for _ in self.stages[1:]]
@@ -233,8 +234,9 @@ class Pipeline:
         if lost:
             log.error("pipeline %s: shutdown timed out with %d spans unprocessed", self.name, lost)
             self.telemetry.processor_dropped.labels("pipeline", "shutdown").inc(lost)
+        # before the processors stop: its last write runs their text redaction
+        self.evaluations.shutdown(max(1.0, min(10.0, deadline - time.monotonic())))
         for p in self.processors:
             p.processor.shutdown()
-        self.evaluations.shutdown(max(1.0, min(10.0, deadline - time.monotonic())))
         for exporter in self.exporters:
             exporter.shutdown(max(1.0, deadline - time.monotonic()))

@@ -187,6 +187,11 @@ class RedactionProcessor:
     def shutdown(self) -> None:
         pass
 
+    def redact_texts(self, texts: list[str]) -> list[str]:
+        """Free text that is not on a span (evaluation results' explanations): credentials in the
+        URLs it quotes, as in error text."""
+        return [self._patterns.text(t) if t else t for t in texts]
+
     def process(self, batch: SpanBatch) -> SpanBatch:
         if not len(batch):
             return batch

@@ -239,6 +239,13 @@ class PiiProcessor:
         return write_verdicts(batch, self.check, self.flag, rows, verdicts, skipped, "lqo.pii.skipped",
                               self.config.emit_events)
 
+    def redact_texts(self, texts: list[str]) -> list[str]:
+        """Free text that is not on a span (the explanations of evaluation results producers send,
+        ``lqo.collector.evaluations``), rewritten as message text is: by ``action``."""
+        findings = self._analyze([t for t in texts if t])
+        types: list[str] = []
+        return [self._rewrite(t, findings, types) if t else t for t in texts]
+
     def _rewrite_value(self, value: str, findings: Mapping[str, list[Finding]], types: list[str]) -> str:
         return rewrite_leaves(value, lambda text: self._rewrite(text, findings, types))
 
