@@ -7,6 +7,7 @@ tests/processors/test_genai_log_events.py."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Any
 
@@ -203,3 +204,62 @@ def test_the_logs_endpoint_asks_for_the_receivers_credentials(make_collector: An
     status, headers, answer = post(f"{col.http_url}/v1/logs", body, PROTOBUF)
     assert status == 401 and headers["www-authenticate"].startswith("Bearer")
     assert "credentials" in status_pb2.Status.FromString(answer).message  # OTLP's error body, not JSON
+
+
+@pytest.mark.parametrize("hold", ["2s", "0s"])
+def test_events_that_come_after_their_span_are_attached_while_it_is_held(make_collector: Any, hold: str) -> None:
+    """A span exported before its events (an app that flushes spans first; a log exporter on a
+    slower schedule): the span of a scope known to send GenAI events, without messages, waits up
+    to ``service.queue.hold_for_events`` for them. Off (0s), the late event misses its span."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace import set_span_in_context
+
+    col = make_collector({"processors": {"genai_normalize": {}},
+                          "service": {"queue": {"hold_for_events": hold},
+                                      "pipelines": {"traces": {"processors": ["genai_normalize"]}}}})
+    resource = Resource.create({"service.name": "late-events"})
+    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"{col.http_url}/v1/traces")))
+    log_provider = LoggerProvider(resource=resource)
+    log_provider.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"{col.http_url}/v1/logs")))
+    tracer, logger = tracer_provider.get_tracer("genai-app"), log_provider.get_logger("genai-app")
+    chat = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o"}
+
+    def ask(span: Any, text: str) -> None:
+        logger.emit(event_name="gen_ai.user.message", context=set_span_in_context(span), body={"content": text})
+
+    first = tracer.start_span("chat gpt-4o", attributes=chat)
+    ask(first, "first question")  # the usual order: the event, then the span
+    first.end()
+    assert col.wait_stored(1) == 1
+    late = tracer.start_span("chat gpt-4o", attributes=chat)
+    late.end()  # the span first …
+    time.sleep(0.6)  # … past the pipeline's gathering (200 ms) …
+    ask(late, "a late question")  # … then its event
+    never = tracer.start_span("chat gpt-4o", attributes=chat)  # a call whose events never come
+    never.end()
+    tracer_provider.get_tracer("plain-http").start_span("GET /health").end()  # a scope that sends none
+    assert col.wait_stored(4, timeout=30) == 4
+    rows = {r["SpanId"]: r for r in col.query(
+        "SELECT SpanId, `Events.Name` AS events, SpanAttributes['gen_ai.input.messages'] AS asked FROM otel_traces")}
+    spans = {name: f"{s.get_span_context().span_id:016x}" for name, s in (("first", first), ("late", late),
+                                                                          ("never", never))}
+    assert json.loads(rows[spans["first"]]["asked"])[0]["parts"][0]["content"] == "first question"
+    assert rows[spans["never"]]["events"] == []
+    metrics = col.metrics()
+    if hold == "2s":
+        assert rows[spans["late"]]["events"] == ["gen_ai.user.message"]
+        assert json.loads(rows[spans["late"]]["asked"])[0]["parts"][0]["content"] == "a late question"
+        assert 'lqo_pipeline_held_spans_total{outcome="attached"} 1.0' in metrics
+        assert 'lqo_pipeline_held_spans_total{outcome="timed_out"} 1.0' in metrics  # never's: not plain-http's
+    else:
+        assert rows[spans["late"]]["events"] == [] and rows[spans["late"]]["asked"] == ""
+        assert 'lqo_pipeline_held_spans_total{outcome="attached"} 0.0' in metrics
+    log_provider.shutdown()
+    tracer_provider.shutdown()

@@ -26,6 +26,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from lqo.collector.components import Processor
 from lqo.collector.evaluations import EvaluationWriter
 from lqo.collector.exporterhelper import QueuedExporter
@@ -38,6 +42,18 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_SPANS = 20_000
 MAX_BATCH_BYTES = 64 * 1024**2
+MAX_HELD_SPANS = 50_000  # GenAI spans held for their events (hold_for_events), at most
+# A span holds its messages if it carries these (or any gen_ai.* event): nothing to wait for.
+_MESSAGE_KEYS = ("gen_ai.input.messages", "gen_ai.output.messages")
+
+
+@dataclass
+class _Held:
+    """GenAI spans waiting a moment for events their producer sends as log records."""
+
+    deadline: float
+    batch: SpanBatch
+    keys: list[str]  # trace id + span id, hex, per span
 
 
 @dataclass
@@ -47,6 +63,14 @@ class NamedProcessor:
     # Held around every process() call: the pipeline's stage thread and /v1/evaluate share the
     # processor, which may only be called by one thread at a time.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def _split(batch: SpanBatch, mask: np.ndarray) -> tuple[SpanBatch, SpanBatch]:
+    """(the rows ``mask`` picks, the rest), each with its share of the batch's bytes."""
+    picked = pa.array(mask)
+    chosen, rest = batch.table.filter(picked), batch.table.filter(pc.invert(picked))
+    share = batch.approx_bytes * chosen.num_rows // max(1, len(batch))
+    return SpanBatch(chosen, share), SpanBatch(rest, batch.approx_bytes - share)
 
 
 def stages_of(processors: Sequence[NamedProcessor]) -> list[list[NamedProcessor]]:
@@ -73,6 +97,7 @@ class Pipeline:
         queue_bytes: int,
         min_batch_spans: int = 8192,
         batch_timeout: float = 0.2,
+        hold_for_events: float = 2.0,
     ) -> None:
         self.name = name
         self.processors = processors
@@ -99,6 +124,9 @@ class Pipeline:
         self.gather = bool(processors) or any(e.persistent for e in exporters)
         self.min_batch_spans = min_batch_spans
         self.batch_timeout = batch_timeout
+        self.hold_for_events = hold_for_events
+        self._held: list[_Held] = []  # only the first stage's thread touches it
+        self._held_counted = {o: telemetry.held_spans.labels(o) for o in ("attached", "timed_out", "full")}
 
     def start(self) -> None:
         for exporter in self.exporters:
@@ -124,13 +152,18 @@ class Pipeline:
         try:
             while True:
                 parts = self.queue.take(max_spans=MAX_BATCH_SPANS, max_bytes=MAX_BATCH_BYTES, wait=0.2)
-                if not parts:
-                    if self.queue.closed:
+                released = self._release(closing=self.queue.closed and not parts)
+                if not parts and not released:
+                    if self.queue.closed and not self._held:
                         return
                     continue
-                if self.gather:
+                if parts and self.gather:
                     parts = self._fill(parts)
-                self._hand_on(0, self._process(self.stages[0], self._with_events(SpanBatch.concat(parts))))
+                batch = self._hold(self._with_events(SpanBatch.concat(parts))) if parts else SpanBatch.empty()
+                if released:  # their events, where they came meanwhile
+                    batch = SpanBatch.concat([batch, *(self._with_events(b) for b in released)])
+                if len(batch):
+                    self._hand_on(0, self._process(self.stages[0], batch))
         finally:
             if self._handoffs:
                 self._handoffs[0].put(_END)
@@ -149,6 +182,56 @@ class Pipeline:
             while not exporter.enqueue(batch, timeout=1.0):
                 if exporter.queue.closed:
                     break
+
+    def _hold(self, batch: SpanBatch) -> SpanBatch:
+        """``batch`` without the GenAI spans that may still get events, which wait in ``_held``:
+        spans of an instrumentation scope that has sent GenAI events, carrying neither messages nor
+        a ``gen_ai.*`` event. An SDK exports spans and log records on their own schedules (or an
+        application flushes its spans first), so a span's events can come after it; held for
+        ``hold_for_events``, it goes on when they come or when the time is up."""
+        scopes = self.events.scopes
+        if self.hold_for_events <= 0 or not scopes or not len(batch):
+            return batch
+        mask = batch.genai_mask() & pc.is_in(batch.table.column("ScopeName"), pa.array(list(scopes), pa.string())
+                                             ).to_numpy(zero_copy_only=False)
+        if not mask.any():
+            return batch
+        mask &= ~batch.rows_with_keys(_MESSAGE_KEYS)
+        names = [n for n in batch.event_names() if n.startswith("gen_ai.")]
+        if names:
+            mask &= ~batch.rows_with_events(names)
+        n = int(mask.sum())
+        if not n:
+            return batch
+        if sum(len(h.batch) for h in self._held) + n > MAX_HELD_SPANS:
+            self._held_counted["full"].inc(n)
+            return batch
+        held, rest = _split(batch, mask)
+        keys = pc.binary_join_element_wise(held.table.column("TraceId"), held.table.column("SpanId"), "")
+        self._held.append(_Held(time.monotonic() + self.hold_for_events, held, keys.to_pylist()))
+        return rest
+
+    def _release(self, closing: bool) -> list[SpanBatch]:
+        """The held spans whose events came, whose time is up, or all when ``closing``."""
+        if not self._held:
+            return []
+        now, out, keep = time.monotonic(), [], []
+        for held in self._held:
+            if closing or now >= held.deadline:
+                self._held_counted["timed_out"].inc(len(held.batch))
+                out.append(held.batch)
+                continue
+            came = self.events.waiting(held.keys)
+            if not came.any():
+                keep.append(held)
+                continue
+            self._held_counted["attached"].inc(int(came.sum()))
+            ready, rest = _split(held.batch, came)
+            out.append(ready)
+            if len(rest):
+                keep.append(_Held(held.deadline, rest, [k for k, c in zip(held.keys, came, strict=True) if not c]))
+        self._held = keep
+        return out
 
     def _with_events(self, batch: SpanBatch) -> SpanBatch:
         try:

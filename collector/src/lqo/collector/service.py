@@ -52,6 +52,9 @@ class QueueConfig(StrictModel):
                                  description="with processors or a persistent sending queue: gather "
                                              "this many spans before processing")
     batch_timeout: Duration = Field(0.2, description="… waiting at most this long (the OTel batch processor's default)")
+    hold_for_events: Duration = Field(
+        2.0, ge=0, description="how long a GenAI span without messages waits for the GenAI events its "
+                               "producer sends as log records (only scopes that have sent such events); 0: not")
 
 
 class MetricsTelemetry(StrictModel):
@@ -214,6 +217,7 @@ class Collector:
             "traces", self._build_processors(), self.exporters, self.telemetry,
             cfg.service.queue.queue_size, cfg.service.queue.max_bytes,
             cfg.service.queue.min_batch_spans, cfg.service.queue.batch_timeout,
+            cfg.service.queue.hold_for_events,
         )
         self.receivers = [
             factories("receivers")[component_type(cid)].create(rcfg, ctx(cid))

@@ -53,6 +53,12 @@ class SelfTelemetry:
             "GenAI events from log records: attached to their span, or expired / dropped waiting for it.",
             ["outcome"], registry=r,
         )
+        self.held_spans = Counter(
+            "lqo_pipeline_held_spans",
+            "GenAI spans held a moment for the events their producer sends as log records: their events "
+            "came (attached), the time was up (timed_out), or too many were held already (full: not held).",
+            ["outcome"], registry=r,
+        )
         self.genai_evaluations = Counter(
             "lqo_genai_evaluations",
             "GenAI evaluation results from log records: stored, or dropped (the store refused them for good, "

@@ -17,8 +17,10 @@ score) are different: they are usually sent *after* the call, often from another
 name it by its span or only by ``gen_ai.response.id``. They do not wait for a span: each
 becomes an :class:`Evaluation`, a row of the GenAI evaluations table (``lqo.collector.evaluations``).
 
-An event whose span has already gone through is not attached (an SDK exports log records every
-second and spans every five by default, so events usually come first); one that waits longer
+Events usually come first (an SDK exports log records every second and spans every five by
+default), but not always: a GenAI span without messages, of a scope that has sent such events
+(``EventBuffer.scopes``), waits a moment in the pipeline for them (``hold_for_events``). An event
+whose span has already gone through is not attached; one that waits longer
 than ``ttl`` is dropped, and the buffer holds at most ``max_events`` and ``max_bytes`` (the oldest
 spans' events go first). Each outcome is counted.
 """
@@ -31,6 +33,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from google.protobuf.message import DecodeError
@@ -41,6 +44,7 @@ from lqo.collector.model.otlp import PayloadError, parse_json_as, value_to_str
 from lqo.collector.model.spanbatch import SCHEMA, SpanBatch
 
 EVENT_PREFIX = "gen_ai."
+MAX_SCOPES = 1024  # scopes remembered as sending GenAI events
 EVALUATION_EVENT = "gen_ai.evaluation.result"
 _EVENT_NAME_ATTRIBUTE = "event.name"
 # Evaluation attributes with columns of their own; the rest go to the row's Attributes.
@@ -59,6 +63,7 @@ class Event:
     name: str
     time_ns: int
     attributes: dict[str, str]
+    scope: str = ""  # the instrumentation scope that logged it (its spans' scope too, as a rule)
 
     @cached_property
     def size(self) -> int:
@@ -181,7 +186,8 @@ def decode_logs(request: ExportLogsServiceRequest) -> LogsDecodeResult:
                         out.evaluations.append(row)
                     continue
                 out.events.append(Event(record.trace_id.hex() + record.span_id.hex(), name,
-                                        record.time_unix_nano or record.observed_time_unix_nano, attributes))
+                                        record.time_unix_nano or record.observed_time_unix_nano, attributes,
+                                        scope_logs.scope.name))
     return out
 
 
@@ -208,6 +214,9 @@ class EventBuffer:
         self._count = 0
         self._bytes = 0
         self.counted = counted  # outcome → a counter with .inc(n): attached, expired, dropped
+        # Instrumentation scopes that have sent GenAI events, most recent last: their GenAI spans
+        # may come before their events (the pipeline holds those a moment, ``hold_for_events``).
+        self.scopes: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return self._count
@@ -219,6 +228,11 @@ class EventBuffer:
     def add(self, events: list[Event]) -> None:
         now = time.monotonic()
         with self._lock:
+            for scope in {e.scope for e in events if e.scope}:
+                self.scopes[scope] = None
+                self.scopes.move_to_end(scope)
+                if len(self.scopes) > MAX_SCOPES:
+                    self.scopes.popitem(last=False)
             for event in events:
                 entry = self._by_span.get(event.key)
                 if entry is None:
@@ -228,6 +242,11 @@ class EventBuffer:
                 self._count += 1
                 self._bytes += event.size
             self._evict(now)
+
+    def waiting(self, keys: list[str]) -> np.ndarray:
+        """Per span key (trace id + span id, hex): are events waiting for it?"""
+        with self._lock:
+            return np.fromiter((k in self._by_span for k in keys), dtype=bool, count=len(keys))
 
     def _evict(self, now: float) -> None:  # under the lock
         expired = dropped = 0
