@@ -71,6 +71,7 @@ class _Pending:
         self.store = store
         self.rows: list[Evaluation] = []
         self.bytes = 0
+        self.failing = False  # since the last write that went through (one warning per outage)
 
 
 class EvaluationWriter:
@@ -154,7 +155,10 @@ class EvaluationWriter:
     def _loop(self) -> None:
         while not self._stopped:
             self._wake.wait(self.interval)
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # the thread must live on: what is pending is tried again
+                log.exception("evaluation results: a write round failed")
 
     def flush(self) -> None:
         """Writes what each store has pending; kept for the next round where it may take it later."""
@@ -172,22 +176,35 @@ class EvaluationWriter:
                 rows, pending.rows, pending.bytes = pending.rows, [], 0
             if not rows:
                 continue
+            where = getattr(pending.store.backend, "description", "the store")
             try:
                 pending.store.insert_evaluations(to_arrow(rows))
             except StoreError as exc:
-                where = getattr(pending.store.backend, "description", "the store")
                 if exc.permanent:
                     log.error("evaluation results: %s refused %d row(s) for good (%s); dropped", where, len(rows), exc)
-                    self._counted["dropped"].inc(len(rows))
+                    self._drop(pending, len(rows))
                     continue
-                log.warning("evaluation results: writing %d row(s) to %s failed (%s); trying again",
-                            len(rows), where, exc)
+                if not pending.failing:  # once per outage, not every second
+                    log.warning("evaluation results: writing %d row(s) to %s failed (%s); trying again every "
+                                "%.0f s", len(rows), where, exc, self.interval)
+                pending.failing = True
                 with self._lock:  # back in front of what came meanwhile
                     pending.rows[:0] = rows
                     pending.bytes += sum(r.size for r in rows)
                 continue
+            except Exception:  # a bug, not the store: these rows would fail again
+                log.exception("evaluation results: writing %d row(s) to %s failed; dropped", len(rows), where)
+                self._drop(pending, len(rows))
+                continue
+            if pending.failing:
+                pending.failing = False
+                log.info("evaluation results: %s takes them again", where)
             if pending is self._pending[0]:  # counted once, by the first store
                 self._counted["stored"].inc(len(rows))
+
+    def _drop(self, pending: _Pending, n: int) -> None:
+        if pending is self._pending[0]:  # counted once, as stored ones are
+            self._counted["dropped"].inc(n)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         with self._lock:
