@@ -284,15 +284,21 @@ def test_evaluation_results_are_counted_with_capped_labels_and_exemplars() -> No
     exporter.record_evaluations([result("thumbs_up", 1.0), result("thumbs_up", 1.0, "3" * 32),
                                  result("thumbs_down", 0.0), result("meh\n{x}", None),
                                  result("", 0.8, name="relevance")])
+    # a user's words where a category belongs never become a label value, whatever the cap
+    exporter.record_evaluations([result("call me at 415-555-0132", 0.0, name="me@example.com"),
+                                 result("415-555-0132", 0.0), result("ann@example.com", 0.0)])
     r = telemetry.registry
     counted = {(s.labels["gen_ai_evaluation_name"], s.labels["gen_ai_evaluation_score_label"]): s.value
                for m in r.collect() if m.name == "lqo_evaluation_results" for s in m.samples
                if s.name == "lqo_evaluation_results_total"}
     assert counted == {("user_feedback", "thumbs_up"): 2, ("user_feedback", "thumbs_down"): 1,
-                       ("user_feedback", "other"): 1, ("relevance", "other"): 1}
-    assert r.get_sample_value("lqo_prometheus_label_overflow_total", {"label": "gen_ai_evaluation_score_label"}) == 2
+                       ("user_feedback", "other"): 3, ("relevance", "other"): 1, ("other", "other"): 1}
+    assert r.get_sample_value("lqo_prometheus_label_overflow_total", {"label": "gen_ai_evaluation_score_label"}) == 5
+    assert r.get_sample_value("lqo_prometheus_label_overflow_total", {"label": "gen_ai_evaluation_name"}) == 1
+    text = generate_latest(r).decode()
+    assert "415" not in text and "example.com" not in text
     feedback = {"service_name": "svc", "gen_ai_evaluation_name": "user_feedback"}
-    assert r.get_sample_value("lqo_evaluation_result_score_count", feedback) == 3  # the one without a score: not
+    assert r.get_sample_value("lqo_evaluation_result_score_count", feedback) == 5  # the one without a score: not
     assert r.get_sample_value("lqo_evaluation_result_score_sum", feedback) == 2.0
     text = choose_encoder("application/openmetrics-text; version=1.0.0")[0](r).decode()
     [exemplar] = [s.exemplar for f in text_string_to_metric_families(text) for s in f.samples

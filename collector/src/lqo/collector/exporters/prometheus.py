@@ -14,7 +14,9 @@ same way (after ``genai_normalize``). Names follow the OTel → Prometheus rules
   and ``lqo_evaluation_result_score{service_name, gen_ai_evaluation_name}`` (a summary: sum and
   count): the evaluation results producers send as log records (users' feedback, evaluators'
   scores; ``lqo.collector.evaluations``), counted as they arrive. No model label: a result names
-  its call by span or response id, which the exporter does not keep.
+  its call by span or response id, which the exporter does not keep. An evaluation's name and
+  label are label values only if they look like categories (a letter, then at most 63 letters,
+  digits or ``_.:-``): else ``other``, so a user's words put there never become a label.
 
 Common labels: ``service_name``, ``gen_ai_provider_name``, ``gen_ai_request_model``,
 ``gen_ai_operation_name``. Label values come only from those identifying attributes, never
@@ -34,6 +36,7 @@ OpenMetrics format, which Prometheus asks for by default (and stores with
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,6 +75,10 @@ _NOT_CALLS = pa.array(NOT_CALLS)  # agents' and tools' spans: not calls to a mod
 READ_KEYS = (*LABEL_ATTRIBUTES, INPUT, OUTPUT, TTFC, COST, FLAGS, ERROR, DUPLICATE_OF, *CHECKS.values())
 OVERFLOW = "other"
 MAX_VALUE_LENGTH = 128
+# An evaluation's name and label become label values only when they look like categories
+# (thumbs_up, relevance, score:5): a producer that puts a user's words there (an e-mail address,
+# a phone number, a sentence) must not make them metric labels.
+_CATEGORY = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 
 
 class PrometheusExporterConfig(StrictModel):
@@ -251,7 +258,10 @@ class GenAIMetrics:
             for row in rows:
                 labels = []
                 for label, value in zip(EVALUATION_LABELS, (row.service, row.name, row.label), strict=True):
-                    capped, over = self._limiters[label](value)
+                    if label != "service_name" and value and not _CATEGORY.fullmatch(value):
+                        capped, over = OVERFLOW, True
+                    else:
+                        capped, over = self._limiters[label](value)
                     if over:
                         self._overflow.labels(label).inc()
                     labels.append(capped)
