@@ -285,3 +285,14 @@ def test_the_writer_retries_bounds_and_drops_counted(ch_server: Any) -> None:
         assert json.loads(row) == {"Explanation": "TOO LONG", "Attributes": {"note": "SEE ABOVE"}}
     finally:
         exporter.shutdown()
+
+
+def test_an_empty_report_says_so(collector: Any) -> None:
+    for args, says in ((["--evaluations"], "no evaluation results stored in the last 24h"),
+                       (["--evaluations", "--since", "7d", "--by", "user"], "in the last 7d")):
+        out = subprocess.run([LQO, "report", *args, "--config", str(collector.config_path)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout == "" and says in out.stderr, (out.stdout, out.stderr)
+    as_json = subprocess.run([LQO, "report", "--evaluations", "--format", "json", "--config",
+                              str(collector.config_path)], capture_output=True, text=True, timeout=120)
+    assert as_json.returncode == 0 and as_json.stdout == "" and as_json.stderr == ""  # machine formats: nothing

@@ -121,10 +121,10 @@ def _stores(built: BuiltConfig, command: str) -> dict[str, Any]:
     return stores
 
 
-def _print_read(built: BuiltConfig, sql: str, fmt: str, command: str) -> int:
+def _print_read(built: BuiltConfig, sql: str, fmt: str, command: str, empty: str = "") -> int:
     """A read-only query of the configured store, its answer on stdout: through the running
     collector that holds an embedded store, else straight to it (a server, or an embedded store
-    no collector holds)."""
+    no collector holds). ``empty``: said on stderr when a table answer has no rows."""
     from lqo.collector.exporters.clickhouse.backends import StoreError
     from lqo.collector.query import QueryRefused, check_read_only
 
@@ -136,6 +136,8 @@ def _print_read(built: BuiltConfig, sql: str, fmt: str, command: str) -> int:
         return EXIT_RUNTIME
     sys.stdout.buffer.write(output)
     sys.stdout.flush()
+    if empty and fmt == "table" and not output.strip():
+        print(f"lqo {command}: {empty}", file=sys.stderr)
     return 0
 
 
@@ -180,7 +182,8 @@ def _report(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise ConfigError("--top: at least 1")
     sql = (evaluations_sql if args.evaluations else report_sql)(store.schema(), since, args.by, args.top)
-    return _print_read(built, sql, args.format, "report")
+    what = "evaluation results" if args.evaluations else "GenAI calls"
+    return _print_read(built, sql, args.format, "report", f"no {what} stored in the last {args.since}")
 
 
 def _erase(args: argparse.Namespace) -> int:
