@@ -82,6 +82,14 @@ def test_node_message_events_reach_their_spans(transport: str, make_collector: A
     metrics = collector.metrics()
     assert f'lqo_receiver_log_records_total{{kind="genai_event",receiver="otlp",transport="{transport}"}}' in metrics
     assert 'lqo_genai_events_total{outcome="attached"} 2.0' in metrics
+    # the user's feedback, by the answer's response id: stored beside the call, and joined to it
+    assert collector.wait_stored(1, table="otel_traces_genai_evaluations") == 1
+    [feedback] = collector.query(
+        "SELECT e.Name AS name, e.ScoreLabel AS label, e.ScoreValue AS score, e.ServiceName AS service, "
+        "g.RequestModel AS model FROM otel_traces_genai_evaluations AS e "
+        "INNER JOIN otel_traces_genai AS g ON e.ResponseId = g.ResponseId")
+    assert feedback == {"name": "user_feedback", "label": "thumbs_up", "score": 1,
+                        "service": f"node-producer-{transport}", "model": "gpt-4o-mini"}
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])

@@ -3,7 +3,8 @@
 // Env: LQO_TRANSPORT=grpc|http, LQO_OTLP_URL (grpc: http://host:port, http: .../v1/traces),
 //      OPENAI_BASE_URL (a local replay of a recording); LQO_OTLP_LOGS_URL (grpc: http://host:port,
 //      http: .../v1/logs), optional: the instrumentation's message events, which it records as
-//      log records, are exported there too.
+//      log records, are exported there too, and the user's feedback on the answer (a
+//      gen_ai.evaluation.result log record naming the answer's response id).
 const { NodeSDK } = require('@opentelemetry/sdk-node');
 const { OTLPTraceExporter: GrpcExporter } = require('@opentelemetry/exporter-trace-otlp-grpc');
 const { OTLPTraceExporter: ProtoExporter } = require('@opentelemetry/exporter-trace-otlp-proto');
@@ -36,7 +37,20 @@ async function main() {
     messages: [{ role: 'user', content: 'Say this is a test' }],
   });
   console.log(reply.choices[0].message.content);
-  if (logProcessor) await logProcessor.forceFlush(); // the events first, as the default schedules do
+  if (logProcessor) {
+    // the user liked the answer: semconv's evaluation event, through the global Logs API
+    const { logs } = require('@opentelemetry/api');
+    logs.getLogger('support-feedback').emit({
+      eventName: 'gen_ai.evaluation.result',
+      attributes: {
+        'gen_ai.evaluation.name': 'user_feedback',
+        'gen_ai.evaluation.score.label': 'thumbs_up',
+        'gen_ai.evaluation.score.value': 1,
+        'gen_ai.response.id': reply.id,
+      },
+    });
+    await logProcessor.forceFlush(); // the events first, as the default schedules do
+  }
   await sdk.shutdown(); // flushes the exporters
 }
 
