@@ -37,8 +37,8 @@ def _chat(tracer: Any, **attributes: Any) -> Any:
     return span
 
 
-def _feedback(logger: Any, label: str, **kw: Any) -> None:
-    attributes = {"gen_ai.evaluation.name": "user_feedback", "gen_ai.evaluation.score.label": label}
+def _feedback(logger: Any, label: str, extra: dict[str, str] | None = None, **kw: Any) -> None:
+    attributes = {"gen_ai.evaluation.name": "user_feedback", "gen_ai.evaluation.score.label": label, **(extra or {})}
     if "response_id" in kw:
         attributes["gen_ai.response.id"] = kw.pop("response_id")
     logger.emit(event_name="gen_ai.evaluation.result", attributes=attributes, **kw)
@@ -75,6 +75,8 @@ def send_traces(url: str) -> dict[str, str]:
     # ann's feedback, in her call's span context and by its response id; bob's, by his
     _feedback(logger, "thumbs_down", context=set_span_in_context(call))
     _feedback(logger, "thumbs_down", response_id="resp-ann")
+    _feedback(logger, "meh", context=set_span_in_context(call), response_id="resp-ann")  # both: counted once
+    _feedback(logger, "thumbs_down", {"user.id": "ann"}, response_id="resp-never-stored")  # names her itself
     _feedback(logger, "thumbs_up", response_id="resp-bob")
     provider.shutdown()
     logs.shutdown()
@@ -98,7 +100,7 @@ def test_erasing_a_user_takes_every_trace_that_names_them_and_nothing_else(make_
     collector = make_collector(PROCESSED)
     ids = send_traces(collector.http_url)
     assert collector.wait_stored(11) == 11 and collector.wait_stored(5, table="otel_traces_genai") == 5
-    assert collector.wait_stored(3, table="otel_traces_genai_evaluations") == 3
+    assert collector.wait_stored(5, table="otel_traces_genai_evaluations") == 5
     before, calls_before = _traces(collector), _rollup_calls(collector)
     ann = {ids["ann_request"], ids["ann_job"]}
     ann_spans = sum(n for t, n in before.items() if t in ann)
@@ -106,24 +108,24 @@ def test_erasing_a_user_takes_every_trace_that_names_them_and_nothing_else(make_
     counted = _lqo_erase(collector, "--user", "ann", "--format", "json")
     assert counted.returncode == 0, counted.stderr
     assert json.loads(counted.stdout) == {"kind": "user", "traces": 2, "spans": ann_spans, "genai_rows": 2,
-                                          "evaluations": 2, "erased": False}
+                                          "evaluations": 4, "erased": False}
     assert "run again with --yes" in _lqo_erase(collector, "--user", "ann").stdout
     assert _traces(collector) == before  # counting erases nothing
 
     done = _lqo_erase(collector, "--user", "ann", "--yes")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"erased 2 trace(s): {ann_spans} span(s), 2 GenAI row(s), 2 evaluation result(s)"
+    assert done.stdout.strip() == f"erased 2 trace(s): {ann_spans} span(s), 2 GenAI row(s), 4 evaluation result(s)"
     after = _traces(collector)
     assert after == {t: n for t, n in before.items() if t not in ann}  # the others, whole
     assert not ann & set(_traces(collector, "otel_traces_genai"))
     assert not ann & set(_traces(collector, "otel_traces_trace_id_ts"))
     assert [r["ResponseId"] for r in collector.query("SELECT ResponseId FROM otel_traces_genai_evaluations")] == [
-        "resp-bob"]  # ann's feedback went with her call (by span and by response id); bob's stays
+        "resp-bob"]  # ann's feedback went: with her call (by span, by response id) and naming her; bob's stays
     assert not collector.query("SELECT count() AS n FROM otel_traces WHERE SpanAttributes['gen_ai.tool.call.arguments'] "
                                "!= '' OR SpanAttributes['gen_ai.input.messages'] LIKE '%4111%'")[0]["n"]
     assert _rollup_calls(collector) == calls_before  # counts only, no identifier: kept
     log = collector.log()
-    assert "erased 2 trace(s) (5 spans, 2 GenAI rows, 2 evaluation results)" in log and "named by a user identifier" in log
+    assert "erased 2 trace(s) (5 spans, 2 GenAI rows, 4 evaluation results)" in log and "named by a user identifier" in log
     assert "ann" not in log  # never the identifier
     again = _lqo_erase(collector, "--user", "ann", "--yes")
     assert again.returncode == 0 and again.stdout.strip() == "nothing stored names this user"
@@ -149,9 +151,10 @@ def test_erasing_from_a_server_store(make_collector: Any, ch_server: Any) -> Non
     ids = send_traces(collector.http_url)
     table = f"{db}.otel_traces"
     assert collector.wait_stored(11, table=table) == 11
+    assert collector.wait_stored(5, table=f"{db}.otel_traces_genai_evaluations") == 5
     done = _lqo_erase(collector, "--user", "ann", "--yes", "--format", "json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"kind": "user", "traces": 2, "spans": 5, "genai_rows": 2, "evaluations": 2,
+    assert json.loads(done.stdout) == {"kind": "user", "traces": 2, "spans": 5, "genai_rows": 2, "evaluations": 4,
                                         "erased": True}
     assert set(_traces(collector, table)) == {ids["bob"], ids["conv_9"], ids["odd"]}
     assert set(_traces(collector, f"{db}.otel_traces_genai")) == {ids["bob"], ids["conv_9"], ids["odd"]}

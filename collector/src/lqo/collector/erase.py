@@ -129,32 +129,50 @@ def _response_ids(backend: Backend, genai: str, in_lists: list[str]) -> list[str
     return sorted(found)
 
 
+def _count_rows(backend: Backend, table: str, where: list[str]) -> int:
+    """Rows that any of ``where`` picks, each once (the conditions may overlap): counted by a
+    row's identity, which evaluation results have no column for alone."""
+    seen: set[str] = set()
+    for condition in where:
+        out = backend.query(f"SELECT Timestamp, TraceId, SpanId, ResponseId, Name FROM {table} WHERE {condition}",
+                            "TSVRaw")
+        seen.update(line for line in out.decode().splitlines() if line)
+    return len(seen)
+
+
 def erase(backend: Backend, schema: SchemaSpec, selector: Selector, confirm: bool) -> Outcome:
     """Counts the traces, spans, GenAI rows and evaluation results ``selector`` names; erases
     them if ``confirm``. Each table's rows go before the spans' (a stop midway leaves the spans,
-    from which a second run finds the traces again)."""
+    from which a second run finds the traces again). Evaluation results go with their calls (by
+    trace, or by the calls' response ids), and those that name the user or conversation
+    themselves (``user.id``… among their attributes) even when their call is not stored."""
     found = backend.query(traces_sql(schema, selector), "TSVRaw").decode().split()
     ids = sorted({i for i in found if _TRACE_ID.fullmatch(i)})
     by_trace = [f"TraceId IN ({in_list})" for in_list in _chunks(ids)]
     plan: list[tuple[str, list[str]]] = []  # (table, the conditions that pick its rows)
-    if schema.genai and ids:
+    evaluations_where: list[str] = []
+    if schema.genai:
         genai = _name(schema, schema.genai_table)
-        responses = _response_ids(backend, genai, _chunks(ids))
-        plan += [(_name(schema, schema.evaluations_table),
-                  by_trace + [f"ResponseId IN ({in_list})" for in_list in _chunks(responses)]),
-                 (genai, by_trace)]
+        responses = _response_ids(backend, genai, _chunks(ids)) if ids else []
+        evaluations_where = by_trace + [f"ResponseId IN ({in_list})" for in_list in _chunks(responses)]
+        if selector.kind in KEYS:
+            evaluations_where.append(" OR ".join(f"Attributes[{literal(key)}] = {literal(selector.value)}"
+                                                 for key in KEYS[selector.kind]))
+        plan += [(_name(schema, schema.evaluations_table), evaluations_where), (genai, by_trace)]
     plan += [(_name(schema, schema.lookup_table), by_trace), (_name(schema, schema.table), by_trace)]
-    counts = {table: _count(backend, table, where) for table, where in plan} if ids else {}
+    evaluations_table = _name(schema, schema.evaluations_table)
+    counts = {table: _count(backend, table, where) for table, where in plan if table != evaluations_table}
+    evaluations = _count_rows(backend, evaluations_table, evaluations_where) if evaluations_where else 0
     spans = counts.get(_name(schema, schema.table), 0)
     calls = counts.get(_name(schema, schema.genai_table), 0)
-    evaluations = counts.get(_name(schema, schema.evaluations_table), 0)
-    if confirm and ids:
+    anything = bool(ids) or evaluations > 0
+    if confirm and anything:
         for table, where in plan:
             for condition in where:
                 backend.execute(f"ALTER TABLE {table} DELETE WHERE {condition} SETTINGS mutations_sync = 2")
         log.info("erased %d trace(s) (%d spans, %d GenAI rows, %d evaluation results) named by a %s identifier",
                  len(ids), spans, calls, evaluations, selector.kind)
-    return Outcome(selector.kind, len(ids), spans, calls, evaluations, confirm and bool(ids))
+    return Outcome(selector.kind, len(ids), spans, calls, evaluations, confirm and anything)
 
 
 class EraseRequest(BaseModel):
@@ -215,6 +233,6 @@ def outcome_text(outcome: dict[str, Any]) -> str:
             f"{outcome['evaluations']} evaluation result(s)")
     if outcome["erased"]:
         return f"erased {what}"
-    if not outcome["traces"]:
+    if not outcome["traces"] and not outcome["evaluations"]:
         return f"nothing stored names this {outcome['kind']}"
     return f"would erase {what}; run again with --yes to erase them"
