@@ -238,15 +238,16 @@ def quality() -> dash.Dashboard:
             .with_row(dash.Row("Feedback and evaluations"))
             .with_panel(series("Evaluation results per second, by evaluation and label", "reqps", prom(
                 f"sum by (gen_ai_evaluation_name, gen_ai_evaluation_score_label) "
-                f"(service_evaluation:lqo_evaluation_results:rate5m{{{SVC}}})",
+                f"(service_model_evaluation:lqo_evaluation_results:rate5m{{{SVC}}})",
                 "{{gen_ai_evaluation_name}} {{gen_ai_evaluation_score_label}}"),
                 description="gen_ai.evaluation.result records producers send (users' feedback, evaluators' "
                             "scores), as they arrive, last 5 minutes."))
-            .with_panel(series("Mean evaluation score, by evaluation", "short", prom(
-                f"avg by (gen_ai_evaluation_name) (service_evaluation:lqo_evaluation_result_score:mean5m{{{SVC}}})",
-                "{{gen_ai_evaluation_name}}"),
-                description="The mean score.value of each evaluation's results, last 5 minutes (its scale "
-                            "is the evaluator's)."))
+            .with_panel(series("Mean evaluation score, by model and evaluation", "short", prom(
+                f"avg by (gen_ai_request_model, gen_ai_evaluation_name) "
+                f"(service_model_evaluation:lqo_evaluation_result_score:mean5m{{{SEL}}})",
+                "{{gen_ai_request_model}} {{gen_ai_evaluation_name}}"),
+                description="The mean score.value of each evaluation's results, by the model of the call "
+                            "judged, last 5 minutes (its scale is the evaluator's)."))
             .with_panel(sql_table("Evaluation results by model", f"""
                 SELECT e.Name AS evaluation, g.ServiceName AS service, g.RequestModel AS model,
                        count() AS results, avg(e.ScoreValue) AS mean_score,

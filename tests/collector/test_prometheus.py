@@ -266,14 +266,17 @@ def test_histogram_buckets_carry_the_latest_span_as_exemplar_in_openmetrics_only
     assert "trace_id" not in plain and "# {" not in plain
 
 
-def test_evaluation_results_are_counted_with_capped_labels_and_exemplars() -> None:
+def test_evaluation_results_are_counted_with_capped_labels_and_exemplars(monkeypatch: pytest.MonkeyPatch) -> None:
     """Users' feedback and evaluators' scores (``EvaluationWriter`` hands them over as they arrive):
     counted by evaluation and label, their scores summed; producer strings capped like span labels;
     a result that names its span carries it as the exemplar."""
     from prometheus_client.exposition import choose_encoder
     from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+    from lqo.collector.exporters import prometheus
     from lqo.collector.model.genai_events import Evaluation
+
+    monkeypatch.setattr(prometheus, "MATCH_GRACE_S", 0.0)  # their calls are unknown: counted at once
 
     exporter, telemetry = _exporter(label_limits={"gen_ai_evaluation_score_label": 2})
 
@@ -297,7 +300,9 @@ def test_evaluation_results_are_counted_with_capped_labels_and_exemplars() -> No
     assert r.get_sample_value("lqo_prometheus_label_overflow_total", {"label": "gen_ai_evaluation_name"}) == 1
     text = generate_latest(r).decode()
     assert "415" not in text and "example.com" not in text
-    feedback = {"service_name": "svc", "gen_ai_evaluation_name": "user_feedback"}
+    # their calls are not among the ones this exporter saw: only the service is known
+    feedback = {"service_name": "svc", "gen_ai_provider_name": "", "gen_ai_request_model": "",
+                "gen_ai_operation_name": "", "gen_ai_evaluation_name": "user_feedback"}
     assert r.get_sample_value("lqo_evaluation_result_score_count", feedback) == 5  # the one without a score: not
     assert r.get_sample_value("lqo_evaluation_result_score_sum", feedback) == 2.0
     text = choose_encoder("application/openmetrics-text; version=1.0.0")[0](r).decode()
@@ -306,6 +311,67 @@ def test_evaluation_results_are_counted_with_capped_labels_and_exemplars() -> No
     assert exemplar.labels == {"trace_id": "3" * 32}
     lint = subprocess.run([PROMTOOL, "check", "metrics"], input=generate_latest(r), capture_output=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_evaluation_results_are_counted_under_their_calls_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A result names its call by response id (else by span); if the exporter counted that call
+    lately, the result gets its service, provider, model and operation: feedback by model."""
+    from lqo.collector.model.genai_events import Evaluation
+
+    exporter, telemetry = _exporter()
+    base = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai"}
+    exporter.export(_batch([{**base, "gen_ai.request.model": "gpt-4o", "gen_ai.response.id": "resp-1"},
+                            {**base, "gen_ai.request.model": "gpt-4o-mini"}]))  # SpanIds s0, s1
+    exporter.export(_batch([{"http.request.method": "GET"}]))  # a later batch, no call
+
+    def result(label: str, response_id: str = "", span_id: str = "") -> Evaluation:
+        return Evaluation(1, "t" if span_id else "", span_id, response_id, "svc-of-the-feedback", "user_feedback",
+                          1.0 if label == "thumbs_up" else 0.0, label, "", {})
+
+    early = result("thumbs_down", response_id="resp-2")  # a judge faster than the pipeline: its call comes next
+    exporter.record_evaluations([result("thumbs_up", response_id="resp-1"), result("thumbs_down", span_id="s1"),
+                                 result("thumbs_down", response_id="resp-unknown"), early])
+    r = telemetry.registry
+    assert r.get_sample_value("lqo_evaluation_results_total", {
+        "service_name": "svc-of-the-feedback", "gen_ai_provider_name": "", "gen_ai_request_model": "",
+        "gen_ai_operation_name": "", "gen_ai_evaluation_name": "user_feedback",
+        "gen_ai_evaluation_score_label": "thumbs_down"}) is None  # the two unknown ones wait for their call
+    exporter.export(_batch([{**base, "gen_ai.request.model": "o3", "gen_ai.response.id": "resp-2"}]))
+    from lqo.collector.exporters import prometheus
+
+    monkeypatch.setattr(prometheus, "MATCH_GRACE_S", 0.0)
+    exporter.record_evaluations([])  # the writer's tick: the grace is over for the one never seen
+
+    def count(model: str, label: str, service: str = "svc", provider: str = "openai", operation: str = "chat") -> Any:
+        return r.get_sample_value("lqo_evaluation_results_total", {
+            "service_name": service, "gen_ai_provider_name": provider, "gen_ai_request_model": model,
+            "gen_ai_operation_name": operation, "gen_ai_evaluation_name": "user_feedback",
+            "gen_ai_evaluation_score_label": label})
+
+    assert count("gpt-4o", "thumbs_up") == 1 and count("gpt-4o-mini", "thumbs_down") == 1
+    assert count("o3", "thumbs_down") == 1  # matched when its call came
+    assert count("", "thumbs_down", service="svc-of-the-feedback", provider="", operation="") == 1
+    assert r.get_sample_value("lqo_evaluation_result_score_sum", {
+        "service_name": "svc", "gen_ai_provider_name": "openai", "gen_ai_request_model": "gpt-4o",
+        "gen_ai_operation_name": "chat", "gen_ai_evaluation_name": "user_feedback"}) == 1.0
+
+
+def test_the_calls_it_keeps_for_results_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lqo.collector.exporters import prometheus
+    from lqo.collector.model.genai_events import Evaluation
+
+    monkeypatch.setattr(prometheus, "RECENT_CALLS", 3)
+    monkeypatch.setattr(prometheus, "MATCH_GRACE_S", 0.0)
+    exporter, telemetry = _exporter()
+    for model in ("old", "new-1", "new-2", "new-3"):  # a batch of one call each, the same span ids
+        exporter.export(_batch([{"gen_ai.operation.name": "chat", "gen_ai.request.model": model,
+                                 "gen_ai.response.id": f"resp-{model}"}]))
+    assert exporter.metrics._recent_rows == 3
+    exporter.record_evaluations([Evaluation(1, "", "", f"resp-{m}", "svc", "user_feedback", 1.0, "up", "", {})
+                                 for m in ("old", "new-1")])
+    models = {s.labels["gen_ai_request_model"] for m in telemetry.registry.collect()
+              if m.name == "lqo_evaluation_results" for s in m.samples}
+    assert models == {"", "new-1"}  # the oldest call was let go
 
 
 def test_one_prometheus_exporter_per_collector() -> None:

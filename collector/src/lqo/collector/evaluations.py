@@ -96,7 +96,7 @@ class EvaluationWriter:
         self._thread = threading.Thread(target=self._loop, name="lqo-evaluations", daemon=True)
 
     def start(self) -> None:
-        if self._pending:
+        if self._pending or self._observers:
             self._thread.start()
 
     def offer(self, rows: list[Evaluation]) -> bool:
@@ -159,6 +159,7 @@ class EvaluationWriter:
                 self.flush()
             except Exception:  # the thread must live on: what is pending is tried again
                 log.exception("evaluation results: a write round failed")
+            self._observe([])  # a tick: results that came before their call are matched or let go
 
     def flush(self) -> None:
         """Writes what each store has pending; kept for the next round where it may take it later."""

@@ -10,11 +10,13 @@ same way (after ``genai_normalize``). Names follow the OTel → Prometheus rules
 * ``lqo_cost_usd_total`` (counter, from ``lqo.cost.usd``)
 * ``lqo_safety_flags_total{check}`` (counter, from ``lqo.flags``)
 * ``lqo_evaluation_score{check}`` (histogram of ``lqo.<check>.score``)
-* ``lqo_evaluation_results_total{service_name, gen_ai_evaluation_name, gen_ai_evaluation_score_label}``
-  and ``lqo_evaluation_result_score{service_name, gen_ai_evaluation_name}`` (a summary: sum and
+* ``lqo_evaluation_results_total{<common labels>, gen_ai_evaluation_name, gen_ai_evaluation_score_label}``
+  and ``lqo_evaluation_result_score{<common labels>, gen_ai_evaluation_name}`` (a summary: sum and
   count): the evaluation results producers send as log records (users' feedback, evaluators'
-  scores; ``lqo.collector.evaluations``), counted as they arrive. No model label: a result names
-  its call by span or response id, which the exporter does not keep. An evaluation's name and
+  scores; ``lqo.collector.evaluations``), counted as they arrive, under their call's labels: the
+  exporter keeps the latest ``RECENT_CALLS`` calls' span and response ids (Arrow arrays per
+  batch, looked up only when results come); a result whose call is older has only its service
+  (the others empty). An evaluation's name and
   label are label values only if they look like categories (a letter, then at most 63 letters,
   digits or ``_.:-``): else ``other``, so a user's words put there never become a label.
 
@@ -35,9 +37,11 @@ OpenMetrics format, which Prometheus asks for by default (and stores with
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -66,13 +70,22 @@ SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 COMMON_LABELS = ("service_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_operation_name")
 EVALUATION_LABELS = ("service_name", "gen_ai_evaluation_name", "gen_ai_evaluation_score_label")
+# An evaluation result's series: its call's labels (empty where the call was not among the
+# latest RECENT_CALLS), and the evaluation's name and label.
+RESULT_LABELS = (*COMMON_LABELS, "gen_ai_evaluation_name", "gen_ai_evaluation_score_label")
 LABEL_ATTRIBUTES = ("gen_ai.provider.name", "gen_ai.request.model", "gen_ai.operation.name")
 CHECKS = {"toxicity": "lqo.toxicity.score", "hallucination": "lqo.hallucination.score",
           "prompt_injection": "lqo.injection.score"}
 INPUT, OUTPUT = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
 TTFC, COST, ERROR = "gen_ai.response.time_to_first_chunk", "lqo.cost.usd", "error.type"
 _NOT_CALLS = pa.array(NOT_CALLS)  # agents' and tools' spans: not calls to a model
-READ_KEYS = (*LABEL_ATTRIBUTES, INPUT, OUTPUT, TTFC, COST, FLAGS, ERROR, DUPLICATE_OF, *CHECKS.values())
+RESPONSE_ID = "gen_ai.response.id"
+READ_KEYS = (*LABEL_ATTRIBUTES, INPUT, OUTPUT, TTFC, COST, FLAGS, ERROR, DUPLICATE_OF, RESPONSE_ID, *CHECKS.values())
+# The latest calls' span and response ids with their label sets, so that an evaluation result,
+# which names its call by one of them, is counted under the call's service, provider and model.
+RECENT_CALLS = 100_000
+MATCH_GRACE_S = 10.0  # how long a result whose call is not known yet waits for it
+MAX_UNMATCHED = 10_000
 OVERFLOW = "other"
 MAX_VALUE_LENGTH = 128
 # An evaluation's name and label become label values only when they look like categories
@@ -189,6 +202,11 @@ class GenAIMetrics:
         # score count and sum per service and evaluation
         self.results: dict[tuple[str, ...], list] = {}
         self.result_scores: dict[tuple[str, ...], list] = {}
+        # (span ids, response ids, label sets, each call's label set), newest last
+        self._recent: collections.deque[tuple[pa.Array, pa.Array, list[tuple[str, ...]], np.ndarray]] = \
+            collections.deque()
+        self._recent_rows = 0
+        self._unmatched: list[tuple[float, Evaluation]] = []  # (first seen, result) waiting for its call
 
     def _capped(self, columns: list[pa.Array], labels: tuple[str, ...]) -> list[pa.Array]:
         """Label columns (one value per span) with each distinct value passed once through its
@@ -229,8 +247,12 @@ class GenAIMetrics:
         spans = Spans(batch.table.column("TraceId").take(span_rows).combine_chunks(), starts / 1e9 + durations)
         errors = pa.array([_error_type(v) for v in cols[ERROR].to_pylist()], pa.string()) \
             if cols[ERROR].null_count < len(calls) else pa.array([""] * len(calls), pa.string())
+        span_ids = batch.table.column("SpanId").take(span_rows).combine_chunks()
         with self._lock:
             keys, group = group_rows(self._capped(label_columns, COMMON_LABELS))
+            self._remember(span_ids, cols[RESPONSE_ID], keys, group)
+            if self._unmatched:  # results that came before these calls
+                self._count_results([], time.monotonic())
             pairs, dgroup = group_rows([pa.array(group), errors])  # the duration adds error_type
             self.duration.observe([(*keys[g], err) for g, err in pairs], dgroup, durations, spans)
             for kind, attr in (("input", INPUT), ("output", OUTPUT)):
@@ -252,28 +274,71 @@ class GenAIMetrics:
                     key = (*keys[group[i]], check)
                     self.flags[key] = self.flags.get(key, 0) + 1
 
+    def _remember(self, span_ids: pa.Array, response_ids: pa.Array, keys: list[tuple[str, ...]],
+                  group: np.ndarray) -> None:  # under the lock
+        self._recent.append((span_ids, pc.fill_null(response_ids, ""), keys, group))
+        self._recent_rows += len(group)
+        while self._recent_rows > RECENT_CALLS and len(self._recent) > 1:
+            self._recent_rows -= len(self._recent.popleft()[3])
+
+    def _calls_of(self, rows: list[Evaluation]) -> list[tuple[str, ...] | None]:  # under the lock
+        """Each result's call's label set, where the call is among the latest (newest first):
+        by the response id a result names, else by its span."""
+        found: list[tuple[str, ...] | None] = [None] * len(rows)
+        by_response = [i for i, r in enumerate(rows) if r.response_id]
+        by_span = [i for i, r in enumerate(rows) if not r.response_id and r.span_id]
+        for span_ids, response_ids, keys, group in reversed(self._recent):
+            for wanted, ids, column in ((by_response, [rows[i].response_id for i in by_response], response_ids),
+                                        (by_span, [rows[i].span_id for i in by_span], span_ids)):
+                if not wanted:
+                    continue
+                at = pc.index_in(pa.array(ids, pa.string()), value_set=column).to_pylist()
+                for i, hit in zip(wanted, at, strict=True):
+                    if hit is not None and found[i] is None:
+                        found[i] = keys[group[hit]]
+            if all(f is not None for f in found):
+                break
+        return found
+
     def record_evaluations(self, rows: list[Evaluation]) -> None:
-        """Evaluation results as they arrive (``EvaluationWriter``); label values capped as the spans' are."""
+        """Evaluation results as they arrive (``EvaluationWriter``), under their call's labels
+        where it is among the latest calls; label values capped as the spans' are. A result may
+        come before its call went through the pipeline (an evaluator that judges at once): one
+        whose call is not known yet waits up to ``MATCH_GRACE_S`` (retried with each batch of
+        spans, and each round of the writer, which calls this with no rows), then is counted
+        without the call's labels."""
         with self._lock:
-            for row in rows:
-                labels = []
-                for label, value in zip(EVALUATION_LABELS, (row.service, row.name, row.label), strict=True):
-                    if label != "service_name" and value and not _CATEGORY.fullmatch(value):
-                        capped, over = OVERFLOW, True
-                    else:
-                        capped, over = self._limiters[label](value)
-                    if over:
-                        self._overflow.labels(label).inc()
-                    labels.append(capped)
-                key = tuple(labels)
-                entry = self.results.setdefault(key, [0, None])
-                entry[0] += 1
-                if row.trace_id:
-                    entry[1] = Exemplar({"trace_id": row.trace_id}, 1.0, row.time_ns / 1e9)
-                if row.score is not None:
-                    scored = self.result_scores.setdefault(key[:2], [0, 0.0])
-                    scored[0] += 1
-                    scored[1] += row.score
+            self._count_results(rows, time.monotonic())
+
+    def _count_results(self, rows: list[Evaluation], now: float) -> None:  # under the lock
+        waited, self._unmatched = self._unmatched, []
+        pending = [row for _, row in waited] + list(rows)
+        firsts = [first for first, _ in waited] + [now] * len(rows)
+        if not pending:
+            return
+        for row, first, call in zip(pending, firsts, self._calls_of(pending), strict=True):
+            if (call is None and (row.response_id or row.span_id) and now - first < MATCH_GRACE_S
+                    and len(self._unmatched) < MAX_UNMATCHED):
+                self._unmatched.append((first, row))
+                continue
+            labels = []
+            for label, value in zip(EVALUATION_LABELS, (row.service, row.name, row.label), strict=True):
+                if label != "service_name" and value and not _CATEGORY.fullmatch(value):
+                    capped, over = OVERFLOW, True
+                else:
+                    capped, over = self._limiters[label](value)
+                if over:
+                    self._overflow.labels(label).inc()
+                labels.append(capped)
+            key = (*(call or (labels[0], "", "", "")), labels[1], labels[2])
+            entry = self.results.setdefault(key, [0, None])
+            entry[0] += 1
+            if row.trace_id:
+                entry[1] = Exemplar({"trace_id": row.trace_id}, 1.0, row.time_ns / 1e9)
+            if row.score is not None:
+                scored = self.result_scores.setdefault(key[:-1], [0, 0.0])
+                scored[0] += 1
+                scored[1] += row.score
 
     def describe(self) -> list[Metric]:
         return []  # families are known only once data arrives; no auto-describe needed
@@ -300,13 +365,14 @@ class GenAIMetrics:
                                      (*COMMON_LABELS, "check"))
             results = CounterMetricFamily(
                 "lqo_evaluation_results", "Evaluation results producers sent (gen_ai.evaluation.result: users' "
-                "feedback, evaluators' scores), by evaluation and label.", labels=list(EVALUATION_LABELS))
+                "feedback, evaluators' scores), by their call's labels, evaluation and label.",
+                labels=list(RESULT_LABELS))
             for key, (n, exemplar) in sorted(self.results.items()):
                 results.add_metric(list(key), n, exemplar=exemplar)
             yield results
             scores = SummaryMetricFamily(
                 "lqo_evaluation_result_score", "Scores of the evaluation results producers sent (sum and count: "
-                "rate(sum) / rate(count) is the mean).", labels=list(EVALUATION_LABELS[:2]))
+                "rate(sum) / rate(count) is the mean).", labels=list(RESULT_LABELS[:-1]))
             for key, (n, total) in sorted(self.result_scores.items()):
                 scores.add_metric(list(key), n, total)
             yield scores
