@@ -8,6 +8,9 @@ Run it alternately against two checkouts, same interpreter:
     for i in 1 2 3; do for root in /tmp/old .; do
       PYTHONPATH=$root/collector/src .venv/bin/python bench/prom_exporter.py --label $root
     done; done
+
+``--evaluations``: as after a producer sent its first evaluation result (each batch's calls are
+then remembered, so that results get their call's labels).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from workload import make_request
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--label", default=".", help="what to call this run in the output")
+    parser.add_argument("--evaluations", action="store_true",
+                        help="as after a producer sent evaluation results: each batch's calls are remembered "
+                             "for them (span and response ids)")
     args = parser.parse_args()
     from lqo.collector import exporters
     from lqo.collector.components import ComponentContext
@@ -36,6 +42,8 @@ def main() -> None:
         batch.genai_mask()  # computed by the processors before an exporter sees a batch
     exporter = PrometheusExporter(PrometheusExporterConfig(), ComponentContext("prometheus", SelfTelemetry()))
     exporter.start()
+    if args.evaluations:
+        exporter.metrics._evaluations_seen = True
     exporter.export(batches[0])
     started = time.process_time()
     for _ in range(3):
@@ -43,7 +51,8 @@ def main() -> None:
             exporter.export(batch)
     spans = 3 * sum(len(b) for b in batches)
     code = Path(exporters.__file__).resolve().parents[3]
-    print(f"{args.label} ({code}): {(time.process_time() - started) / spans * 1e6:.2f} µs per span given")
+    remembered = " (calls remembered for evaluation results)" if args.evaluations else ""
+    print(f"{args.label} ({code}){remembered}: {(time.process_time() - started) / spans * 1e6:.2f} µs per span given")
 
 
 if __name__ == "__main__":

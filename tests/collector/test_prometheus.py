@@ -320,6 +320,12 @@ def test_evaluation_results_are_counted_under_their_calls_labels(monkeypatch: py
 
     exporter, telemetry = _exporter()
     base = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai"}
+    exporter.export(_batch([{**base, "gen_ai.request.model": "gpt-4o", "gen_ai.response.id": "resp-0"}]))
+    assert exporter.metrics._recent_rows == 0  # no producer has sent a result yet: nothing kept for them
+    exporter.record_evaluations([])  # (the writer's tick is not a result)
+    exporter.metrics._count_results([], 0.0)
+    assert not exporter.metrics._evaluations_seen
+    monkeypatch.setattr(exporter.metrics, "_evaluations_seen", True)  # as after a producer's first result
     exporter.export(_batch([{**base, "gen_ai.request.model": "gpt-4o", "gen_ai.response.id": "resp-1"},
                             {**base, "gen_ai.request.model": "gpt-4o-mini"}]))  # SpanIds s0, s1
     exporter.export(_batch([{"http.request.method": "GET"}]))  # a later batch, no call
@@ -363,6 +369,7 @@ def test_the_calls_it_keeps_for_results_are_bounded(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(prometheus, "RECENT_CALLS", 3)
     monkeypatch.setattr(prometheus, "MATCH_GRACE_S", 0.0)
     exporter, telemetry = _exporter()
+    exporter.record_evaluations([Evaluation(1, "", "", "resp-before", "svc", "user_feedback", 1.0, "up", "", {})])
     for model in ("old", "new-1", "new-2", "new-3"):  # a batch of one call each, the same span ids
         exporter.export(_batch([{"gen_ai.operation.name": "chat", "gen_ai.request.model": model,
                                  "gen_ai.response.id": f"resp-{model}"}]))
@@ -371,7 +378,7 @@ def test_the_calls_it_keeps_for_results_are_bounded(monkeypatch: pytest.MonkeyPa
                                  for m in ("old", "new-1")])
     models = {s.labels["gen_ai_request_model"] for m in telemetry.registry.collect()
               if m.name == "lqo_evaluation_results" for s in m.samples}
-    assert models == {"", "new-1"}  # the oldest call was let go
+    assert models == {"", "new-1"}  # the oldest call was let go (and the first result matched nothing)
 
 
 def test_one_prometheus_exporter_per_collector() -> None:

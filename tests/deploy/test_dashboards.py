@@ -130,7 +130,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
         wait_until("both waves stored", lambda: col.wait_stored(48, timeout=1) >= 48)
         wait_until("both waves' feedback stored",
                    lambda: col.wait_stored(8, timeout=1, table="otel_traces_genai_evaluations") >= 8)
-        wait_until("the feedback's rules", lambda: query(prom, "service_model_evaluation:lqo_evaluation_result_score:mean5m"))
+        # (the first wave's results came before the exporter remembered calls for them: the second's have the model)
+        wait_until("the feedback's rules", lambda: query(
+            prom, f'service_model_evaluation:lqo_evaluation_result_score:mean5m{{gen_ai_request_model="{MODEL}"}}'))
         yield col, prom, start
     finally:
         daemons.stop()

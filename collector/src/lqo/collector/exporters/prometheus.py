@@ -15,8 +15,9 @@ same way (after ``genai_normalize``). Names follow the OTel → Prometheus rules
   count): the evaluation results producers send as log records (users' feedback, evaluators'
   scores; ``lqo.collector.evaluations``), counted as they arrive, under their call's labels: the
   exporter keeps the latest ``RECENT_CALLS`` calls' span and response ids (Arrow arrays per
-  batch, looked up only when results come); a result whose call is older has only its service
-  (the others empty). An evaluation's name and
+  batch, looked up only when results come), from the first result a producer sends on (before
+  that, it reads nothing for them); a result whose call is older, or came before the first
+  result, has only its service (the others empty). An evaluation's name and
   label are label values only if they look like categories (a letter, then at most 63 letters,
   digits or ``_.:-``): else ``other``, so a user's words put there never become a label.
 
@@ -80,7 +81,7 @@ INPUT, OUTPUT = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
 TTFC, COST, ERROR = "gen_ai.response.time_to_first_chunk", "lqo.cost.usd", "error.type"
 _NOT_CALLS = pa.array(NOT_CALLS)  # agents' and tools' spans: not calls to a model
 RESPONSE_ID = "gen_ai.response.id"
-READ_KEYS = (*LABEL_ATTRIBUTES, INPUT, OUTPUT, TTFC, COST, FLAGS, ERROR, DUPLICATE_OF, RESPONSE_ID, *CHECKS.values())
+READ_KEYS = (*LABEL_ATTRIBUTES, INPUT, OUTPUT, TTFC, COST, FLAGS, ERROR, DUPLICATE_OF, *CHECKS.values())
 # The latest calls' span and response ids with their label sets, so that an evaluation result,
 # which names its call by one of them, is counted under the call's service, provider and model.
 RECENT_CALLS = 100_000
@@ -207,6 +208,7 @@ class GenAIMetrics:
             collections.deque()
         self._recent_rows = 0
         self._unmatched: list[tuple[float, Evaluation]] = []  # (first seen, result) waiting for its call
+        self._evaluations_seen = False  # from the first evaluation result on, calls are remembered
 
     def _capped(self, columns: list[pa.Array], labels: tuple[str, ...]) -> list[pa.Array]:
         """Label columns (one value per span) with each distinct value passed once through its
@@ -230,7 +232,9 @@ class GenAIMetrics:
         rows = np.nonzero(batch.genai_mask())[0]
         if not len(rows):
             return
-        cols = batch.attribute_columns(READ_KEYS, rows)
+        # calls are remembered for evaluation results only once a producer has sent some: no cost otherwise
+        remember = self._evaluations_seen
+        cols = batch.attribute_columns((*READ_KEYS, RESPONSE_ID) if remember else READ_KEYS, rows)
         operation = cols["gen_ai.operation.name"]
         calls = np.nonzero((_valid(operation) | _valid(cols["gen_ai.provider.name"]))
                            & ~pc.fill_null(pc.is_in(operation, _NOT_CALLS), False).to_numpy(zero_copy_only=False)
@@ -247,10 +251,11 @@ class GenAIMetrics:
         spans = Spans(batch.table.column("TraceId").take(span_rows).combine_chunks(), starts / 1e9 + durations)
         errors = pa.array([_error_type(v) for v in cols[ERROR].to_pylist()], pa.string()) \
             if cols[ERROR].null_count < len(calls) else pa.array([""] * len(calls), pa.string())
-        span_ids = batch.table.column("SpanId").take(span_rows).combine_chunks()
         with self._lock:
             keys, group = group_rows(self._capped(label_columns, COMMON_LABELS))
-            self._remember(span_ids, cols[RESPONSE_ID], keys, group)
+            if remember:
+                self._remember(batch.table.column("SpanId").take(span_rows).combine_chunks(), cols[RESPONSE_ID],
+                               keys, group)
             if self._unmatched:  # results that came before these calls
                 self._count_results([], time.monotonic())
             pairs, dgroup = group_rows([pa.array(group), errors])  # the duration adds error_type
@@ -311,6 +316,8 @@ class GenAIMetrics:
             self._count_results(rows, time.monotonic())
 
     def _count_results(self, rows: list[Evaluation], now: float) -> None:  # under the lock
+        if rows:
+            self._evaluations_seen = True
         waited, self._unmatched = self._unmatched, []
         pending = [row for _, row in waited] + list(rows)
         firsts = [first for first, _ in waited] + [now] * len(rows)
