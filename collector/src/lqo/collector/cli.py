@@ -50,11 +50,6 @@ def _collector(args: argparse.Namespace) -> int:
     return 0
 
 
-def _query_via_collector(built: BuiltConfig, sql: str, fmt: str) -> bytes | None:
-    """Ask a running collector (it holds the embedded store); None if none is running."""
-    return _via_collector(built, "/api/v1/query", {"sql": sql, "format": fmt}, "lqo query")
-
-
 def _via_collector(built: BuiltConfig, path: str, payload: dict[str, Any], command: str,
                    timeout: float = 60) -> bytes | None:
     """POST ``payload`` to a running collector's ``path`` (``/api/v1/…``: the collector holds the
@@ -142,21 +137,30 @@ def _print_read(built: BuiltConfig, sql: str, fmt: str, command: str, empty: str
 
 
 def _read_store(built: BuiltConfig, store: Any, sql: str, fmt: str) -> bytes:
-    from lqo.collector.exporters.clickhouse.backends import open_backend
     from lqo.collector.query import run_query
 
-    output = None
+    answer, _ = _on_store(built, store, "/api/v1/query", {"sql": sql, "format": fmt}, "lqo query",
+                          lambda backend: run_query(backend, sql, fmt))
+    return answer
+
+
+def _on_store(built: BuiltConfig, store: Any, path: str, payload: dict[str, Any], command: str,
+              run: Any, timeout: float | None = None) -> tuple[Any, bool]:
+    """(the answer, whether the collector gave it): through the running collector (``path``),
+    which holds an embedded store, else ``run(backend)`` straight on the store (a server, or an
+    embedded store no collector holds). ``timeout``: for a long operation, instead of the store's."""
+    from lqo.collector.exporters.clickhouse.backends import open_backend
+
     if store.endpoint.startswith("embedded://"):
-        output = _query_via_collector(built, sql, fmt)
-    if output is None:
-        backend = open_backend(
-            store.endpoint, store.resolved_username(), store.resolved_password(), store.timeout
-        )
-        try:
-            output = run_query(backend, sql, fmt)
-        finally:
-            backend.close()
-    return output
+        answer = _via_collector(built, path, payload, command, timeout or 60)
+        if answer is not None:
+            return answer, True
+    backend = open_backend(store.endpoint, store.resolved_username(), store.resolved_password(),
+                           max(store.timeout, timeout or 0))
+    try:
+        return run(backend), False
+    finally:
+        backend.close()
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -188,7 +192,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _erase(args: argparse.Namespace) -> int:
     from lqo.collector.erase import EraseRefused, Selector, erase, outcome_text
-    from lqo.collector.exporters.clickhouse.backends import StoreError, open_backend
+    from lqo.collector.exporters.clickhouse.backends import StoreError
     from lqo.collector.service import validate_config
 
     kind, value = next((k, v) for k in ("user", "conversation", "trace") if (v := getattr(args, k)) is not None)
@@ -199,19 +203,10 @@ def _erase(args: argparse.Namespace) -> int:
     built = validate_config(_load(args.config))
     store = next(iter(_stores(built, "erase").values()))
     try:
-        answer = None
-        if store.endpoint.startswith("embedded://"):
-            answer = _via_collector(built, "/api/v1/erase", {kind: selector.value, "confirm": args.yes},
-                                    "lqo erase", timeout=3600)
-        if answer is not None:
-            outcome = json.loads(answer)
-        else:
-            backend = open_backend(store.endpoint, store.resolved_username(), store.resolved_password(),
-                                   max(store.timeout, 3600))
-            try:
-                outcome = vars(erase(backend, store.schema(), selector, args.yes))
-            finally:
-                backend.close()
+        answer, remote = _on_store(built, store, "/api/v1/erase", {kind: selector.value, "confirm": args.yes},
+                                   "lqo erase", lambda backend: erase(backend, store.schema(), selector, args.yes),
+                                   timeout=3600)
+        outcome = json.loads(answer) if remote else vars(answer)
     except (StoreError, QueryFailed) as exc:
         print(f"lqo erase: {exc}", file=sys.stderr)
         return EXIT_RUNTIME

@@ -292,16 +292,19 @@ class GenAIMetrics:
         found: list[tuple[str, ...] | None] = [None] * len(rows)
         by_response = [i for i, r in enumerate(rows) if r.response_id]
         by_span = [i for i, r in enumerate(rows) if not r.response_id and r.span_id]
-        for span_ids, response_ids, keys, group in reversed(self._recent):
-            for wanted, ids, column in ((by_response, [rows[i].response_id for i in by_response], response_ids),
-                                        (by_span, [rows[i].span_id for i in by_span], span_ids)):
-                if not wanted:
-                    continue
-                at = pc.index_in(pa.array(ids, pa.string()), value_set=column).to_pylist()
-                for i, hit in zip(wanted, at, strict=True):
+        # the ids asked for, built once: (rows, their ids, which column of a batch holds them)
+        asked = [(wanted, pa.array(ids, pa.string()), column) for wanted, ids, column in (
+            (by_response, [rows[i].response_id for i in by_response], 1),
+            (by_span, [rows[i].span_id for i in by_span], 0)) if wanted]
+        left = len(by_response) + len(by_span)
+        for entry in reversed(self._recent):
+            keys, group = entry[2], entry[3]
+            for wanted, ids, column in asked:
+                for i, hit in zip(wanted, pc.index_in(ids, value_set=entry[column]).to_pylist(), strict=True):
                     if hit is not None and found[i] is None:
                         found[i] = keys[group[hit]]
-            if all(f is not None for f in found):
+                        left -= 1
+            if not left:
                 break
         return found
 
