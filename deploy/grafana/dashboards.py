@@ -41,6 +41,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 
 from lqo.collector.model.spanbatch import NOT_CALLS
+from lqo.collector.report import label_counts
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 PROMETHEUS = model.DataSourceRef(type_val="prometheus", uid="lqo-prometheus")
@@ -251,8 +252,7 @@ def quality() -> dash.Dashboard:
             .with_panel(sql_table("Evaluation results by model", f"""
                 SELECT e.Name AS evaluation, g.ServiceName AS service, g.RequestModel AS model,
                        count() AS results, avg(e.ScoreValue) AS mean_score,
-                       arrayStringConcat(arrayMap((label, n) -> concat(label, ' ', toString(n)),
-                           (sumMap([e.ScoreLabel], [toUInt64(1)]) AS counted).1, counted.2), ', ') AS labels
+                       {label_counts("e.ScoreLabel")} AS labels
                 FROM {EVALUATED}
                 GROUP BY evaluation, service, model ORDER BY evaluation, results DESC LIMIT 100""",
                 "gen_ai.evaluation.result records producers send (users' feedback, evaluators' scores), "

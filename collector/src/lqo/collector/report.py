@@ -31,6 +31,13 @@ CALL_GROUPS = {  # --by → the GenAI table's column, and the output name: read 
     "conversation": ("ConversationId", "conversation"),
 }
 BY = (*GROUPS, *CALL_GROUPS)
+
+
+def label_counts(column: str) -> str:
+    """SQL for each label's count among a group's evaluation results, as text: ``thumbs_up 12,
+    thumbs_down 3`` (``-`` for results without a label); the report's and the dashboards'."""
+    return (f"arrayStringConcat(arrayMap((label, n) -> concat(label, ' ', toString(n)), "
+            f"(sumMap([if({column} = '', '-', {column})], [toUInt64(1)]) AS counted).1, counted.2), ', ')")
 _CALLS_ONLY = f"Operation NOT IN ({', '.join(repr(op) for op in NOT_CALLS)})"
 
 
@@ -84,8 +91,7 @@ def evaluations_sql(schema: SchemaSpec, since_seconds: float, by: str = "model",
        count() AS results,
        round(avg(e.ScoreValue), 4) AS mean_score,
        round(min(e.ScoreValue), 4) AS min_score,
-       arrayStringConcat(arrayMap((label, n) -> concat(label, ' ', toString(n)),
-           (sumMap([if(e.ScoreLabel = '', '-', e.ScoreLabel)], [toUInt64(1)]) AS counted).1, counted.2), ', ') AS labels
+       {label_counts("e.ScoreLabel")} AS labels
 FROM (SELECT Name, ScoreValue, ScoreLabel, SpanId, ResponseId FROM {evaluations}
       WHERE Timestamp >= now() - INTERVAL {window} SECOND) AS e
 LEFT JOIN (SELECT SpanId, ResponseId, {", ".join(sorted({c for c, _ in keys}))} FROM {calls}
