@@ -20,7 +20,7 @@ from test_bad_input import good_request, grpc_export, post
 from lqo.collector.config import ConfigError, load_yaml
 from lqo.collector.model.otlp import decode_protobuf
 from lqo.collector.model.spanbatch import SpanBatch
-from lqo.collector.persistentqueue import PersistentBatchQueue, QueueDirectoryInUse
+from lqo.collector.persistentqueue import PersistentBatchQueue, QueueDirectoryInUse, trim_aside
 from lqo.collector.queue import BoundedBatchQueue
 from lqo.collector.service import Collector, validate_config
 from lqo.collector.telemetry import SelfTelemetry
@@ -149,8 +149,7 @@ def test_unreadable_files_are_kept_within_the_queues_bytes(tmp_path):
     assert sorted(p.name for p in (tmp_path / "unreadable").iterdir()) == names[-3:]
     assert telemetry.registry.get_sample_value(
         "lqo_exporter_send_failed_spans_total", {"exporter": "clickhouse", "reason": "unreadable"}) == 6 * 40
-    tiny = PersistentBatchQueue("exporter/clickhouse", 10_000, 1, SelfTelemetry(), tmp_path, "clickhouse")
-    tiny._trim_aside(tmp_path / "unreadable")
+    trim_aside(tmp_path / "unreadable", "exporter/clickhouse", 1)
     assert sorted(p.name for p in (tmp_path / "unreadable").iterdir()) == names[-1:]
 
 

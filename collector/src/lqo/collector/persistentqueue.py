@@ -80,17 +80,7 @@ class PersistentBatchQueue(BoundedBatchQueue):
     # -- start and stop ---------------------------------------------------------------------
 
     def open(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise QueueDirectoryInUse(
-                f"{self.name}: the queue directory {self.directory} is in use by another running "
-                "collector; give each collector a file_storage directory of its own"
-            ) from None
-        self._lock_fd = fd
+        self._lock_fd = lock_directory(self.directory, f"{self.name}: the queue directory")
         found: list[tuple[int, _Segment]] = []
         for entry in os.scandir(self.directory):
             if entry.name.endswith(".tmp"):  # a write a stop or a kill interrupted: never admitted
@@ -123,24 +113,13 @@ class PersistentBatchQueue(BoundedBatchQueue):
     # -- the queue's storage ----------------------------------------------------------------
 
     def _store(self, batch: SpanBatch) -> Any:
-        name = f"{next(self._seq):020d}-{len(batch)}-{batch.approx_bytes}.arrow"
-        path = self.directory / name
-        temporary = self.directory / (name + ".tmp")
+        path = self.directory / f"{next(self._seq):020d}-{len(batch)}-{batch.approx_bytes}.arrow"
         # One record batch per file: a gathered batch is many small chunks, and each chunk's
         # buffers would be compressed, written and read back one by one (2.4 against 1.4 µs per
         # span, bench/BENCHMARKS.md).
-        table = batch.table.combine_chunks()
         try:
-            with pa.OSFile(str(temporary), "wb") as sink, \
-                    pa.ipc.new_file(sink, table.schema, options=self._options) as writer:
-                writer.write_table(table)
-            if self.fsync:
-                _fsync(temporary)
-            os.replace(temporary, path)
-            if self.fsync:
-                _fsync(self.directory)
+            write_arrow(path, batch.table.combine_chunks(), self._options, self.fsync)
         except OSError as exc:
-            temporary.unlink(missing_ok=True)
             self._write_failed(exc)
             return batch  # kept in memory: nothing is lost while the collector runs
         return _Segment(path, len(batch), batch.approx_bytes)
@@ -169,38 +148,79 @@ class PersistentBatchQueue(BoundedBatchQueue):
         return SpanBatch(table, item.approx_bytes)
 
     def _set_aside(self, item: _Segment, exc: Exception) -> None:
-        """A file that does not read back (damaged on disk, written by another version) is moved
-        to ``unreadable/`` for a person to look at, and its spans are counted as failed. The
-        folder keeps the newest files within the queue's own ``max_bytes`` (a failing disk, or
-        a whole queue of another version's files, must not fill the volume)."""
-        aside = self.directory / _UNREADABLE_DIR
-        try:
-            aside.mkdir(exist_ok=True)
-            os.replace(item.path, aside / item.path.name)
-        except OSError:
-            item.path.unlink(missing_ok=True)
+        """A file that does not read back: set aside (``set_aside``), its spans counted as failed."""
+        aside = set_aside(item.path, self.name, self.max_bytes)
         self._unreadable.inc(item.spans)
         log.error("%s: dropped %d spans: %s does not read back (%s); moved to %s",
                   self.name, item.spans, item.path.name, exc, aside)
-        self._trim_aside(aside)
-
-    def _trim_aside(self, aside: Path) -> None:
-        try:
-            files = sorted(aside.glob("*.arrow"), reverse=True)  # named by sequence: newest first
-            kept = 0
-            for i, path in enumerate(files):
-                kept += path.stat().st_size
-                if i and kept > self.max_bytes:
-                    path.unlink(missing_ok=True)
-                    log.warning("%s: removed %s from %s: it holds at most max_bytes (%d) of files",
-                                self.name, path.name, aside, self.max_bytes)
-        except OSError as exc:
-            log.warning("%s: could not trim %s: %s", self.name, aside, exc)
 
     def commit(self) -> None:
         for segment in self._taken:
             segment.path.unlink(missing_ok=True)
         self._taken.clear()
+
+
+def lock_directory(directory: Path, what: str) -> int:
+    """Creates ``directory`` and holds an exclusive lock on it for this process's lifetime (or
+    until the returned descriptor is closed); ``what`` names it in the error."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise QueueDirectoryInUse(
+            f"{what} {directory} is in use by another running collector; give each collector a "
+            "file_storage directory of its own"
+        ) from None
+    return fd
+
+
+def write_arrow(path: Path, table: pa.Table, options: pa.ipc.IpcWriteOptions, fsync: bool) -> None:
+    """``table`` as an Arrow IPC file at ``path``, whole or not at all: written under a temporary
+    name (``.tmp``, which a start removes) and renamed. Raises OSError."""
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
+            writer.write_table(table)
+        if fsync:
+            _fsync(temporary)
+        os.replace(temporary, path)
+        if fsync:
+            _fsync(path.parent)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def set_aside(path: Path, name: str, max_bytes: int) -> Path:
+    """Moves a file that does not read back (damaged on disk, written by another version) to
+    ``unreadable/`` beside it, for a person to look at; returns that folder. The folder keeps the
+    newest files within ``max_bytes`` (a failing disk, or a whole queue of another version's
+    files, must not fill the volume)."""
+    aside = path.parent / _UNREADABLE_DIR
+    try:
+        aside.mkdir(exist_ok=True)
+        os.replace(path, aside / path.name)
+    except OSError:
+        path.unlink(missing_ok=True)
+    trim_aside(aside, name, max_bytes)
+    return aside
+
+
+def trim_aside(aside: Path, name: str, max_bytes: int) -> None:
+    """Keeps the newest files of a set-aside folder within ``max_bytes`` (the newest always)."""
+    try:
+        files = sorted(aside.glob("*.arrow"), reverse=True)  # named by sequence: newest first
+        kept = 0
+        for i, old in enumerate(files):
+            kept += old.stat().st_size
+            if i and kept > max_bytes:
+                old.unlink(missing_ok=True)
+                log.warning("%s: removed %s from %s: it holds at most max_bytes (%d) of files",
+                            name, old.name, aside, max_bytes)
+    except OSError as exc:
+        log.warning("%s: could not trim %s: %s", name, aside, exc)
 
 
 def _fsync(path: Path) -> None:
