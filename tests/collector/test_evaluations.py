@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import shutil
+import signal
 import subprocess
 import time
 from typing import Any
@@ -26,10 +29,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import SpanKind, set_span_in_context
 from test_bad_input import post
+from test_persistent_queue import _storage_overrides
 
-from lqo.collector.evaluations import EvaluationWriter
+from lqo.collector.evaluations import _COMPACT_AT, EvaluationWriter, Spool
 from lqo.collector.exporters.clickhouse.backends import StoreError
 from lqo.collector.model.genai_events import MAX_EVALUATION_TEXT, Evaluation, decode_logs
+from lqo.collector.persistentqueue import QueueDirectoryInUse
 
 EVALUATION = "gen_ai.evaluation.result"
 PROCESSED = {"processors": {"genai_normalize": {}, "cost": {}},
@@ -296,3 +301,124 @@ def test_an_empty_report_says_so(collector: Any) -> None:
     as_json = subprocess.run([LQO, "report", "--evaluations", "--format", "json", "--config",
                               str(collector.config_path)], capture_output=True, text=True, timeout=120)
     assert as_json.returncode == 0 and as_json.stdout == "" and as_json.stderr == ""  # machine formats: nothing
+
+
+def _spooled(directory: Any) -> list[str]:
+    return sorted(p.name for p in directory.glob("*.arrow"))
+
+
+def test_the_spool_keeps_what_the_store_did_not_take_and_sets_aside_what_does_not_read_back(
+        ch_server: Any, tmp_path: Any, caplog: Any) -> None:
+    """With the exporter's sending queue on disk, evaluation results wait for the store there:
+    a stop while it is down keeps them for the next start; a damaged file is set aside and
+    counted; a long outage's files are written as one now and then; a spool that cannot be
+    written keeps the rows in memory."""
+    from lqo.collector.exporters.clickhouse.factory import (
+        ClickHouseExporter,
+        ClickHouseExporterConfig,
+    )
+
+    exporter = ClickHouseExporter(ClickHouseExporterConfig(endpoint=ch_server.endpoint, database=ch_server.database))
+    exporter.start()
+    table = f"{ch_server.database}.otel_traces_genai_evaluations"
+    directory = tmp_path / "evaluations_clickhouse"
+    caplog.set_level(logging.INFO, logger="lqo.collector.evaluations")
+
+    def stored() -> list[str]:
+        return ch_server.reader.query(f"SELECT ResponseId FROM {table} ORDER BY Timestamp",
+                                      "TSVRaw").bytes().decode().split()
+
+    def writer(store: Any, telemetry: _Telemetry, spool_dir: Any = directory) -> EvaluationWriter:
+        w = EvaluationWriter([store], telemetry, interval=3600, spools=[Spool(spool_dir, "exporter/clickhouse")])
+        w.start()
+        return w
+
+    try:
+        telemetry = _Telemetry()
+        down = writer(_FlakyStore(exporter, failures=99), telemetry)
+        for i in range(3):
+            assert down.offer([_evaluation(i)])
+            down.flush()
+        assert len(_spooled(directory)) == 3 and len(down) == 3
+        with pytest.raises(QueueDirectoryInUse, match="in use by another running collector"):
+            Spool(directory, "exporter/other").open()
+        down.shutdown(timeout=2)
+        assert "3 not written to" in caplog.text and "stay on disk" in caplog.text
+        assert telemetry.count("dropped") == 0 and len(_spooled(directory)) == 3
+
+        torn = directory / _spooled(directory)[1]
+        torn.write_bytes(torn.read_bytes()[:100])
+        (directory / "00000000000000000009-1.arrow.tmp").write_bytes(b"half a write")
+        up = writer(exporter, telemetry)
+        assert telemetry.count("dropped") == 1  # the torn file's row
+        assert "kept on disk by an earlier run" in caplog.text
+        up.flush()
+        assert stored() == ["r-0", "r-2"] and telemetry.count("stored") == 2
+        assert _spooled(directory) == [] and not list(directory.glob("*.tmp"))
+        assert [p.name for p in (directory / "unreadable").iterdir()] == [torn.name]
+        up.shutdown(timeout=2)
+
+        long_outage = writer(_FlakyStore(exporter, failures=_COMPACT_AT + 5), telemetry)
+        for i in range(10, 10 + _COMPACT_AT + 5):
+            assert long_outage.offer([_evaluation(i)])
+            long_outage.flush()
+        assert len(_spooled(directory)) == 6  # 64 files became one; 5 more since
+        assert stored() == ["r-0", "r-2"]
+        assert long_outage.offer([_evaluation(99)])
+        long_outage.flush()  # the store is back: every row once, in order, and nothing left on disk
+        assert stored() == ["r-0", "r-2", *(f"r-{i}" for i in range(10, 10 + _COMPACT_AT + 5)), "r-99"]
+        assert _spooled(directory) == []
+        long_outage.shutdown(timeout=2)
+
+        unwritable = tmp_path / "gone"
+        lost = writer(_FlakyStore(exporter, failures=99), telemetry, unwritable)
+        shutil.rmtree(unwritable)  # the volume went away under it
+        assert lost.offer([_evaluation(100)])
+        lost.flush()
+        assert "could not write 1 set(s) of evaluation results" in caplog.text and len(lost) == 1
+        lost.shutdown(timeout=2)  # in memory only, and the store still down: dropped, counted
+        assert telemetry.count("dropped") == 2
+    finally:
+        exporter.shutdown()
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+def test_results_sent_while_the_store_is_down_survive_a_restart(make_collector: Any, ch_server: Any,
+                                                                tmp_path: Any, stop: str) -> None:
+    """The collector, with the ClickHouse exporter's queue on disk: feedback sent while the store
+    is down is stored, each once, after a stop (or a kill) and a start."""
+    directory = tmp_path / "storage"
+    ch_server.fail_inserts = True
+    c = make_collector(_storage_overrides(ch_server, directory))
+    spool = directory / "evaluations_clickhouse"
+    for n in range(3):
+        request = ExportLogsServiceRequest()
+        request.resource_logs.add().scope_logs.add().log_records.extend(
+            _record(attrs={"gen_ai.evaluation.name": "user_feedback", "gen_ai.response.id": f"chatcmpl-{n}-{i}",
+                           "gen_ai.evaluation.score.value": 1.0}) for i in range(10))
+        assert post(f"{c.http_url}/v1/logs", request.SerializeToString(), "application/x-protobuf")[0] == 200
+    deadline = time.monotonic() + 30
+    while sum(int(name.split("-")[1].split(".")[0]) for name in _spooled(spool)) < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if stop == "sigterm":
+        assert c.stop() == 0
+        assert "30 not written to" in c.log() and "dropped" not in c.log()
+    else:
+        c.proc.send_signal(signal.SIGKILL)
+        c.proc.wait(30)
+    assert sum(int(name.split("-")[1].split(".")[0]) for name in _spooled(spool)) == 30
+
+    ch_server.fail_inserts = False
+    c.start()
+    table = f"{ch_server.database}.otel_traces_genai_evaluations"
+    deadline = time.monotonic() + 30
+    ids: list[str] = []
+    while len(ids) < 30 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        ids = ch_server.reader.query(f"SELECT ResponseId FROM {table}", "TSVRaw").bytes().decode().split()
+    assert sorted(ids) == sorted(f"chatcmpl-{n}-{i}" for n in range(3) for i in range(10))  # each once
+    assert "30 evaluation result(s) kept on disk by an earlier run" in c.log()
+    deadline = time.monotonic() + 10
+    while _spooled(spool) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _spooled(spool) == []

@@ -11,7 +11,14 @@ down or slow), :meth:`offer` says no and the receiver answers 503 / ``UNAVAILABL
 SDKs' exporters retry. A write that fails for a reason that may pass is tried again at the next
 round; one the store refuses for good (a table dropped by hand, …) drops the rows, counted
 (``lqo_genai_evaluations_total{outcome="dropped"}``) and logged. What is buffered is written at
-shutdown. The buffer is in memory only: the persistent sending queue holds spans.
+shutdown.
+
+Where the ClickHouse exporter's sending queue is kept on disk (``sending_queue.storage``), so are
+its evaluation results (:class:`Spool`, in the same ``file_storage`` directory, under
+``evaluations_<exporter id>``): each round's rows are written to a file before the insert and the
+file is deleted once the store has them. Rows the store did not take by shutdown — it was down —
+stay there, and the next start writes them first; a kill loses at most the rows of the round in
+progress (offered in the last ``interval``). Without a storage the buffer is in memory only.
 
 Free text in a result (its explanation: often a user's own words; its other attribute values)
 goes through the pipeline's processors that redact text — ``redaction`` (credentials in URLs)
@@ -23,15 +30,21 @@ processor passes a batch on.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import os
+import re
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from lqo.collector.exporters.clickhouse.backends import StoreError
 from lqo.collector.model.genai_events import Evaluation
+from lqo.collector.persistentqueue import Compression, lock_directory, set_aside, write_arrow
+from lqo.collector.telemetry import LogEvery
 
 log = logging.getLogger(__name__)
 
@@ -64,23 +77,132 @@ def to_arrow(rows: Sequence[Evaluation]) -> pa.Table:
     }, schema=ARROW_SCHEMA)
 
 
-class _Pending:
-    """One store's rows not yet written to it."""
+_SPOOL_FILE = re.compile(r"^(\d{20})-(\d+)\.arrow$")
+_COMPACT_AT = 64  # files a failing store's rows may spread over before they are written as one
 
-    def __init__(self, store: Any) -> None:
+
+class Spool:
+    """A store's evaluation results on disk until it has them: one Arrow IPC file per write
+    round (``<sequence>-<rows>.arrow``, written whole or not at all), deleted once inserted."""
+
+    def __init__(self, directory: Path, name: str, fsync: bool = False, compression: Compression = "none",
+                 max_bytes: int = 64 * 1024**2) -> None:
+        self.directory = directory
+        self.name = name
+        self.fsync = fsync
+        self.max_bytes = max_bytes  # what the set-aside folder of unreadable files keeps
+        self._options = pa.ipc.IpcWriteOptions(compression=None if compression == "none" else compression)
+        self._seq = itertools.count()
+        self._lock_fd: int | None = None
+        self._write_failures = LogEvery(60.0)
+
+    def open(self) -> tuple[list[tuple[pa.Table, Path]], int]:
+        """Locks the directory; returns the rows an earlier run left, file by file, in order, and
+        how many rows were in files that do not read back (set aside, for a person to look at)."""
+        self._lock_fd = lock_directory(self.directory, f"{self.name}: the evaluation spool")
+        found: list[tuple[int, int, Path]] = []
+        for entry in os.scandir(self.directory):
+            if entry.name.endswith(".tmp"):  # a write a stop or a kill interrupted
+                os.unlink(entry.path)
+            elif match := _SPOOL_FILE.match(entry.name):
+                found.append((int(match.group(1)), int(match.group(2)), Path(entry.path)))
+        found.sort()
+        self._seq = itertools.count(found[-1][0] + 1 if found else 0)
+        loaded: list[tuple[pa.Table, Path]] = []
+        unreadable = 0
+        for _, rows, path in found:
+            try:
+                table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+                if not table.schema.equals(ARROW_SCHEMA) or table.num_rows != rows:
+                    raise ValueError("not evaluation results of this collector version")
+                table.validate(full=True)
+            except (OSError, pa.ArrowException, ValueError) as exc:
+                aside = set_aside(path, self.name, self.max_bytes)
+                unreadable += rows
+                log.error("%s: dropped %d evaluation result(s): %s does not read back (%s); moved to %s",
+                          self.name, rows, path.name, exc, aside)
+                continue
+            loaded.append((table, path))
+        if loaded:
+            log.info("%s: %d evaluation result(s) kept on disk by an earlier run; writing them first",
+                     self.name, sum(t.num_rows for t, _ in loaded))
+        return loaded, unreadable
+
+    def write(self, table: pa.Table) -> Path | None:
+        """``table`` in a file of its own; None where it cannot be written (kept in memory)."""
+        path = self.directory / f"{next(self._seq):020d}-{table.num_rows}.arrow"
+        try:
+            write_arrow(path, table, self._options, self.fsync)
+        except OSError as exc:
+            if count := self._write_failures.tally():
+                log.error("%s: could not write %d set(s) of evaluation results to %s (%s); kept in memory, "
+                          "where a restart loses them", self.name, count, self.directory, exc.strerror or exc)
+            return None
+        return path
+
+    def remove(self, paths: Sequence[Path | None]) -> None:
+        for path in paths:
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+
+class _Pending:
+    """One store's rows not yet written to it: tables, each with its spool file (None: in memory
+    only). The writer's lock guards the lists; file I/O happens outside it."""
+
+    def __init__(self, store: Any, spool: Spool | None = None) -> None:
         self.store = store
-        self.rows: list[Evaluation] = []
+        self.spool = spool
+        self.segments: list[tuple[pa.Table, Path | None]] = []
+        self.rows = 0
         self.bytes = 0
         self.failing = False  # since the last write that went through (one warning per outage)
+
+    @property
+    def where(self) -> str:
+        return getattr(self.store.backend, "description", "the store")
+
+    def add(self, segments: list[tuple[pa.Table, Path | None]], size: int | None = None, front: bool = False) -> None:
+        if front:
+            self.segments[:0] = segments
+        else:
+            self.segments.extend(segments)
+        self.rows += sum(t.num_rows for t, _ in segments)
+        self.bytes += size if size is not None else sum(t.nbytes for t, _ in segments)
+
+    def take(self) -> list[tuple[pa.Table, Path | None]]:
+        segments, self.segments, self.rows, self.bytes = self.segments, [], 0, 0
+        return segments
+
+    def compacted(self, segments: list[tuple[pa.Table, Path | None]]) -> list[tuple[pa.Table, Path | None]]:
+        """A long outage's many small files written as one now and then, so that a start does
+        not read thousands; the segments as they are otherwise."""
+        if self.spool is None or len(segments) < _COMPACT_AT:
+            return segments
+        table = pa.concat_tables([t for t, _ in segments]).combine_chunks()
+        if (path := self.spool.write(table)) is None:
+            return segments
+        self.spool.remove([p for _, p in segments])
+        return [(table, path)]
+
+    def forget(self, segments: list[tuple[pa.Table, Path | None]]) -> None:
+        if self.spool is not None:
+            self.spool.remove([p for _, p in segments])
 
 
 class EvaluationWriter:
     def __init__(self, stores: Sequence[Any], telemetry: Any, interval: float = 1.0,
                  max_rows: int = 100_000, max_bytes: int = 64 * 1024**2, observers: Sequence[Any] = (),
-                 sanitizers: Sequence[Any] = ()) -> None:
-        # ClickHouse exporters with insert_evaluations(), each with its own rows: one that fails
-        # does not make another write the same rows twice
-        self._pending = [_Pending(store) for store in stores]
+                 sanitizers: Sequence[Any] = (), spools: Sequence[Spool | None] = ()) -> None:
+        # ClickHouse exporters with insert_evaluations(), each with its own rows (and spool, where
+        # its sending queue is on disk): one that fails does not make another write the same rows twice
+        spools = list(spools) or [None] * len(stores)
+        self._pending = [_Pending(store, spool) for store, spool in zip(stores, spools, strict=True)]
         self._observers = list(observers)  # exporters with record_evaluations() (prometheus): told at once
         # the pipeline's NamedProcessors with redact_texts() (redaction, pii), in pipeline order
         self._sanitizers = list(sanitizers)
@@ -96,6 +218,21 @@ class EvaluationWriter:
         self._thread = threading.Thread(target=self._loop, name="lqo-evaluations", daemon=True)
 
     def start(self) -> None:
+        """Opens the spools (their rows from an earlier run are written first), then the thread."""
+        opened: list[Spool] = []
+        try:
+            for pending in self._pending:
+                if pending.spool is None:
+                    continue
+                loaded, unreadable = pending.spool.open()
+                opened.append(pending.spool)
+                pending.add(loaded)  # type: ignore[arg-type]
+                if unreadable:
+                    self._drop(pending, unreadable)
+        except Exception:
+            for spool in opened:
+                spool.close()
+            raise
         if self._pending or self._observers:
             self._thread.start()
 
@@ -109,7 +246,7 @@ class EvaluationWriter:
             return True
         size = sum(r.size for r in rows)
         with self._lock:
-            waiting = len(self._incoming) + max(len(p.rows) for p in self._pending)
+            waiting = len(self._incoming) + max(p.rows for p in self._pending)
             waiting_bytes = self._incoming_bytes + max(p.bytes for p in self._pending)
             if self._stopped or (waiting and (waiting + len(rows) > self.max_rows
                                               or waiting_bytes + size > self.max_bytes)):
@@ -118,7 +255,6 @@ class EvaluationWriter:
             self._incoming_bytes += size
         self._observe(rows)
         return True
-
     def _sanitize(self, rows: list[Evaluation]) -> list[Evaluation]:
         """The rows with their free text through each sanitizer (under its lock, as the pipeline
         calls it)."""
@@ -150,7 +286,7 @@ class EvaluationWriter:
                 log.exception("counting evaluation results in %s failed", type(observer).__name__)
 
     def __len__(self) -> int:
-        return len(self._incoming) + max((len(p.rows) for p in self._pending), default=0)
+        return len(self._incoming) + max((p.rows for p in self._pending), default=0)
 
     def _loop(self) -> None:
         while not self._stopped:
@@ -167,41 +303,48 @@ class EvaluationWriter:
             incoming, self._incoming, self._incoming_bytes = self._incoming, [], 0
         if incoming:
             incoming = self._sanitize(incoming)
+            table = to_arrow(incoming)  # shared by the stores: Arrow data is immutable
             size = sum(r.size for r in incoming)
-            with self._lock:
-                for p in self._pending:
-                    p.rows.extend(incoming)
-                    p.bytes += size
+            for pending in self._pending:
+                path = pending.spool.write(table) if pending.spool is not None else None
+                with self._lock:
+                    pending.add([(table, path)], size)
         for pending in self._pending:
             with self._lock:
-                rows, pending.rows, pending.bytes = pending.rows, [], 0
-            if not rows:
-                continue
-            where = getattr(pending.store.backend, "description", "the store")
-            try:
-                pending.store.insert_evaluations(to_arrow(rows))
-            except StoreError as exc:
-                if exc.permanent:
-                    log.error("evaluation results: %s refused %d row(s) for good (%s); dropped", where, len(rows), exc)
-                    self._drop(pending, len(rows))
-                    continue
-                if not pending.failing:  # once per outage, not every second
-                    log.warning("evaluation results: writing %d row(s) to %s failed (%s); trying again every "
-                                "%.0f s", len(rows), where, exc, self.interval)
-                pending.failing = True
-                with self._lock:  # back in front of what came meanwhile
-                    pending.rows[:0] = rows
-                    pending.bytes += sum(r.size for r in rows)
-                continue
-            except Exception:  # a bug, not the store: these rows would fail again
-                log.exception("evaluation results: writing %d row(s) to %s failed; dropped", len(rows), where)
-                self._drop(pending, len(rows))
-                continue
-            if pending.failing:
-                pending.failing = False
-                log.info("evaluation results: %s takes them again", where)
-            if pending is self._pending[0]:  # counted once, by the first store
-                self._counted["stored"].inc(len(rows))
+                segments = pending.take()
+            if segments:
+                self._write(pending, segments)
+
+    def _write(self, pending: _Pending, segments: list[tuple[pa.Table, Path | None]]) -> None:
+        n = sum(t.num_rows for t, _ in segments)
+        try:
+            pending.store.insert_evaluations(segments[0][0] if len(segments) == 1
+                                             else pa.concat_tables([t for t, _ in segments]))
+        except StoreError as exc:
+            if exc.permanent:
+                log.error("evaluation results: %s refused %d row(s) for good (%s); dropped", pending.where, n, exc)
+                self._drop(pending, n)
+                pending.forget(segments)
+                return
+            if not pending.failing:  # once per outage, not every second
+                log.warning("evaluation results: writing %d row(s) to %s failed (%s); trying again every "
+                            "%.0f s", n, pending.where, exc, self.interval)
+            pending.failing = True
+            segments = pending.compacted(segments)
+            with self._lock:  # back in front of what came meanwhile
+                pending.add(segments, front=True)
+            return
+        except Exception:  # a bug, not the store: these rows would fail again
+            log.exception("evaluation results: writing %d row(s) to %s failed; dropped", n, pending.where)
+            self._drop(pending, n)
+            pending.forget(segments)
+            return
+        pending.forget(segments)
+        if pending.failing:
+            pending.failing = False
+            log.info("evaluation results: %s takes them again", pending.where)
+        if pending is self._pending[0]:  # counted once, by the first store
+            self._counted["stored"].inc(n)
 
     def _drop(self, pending: _Pending, n: int) -> None:
         if pending is self._pending[0]:  # counted once, as stored ones are
@@ -215,9 +358,15 @@ class EvaluationWriter:
             self._thread.join(timeout)
         self.flush()
         for pending in self._pending:
-            if pending.rows:
-                if pending is self._pending[0]:
-                    self._counted["dropped"].inc(len(pending.rows))
+            segments = pending.take()
+            kept = sum(t.num_rows for t, p in segments if p is not None)
+            lost = sum(t.num_rows for t, p in segments if p is None)
+            if kept:
+                log.warning("evaluation results: %d not written to %s stay on disk in %s for the next start",
+                            kept, pending.where, pending.spool.directory)  # type: ignore[union-attr]
+            if lost:
+                self._drop(pending, lost)
                 log.warning("evaluation results: %d not written to %s: it kept failing until the collector "
-                            "stopped", len(pending.rows), getattr(pending.store.backend, "description", "the store"))
-                pending.rows = []
+                            "stopped", lost, pending.where)
+            if pending.spool is not None:
+                pending.spool.close()

@@ -64,6 +64,7 @@ class QueuedExporter:
         self.exporter = exporter
         self.batch_config = batch
         self.retry = retry
+        self.storage = storage  # where the queue is kept on disk (and the exporter's evaluation results)
         name = f"exporter/{exporter_id}"
         self.queue: BoundedBatchQueue
         if storage is None:

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lqo.collector.components import Processor
-from lqo.collector.evaluations import EvaluationWriter
+from lqo.collector.evaluations import EvaluationWriter, Spool
 from lqo.collector.exporterhelper import QueuedExporter
 from lqo.collector.model.genai_events import EventBuffer
 from lqo.collector.model.spanbatch import SpanBatch
@@ -86,6 +86,16 @@ def stages_of(processors: Sequence[NamedProcessor]) -> list[list[NamedProcessor]
 _END = None  # what a stage hands on when the pipeline is shut down
 
 
+def _spool(queued: QueuedExporter) -> Spool | None:
+    """Where an exporter's sending queue is on disk, its evaluation results are too."""
+    storage = queued.storage
+    if storage is None:
+        return None
+    return Spool(storage.directory_for("evaluations", queued.exporter_id), f"exporter/{queued.exporter_id}",
+                 fsync=storage.config.fsync, compression=storage.config.compression,
+                 max_bytes=queued.queue.max_bytes)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -107,11 +117,13 @@ class Pipeline:
         # GenAI events the receivers took as log records, added to their spans before the processors
         self.events = EventBuffer(counted={o: telemetry.genai_events.labels(o) for o in EventBuffer.OUTCOMES})
         # GenAI evaluation results the receivers took as log records, written beside the spans
+        stores = [q for q in exporters if getattr(getattr(q.exporter, "schema", None), "genai", False)
+                  and hasattr(q.exporter, "insert_evaluations")]
         self.evaluations = EvaluationWriter(
-            [q.exporter for q in exporters if getattr(getattr(q.exporter, "schema", None), "genai", False)
-             and hasattr(q.exporter, "insert_evaluations")], telemetry,
+            [q.exporter for q in stores], telemetry,
             observers=[q.exporter for q in exporters if hasattr(q.exporter, "record_evaluations")],
-            sanitizers=[named for named in processors if hasattr(named.processor, "redact_texts")])
+            sanitizers=[named for named in processors if hasattr(named.processor, "redact_texts")],
+            spools=[_spool(q) for q in stores])
         self.stages = stages_of(processors) or [[]]
         # handoffs[i] carries stage i's output to stage i + 1.
         self._handoffs: list[queue.Queue[SpanBatch | None]] = [queue.Queue(maxsize=1) for _ in self.stages[1:]]
