@@ -5,6 +5,7 @@ processors write (attributes, lqo.flags, gen_ai.evaluation.result events, sampli
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pytest
 
@@ -14,6 +15,7 @@ from lqo.processors.safety.hallucination import (
     HallucinationConfig,
     HallucinationProcessor,
     signals,
+    stem,
 )
 from lqo.processors.safety.injection import InjectionConfig, InjectionProcessor, score_text
 from tests.processors.spans import attributes, batch_of, chat, evaluation_events
@@ -176,6 +178,23 @@ def test_hostile_message_json_does_not_break_the_checks() -> None:
              chat(user="x" * 200_000, output="y" * 200_000)]
     for proc in (InjectionProcessor(InjectionConfig()), HallucinationProcessor(HallucinationConfig())):
         assert len(proc.process(batch_of(spans))) == 3
+
+
+def test_the_stem_cache_keeps_no_long_word() -> None:
+    """Stems are cached per word: distinct long runs without a space (ids, encoded blobs, a
+    hostile producer's text) are taken in pieces, so the cache cannot hold count × length."""
+    stem.cache_clear()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20):
+            found = signals(f"{i:03d}" + "y" * 200_000, Grounding.of(f"{CONTEXT} {i:03d}" + "z" * 100_000))
+            assert found.reasons() is not None
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 500_000, held  # 6 MB of words before the bound
+    assert stem.cache_info().currsize < 200
 
 
 def test_text_caches_hold_at_most_their_characters_as_well_as_their_count() -> None:
