@@ -23,6 +23,7 @@ from lqo.collector.components import ComponentContext, factories
 from lqo.collector.model.spanbatch import SCHEMA, SpanBatch
 from lqo.collector.telemetry import SelfTelemetry
 from lqo.processors.cost import CostConfig, CostProcessor
+from lqo.processors.prices import MEMO_KEY_CHARS, MEMO_SIZE
 
 WHEN = datetime(2026, 11, 1, 12, tzinfo=UTC)
 
@@ -236,3 +237,24 @@ def test_amounts_formatted_in_c_match_the_arrow_kernels(monkeypatch: pytest.Monk
         cost._native_decimals(np.array([-1], dtype=np.int64), 3)
     with pytest.raises(ValueError, match="scale"):
         cost._native_decimals(np.array([1], dtype=np.int64), 19)
+
+
+def test_per_request_model_names_do_not_grow_the_lookups_for_good() -> None:
+    """Model names come from the spans: a producer of per-request names (deployment or fine-tune
+    ids, garbage) must not make the processor keep every one; known models are still priced."""
+    proc = CostProcessor(CostConfig())
+    proc.start()
+    usage = {"gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5}
+    for start in range(0, 3 * MEMO_SIZE, 1000):
+        proc.process(_batch([{"gen_ai.provider.name": "openai", "gen_ai.request.model": f"ft:gpt-4o:acme:{i}",
+                              **usage} for i in range(start, start + 1000)]))
+    long_name = {"gen_ai.provider.name": "openai", "gen_ai.request.model": "m" * 100_000, **usage}
+    proc.process(_batch([long_name]))
+    assert proc._book is not None
+    for memo in (proc._cards, proc._book._models):
+        assert 0 < len(memo) <= MEMO_SIZE
+        assert all(sum(len(k) for k in key if k) <= MEMO_KEY_CHARS for key in memo)
+    out = proc.process(_batch([{"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini", **usage}]))
+    [attrs] = [dict(kv) for kv in out.table.column("SpanAttributes").to_pylist()]
+    expected = _library("gpt-4o-mini", "openai", input_tokens=10, output_tokens=5)
+    assert Decimal(attrs["lqo.cost.usd"]) == expected.total_price

@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 from lqo.collector.components import ComponentContext, Factory
 from lqo.collector.config import StrictModel
 from lqo.collector.model.spanbatch import SpanBatch, group_rows
-from lqo.processors.prices import FIELDS, ZERO, Band, PriceBook, RateCard, Usage
+from lqo.processors.prices import FIELDS, ZERO, Band, PriceBook, RateCard, Usage, remember
 
 try:  # the collector's optional C extension: amounts formatted in one pass
     from lqo.collector.model._otlp_native import decimal_strings as _native_decimals
@@ -274,9 +274,13 @@ class CostProcessor:
     def _card(self, provider: str | None, model: str, request_model: str | None) -> RateCard | None:
         """Linear rates for every span of this (provider, model), or None (unknown, or per span)."""
         key = (provider, model, request_model)
-        if key not in self._cards:
-            self._cards[key] = self._find_card(provider, model, request_model)
-        return self._cards[key]
+        try:
+            return self._cards[key]
+        except KeyError:
+            pass
+        card = self._find_card(provider, model, request_model)
+        remember(self._cards, key, card)
+        return card
 
     def _find_card(self, provider: str | None, model: str, request_model: str | None) -> RateCard | None:
         for override in self.config.overrides:

@@ -136,6 +136,22 @@ def _diff(a: Prices, b: Prices) -> Prices:
     return a[0] - b[0], a[1] - b[1]
 
 
+# Lookups remembered per (provider, model): a deployment has a few dozen, but model names come
+# from the spans, and a producer of per-request names (fine-tune or deployment ids, garbage)
+# must not grow the memo for good. Past this many it starts over; a name too long to be a
+# model's is looked up each time, not kept.
+MEMO_SIZE = 4096
+MEMO_KEY_CHARS = 512
+
+
+def remember(memo: dict[Any, Any], key: tuple[str | None, ...], value: Any) -> None:
+    if sum(len(k) for k in key if k) > MEMO_KEY_CHARS:
+        return
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+
+
 class PriceBook:
     """genai-prices lookups with rate cards; one per cost processor (not thread-safe)."""
 
@@ -149,16 +165,19 @@ class PriceBook:
     def resolve(self, provider_id: str | None, model: str) -> Any:
         """(Provider, ModelInfo) for a genai-prices provider id (or None: match by model), or None."""
         key = (provider_id, model)
-        if key not in self._models:
-            found = None
-            for pid in (provider_id, None) if provider_id else (None,):
-                try:
-                    found = self._snapshot.find_provider_model(model, None, pid, None)
-                    break
-                except LookupError:
-                    continue
-            self._models[key] = found
-        return self._models[key]
+        try:
+            return self._models[key]
+        except KeyError:
+            pass
+        found = None
+        for pid in (provider_id, None) if provider_id else (None,):
+            try:
+                found = self._snapshot.find_provider_model(model, None, pid, None)
+                break
+            except LookupError:
+                continue
+        remember(self._models, key, found)
+        return found
 
     def card(self, table: Any) -> RateCard | None:
         """The rate card of a price table (derived once), or None when it is not linear."""
