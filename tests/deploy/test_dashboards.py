@@ -196,7 +196,7 @@ def test_every_sql_query_answers(stack: Any, board: str, panel: str, target: dic
         assert {r["entity"] for r in rows} >= {"CREDIT_CARD", "PHONE_NUMBER"}
     if panel == "Flagged calls":
         assert all(r["trace_id"] and {"pii", "prompt_injection"} & set(r["flags"].split(", ")) for r in rows)
-        assert "4111" not in json.dumps(rows)  # the card number was redacted before storage
+        assert "4111 1111" not in json.dumps(rows)  # the card number was redacted before storage (its text: "4111" alone turns up in timestamps)
     if panel == "Evaluation results by model":  # four streamed calls' feedback, twice: 3 up, 1 down
         [row] = rows
         assert (row["evaluation"], row["service"], row["model"], int(row["results"])) == (
