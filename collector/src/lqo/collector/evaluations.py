@@ -43,7 +43,13 @@ import pyarrow as pa
 
 from lqo.collector.exporters.clickhouse.backends import StoreError
 from lqo.collector.model.genai_events import Evaluation
-from lqo.collector.persistentqueue import Compression, lock_directory, set_aside, write_arrow
+from lqo.collector.persistentqueue import (
+    Compression,
+    lock_directory,
+    read_arrow,
+    set_aside,
+    write_arrow,
+)
 from lqo.collector.telemetry import LogEvery
 
 log = logging.getLogger(__name__)
@@ -112,10 +118,7 @@ class Spool:
         unreadable = 0
         for _, rows, path in found:
             try:
-                table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-                if not table.schema.equals(ARROW_SCHEMA) or table.num_rows != rows:
-                    raise ValueError("not evaluation results of this collector version")
-                table.validate(full=True)
+                table = read_arrow(path, ARROW_SCHEMA, rows)
             except (OSError, pa.ArrowException, ValueError) as exc:
                 aside = set_aside(path, self.name, self.max_bytes)
                 unreadable += rows
@@ -139,11 +142,6 @@ class Spool:
                           "where a restart loses them", self.name, count, self.directory, exc.strerror or exc)
             return None
         return path
-
-    def remove(self, paths: Sequence[Path | None]) -> None:
-        for path in paths:
-            if path is not None:
-                path.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._lock_fd is not None:
@@ -187,12 +185,14 @@ class _Pending:
         table = pa.concat_tables([t for t, _ in segments]).combine_chunks()
         if (path := self.spool.write(table)) is None:
             return segments
-        self.spool.remove([p for _, p in segments])
+        self.forget(segments)
         return [(table, path)]
 
     def forget(self, segments: list[tuple[pa.Table, Path | None]]) -> None:
-        if self.spool is not None:
-            self.spool.remove([p for _, p in segments])
+        """Deletes the segments' files: their rows were written, or given up on."""
+        for _, path in segments:
+            if path is not None:
+                path.unlink(missing_ok=True)
 
 
 class EvaluationWriter:
@@ -255,6 +255,7 @@ class EvaluationWriter:
             self._incoming_bytes += size
         self._observe(rows)
         return True
+
     def _sanitize(self, rows: list[Evaluation]) -> list[Evaluation]:
         """The rows with their free text through each sanitizer (under its lock, as the pipeline
         calls it)."""

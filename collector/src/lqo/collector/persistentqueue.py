@@ -134,13 +134,7 @@ class PersistentBatchQueue(BoundedBatchQueue):
         if not isinstance(item, _Segment):
             return item  # type: ignore[no-any-return]
         try:
-            # Memory-mapped: an uncompressed file is read without a copy (the page cache has it).
-            table = pa.ipc.open_file(pa.memory_map(str(item.path))).read_all()
-            if not table.schema.equals(SCHEMA) or table.num_rows != item.spans:
-                raise ValueError("not a span batch of this collector version")
-            # Offsets and UTF-8 checked (~0.2 µs per span): a bit flipped on disk must not reach
-            # the store's reader, where it could crash the collector at every start.
-            table.validate(full=True)
+            table = read_arrow(item.path, SCHEMA, item.spans)
         except (OSError, pa.ArrowException, ValueError) as exc:
             self._set_aside(item, exc)
             return None
@@ -191,6 +185,19 @@ def write_arrow(path: Path, table: pa.Table, options: pa.ipc.IpcWriteOptions, fs
     except OSError:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def read_arrow(path: Path, schema: pa.Schema, rows: int) -> pa.Table:
+    """A file ``write_arrow`` wrote, checked to hold ``rows`` rows of ``schema``. Raises OSError,
+    pa.ArrowException or ValueError (a damaged file, or another version's)."""
+    # Memory-mapped: an uncompressed file is read without a copy (the page cache has it).
+    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    if not table.schema.equals(schema) or table.num_rows != rows:
+        raise ValueError("not written by this collector version")
+    # Offsets and UTF-8 checked (~0.2 µs per span): a bit flipped on disk must not reach the
+    # store's reader, where it could crash the collector at every start.
+    table.validate(full=True)
+    return table
 
 
 def set_aside(path: Path, name: str, max_bytes: int) -> Path:
