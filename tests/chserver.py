@@ -29,6 +29,9 @@ _INSERT = re.compile(
 )
 _BODY_INSERT = re.compile(rb"^\s*(INSERT\s+INTO\s.*?\sFORMAT\s+\w+)[ \t]*\r?\n", re.I | re.S)
 _FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
+# Settings of an insert, from its URL, that the server applies (the rest are clickhouse-connect's
+# own or have no bearing on what these tests check).
+_INSERT_SETTINGS = ("insert_deduplicate", "insert_deduplication_token")
 
 
 class ChdbHttpServer:
@@ -39,6 +42,9 @@ class ChdbHttpServer:
         self.reader = reader
         self.lock = threading.Lock()
         self.fail_inserts = False  # simulate an unavailable store: inserts answer 500
+        # simulate a reply lost after the store took the rows (a timeout, a proxy's reset): the
+        # insert is done, then answered with a retryable error
+        self.lose_insert_replies = False
         # simulate limits on how much one insert may be: over max_insert_rows, the server's own
         # memory limit (500, code 241, as ClickHouse answers); over max_request_bytes on the wire, a
         # proxy in front of it (413, no ClickHouse headers)
@@ -182,14 +188,20 @@ class _Handler(BaseHTTPRequestHandler):
                                 "(MEMORY_LIMIT_EXCEEDED)")
                         owner.inserted_rows.append(rows)
                     cols = insert.group("cols") or ""
+                    # the insert's deduplication settings, as a server applies them from the URL
+                    settings = ", ".join(f"{k} = '{params[k][0]}'" for k in _INSERT_SETTINGS if k in params
+                                         and re.fullmatch(r"[\w-]*", params[k][0]))
                     stmt = (
                         f"INSERT INTO {insert.group('table')} {cols} "
-                        f"SELECT * FROM file('{path}', '{insert.group('fmt')}')"
+                        + (f"SETTINGS {settings} " if settings else "")
+                        + f"SELECT * FROM file('{path}', '{insert.group('fmt')}')"
                     )
                     with owner.lock:
                         owner.writer.query(stmt)
                 finally:
                     os.unlink(path)
+                if owner.lose_insert_replies:
+                    raise RuntimeError("Code: 209. DB::NetException: Timeout exceeded while writing the reply (test)")
                 self._reply(200, b"", summary={"written_rows": "1"})
                 return
             match = _FORMAT.search(sql)

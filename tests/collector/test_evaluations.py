@@ -5,13 +5,16 @@ call's response id. The real Python SDK's Logs API and OTLP exporters (HTTP and 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import shutil
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -223,18 +226,20 @@ class _FlakyStore:
     def __init__(self, inner: Any, failures: int, permanent: bool = False) -> None:
         self.inner, self.failures, self.permanent, self.backend = inner, failures, permanent, inner.backend
 
-    def insert_evaluations(self, table: Any) -> None:
+    def insert_evaluations(self, table: Any, token: str) -> None:
         if self.failures:
             self.failures -= 1
             raise StoreError("down for a moment", permanent=self.permanent)
-        self.inner.insert_evaluations(table)
+        self.inner.insert_evaluations(table, token)
 
 
 def _evaluation(i: int) -> Evaluation:
     return Evaluation(1_700_000_000_000_000_000 + i, "", "", f"r-{i}", "svc", "user_feedback", 1.0, "up", "", {})
 
 
-def test_the_writer_retries_bounds_and_drops_counted(ch_server: Any) -> None:
+@contextlib.contextmanager
+def _server_exporter(ch_server: Any) -> Iterator[Any]:
+    """A ClickHouse exporter started on the test server's database, shut down after."""
     from lqo.collector.exporters.clickhouse.factory import (
         ClickHouseExporter,
         ClickHouseExporterConfig,
@@ -242,12 +247,19 @@ def test_the_writer_retries_bounds_and_drops_counted(ch_server: Any) -> None:
 
     exporter = ClickHouseExporter(ClickHouseExporterConfig(endpoint=ch_server.endpoint, database=ch_server.database))
     exporter.start()
+    try:
+        yield exporter
+    finally:
+        exporter.shutdown()
+
+
+def test_the_writer_retries_bounds_and_drops_counted(ch_server: Any) -> None:
     table = f"{ch_server.database}.otel_traces_genai_evaluations"
 
     def stored() -> int:
         return int(ch_server.reader.query(f"SELECT count() FROM {table}", "TSVRaw").bytes())
 
-    try:
+    with _server_exporter(ch_server) as exporter:
         telemetry = _Telemetry()
         flaky = _FlakyStore(exporter, failures=1)
         writer = EvaluationWriter([flaky], telemetry, max_rows=3)
@@ -288,8 +300,6 @@ def test_the_writer_retries_bounds_and_drops_counted(ch_server: Any) -> None:
         [row] = ch_server.reader.query(f"SELECT Explanation, Attributes FROM {table} WHERE ResponseId = 'r-8'",
                                        "JSONEachRow").bytes().decode().splitlines()
         assert json.loads(row) == {"Explanation": "TOO LONG", "Attributes": {"note": "SEE ABOVE"}}
-    finally:
-        exporter.shutdown()
 
 
 def test_an_empty_report_says_so(collector: Any) -> None:
@@ -313,13 +323,6 @@ def test_the_spool_keeps_what_the_store_did_not_take_and_sets_aside_what_does_no
     a stop while it is down keeps them for the next start; a damaged file is set aside and
     counted; a long outage's files are written as one now and then; a spool that cannot be
     written keeps the rows in memory."""
-    from lqo.collector.exporters.clickhouse.factory import (
-        ClickHouseExporter,
-        ClickHouseExporterConfig,
-    )
-
-    exporter = ClickHouseExporter(ClickHouseExporterConfig(endpoint=ch_server.endpoint, database=ch_server.database))
-    exporter.start()
     table = f"{ch_server.database}.otel_traces_genai_evaluations"
     directory = tmp_path / "evaluations_clickhouse"
     caplog.set_level(logging.INFO, logger="lqo.collector.evaluations")
@@ -333,7 +336,7 @@ def test_the_spool_keeps_what_the_store_did_not_take_and_sets_aside_what_does_no
         w.start()
         return w
 
-    try:
+    with _server_exporter(ch_server) as exporter:
         telemetry = _Telemetry()
         down = writer(_FlakyStore(exporter, failures=99), telemetry)
         for i in range(3):
@@ -378,8 +381,101 @@ def test_the_spool_keeps_what_the_store_did_not_take_and_sets_aside_what_does_no
         assert "could not write 1 set(s) of evaluation results" in caplog.text and len(lost) == 1
         lost.shutdown(timeout=2)  # in memory only, and the store still down: dropped, counted
         assert telemetry.count("dropped") == 2
-    finally:
-        exporter.shutdown()
+
+
+def test_results_sent_again_are_stored_once(ch_server: Any, tmp_path: Any) -> None:
+    """The store took the rows but its reply was lost (or a kill came before their file was
+    deleted): sent again, with their round's token, they are stored once — from the spool after a
+    restart, and from memory. Identical results a producer sends twice are two results."""
+    table = f"{ch_server.database}.otel_traces_genai_evaluations"
+    directory = tmp_path / "evaluations_clickhouse"
+
+    def stored() -> list[str]:
+        return sorted(ch_server.reader.query(f"SELECT ResponseId FROM {table}", "TSVRaw").bytes().decode().split())
+
+    def writer(telemetry: _Telemetry, spool: bool = True) -> EvaluationWriter:
+        w = EvaluationWriter([exporter], telemetry, interval=3600,
+                             spools=[Spool(directory, "exporter/clickhouse")] if spool else ())
+        w.start()
+        return w
+
+    with _server_exporter(ch_server) as exporter:
+        telemetry = _Telemetry()
+        first = writer(telemetry)
+        ch_server.lose_insert_replies = True
+        assert first.offer([_evaluation(0), _evaluation(1)])
+        first.flush()  # taken, but the reply is lost: kept, and sent again at the next round
+        assert stored() == ["r-0", "r-1"] and len(first) == 2 and len(_spooled(directory)) == 1
+        first.flush()
+        assert stored() == ["r-0", "r-1"] and telemetry.count("stored") == 0
+        first.shutdown(timeout=2)  # the file stays for the next start
+        assert len(_spooled(directory)) == 1
+
+        ch_server.lose_insert_replies = False
+        second = writer(telemetry)
+        second.flush()
+        assert stored() == ["r-0", "r-1"] and _spooled(directory) == [] and telemetry.count("stored") == 2
+        second.shutdown(timeout=2)
+
+        in_memory = writer(telemetry, spool=False)
+        ch_server.lose_insert_replies = True
+        assert in_memory.offer([_evaluation(2)])
+        in_memory.flush()
+        ch_server.lose_insert_replies = False
+        in_memory.flush()
+        assert stored() == ["r-0", "r-1", "r-2"] and telemetry.count("stored") == 3
+
+        assert in_memory.offer([_evaluation(3)])
+        in_memory.flush()
+        assert in_memory.offer([_evaluation(3)])  # the same result again, from its producer
+        in_memory.flush()
+        assert stored() == ["r-0", "r-1", "r-2", "r-3", "r-3"]
+        in_memory.shutdown(timeout=2)
+
+
+def test_an_older_evaluations_table_learns_to_store_rows_sent_again_once(ch_server: Any) -> None:
+    """A table made by the version before tokens gets the setting by which it remembers them."""
+    from lqo.collector.evaluations import to_arrow
+    from lqo.collector.exporters.clickhouse.schema import SchemaSpec
+
+    spec = SchemaSpec(database=ch_server.database)
+    [ddl] = [s for s in spec.statements() if s.startswith("CREATE TABLE") and "_genai_evaluations`" in s]
+    older = ddl.replace(", non_replicated_deduplication_window = 1000", "")
+    assert older != ddl
+    ch_server.writer.query(f"CREATE DATABASE IF NOT EXISTS {ch_server.database}")
+    ch_server.writer.query(older)
+    with _server_exporter(ch_server) as exporter:
+        engine = ch_server.reader.query(
+            f"SELECT engine_full FROM system.tables WHERE database = '{ch_server.database}' "
+            "AND name = 'otel_traces_genai_evaluations'", "TSVRaw").bytes().decode()
+        assert "non_replicated_deduplication_window = 1000" in engine
+        rows = to_arrow([_evaluation(0)])
+        for token in ("a" * 32, "a" * 32, "b" * 32):
+            exporter.insert_evaluations(rows, token)
+        count = ch_server.reader.query(f"SELECT count() FROM {ch_server.database}.otel_traces_genai_evaluations",
+                                       "TSVRaw").bytes().decode().strip()
+        assert count == "2"
+
+
+def test_the_embedded_store_stores_rows_sent_again_once(tmp_path: Any) -> None:
+    """The same on the embedded engine (its own process: chdb opens one store per process)."""
+    script = (
+        "import sys\n"
+        "from lqo.collector.evaluations import to_arrow\n"
+        "from lqo.collector.exporters.clickhouse.factory import ClickHouseExporter, ClickHouseExporterConfig\n"
+        "from lqo.collector.model.genai_events import Evaluation\n"
+        "e = ClickHouseExporter(ClickHouseExporterConfig(endpoint='embedded://' + sys.argv[1]))\n"
+        "e.start()\n"
+        "rows = to_arrow([Evaluation(1, '', '', 'r-0', 'svc', 'user_feedback', 1.0, 'up', '', {})])\n"
+        "for token in ('a' * 32, 'a' * 32, 'b' * 32):\n"
+        "    e.insert_evaluations(rows, token)\n"
+        "print(e.backend.query('SELECT count() FROM otel_traces_genai_evaluations', 'TSVRaw').decode())\n"
+        "e.shutdown()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "store")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2"
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])

@@ -37,7 +37,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
-from lqo.collector.exporters.clickhouse.backends import Backend, StoreError
+from lqo.collector.exporters.clickhouse.backends import Backend, StoreError, literal
 from lqo.collector.exporters.clickhouse.schema import SchemaSpec, quote_ident
 from lqo.collector.http_server import json_error
 from lqo.collector.receivers.otlp_http import BadEncoding, BodyTooLarge, ClientGone, read_body
@@ -86,11 +86,6 @@ class Outcome:
     genai_rows: int  # rows of the GenAI calls table (agents' and tools' spans have rows too)
     evaluations: int  # evaluation results of those calls (by span, or by the call's response id)
     erased: bool
-
-
-def literal(value: str) -> str:
-    """A ClickHouse string literal: backslashes and quotes escaped, nothing else interpreted."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def traces_sql(schema: SchemaSpec, selector: Selector) -> str:

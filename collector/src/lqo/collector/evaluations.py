@@ -20,6 +20,12 @@ file is deleted once the store has them. Rows the store did not take by shutdown
 stay there, and the next start writes them first; a kill loses at most the rows of the round in
 progress (offered in the last ``interval``). Without a storage the buffer is in memory only.
 
+Each round's rows get a token (a random id, kept in their file's name) that their inserts carry
+(``insert_deduplication_token``): rows sent again — their reply was lost, or a kill came between
+the insert and the file's deletion — are stored once, as the store remembers the last
+``schema.DEDUP_WINDOW`` inserts' tokens. Rows waiting for the store are sent round by round, each
+with its own token, never merged into one insert, so that what is sent again is what was sent.
+
 Free text in a result (its explanation: often a user's own words; its other attribute values)
 goes through the pipeline's processors that redact text — ``redaction`` (credentials in URLs)
 and ``pii`` (personal data, by its ``action``) — on the writer's thread before it is stored, as
@@ -35,6 +41,7 @@ import logging
 import os
 import re
 import threading
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,13 +90,23 @@ def to_arrow(rows: Sequence[Evaluation]) -> pa.Table:
     }, schema=ARROW_SCHEMA)
 
 
-_SPOOL_FILE = re.compile(r"^(\d{20})-(\d+)\.arrow$")
+# <sequence>-<rows>-<token>.arrow (files of the version before tokens lack the last part)
+_SPOOL_FILE = re.compile(r"^(\d{20})-(\d+)(?:-([0-9a-f]{32}))?\.arrow$")
 _COMPACT_AT = 64  # files a failing store's rows may spread over before they are written as one
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """A round's rows for one store: their spool file (None: in memory only) and their token."""
+
+    table: pa.Table
+    path: Path | None = None
+    token: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class Spool:
     """A store's evaluation results on disk until it has them: one Arrow IPC file per write
-    round (``<sequence>-<rows>.arrow``, written whole or not at all), deleted once inserted."""
+    round (``<sequence>-<rows>-<token>.arrow``, written whole or not at all), deleted once inserted."""
 
     def __init__(self, directory: Path, name: str, fsync: bool = False, compression: Compression = "none",
                  max_bytes: int = 64 * 1024**2) -> None:
@@ -102,21 +119,21 @@ class Spool:
         self._lock_fd: int | None = None
         self._write_failures = LogEvery(60.0)
 
-    def open(self) -> tuple[list[tuple[pa.Table, Path]], int]:
+    def open(self) -> tuple[list[Segment], int]:
         """Locks the directory; returns the rows an earlier run left, file by file, in order, and
         how many rows were in files that do not read back (set aside, for a person to look at)."""
         self._lock_fd = lock_directory(self.directory, f"{self.name}: the evaluation spool")
-        found: list[tuple[int, int, Path]] = []
+        found: list[tuple[int, int, Path, str | None]] = []
         for entry in os.scandir(self.directory):
             if entry.name.endswith(".tmp"):  # a write a stop or a kill interrupted
                 os.unlink(entry.path)
             elif match := _SPOOL_FILE.match(entry.name):
-                found.append((int(match.group(1)), int(match.group(2)), Path(entry.path)))
+                found.append((int(match.group(1)), int(match.group(2)), Path(entry.path), match.group(3)))
         found.sort()
         self._seq = itertools.count(found[-1][0] + 1 if found else 0)
-        loaded: list[tuple[pa.Table, Path]] = []
+        loaded: list[Segment] = []
         unreadable = 0
-        for _, rows, path in found:
+        for _, rows, path, token in found:
             try:
                 table = read_arrow(path, ARROW_SCHEMA, rows)
             except (OSError, pa.ArrowException, ValueError) as exc:
@@ -125,23 +142,23 @@ class Spool:
                 log.error("%s: dropped %d evaluation result(s): %s does not read back (%s); moved to %s",
                           self.name, rows, path.name, exc, aside)
                 continue
-            loaded.append((table, path))
+            loaded.append(Segment(table, path, token) if token else Segment(table, path))
         if loaded:
             log.info("%s: %d evaluation result(s) kept on disk by an earlier run; writing them first",
-                     self.name, sum(t.num_rows for t, _ in loaded))
+                     self.name, sum(s.table.num_rows for s in loaded))
         return loaded, unreadable
 
-    def write(self, table: pa.Table) -> Path | None:
-        """``table`` in a file of its own; None where it cannot be written (kept in memory)."""
-        path = self.directory / f"{next(self._seq):020d}-{table.num_rows}.arrow"
+    def write(self, segment: Segment) -> Segment:
+        """``segment`` in a file of its own; as it was (in memory) where it cannot be written."""
+        path = self.directory / f"{next(self._seq):020d}-{segment.table.num_rows}-{segment.token}.arrow"
         try:
-            write_arrow(path, table, self._options, self.fsync)
+            write_arrow(path, segment.table, self._options, self.fsync)
         except OSError as exc:
             if count := self._write_failures.tally():
                 log.error("%s: could not write %d set(s) of evaluation results to %s (%s); kept in memory, "
                           "where a restart loses them", self.name, count, self.directory, exc.strerror or exc)
-            return None
-        return path
+            return segment
+        return dataclasses.replace(segment, path=path)
 
     def close(self) -> None:
         if self._lock_fd is not None:
@@ -150,13 +167,13 @@ class Spool:
 
 
 class _Pending:
-    """One store's rows not yet written to it: tables, each with its spool file (None: in memory
-    only). The writer's lock guards the lists; file I/O happens outside it."""
+    """One store's rows not yet written to it, round by round. The writer's lock guards the
+    lists; file I/O happens outside it."""
 
     def __init__(self, store: Any, spool: Spool | None = None) -> None:
         self.store = store
         self.spool = spool
-        self.segments: list[tuple[pa.Table, Path | None]] = []
+        self.segments: list[Segment] = []
         self.rows = 0
         self.bytes = 0
         self.failing = False  # since the last write that went through (one warning per outage)
@@ -165,34 +182,35 @@ class _Pending:
     def where(self) -> str:
         return getattr(self.store.backend, "description", "the store")
 
-    def add(self, segments: list[tuple[pa.Table, Path | None]], size: int | None = None, front: bool = False) -> None:
+    def add(self, segments: list[Segment], size: int | None = None, front: bool = False) -> None:
         if front:
             self.segments[:0] = segments
         else:
             self.segments.extend(segments)
-        self.rows += sum(t.num_rows for t, _ in segments)
-        self.bytes += size if size is not None else sum(t.nbytes for t, _ in segments)
+        self.rows += sum(s.table.num_rows for s in segments)
+        self.bytes += size if size is not None else sum(s.table.nbytes for s in segments)
 
-    def take(self) -> list[tuple[pa.Table, Path | None]]:
+    def take(self) -> list[Segment]:
         segments, self.segments, self.rows, self.bytes = self.segments, [], 0, 0
         return segments
 
-    def compacted(self, segments: list[tuple[pa.Table, Path | None]]) -> list[tuple[pa.Table, Path | None]]:
+    def compacted(self, segments: list[Segment]) -> list[Segment]:
         """A long outage's many small files written as one now and then, so that a start does
-        not read thousands; the segments as they are otherwise."""
+        not read thousands; the segments as they are otherwise. (Their rows were never stored:
+        each insert failed, so the one file gets a token of its own.)"""
         if self.spool is None or len(segments) < _COMPACT_AT:
             return segments
-        table = pa.concat_tables([t for t, _ in segments]).combine_chunks()
-        if (path := self.spool.write(table)) is None:
+        one = self.spool.write(Segment(pa.concat_tables([s.table for s in segments]).combine_chunks()))
+        if one.path is None:
             return segments
         self.forget(segments)
-        return [(table, path)]
+        return [one]
 
-    def forget(self, segments: list[tuple[pa.Table, Path | None]]) -> None:
+    def forget(self, segments: list[Segment]) -> None:
         """Deletes the segments' files: their rows were written, or given up on."""
-        for _, path in segments:
-            if path is not None:
-                path.unlink(missing_ok=True)
+        for segment in segments:
+            if segment.path is not None:
+                segment.path.unlink(missing_ok=True)
 
 
 class EvaluationWriter:
@@ -226,7 +244,7 @@ class EvaluationWriter:
                     continue
                 loaded, unreadable = pending.spool.open()
                 opened.append(pending.spool)
-                pending.add(loaded)  # type: ignore[arg-type]
+                pending.add(loaded)
                 if unreadable:
                     self._drop(pending, unreadable)
         except Exception:
@@ -304,48 +322,54 @@ class EvaluationWriter:
             incoming, self._incoming, self._incoming_bytes = self._incoming, [], 0
         if incoming:
             incoming = self._sanitize(incoming)
-            table = to_arrow(incoming)  # shared by the stores: Arrow data is immutable
+            # shared by the stores (Arrow data is immutable), with one token: each store has its own
+            segment = Segment(to_arrow(incoming))
             size = sum(r.size for r in incoming)
             for pending in self._pending:
-                path = pending.spool.write(table) if pending.spool is not None else None
+                spooled = pending.spool.write(segment) if pending.spool is not None else segment
                 with self._lock:
-                    pending.add([(table, path)], size)
+                    pending.add([spooled], size)
         for pending in self._pending:
             with self._lock:
                 segments = pending.take()
             if segments:
                 self._write(pending, segments)
 
-    def _write(self, pending: _Pending, segments: list[tuple[pa.Table, Path | None]]) -> None:
-        n = sum(t.num_rows for t, _ in segments)
-        try:
-            pending.store.insert_evaluations(segments[0][0] if len(segments) == 1
-                                             else pa.concat_tables([t for t, _ in segments]))
-        except StoreError as exc:
-            if exc.permanent:
-                log.error("evaluation results: %s refused %d row(s) for good (%s); dropped", pending.where, n, exc)
+    def _write(self, pending: _Pending, segments: list[Segment]) -> None:
+        """Inserts the segments in order, one insert each; where one fails, it and those after it
+        are kept for the next round (or dropped, where the store refused them for good)."""
+        stored = 0
+        for at, segment in enumerate(segments):
+            try:
+                pending.store.insert_evaluations(segment.table, segment.token)
+            except Exception as exc:
+                rest = segments[at:]
+                n = sum(s.table.num_rows for s in rest)
+                if not isinstance(exc, StoreError):  # a bug, not the store: these rows would fail again
+                    log.exception("evaluation results: writing %d row(s) to %s failed; dropped", n, pending.where)
+                elif exc.permanent:
+                    log.error("evaluation results: %s refused %d row(s) for good (%s); dropped", pending.where, n, exc)
+                else:
+                    if not pending.failing:  # once per outage, not every second
+                        log.warning("evaluation results: writing %d row(s) to %s failed (%s); trying again every "
+                                    "%.0f s", n, pending.where, exc, self.interval)
+                    pending.failing = True
+                    rest = pending.compacted(rest)
+                    with self._lock:  # back in front of what came meanwhile
+                        pending.add(rest, front=True)
+                    break
                 self._drop(pending, n)
-                pending.forget(segments)
-                return
-            if not pending.failing:  # once per outage, not every second
-                log.warning("evaluation results: writing %d row(s) to %s failed (%s); trying again every "
-                            "%.0f s", n, pending.where, exc, self.interval)
-            pending.failing = True
-            segments = pending.compacted(segments)
-            with self._lock:  # back in front of what came meanwhile
-                pending.add(segments, front=True)
+                pending.forget(rest)
+                break
+            pending.forget([segment])
+            stored += segment.table.num_rows
+        if not stored:
             return
-        except Exception:  # a bug, not the store: these rows would fail again
-            log.exception("evaluation results: writing %d row(s) to %s failed; dropped", n, pending.where)
-            self._drop(pending, n)
-            pending.forget(segments)
-            return
-        pending.forget(segments)
-        if pending.failing:
+        if pending.failing and not pending.segments:
             pending.failing = False
             log.info("evaluation results: %s takes them again", pending.where)
         if pending is self._pending[0]:  # counted once, by the first store
-            self._counted["stored"].inc(n)
+            self._counted["stored"].inc(stored)
 
     def _drop(self, pending: _Pending, n: int) -> None:
         if pending is self._pending[0]:  # counted once, as stored ones are
@@ -360,8 +384,8 @@ class EvaluationWriter:
         self.flush()
         for pending in self._pending:
             segments = pending.take()
-            kept = sum(t.num_rows for t, p in segments if p is not None)
-            lost = sum(t.num_rows for t, p in segments if p is None)
+            kept = sum(s.table.num_rows for s in segments if s.path is not None)
+            lost = sum(s.table.num_rows for s in segments if s.path is None)
             if kept:
                 log.warning("evaluation results: %d not written to %s stay on disk in %s for the next start",
                             kept, pending.where, pending.spool.directory)  # type: ignore[union-attr]

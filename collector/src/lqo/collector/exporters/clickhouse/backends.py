@@ -43,12 +43,22 @@ def _classify(exc: BaseException, context: str) -> StoreError:
     return StoreError(f"{context}: {text[:500]}", permanent=permanent, too_large=too_large)
 
 
+def literal(value: str) -> str:
+    """A ClickHouse string literal: backslashes and quotes escaped, nothing else interpreted."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _setting(value: int | str) -> str:
+    """A setting's value in a SETTINGS clause: a number, or a quoted string."""
+    return literal(value) if isinstance(value, str) else str(int(value))
+
+
 class Backend(Protocol):
     description: str
 
     def execute(self, sql: str) -> None: ...
     def insert_arrow(
-        self, database: str, table: str, data: pa.Table, settings: dict[str, int]
+        self, database: str, table: str, data: pa.Table, settings: dict[str, int | str]
     ) -> None: ...
     def query(self, sql: str, fmt: str) -> bytes: ...
     def close(self) -> None: ...
@@ -84,10 +94,10 @@ class ChdbBackend:
                 raise _classify(exc, "embedded ClickHouse") from None
 
     def insert_arrow(
-        self, database: str, table: str, data: pa.Table, settings: dict[str, int]
+        self, database: str, table: str, data: pa.Table, settings: dict[str, int | str]
     ) -> None:
         columns = ", ".join(quote_ident(c) for c in data.column_names)
-        clause = ", ".join(f"{k} = {int(v)}" for k, v in settings.items())
+        clause = ", ".join(f"{k} = {_setting(v)}" for k, v in settings.items())
         sql = (
             f"INSERT INTO {quote_ident(database)}.{quote_ident(table)} ({columns}) "
             + (f"SETTINGS {clause} " if clause else "")
@@ -148,7 +158,7 @@ class ServerBackend:
             raise _classify(exc, self.description) from None
 
     def insert_arrow(
-        self, database: str, table: str, data: pa.Table, settings: dict[str, int]
+        self, database: str, table: str, data: pa.Table, settings: dict[str, int | str]
     ) -> None:
         try:
             self._client.insert_arrow(table, data, database=database, settings=settings)

@@ -21,7 +21,7 @@ from lqo.collector.components import (
 )
 from lqo.collector.config import Duration, StrictModel
 from lqo.collector.exporterhelper import BatchConfig, RetryConfig, SendingQueueConfig
-from lqo.collector.exporters.clickhouse.backends import Backend, StoreError, open_backend
+from lqo.collector.exporters.clickhouse.backends import Backend, StoreError, literal, open_backend
 from lqo.collector.exporters.clickhouse.schema import SchemaSpec, quote_ident
 from lqo.collector.model.spanbatch import SpanBatch
 
@@ -121,6 +121,8 @@ class ClickHouseExporter:
                 self.backend.execute(statement)
             if spec.genai:
                 self._add_lacking_columns(missing)
+                if spec.evaluations_table not in missing:
+                    self._remember_tokens()
                 for statement in spec.genai_view_statements():
                     self.backend.execute(statement)
                 self._update_views(present)
@@ -172,6 +174,18 @@ class ClickHouseExporter:
             if lacking:
                 self.backend.execute(spec.add_columns_statement(table, lacking))
                 log.info("added %s to %s", ", ".join(name for name, _ in lacking), table)
+
+    def _remember_tokens(self) -> None:
+        """An evaluations table an older version made gets the setting by which it remembers
+        its last inserts' tokens (a replicated one does by default)."""
+        assert self.backend is not None
+        spec = self.schema
+        engine = self.backend.query(
+            f"SELECT engine_full FROM system.tables WHERE database = {literal(spec.database)} "
+            f"AND name = {literal(spec.evaluations_table)}", "TSVRaw")
+        if b"non_replicated_deduplication_window" not in engine:
+            self.backend.execute(spec.dedup_window_statement())
+            log.info("%s now stores evaluation results sent twice once", spec.evaluations_table)
 
     def _update_views(self, before: dict[str, str]) -> None:
         """A GenAI view whose comment names another SELECT (an older version's) runs this one's
@@ -249,10 +263,12 @@ class ClickHouseExporter:
             return ExportResult(status, str(exc))
         return ExportResult.ok()
 
-    def insert_evaluations(self, table: pa.Table) -> None:
-        """Evaluation results (``lqo.collector.evaluations``) into ``<table>_genai_evaluations``."""
+    def insert_evaluations(self, table: pa.Table, token: str) -> None:
+        """Evaluation results (``lqo.collector.evaluations``) into ``<table>_genai_evaluations``;
+        ``token`` names the rows: an insert of the same token again stores nothing."""
         assert self.backend is not None, "insert_evaluations() before start()"
-        self.backend.insert_arrow(self.schema.database, self.schema.evaluations_table, table, self._insert_settings)
+        self.backend.insert_arrow(self.schema.database, self.schema.evaluations_table, table,
+                                  {**self._insert_settings, "insert_deduplicate": 1, "insert_deduplication_token": token})
 
     def shutdown(self) -> None:
         self._closing = True

@@ -21,6 +21,11 @@ from string import Template
 _DDL = files("lqo.collector.exporters.clickhouse") / "ddl"
 
 
+# Inserts into the evaluations table whose tokens a non-replicated table remembers, so that rows
+# sent again are stored once: a writer sends about one insert a second, so this covers minutes.
+DEDUP_WINDOW = 1000
+
+
 def quote_ident(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
@@ -142,6 +147,7 @@ class SchemaSpec:
                 "evaluations_table.sql",
                 engine=self._engine("MergeTree"),
                 ttl=ttl_expr(self.ttl_seconds, "toDateTime(Timestamp)"),
+                dedup_window=str(DEDUP_WINDOW),
             ),
         }
 
@@ -186,6 +192,12 @@ class SchemaSpec:
         on_cluster = f" ON CLUSTER {quote_ident(self.cluster_name)}" if self.cluster_name else ""
         return ([f"ALTER TABLE {name}{on_cluster} MODIFY QUERY {select}"] if query else []) + [
             self.comment_statement(view, self.view_version(select))]
+
+    def dedup_window_statement(self) -> str:
+        """The evaluations table of an older version remembers the tokens of its inserts too."""
+        on_cluster = f" ON CLUSTER {quote_ident(self.cluster_name)}" if self.cluster_name else ""
+        return (f"ALTER TABLE {quote_ident(self.database)}.{quote_ident(self.evaluations_table)}{on_cluster} "
+                f"MODIFY SETTING non_replicated_deduplication_window = {DEDUP_WINDOW}")
 
     def comment_statement(self, table: str, comment: str) -> str:
         name = f"{quote_ident(self.database)}.{quote_ident(table)}"
