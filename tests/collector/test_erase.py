@@ -201,6 +201,28 @@ def test_the_sql_names_the_identifier_as_a_literal() -> None:
     assert CHUNK * len(literal("0" * 32) + ", ") < 256 * 1024  # each statement under max_query_size
 
 
+def test_finding_a_users_traces_reads_only_the_granules_the_values_index_lets_through(chdb_store: Any) -> None:
+    """The spans table's bloom filter on its attribute values (the contrib exporter's
+    ``idx_span_attr_value``) serves ``SpanAttributes['user.id'] = …``: an erase reads the
+    granules that may hold the identifier, not the whole table."""
+    writer, reader = chdb_store
+    spec = SchemaSpec(database="erase_index")
+    for statement in spec.statements():
+        writer.query(statement)
+    try:
+        writer.query("INSERT INTO erase_index.otel_traces (Timestamp, TraceId, SpanId, ServiceName, SpanName, "
+                     "SpanAttributes) SELECT now64(9) - number, hex(number), hex(number), 'svc', 'chat', "
+                     "map('user.id', concat('u-', toString(number % 50000)), 'enduser.id', 'x') FROM numbers(120000)")
+        plan = reader.query("EXPLAIN indexes = 1 " + traces_sql(spec, Selector("user", "u-42")), "TSVRaw").bytes().decode()
+        after = plan.split("Name: idx_span_attr_value", 1)[1]
+        read, total = (int(n) for n in after.split("Granules: ", 1)[1].split()[0].split("/"))
+        assert total >= 14 and read <= total // 2, plan
+        found = reader.query(traces_sql(spec, Selector("user", "u-42")), "TSVRaw").bytes().decode().split()
+        assert sorted(int(trace, 16) for trace in found) == [42, 50042, 100042]
+    finally:
+        writer.query("DROP DATABASE erase_index")
+
+
 def test_lqo_erase_needs_one_identifier() -> None:
     out = subprocess.run([LQO, "erase", "--yes"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "one of the arguments --user --conversation --trace is required" in out.stderr

@@ -19,9 +19,11 @@ chunks of ``CHUNK`` (under ClickHouse's 256 KiB ``max_query_size``): a replicate
 name its rows itself, since each replica runs it alone. Spans of an erased trace still on their
 way (in the collector's queues, or sent later) are stored afterwards: run it again.
 
-Finding the traces reads ``SpanAttributes`` of the whole spans table (no index covers a map
-value), so it takes as long as a full scan. Nothing identifying is logged: the collector logs
-what kind of identifier was erased and how many traces, never the identifier.
+Finding the traces reads ``SpanAttributes`` only in the granules that the spans table's bloom
+filter on its attribute values (``idx_span_attr_value``) lets through, where the identifier may
+be (4 granules of 37 for a user on 3 spans of 300,000, with 100,000 users). Nothing identifying
+is logged: the collector logs what kind of identifier was erased and how many traces, never the
+identifier.
 """
 
 from __future__ import annotations
