@@ -351,6 +351,9 @@ def test_the_spool_keeps_what_the_store_did_not_take_and_sets_aside_what_does_no
 
         torn = directory / _spooled(directory)[1]
         torn.write_bytes(torn.read_bytes()[:100])
+        older = directory / _spooled(directory)[2]  # as the version before tokens named its files
+        older.rename(directory / ("-".join(older.name.split("-")[:2]) + ".arrow"))
+        assert _spooled(directory)[2] == "00000000000000000002-1.arrow"
         (directory / "00000000000000000009-1.arrow.tmp").write_bytes(b"half a write")
         up = writer(exporter, telemetry)
         assert telemetry.count("dropped") == 1  # the torn file's row
