@@ -97,7 +97,7 @@ def test_cluster_rendering_is_valid_clickhouse_sql(chdb_store):
     # the upgrades of an older version's GenAI tables and views, on the cluster too
     spec = SchemaSpec("otel", "otel_traces", 0, "prod")
     upgrades = [spec.add_columns_statement(spec.genai_table, spec.columns(spec.genai_table)[-2:]),
-                *spec.update_view_statements(spec.genai_view, spec.genai_select())]
+                *spec.update_view_statements(spec.genai_view, spec.genai_select()), spec.dedup_window_statement()]
     for sql in upgrades:
         escaped = sql.replace("\\", "\\\\").replace("'", "\\'")
         formatted = writer.query(f"SELECT formatQuery('{escaped}')", "TSVRaw").bytes().decode()
