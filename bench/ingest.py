@@ -21,7 +21,9 @@ trace of its own, so it keeps the same spans and remembers a trace per GenAI spa
 of its bookkeeping), ``no-genai-tables`` (the spine without the GenAI tables and their views:
 what filling them costs), ``persistent-queue`` (the spine with the exporter's sending queue on
 disk, ``sending_queue.storage: file_storage`` with its defaults: what writing every batch to a
-file costs), ``persistent-queue-lz4`` (the same, the files lz4-compressed). Runs of the variants
+file costs), ``persistent-queue-lz4`` (the same, the files lz4-compressed), ``two-arenas`` and
+``redacted+enriched/two-arenas`` (``MALLOC_ARENA_MAX=2``: glibc's malloc arenas capped at two,
+where its default is eight per core: what the cap costs in throughput). Runs of the variants
 alternate, on the same payloads. Where the GenAI tables are kept, every run checks that they hold
 one row per GenAI span sent.
 
@@ -161,12 +163,18 @@ VARIANTS = {
     "no-genai-tables": ([], False),
     "persistent-queue": ([], False),
     "persistent-queue-lz4": ([], False),
+    "two-arenas": ([], False),
+    "redacted+enriched/two-arenas": (["redaction", "genai_normalize", "cost"], False),
 }
 # The clickhouse exporter's settings of a variant: ``no-genai-tables`` is the spine without the
 # GenAI tables' materialized views (what they cost at ingest: spine against it).
 VARIANT_EXPORTER = {"no-genai-tables": {"genai_tables": False},
                     "persistent-queue": {"sending_queue": {"storage": "file_storage"}},
                     "persistent-queue-lz4": {"sending_queue": {"storage": "file_storage"}}}
+# The collector's environment of a variant: glibc's malloc arenas capped at two, where its
+# default is eight per core (lqo/collector/malloc.py).
+VARIANT_ENV = {"two-arenas": {"MALLOC_ARENA_MAX": "2"},
+               "redacted+enriched/two-arenas": {"MALLOC_ARENA_MAX": "2"}}
 # The file_storage extension's settings of a variant whose exporter names one.
 VARIANT_STORAGE = {"persistent-queue-lz4": {"compression": "lz4"}}
 # Processors' settings where the default would not do what the variant is about.
@@ -180,6 +188,7 @@ def run_collector(
     workdir: Path, processors: list[str] | None = None, exporter: dict | None = None,
     decoder: str = "native", prometheus: bool = False, attempt: int = 1,
     security: Security | None = None, settings: dict | None = None, storage_settings: dict | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, dict]:
     ports = {"grpc": _free_port(), "http": _free_port(), "metrics": _free_port()}
     config = {
@@ -203,8 +212,9 @@ def run_collector(
     if security is not None:
         security.apply(config)
     (workdir / "lqo.yaml").write_text(yaml.safe_dump(config))
-    env = dict(os.environ, LQO_PURE_PYTHON_DECODER="1" if decoder == "python" else "0")
-    proc = subprocess.Popen([LQO, "collector", "--config", "lqo.yaml"], cwd=workdir, env=env,
+    proc = subprocess.Popen([LQO, "collector", "--config", "lqo.yaml"], cwd=workdir,
+                            env={**os.environ, "LQO_PURE_PYTHON_DECODER": "1" if decoder == "python" else "0",
+                                 **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=open(workdir / "log", "wb"))  # noqa: SIM115
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -218,7 +228,7 @@ def run_collector(
     log = (workdir / "log").read_text()
     if "Address already in use" in log and attempt < 3:  # a free port taken meanwhile: new ports
         return run_collector(workdir, processors, exporter, decoder, prometheus, attempt + 1, security, settings,
-                             storage_settings)
+                             storage_settings, env)
     raise RuntimeError(log)
 
 
@@ -296,13 +306,13 @@ def measure(
     total_spans: int, batch: int, clients: int, processors: list[str] | None = None,
     exporter: dict | None = None, transport: str = "both", decoder: str = "native",
     prometheus: bool = False, security: str = "plain", settings: dict | None = None,
-    storage_settings: dict | None = None,
+    storage_settings: dict | None = None, env: dict[str, str] | None = None,
 ) -> dict:
     bodies, n_distinct = payloads(total_spans, batch)
     workdir = Path(tempfile.mkdtemp(prefix="lqo-bench-"))
     sec = Security(security, workdir)
     proc, ports = run_collector(workdir, processors, exporter, decoder, prometheus, security=sec,
-                                settings=settings, storage_settings=storage_settings)
+                                settings=settings, storage_settings=storage_settings, env=env)
     try:
         counters0 = _proc_counters(proc.pid)
         threads0 = _thread_cpu(proc.pid)
@@ -456,7 +466,7 @@ def main() -> None:
                 result = measure(args.spans, args.batch, args.clients, processors, transport=args.transport,
                                  decoder=decoder, prometheus=prometheus, security=security,
                                  settings=VARIANT_SETTINGS.get(variant), exporter=VARIANT_EXPORTER.get(variant),
-                                 storage_settings=VARIANT_STORAGE.get(variant))
+                                 storage_settings=VARIANT_STORAGE.get(variant), env=VARIANT_ENV.get(variant))
                 print(f"run {i + 1} {label}: {json.dumps(result)}", file=sys.stderr)
                 assert result["spans_stored"] == result["spans_expected"], "spans lost or duplicated"
                 runs.setdefault(label, []).append(result)

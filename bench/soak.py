@@ -17,7 +17,10 @@ second, what an LLM service sends:
 while a Prometheus-like scraper reads ``/metrics`` every 15 s and a dashboard-like client asks
 the query API for the last five minutes by model every 30 s. Every ``--sample`` seconds it reads
 the collector's resident memory (RSS, and the proportional set size of the whole process tree)
-and its own counters, and what the embedded ClickHouse engine says it holds. The report gives
+and its own counters, its memory by part (``lqo_process_memory_bytes``: resident anonymous and
+file-backed, glibc malloc in use and held free, Arrow buffers), what the embedded ClickHouse
+engine says it holds (``MemoryTracking``) and what its allocator (jemalloc, inside chdb) has
+allocated and keeps resident, and how many glibc malloc heaps it has mapped. The report gives
 the samples, the median of each third of the run, and, after the warm-up (the first third), the
 growth of memory per hour by least squares and per million spans.
 
@@ -30,6 +33,7 @@ import argparse
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -49,6 +53,7 @@ from safety import make_spans
 from workload import _kv, http_span
 
 from lqo.collector.config import default_config
+from lqo.collector.malloc import arena_heaps
 
 MODELS = (("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("openai", "gpt-4.1"),
           ("anthropic", "claude-sonnet-4-5"), ("anthropic", "claude-haiku-4-5"), ("ollama", "llama3.1:8b"))
@@ -146,6 +151,10 @@ class Traffic:
         return traces.SerializeToString(), logs, 2 * self.rate
 
 
+# The collector's own account of its memory (lqo_process_memory_bytes{part}), MB per sample.
+PARTS = ("resident_anon", "resident_file", "malloc_in_use", "malloc_free", "arrow")
+
+
 def _memory(pid: int) -> dict[str, float]:
     """MB: the collector's RSS, and the PSS of it and its children (worker processes)."""
     def kb(path: Path, field: str) -> float:
@@ -163,9 +172,13 @@ def _memory(pid: int) -> dict[str, float]:
         pids += [int(c) for c in children]
     except OSError:
         pass
+    try:
+        heaps = arena_heaps(pid)
+    except OSError:
+        heaps = -1
     return {"rss": kb(Path(f"/proc/{pid}/status"), "VmRSS") / 1024,
             "pss_tree": sum(kb(Path(f"/proc/{p}/smaps_rollup"), "Pss") for p in pids) / 1024,
-            "processes": len(pids)}
+            "processes": len(pids), "arena_heaps": heaps}
 
 
 def _metric(text: str, name: str, label: str = "") -> float:
@@ -177,18 +190,26 @@ def _metric(text: str, name: str, label: str = "") -> float:
     return total
 
 
-def _store_memory(base: str) -> float:
-    """What the embedded ClickHouse engine says it holds (its MemoryTracking), in MB; the rest
-    of the resident memory is the Python side's."""
-    sql = "SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'"
-    body = json.dumps({"sql": sql, "format": "json"}).encode()
-    request = urllib.request.Request(f"{base}/api/v1/query", data=body,
-                                     headers={"Content-Type": "application/json"}, method="POST")
-    try:
+def _store_memory(base: str) -> dict[str, float]:
+    """MB: what the embedded ClickHouse engine says it holds (its MemoryTracking), and what its
+    own allocator (jemalloc, inside chdb) has allocated and keeps resident."""
+    def ask(sql: str) -> bytes:
+        body = json.dumps({"sql": sql, "format": "json"}).encode()
+        request = urllib.request.Request(f"{base}/api/v1/query", data=body,
+                                         headers={"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(request, timeout=60) as r:
-            return float(json.loads(r.read().splitlines()[0])["value"]) / 2**20
-    except (OSError, ValueError, KeyError, IndexError):
-        return float("nan")
+            return r.read()
+
+    out = dict.fromkeys(("store", "store_allocated", "store_resident"), float("nan"))
+    try:
+        tracked = ask("SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'")
+        out["store"] = float(json.loads(tracked.splitlines()[0])["value"]) / 2**20
+        stats = next(iter(json.loads(ask("SELECT * FROM system.jemalloc_stats").splitlines()[0]).values()))
+        if match := re.search(r"Allocated: (\d+), active: \d+, metadata: \d+.*?resident: (\d+)", stats):
+            out["store_allocated"], out["store_resident"] = (int(g) / 2**20 for g in match.groups())
+    except (OSError, ValueError, KeyError, IndexError, StopIteration):
+        pass
+    return out
 
 
 def _slope(xs: list[float], ys: list[float]) -> float:
@@ -256,12 +277,15 @@ def soak(minutes: float, rate: int, sample_s: float) -> dict[str, Any]:
                 text = r.read().decode()
             sample = {"t": time.monotonic() - t0, "sent": stats["sent"],
                       "stored": _metric(text, "lqo_exporter_sent_spans_total", 'exporter="clickhouse"'),
-                      "queue": _metric(text, "lqo_queue_size"), **_memory(proc.pid)}
-            sample["store"] = _store_memory(base)
+                      "queue": _metric(text, "lqo_queue_size"), **_memory(proc.pid),
+                      **{part: _metric(text, "lqo_process_memory_bytes", f'part="{part}"') / 2**20 for part in PARTS}}
+            sample.update(_store_memory(base))
             samples.append(sample)
             print(f"  {sample['t'] / 60:5.1f} min  sent {sample['sent']:>8,}  stored {sample['stored']:>10,.0f}  "
                   f"queue {sample['queue']:>7,.0f}  RSS {sample['rss']:7.1f} MB  PSS (tree) {sample['pss_tree']:7.1f} MB  "
-                  f"store {sample['store']:6.1f} MB",
+                  f"store {sample['store']:6.1f} MB (jemalloc {sample['store_allocated']:.0f} allocated, "
+                  f"{sample['store_resident']:.0f} resident)  malloc heaps {sample['arena_heaps']}  "
+                  + "  ".join(f"{part} {sample[part]:.0f}" for part in PARTS),
                   flush=True)
     finally:
         stop.set()
@@ -273,7 +297,7 @@ def soak(minutes: float, rate: int, sample_s: float) -> dict[str, Any]:
     hours = [s["t"] / 3600 for s in after]
     spans_m = [s["sent"] / 1e6 for s in after]
     out = {"minutes": minutes, "rate_calls_per_s": rate, "processors": processors, "stats": stats, "samples": samples}
-    for key in ("rss", "pss_tree", "store"):
+    for key in ("rss", "pss_tree", "store", "store_allocated", "store_resident", *PARTS):
         ys = [s[key] for s in after]
         # merges and collections make single samples jump by 100 MB: the medians of the run's
         # thirds say more than its ends
@@ -296,7 +320,9 @@ def main() -> int:
           f"{res['stats']}")
     print("medians of each third; range and least-squares slope after the warm-up (the first third):")
     for key, label in (("rss", "RSS (collector)"), ("pss_tree", "PSS (collector and its workers)"),
-                       ("store", "ClickHouse engine (MemoryTracking)")):
+                       ("store", "ClickHouse engine (MemoryTracking)"),
+                       ("store_allocated", "its jemalloc, allocated"), ("store_resident", "its jemalloc, resident"),
+                       *((part, f"lqo_process_memory_bytes {part}") for part in PARTS)):
         r = res[key]
         print(f"  {label:34} medians of the thirds {' · '.join(f'{m:.1f}' for m in r['thirds'])} MB  "
               f"range {r['min']:.1f}–{r['max']:.1f}  slope {r['mb_per_hour']:+7.1f} MB/hour  "

@@ -13,7 +13,7 @@ Four dashboards, linked to each other:
 * LLM traces: conversations and recent GenAI calls (the GenAI calls table), and one trace in
   Grafana's trace view (the spans).
 * LQO collector: the collectors themselves — spans in, refused and why, queues, processors' CPU
-  per span and failures, spans exported and lost, process CPU and memory (Prometheus).
+  per span and failures, spans exported and lost, process CPU and memory by part (Prometheus).
 
 Datasources are referred to by the uids that provisioning/datasources/lqo.yml gives them.
 The ClickHouse panels use the official plugin (grafana-clickhouse-datasource) and its macros
@@ -393,8 +393,15 @@ def collector() -> dash.Dashboard:
             .with_panel(series("Collector CPU (cores)", "short", prom(
                 rate("process_cpu_seconds_total", "instance"), "{{instance}}"),
                 description="CPU of the whole collector process: receivers, processors, the embedded store."))
-            .with_panel(series("Collector memory (resident)", "bytes", prom(
-                f"sum by (instance) (process_resident_memory_bytes{{{INST}}})", "{{instance}}"))))
+            .with_panel(series("Collector memory (resident, and by part)", "bytes",
+                               prom(f"sum by (instance) (process_resident_memory_bytes{{{INST}}})",
+                                    "{{instance}} resident"),
+                               prom(f"sum by (instance, part) (lqo_process_memory_bytes{{{INST}}})",
+                                    "{{instance}} {{part}}", "B"),
+                               description="resident_file is mostly the embedded store's code (reclaimable); "
+                                           "resident_anon is what the process allocated: glibc malloc in use "
+                                           "and held free, Arrow buffers, the embedded store's own allocator, "
+                                           "Python's small objects. A part that keeps rising names a leak.")))
 
 
 DASHBOARDS = {"lqo-overview": overview, "lqo-quality": quality, "lqo-traces": traces, "lqo-collector": collector}
