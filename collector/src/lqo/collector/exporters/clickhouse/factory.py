@@ -21,7 +21,7 @@ from lqo.collector.components import (
 )
 from lqo.collector.config import Duration, StrictModel
 from lqo.collector.exporterhelper import BatchConfig, RetryConfig, SendingQueueConfig
-from lqo.collector.exporters.clickhouse.backends import Backend, StoreError, literal, open_backend
+from lqo.collector.exporters.clickhouse.backends import Backend, StoreError, open_backend
 from lqo.collector.exporters.clickhouse.schema import SchemaSpec, quote_ident
 from lqo.collector.model.spanbatch import SpanBatch
 
@@ -111,7 +111,8 @@ class ClickHouseExporter:
         self.backend = open_backend(
             c.endpoint, c.resolved_username(), c.resolved_password(), c.timeout, c.compress
         )
-        present = self._present()  # the schema's tables and views in the store, with their comments
+        tables = self._present()  # the schema's tables and views in the store, with their comments and engines
+        present = {name: comment for name, (comment, _) in tables.items()}
         missing = [name for name in self.schema.tables() if name not in present]
         if c.create_schema:
             spec = self.schema
@@ -121,8 +122,8 @@ class ClickHouseExporter:
                 self.backend.execute(statement)
             if spec.genai:
                 self._add_lacking_columns(missing)
-                if spec.evaluations_table not in missing:
-                    self._remember_tokens()
+                if spec.evaluations_table in tables:
+                    self._remember_tokens(tables[spec.evaluations_table][1])
                 for statement in spec.genai_view_statements():
                     self.backend.execute(statement)
                 self._update_views(present)
@@ -145,15 +146,17 @@ class ClickHouseExporter:
         log.info("clickhouse exporter writing to %s, table %s", self.backend.description,
                  self.schema.qualified_table)
 
-    def _present(self) -> dict[str, str]:
-        """The schema's tables and views that are in the store → their comments (one query)."""
+    def _present(self) -> dict[str, tuple[str, str]]:
+        """The schema's tables and views that are in the store → their comments and engines
+        (``engine_full``, with its settings), in one query."""
         assert self.backend is not None
         sql = (
-            "SELECT name, comment FROM system.tables WHERE database = "
+            "SELECT name, comment, engine_full FROM system.tables WHERE database = "
             f"'{self.schema.database}' AND name IN ({', '.join(repr(n) for n in self.schema.tables())})"
         )
         rows = self.backend.query(sql, "TSVRaw").decode().splitlines()
-        return dict(row.split("\t", 1) for row in rows if row)  # TSVRaw: "name\tcomment", even when empty
+        # TSVRaw: "name\tcomment\tengine", even when empty
+        return {name: (comment, engine) for name, comment, engine in (row.split("\t", 2) for row in rows if row)}
 
     def _add_lacking_columns(self, made_now: list[str]) -> None:
         """GenAI tables an older version made get the columns they lack (nothing is dropped or
@@ -175,15 +178,12 @@ class ClickHouseExporter:
                 self.backend.execute(spec.add_columns_statement(table, lacking))
                 log.info("added %s to %s", ", ".join(name for name, _ in lacking), table)
 
-    def _remember_tokens(self) -> None:
-        """An evaluations table an older version made gets the setting by which it remembers
-        its last inserts' tokens (a replicated one does by default)."""
+    def _remember_tokens(self, engine: str) -> None:
+        """An evaluations table an older version made (``engine``: its ``engine_full``) gets the
+        setting by which it remembers its last inserts' tokens (a replicated one does by default)."""
         assert self.backend is not None
         spec = self.schema
-        engine = self.backend.query(
-            f"SELECT engine_full FROM system.tables WHERE database = {literal(spec.database)} "
-            f"AND name = {literal(spec.evaluations_table)}", "TSVRaw")
-        if b"non_replicated_deduplication_window" not in engine:
+        if "non_replicated_deduplication_window" not in engine:
             self.backend.execute(spec.dedup_window_statement())
             log.info("%s now stores evaluation results sent twice once", spec.evaluations_table)
 
