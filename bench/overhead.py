@@ -647,16 +647,18 @@ def report(res: dict[str, Any], variants: list[str]) -> str:
             added_short = med[f"{v}/stream/{m}"] - med[f"{b}/stream/{m}"]
             row.append(f"{(added_long - added_short) / max(1, extra):8.2f}")
         lines.append(" ".join(row))
-    lines += ["", "the caller's latency beyond the median, added µs: mean = a block's wall time per call, the",
-              "queued telemetry finished inside it; p99 = the 99th percentile of single calls; gc = garbage",
-              "collection on the calling thread per call (mean)", "",
-              f"{'':14s} {'per call':>26s} {'per stream':>26s}",
-              f"{'':14s}" + f" {'mean':>8s} {'p99':>8s} {'gc':>8s}" * 2]
+    lines += ["", "the caller's latency beyond the median, added µs: mean = the mean of single calls (what the",
+              "telemetry thread's batches cost the calls they land among, as in an application); block = a",
+              "block's wall time per call, the queued telemetry finished inside it (as if the application",
+              "had no idle time for it); p99 = the 99th percentile of single calls; gc = garbage collection",
+              "on the calling thread per call (mean)", "",
+              f"{'':14s} {'per call':>35s} {'per stream':>35s}",
+              f"{'':14s}" + f" {'mean':>8s} {'block':>8s} {'p99':>8s} {'gc':>8s}" * 2]
+    cols = ((mean, "wall"), (mean, "block"), (p99, "wall"), (mean, "gc"))
     for v in rows:
         b = base[v]
         lines.append(" ".join([v.ljust(14)] + [f"{d[f'{v}/{k}/{m}'] - d[f'{b}/{k}/{m}']:8.1f}"
-                                                   for k in ("plain", "stream")
-                                               for d, m in ((mean, "block"), (p99, "wall"), (mean, "gc"))]))
+                                               for k in ("plain", "stream") for d, m in cols]))
     paired = res.get("chunk_blocks_us", {})
     if paired:
         lines += ["", "per chunk, round by round (each round's long − short stream against the baseline in that",

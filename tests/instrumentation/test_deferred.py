@@ -191,7 +191,7 @@ def _worker_for_test(interval: float) -> tuple[_worker.Worker, list[BaseExceptio
 
 
 def test_worker_gathers_a_batch_and_drain_runs_it_at_once() -> None:
-    """Calls wait for the batch interval (one wake-up for many calls); drain() does not wait for it."""
+    """Calls wait for the thread's next look (one batch for many calls); drain() does not wait for it."""
     w, errors = _worker_for_test(interval=60.0)
     ran: list[tuple[int, str]] = []
     for i in range(50):
@@ -214,6 +214,42 @@ def test_worker_wakes_again_for_each_later_batch() -> None:
         w.submit(done.set)
         assert done.wait(5.0)
     w.stop()
+
+
+def test_worker_looks_for_calls_while_they_keep_coming_and_sleeps_when_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While calls keep coming the call path only queues: it sets no Event (a futex wake-up and a
+    GIL hand-off on the application's thread). After IDLE_POLLS empty looks the thread sleeps,
+    stops looking, and the next call wakes it."""
+    monkeypatch.setattr(_worker, "IDLE_POLLS", 5)
+    w, errors = _worker_for_test(interval=0.05)
+    sets: list[int] = []
+    looks: list[int] = []
+    wake_set, hurry_wait = w._wake.set, w._hurry.wait
+    w._wake.set = lambda: (sets.append(1), wake_set())[1]  # type: ignore[method-assign]
+    w._hurry.wait = lambda timeout=None: (looks.append(1), hurry_wait(timeout))[1]  # type: ignore[method-assign]
+    ran: list[int] = []
+    try:
+        for i in range(40):  # ~200 ms, calls 5 ms apart: several batches, never 5 empty looks in a row
+            w.submit(ran.append, i)
+            time.sleep(0.005)
+        deadline = time.monotonic() + 5.0
+        while len(ran) < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ran == list(range(40))  # run by the thread's own looks, no drain
+        assert sets == []  # the call path woke nothing
+        while not w._asleep and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert w._asleep
+        seen = len(looks)
+        time.sleep(0.3)  # six intervals
+        assert len(looks) == seen  # asleep: not looking
+        done = threading.Event()
+        w.submit(done.set)
+        assert done.wait(5.0)
+        assert sets == [1]  # the first call after the idle second woke it
+    finally:
+        w.stop()
+    assert errors == []
 
 
 def test_worker_loses_nothing_under_concurrent_submitters() -> None:

@@ -6,10 +6,14 @@ attributes, ending the span at its recorded end time, metrics, events — runs h
 thread per instrumentor. One thread keeps each call's work in order (a stream's batches, then
 its end).
 
-The thread works in batches: the first call queued wakes it, it lets ``BATCH_INTERVAL_S`` of
-calls gather, then runs them all and sleeps until the next call. Waking a thread per call costs
-more than the call's telemetry: every hand-off is a futex wake-up plus two GIL transfers, and
-the application's thread waits for the GIL at each (measured in ``bench/BENCHMARKS.md``). Spans
+The thread works in batches: every ``BATCH_INTERVAL_S`` it runs the calls queued since its last
+look. Waking a thread per call costs more than the call's telemetry: every hand-off is a futex
+wake-up plus two GIL transfers, and the application's thread waits for the GIL at each
+(measured in ``bench/BENCHMARKS.md``). So while calls keep coming the call path wakes nothing:
+it appends to a deque, and the thread finds the calls at its next look. After ``IDLE_POLLS``
+looks in a row find nothing (a second with no LLM call), the thread sleeps until a call wakes it,
+so an idle process has no thread waking up 20 times a second; only that first call pays for a
+wake-up. Spans
 keep the timestamps taken on the call path; only their export is later, which a
 ``BatchSpanProcessor`` delays by seconds anyway. A long batch gives the GIL away for a moment
 after every ``SLICE_S`` of work, so a waiting application thread is not held up by all of it.
@@ -34,8 +38,10 @@ from typing import Any
 DEFER_ENV = "LQO_GENAI_DEFER"
 # Calls queued before a caller waits; each holds its request and response bytes.
 MAX_PENDING = 2048
-# How long the thread lets calls gather after the first one wakes it.
+# How often the thread looks for queued calls while there are any.
 BATCH_INTERVAL_S = 0.05
+# Looks in a row that find nothing before the thread sleeps until a call wakes it (1 s).
+IDLE_POLLS = 20
 # A batch gives the GIL away after each slice of this much work, for this long, so that an
 # application thread waiting for it is held up by one slice, not by the whole batch (CPython
 # hands a waiting thread the GIL only after the 5 ms switch interval otherwise).
@@ -62,9 +68,9 @@ class Worker:
     def _reset(self) -> None:
         # deque.append / popleft are atomic: the call path takes no lock.
         self._items: collections.deque[_Item | None] = collections.deque()
-        self._wake = threading.Event()  # set: there is work (cleared by the thread before it runs the batch)
+        self._wake = threading.Event()  # set: the sleeping thread has work again
         self._hurry = threading.Event()  # set: someone waits, run now instead of gathering
-        self._woken = False  # the call path's cheap mirror of _wake, so it sets the Event once per batch
+        self._asleep = False  # the thread waits for _wake, not for its next look: the call path sets it
         self._start_lock = threading.Lock()
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
@@ -78,8 +84,8 @@ class Worker:
         items.append((fn, args))
         if len(items) > MAX_PENDING:
             self.drain(timeout=5.0)
-        elif not self._woken:
-            self._woken = True
+        elif self._asleep:
+            self._asleep = False
             self._wake.set()
 
     def drain(self, timeout: float | None = None) -> bool:
@@ -95,7 +101,7 @@ class Worker:
         done = threading.Event()
         self._items.append((done.set, ()))
         self._hurry.set()
-        self._woken = True
+        self._asleep = False
         self._wake.set()
         return done.wait(timeout)
 
@@ -122,13 +128,23 @@ class Worker:
 
     def _loop(self) -> None:
         items, wake, hurry = self._items, self._wake, self._hurry
+        idle = 0
         while True:
-            wake.wait()
+            if self._asleep:
+                wake.wait()
+                wake.clear()
             hurry.wait(self.interval)  # let the batch gather
             hurry.clear()
-            # Cleared before the batch runs: a call queued from here on wakes the next round.
-            self._woken = False
-            wake.clear()
+            if not items:
+                idle += 1
+                if idle >= IDLE_POLLS:
+                    self._asleep = True
+                    # A call queued after the look above saw _asleep still False and woke nothing:
+                    # look once more now that the call path would wake us.
+                    if items:
+                        self._asleep = False
+                continue
+            idle = 0
             slice_end = perf_counter() + SLICE_S
             while items:
                 item = items.popleft()
