@@ -401,7 +401,13 @@ def collector() -> dash.Dashboard:
                                description="resident_file is mostly the embedded store's code (reclaimable); "
                                            "resident_anon is what the process allocated: glibc malloc in use "
                                            "and held free, Arrow buffers, the embedded store's own allocator, "
-                                           "Python's small objects. A part that keeps rising names a leak.")))
+                                           "Python's small objects. A part that keeps rising names a leak."))
+            .with_panel(series("Processor caches: how full", "percentunit",
+                               prom(f"max by (cache) (lqo_cache_entries{{{INST}}} / lqo_cache_capacity{{{INST}}})",
+                                    "{{cache}}"),
+                               description="Entries over capacity of each bounded cache (results per distinct text, "
+                                           "memos), the fullest collector's. Memory rises while they fill and stops "
+                                           "when they are full (docs/configuration.md, \"Memory\").")))
 
 
 DASHBOARDS = {"lqo-overview": overview, "lqo-quality": quality, "lqo-traces": traces, "lqo-collector": collector}

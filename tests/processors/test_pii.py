@@ -628,3 +628,18 @@ def test_rewrite_touches_exactly_the_texts_that_are_scanned() -> None:
     assert rewritten[0]["name"] == ["Jane Porter", {"content": "<Jane Porter>"}] and rewritten[0]["id"] == "Jane Porter"
     assert rewritten[0]["parts"] == [{"type": "text", "content": "<Jane Porter>"}, {"type": "text", "content": ""}]
     assert rewrite_leaves("plain Jane", lambda text: text.upper()) == "PLAIN JANE"
+
+
+def test_pii_caches_are_reported_as_they_fill(analyzer: PiiAnalyzer) -> None:
+    """``lqo_cache_entries{cache}`` for the findings per text, the NER results per chunk and the
+    strings spaCy added past its model's (docs/configuration.md, "Memory")."""
+    from tests.processors.test_cache_metrics import scrape
+
+    before = scrape()
+    texts = [f"Hi, I am Jane Porter from Zorblax{n} Ltd. Call me at 212-555-{n:04d}." for n in range(12)]
+    _processor(analyzer).process(batch_of([chat(user=t) for t in texts]))
+    after = scrape()
+    for name in ("pii.findings", "pii.ner", "pii.vocabulary"):
+        assert after[name]["entries"] > before.get(name, {}).get("entries", 0.0), name
+        assert after[name]["entries"] <= after[name]["capacity"], name
+    assert after["pii.findings"]["entries"] - before.get("pii.findings", {}).get("entries", 0.0) >= 12

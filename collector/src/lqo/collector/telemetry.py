@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from prometheus_client import (
@@ -35,6 +37,7 @@ class SelfTelemetry:
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, … (from /proc)
         ProcessCollector(registry=r)
         r.register(MemoryCollector())
+        r.register(CacheCollector())
         self.receiver_accepted = Counter(
             "lqo_receiver_accepted_spans", "Spans accepted by a receiver and queued.",
             ["receiver", "transport"], registry=r,
@@ -151,6 +154,57 @@ class MemoryCollector:
             family.add_metric(["malloc_free"], float(usage[1]))
         family.add_metric(["arrow"], float(pa.total_allocated_bytes()))
         yield family
+
+
+# The bounded memories the processors keep (results per distinct text, memos): the owner, weakly
+# held, → (name, how to read its (entries, capacity)). Filled by watch_cache.
+_CACHES: weakref.WeakKeyDictionary[Any, tuple[str, Callable[[Any], tuple[int, int]]]] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def watch_cache(owner: Any, name: str, usage: Callable[[Any], tuple[int, int]]) -> None:
+    """Reports a bounded cache in ``lqo_cache_entries`` / ``lqo_cache_capacity{cache=name}`` for as
+    long as ``owner`` lives (held weakly). ``usage(owner)`` gives (entries, capacity); it must not
+    hold ``owner`` itself. Instances with the same name (the processors' copies for
+    ``/v1/evaluate``, two pipelines) are summed."""
+    with _CACHES_LOCK:
+        _CACHES[owner] = (name, usage)
+
+
+class CacheCollector:
+    """``lqo_cache_entries{cache}`` and ``lqo_cache_capacity{cache}``: how full the processors'
+    bounded caches are. Under steady load the collector's memory rises while they fill (Python's
+    small objects, outside ``malloc_in_use``: docs/configuration.md, "Memory") and stops rising
+    when they are full; these say which are still filling."""
+
+    ENTRIES = "lqo_cache_entries"
+    CAPACITY = "lqo_cache_capacity"
+    ENTRIES_HELP = "Entries in the processors' bounded caches, by cache (summed over instances)."
+    CAPACITY_HELP = "The most entries each cache keeps, by cache (summed over instances)."
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(self.ENTRIES, self.ENTRIES_HELP, labels=["cache"]),
+                GaugeMetricFamily(self.CAPACITY, self.CAPACITY_HELP, labels=["cache"])]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        totals: dict[str, list[int]] = {}
+        with _CACHES_LOCK:
+            watched = list(_CACHES.items())
+        for owner, (name, usage) in watched:
+            try:
+                entries, capacity = usage(owner)
+            except Exception:  # (a cache being torn down): left out of this scrape
+                continue
+            total = totals.setdefault(name, [0, 0])
+            total[0] += entries
+            total[1] += capacity
+        entries_family = GaugeMetricFamily(self.ENTRIES, self.ENTRIES_HELP, labels=["cache"])
+        capacity_family = GaugeMetricFamily(self.CAPACITY, self.CAPACITY_HELP, labels=["cache"])
+        for name in sorted(totals):
+            entries_family.add_metric([name], float(totals[name][0]))
+            capacity_family.add_metric([name], float(totals[name][1]))
+        yield entries_family
+        yield capacity_family
 
 
 class LogEvery:

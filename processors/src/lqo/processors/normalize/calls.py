@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lqo.collector.model.spanbatch import DUPLICATE_OF, SpanBatch
+from lqo.collector.telemetry import watch_cache
 
 INFERENCE = pa.array(["chat", "text_completion", "generate_content", "embeddings"])
 MEMORY = 16_384  # inference spans remembered per map: one generation (two are kept)
@@ -137,6 +138,7 @@ class _Memory:
     def __init__(self) -> None:
         self._new: dict[str, str] = {}
         self._old: dict[str, str] = {}
+        watch_cache(self, "genai_normalize.calls", lambda m: (len(m), 2 * MEMORY))
 
     def found(self, keys: list[str]) -> dict[str, str]:
         """Those of ``keys`` remembered → their values (the newest)."""

@@ -22,6 +22,7 @@ from pydantic import Field
 
 from lqo.collector.config import StrictModel
 from lqo.collector.model.spanbatch import EVALUATION_EVENT, FLAGS, SpanBatch
+from lqo.collector.telemetry import watch_cache
 
 V = TypeVar("V")
 
@@ -33,13 +34,20 @@ class TextCache(Generic[V]):
     """A check's result per distinct text (system prompts and stock answers repeat), the least
     recently used dropped beyond ``size`` entries or ``chars`` characters of text (so a producer
     of very long messages cannot make the cache hold GBs); what is missing is computed in one
-    batch (:meth:`resolve`) or one at a time (:meth:`get`)."""
+    batch (:meth:`resolve`) or one at a time (:meth:`get`). ``name``: reported in the collector's
+    ``lqo_cache_entries`` / ``lqo_cache_capacity`` while it lives."""
 
-    def __init__(self, size: int, chars: int = TEXT_CACHE_CHARS) -> None:
+    def __init__(self, size: int, chars: int = TEXT_CACHE_CHARS, name: str | None = None) -> None:
         self.size = size
         self.chars = chars
         self.held = 0  # characters of the texts kept
         self._entries: OrderedDict[Hashable, V] = OrderedDict()
+        if name is not None:
+            watch_cache(self, name, TextCache.usage)
+
+    def usage(self) -> tuple[int, int]:
+        """(entries, the most it keeps)."""
+        return len(self._entries), self.size
 
     def clear(self) -> None:
         self._entries.clear()

@@ -31,6 +31,7 @@ from functools import lru_cache
 from pydantic import Field
 
 from lqo.collector.components import ComponentContext, Factory
+from lqo.collector.telemetry import watch_cache
 from lqo.processors.safety.content import (
     DOCUMENT_KEYS,
     INPUT_MESSAGES,
@@ -72,6 +73,9 @@ def stem(word: str) -> str:
         if len(w) > len(suffix) + 3 and w.endswith(suffix):
             return w[: -len(suffix)] + ("y" if suffix in ("ies", "ied") else "")
     return w
+
+
+watch_cache(stem, "hallucination.stems", lambda f: (f.cache_info().currsize, f.cache_info().maxsize or 0))
 
 
 def _number_value(text: str) -> float | None:
@@ -263,7 +267,7 @@ class HallucinationProcessor(CheckProcessor):
     def __init__(self, config: HallucinationConfig, ctx: ComponentContext | None = None) -> None:
         super().__init__(config)
         self.config: HallucinationConfig = config
-        self._groundings: TextCache[Grounding] = TextCache(_CACHE_SIZE)
+        self._groundings: TextCache[Grounding] = TextCache(_CACHE_SIZE, name="hallucination.groundings")
 
     def _grounding(self, texts: list[str]) -> Grounding:
         return Grounding.merge([self._groundings.get(text, lambda t=text: Grounding.of(t)) for text in texts])

@@ -125,7 +125,7 @@ class InjectionProcessor(CheckProcessor):
     def __init__(self, config: InjectionConfig, ctx: ComponentContext | None = None) -> None:
         super().__init__(config)
         self.config: InjectionConfig = config
-        self._cache: TextCache[tuple[float, list[str]]] = TextCache(_CACHE_SIZE)
+        self._cache: TextCache[tuple[float, list[str]]] = TextCache(_CACHE_SIZE, name="prompt_injection.verdicts")
 
     def _score(self, text: str) -> tuple[float, list[str]]:
         return self._cache.get(text, lambda: score_text(text))

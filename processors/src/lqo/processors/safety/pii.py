@@ -114,7 +114,7 @@ class PiiProcessor:
         self.sampler = Sampler(config.sampling)
         self._analyzer: PiiAnalyzer | None = None
         self._pool: ProcessPoolExecutor | None = None
-        self._cache: TextCache[list[Finding]] = TextCache(config.cache_size)
+        self._cache: TextCache[list[Finding]] = TextCache(config.cache_size, name="pii.findings")
         self._key = config.hash_key.get_secret_value().encode() if config.hash_key else b""
         self._found = ctx.telemetry.counter("lqo_pii_findings", "PII values found in GenAI content, by type.",
                                             ["entity_type"]) if ctx else None

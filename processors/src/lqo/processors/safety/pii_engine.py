@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from lqo.collector.telemetry import watch_cache
 from lqo.processors.safety.evaluation import TextCache
 from lqo.processors.safety.folding import Folded
 
@@ -608,14 +609,17 @@ class PiiAnalyzer:
         gate_recognizers(self.engine.registry)
         remember_recognizer_lists(self.engine.registry)
         self._artifacts = _artifacts_class()
-        self._keyword_cache: TextCache[tuple[str, ...]] = TextCache(_KEYWORD_CACHE)
-        self._ner_cache: TextCache[list[tuple[int, int, str]]] = TextCache(_NER_CACHE)
+        self._keyword_cache: TextCache[tuple[str, ...]] = TextCache(_KEYWORD_CACHE, name="pii.context_words")
+        self._ner_cache: TextCache[list[tuple[int, int, str]]] = TextCache(_NER_CACHE, name="pii.ner")
         self._ner_wanted = bool(NER_ENTITIES & set(self.entities)) and "ner" in nlp.pipe_names
         self._address_blocks = "LOCATION" in self.entities
         from threadpoolctl import ThreadpoolController
 
         self._blas = ThreadpoolController()
         self.vocab_limit = len(nlp.vocab.strings) + _VOCAB_STRINGS
+        # The strings spaCy added past its model's: up to _VOCAB_STRINGS, then each batch's go again.
+        watch_cache(self, "pii.vocabulary",
+                    lambda a: (max(0, len(a.nlp.vocab.strings) - a.vocab_limit + _VOCAB_STRINGS), _VOCAB_STRINGS))
 
     def analyze(self, texts: Sequence[str]) -> list[list[Finding]]:
         """Findings per text (non-overlapping, by start)."""

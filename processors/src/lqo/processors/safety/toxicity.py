@@ -97,7 +97,7 @@ class ToxicityProcessor(CheckProcessor):
         self._toxic = np.array([c in TOXICITY_CLASSES for c in self.classes])
         if not self._toxic.any():
             self._toxic[:] = True  # a checkpoint with classes of its own: all of them count
-        self._cache: TextCache[np.ndarray] = TextCache(config.cache_size)
+        self._cache: TextCache[np.ndarray] = TextCache(config.cache_size, name="toxicity.scores")
         self._rate = 0.0  # texts/s measured while shedding at the measured rate; 0: a fixed limit (or none)
         if config.sampling.max_spans_per_second is None and config.shed_at_measured_rate:
             self._shed_at_measured_rate()
