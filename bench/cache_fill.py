@@ -57,21 +57,19 @@ def pymalloc() -> tuple[float, float]:
     return number("# arenas allocated current") * arena / 2**20, number("# bytes in allocated blocks") / 2**20
 
 
-def rss_anon() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def caches(telemetry: SelfTelemetry) -> dict[str, tuple[float, float]]:
+def scrape(telemetry: SelfTelemetry) -> tuple[float, dict[str, tuple[float, float]]]:
+    """From one scrape of the collector's registry: resident anonymous memory (MB, the
+    ``resident_anon`` part of ``lqo_process_memory_bytes``) and each cache's (entries, capacity)."""
     text = generate_latest(telemetry.registry).decode()
+    anon = 0.0
     got: dict[str, dict[str, float]] = {}
     for family in text_string_to_metric_families(text):
-        if family.name in ("lqo_cache_entries", "lqo_cache_capacity"):
-            for s in family.samples:
+        for s in family.samples:
+            if family.name == "lqo_process_memory_bytes" and s.labels["part"] == "resident_anon":
+                anon = s.value / 2**20
+            elif family.name in ("lqo_cache_entries", "lqo_cache_capacity"):
                 got.setdefault(s.labels["cache"], {})[family.name] = s.value
-    return {k: (v.get("lqo_cache_entries", 0.0), v.get("lqo_cache_capacity", 0.0)) for k, v in sorted(got.items())}
+    return anon, {k: (v.get("lqo_cache_entries", 0.0), v.get("lqo_cache_capacity", 0.0)) for k, v in sorted(got.items())}
 
 
 def main() -> int:
@@ -102,9 +100,10 @@ def main() -> int:
         if second % args.every == 0:
             gc.collect()
             arenas, blocks = pymalloc()
-            fill = "  ".join(f"{name} {entries:,.0f}/{capacity:,.0f}" for name, (entries, capacity) in caches(telemetry).items())
+            anon, caches = scrape(telemetry)
+            fill = "  ".join(f"{name} {entries:,.0f}/{capacity:,.0f}" for name, (entries, capacity) in caches.items())
             print(f"{second / 60:5.0f} min of traffic ({spans:>9,} spans, {time.monotonic() - t0:5.0f} s)  "
-                  f"RssAnon {rss_anon():6.1f} MB  pymalloc {arenas:6.1f} MB in arenas, {blocks:6.1f} MB in blocks  "
+                  f"RssAnon {anon:6.1f} MB  pymalloc {arenas:6.1f} MB in arenas, {blocks:6.1f} MB in blocks  "
                   f"caches: {fill}", flush=True)
     for proc in processors:
         proc.shutdown()

@@ -183,8 +183,11 @@ class CacheCollector:
     CAPACITY_HELP = "The most entries each cache keeps, by cache (summed over instances)."
 
     def describe(self) -> list[GaugeMetricFamily]:
-        return [GaugeMetricFamily(self.ENTRIES, self.ENTRIES_HELP, labels=["cache"]),
-                GaugeMetricFamily(self.CAPACITY, self.CAPACITY_HELP, labels=["cache"])]
+        return list(self._families())
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (GaugeMetricFamily(self.ENTRIES, self.ENTRIES_HELP, labels=["cache"]),
+                GaugeMetricFamily(self.CAPACITY, self.CAPACITY_HELP, labels=["cache"]))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         totals: dict[str, list[int]] = {}
@@ -198,8 +201,7 @@ class CacheCollector:
             total = totals.setdefault(name, [0, 0])
             total[0] += entries
             total[1] += capacity
-        entries_family = GaugeMetricFamily(self.ENTRIES, self.ENTRIES_HELP, labels=["cache"])
-        capacity_family = GaugeMetricFamily(self.CAPACITY, self.CAPACITY_HELP, labels=["cache"])
+        entries_family, capacity_family = self._families()
         for name in sorted(totals):
             entries_family.add_metric([name], float(totals[name][0]))
             capacity_family.add_metric([name], float(totals[name][1]))

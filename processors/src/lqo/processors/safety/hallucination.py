@@ -75,7 +75,7 @@ def stem(word: str) -> str:
     return w
 
 
-watch_cache(stem, "hallucination.stems", lambda f: (f.cache_info().currsize, f.cache_info().maxsize or 0))
+watch_cache(stem, "hallucination.stems", lambda f: ((info := f.cache_info()).currsize, info.maxsize or 0))
 
 
 def _number_value(text: str) -> float | None:
