@@ -45,6 +45,10 @@ class ChdbHttpServer:
         # simulate a reply lost after the store took the rows (a timeout, a proxy's reset): the
         # insert is done, then answered with a retryable error
         self.lose_insert_replies = False
+        # simulate a kill between the store taking an insert and its reply reaching the client: the
+        # insert is done, and its reply waits until ``replies_released`` is set
+        self.hold_insert_replies = False
+        self.replies_released = threading.Event()
         # simulate limits on how much one insert may be: over max_insert_rows, the server's own
         # memory limit (500, code 241, as ClickHouse answers); over max_request_bytes on the wire, a
         # proxy in front of it (413, no ClickHouse headers)
@@ -79,6 +83,7 @@ class ChdbHttpServer:
         return self
 
     def stop(self) -> None:
+        self.replies_released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
@@ -200,6 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
                         owner.writer.query(stmt)
                 finally:
                     os.unlink(path)
+                if owner.hold_insert_replies:
+                    owner.replies_released.wait(60)
                 if owner.lose_insert_replies:
                     raise RuntimeError("Code: 209. DB::NetException: Timeout exceeded while writing the reply (test)")
                 self._reply(200, b"", summary={"written_rows": "1"})

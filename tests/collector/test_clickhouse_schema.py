@@ -97,11 +97,13 @@ def test_cluster_rendering_is_valid_clickhouse_sql(chdb_store):
     # the upgrades of an older version's GenAI tables and views, on the cluster too
     spec = SchemaSpec("otel", "otel_traces", 0, "prod")
     upgrades = [spec.add_columns_statement(spec.genai_table, spec.columns(spec.genai_table)[-2:]),
-                *spec.update_view_statements(spec.genai_view, spec.genai_select()), spec.dedup_window_statement()]
+                *spec.update_view_statements(spec.genai_view, spec.genai_select()),
+                *(spec.dedup_window_statement(table) for table in spec.token_tables())]
+    assert len(upgrades) == 8
     for sql in upgrades:
         escaped = sql.replace("\\", "\\\\").replace("'", "\\'")
         formatted = writer.query(f"SELECT formatQuery('{escaped}')", "TSVRaw").bytes().decode()
-        assert formatted.startswith("ALTER TABLE otel.otel_traces_genai") and "ON CLUSTER prod" in formatted
+        assert formatted.startswith("ALTER TABLE otel.otel_traces") and "ON CLUSTER prod" in formatted
 
 
 def test_inserts_are_written_as_compact_parts(collector):

@@ -106,26 +106,31 @@ class QueuedExporter:
                 if self.queue.closed:
                     return
                 continue
-            # Let a small first batch gather company for up to flush_interval.
+            # Let a small first batch gather company for up to flush_interval (not a group an
+            # earlier run was sending: that goes again as it went, see PersistentBatchQueue).
             total = sum(len(p) for p in parts)
             deadline = time.monotonic() + cfg.flush_interval
-            while total < cfg.max_rows and not self.queue.closed:
+            while total < cfg.max_rows and not self.queue.closed and not self.queue.fixed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 more = self.queue.take(cfg.max_rows - total, cfg.max_bytes, wait=remaining)
                 parts.extend(more)
                 total += sum(len(p) for p in more)
-            if not self._send(SpanBatch.concat(parts)):
+            if not self._send(SpanBatch.concat(parts), self.queue.begin()):
                 return  # shutdown: what is left stays on disk
             self.queue.commit()
 
-    def _send(self, batch: SpanBatch) -> bool:
+    def _send(self, batch: SpanBatch, token: str) -> bool:
         """False when shutdown interrupted the retries of a persistent queue's batch (it stays
-        on disk, whole: parts of it already written are written again at the next start)."""
+        on disk, whole, and goes again at the next start with the same tokens: the parts of it
+        already written are not stored twice). ``token`` names the batch; each insert of it gets
+        a token of its own made from it, the same at every try."""
         cfg = self.batch_config
         for offset in range(0, len(batch), cfg.max_rows):
-            if not self._send_with_retry(batch.slice(offset, cfg.max_rows)):
+            part = batch.slice(offset, cfg.max_rows)
+            part.insert_token = f"{token}-{offset}-{len(part)}"
+            if not self._send_with_retry(part):
                 return False
         return True
 
@@ -177,8 +182,10 @@ class QueuedExporter:
                         "spans (%s); sending them in halves. Lower batch.max_rows or batch.max_bytes "
                         "if this recurs", self.exporter_id, count, len(batch), message)
         half = len(batch) // 2
-        return (self._send_with_retry(batch.slice(0, half))
-                and self._send_with_retry(batch.slice(half, len(batch) - half)))
+        first, second = batch.slice(0, half), batch.slice(half, len(batch) - half)
+        if batch.insert_token:  # the halves of a batch sent again are the same halves
+            first.insert_token, second.insert_token = f"{batch.insert_token}a", f"{batch.insert_token}b"
+        return self._send_with_retry(first) and self._send_with_retry(second)
 
     def shutdown(self, timeout: float) -> None:
         """Flush what is queued (bounded by ``timeout``), then stop and close the exporter. A

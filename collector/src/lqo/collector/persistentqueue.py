@@ -5,8 +5,16 @@ every batch an exporter is handed is written to a file of its own (Arrow IPC, wr
 temporary name and renamed, so a file is either whole or absent) before the producer goes on;
 the sender reads files back in order and deletes each only once it is written to the store or
 given up on. A collector stopped while the store is down — or killed — finds the files at its
-next start and sends them first. Delivery is at least once: a batch whose insert succeeded just
-before a kill is sent again.
+next start and sends them first.
+
+Each insert is stored once, even when it is sent again: before the first try, the files it is
+made of and its token (``SpanBatch.insert_token``, ClickHouse's ``insert_deduplication_token``)
+are written to ``sending.json``, which goes after the files once the store has the insert. A
+start that finds it sends those files first, together as before and with the same token, so a
+store that had them already (the kill came between the insert and the files' removal) stores
+nothing again; where some of them are gone already (the kill came during the removal), the
+store had them, and the rest go too. Only an insert that mixes in batches kept in memory (their
+files could not be written) has no such record: its files may then be stored twice.
 
 Room is bounded as in memory (``queue_size`` spans, ``max_bytes`` decoded bytes); memory holds
 only the batches being sent. A batch that cannot be written (disk full, read-only) stays in
@@ -17,9 +25,11 @@ from __future__ import annotations
 
 import fcntl
 import itertools
+import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _FILE = re.compile(r"^(\d{20})-(\d+)-(\d+)\.arrow$")
 _UNREADABLE_DIR = "unreadable"
+_SENDING = "sending.json"  # the insert in progress: its files and its token
 WRITE_FAILURE_LOG_INTERVAL_S = 60.0
 
 Compression = Literal["none", "lz4", "zstd"]
@@ -75,7 +86,11 @@ class PersistentBatchQueue(BoundedBatchQueue):
         self._seq = itertools.count()
         self._lock_fd: int | None = None
         self._taken: list[_Segment] = []
+        self._taken_memory = False  # the last take() returned a batch kept in memory (no file)
+        self._replay: tuple[list[str], str] | None = None  # (files, token) an earlier run was sending
+        self._sending = directory / _SENDING
         self._write_failures = LogEvery(WRITE_FAILURE_LOG_INTERVAL_S)
+        self._record_failures = LogEvery(WRITE_FAILURE_LOG_INTERVAL_S)
 
     # -- start and stop ---------------------------------------------------------------------
 
@@ -89,14 +104,45 @@ class PersistentBatchQueue(BoundedBatchQueue):
                 seq, spans, nbytes = (int(g) for g in match.groups())
                 found.append((seq, _Segment(Path(entry.path), spans, nbytes)))
         found.sort(key=lambda pair: pair[0])
+        self._seq = itertools.count(found[-1][0] + 1 if found else 0)
+        segments = self._resume([segment for _, segment in found])
         with self._cond:
-            for _, segment in found:
+            for segment in segments:
                 self._reserve(segment)  # type: ignore[arg-type]  # counted as a batch: len(), approx_bytes
                 self._items.append(segment)
-        self._seq = itertools.count(found[-1][0] + 1 if found else 0)
-        if found:
+            self._fixed_head = len(self._replay[0]) if self._replay else 0
+        if segments:
             log.info("%s: %d spans in %d batches queued on disk by an earlier run; sending them first",
-                     self.name, sum(s.spans for _, s in found), len(found))
+                     self.name, sum(s.spans for s in segments), len(segments))
+
+    def _resume(self, segments: list[_Segment]) -> list[_Segment]:
+        """The files to send, in order, after what an earlier run was sending when it stopped
+        (``sending.json``): those files first, to go again as they went (``_replay``); none of
+        them if some are gone already (the store had the insert: the rest go too)."""
+        try:
+            record = json.loads(self._sending.read_text(encoding="utf-8"))
+            names, token = [str(n) for n in record["files"]], str(record["token"])
+        except FileNotFoundError:
+            return segments
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: %s does not read back (%s); its files are sent again with a new token, "
+                        "and may be stored twice", self.name, self._sending, exc)
+            self._sending.unlink(missing_ok=True)
+            return segments
+        by_name = {segment.path.name: segment for segment in segments}
+        there = [by_name[name] for name in names if name in by_name]
+        if names and len(there) == len(names):
+            self._replay = (names, token)
+            first = set(names)
+            return there + [segment for segment in segments if segment.path.name not in first]
+        for segment in there:  # the insert went through; its files' removal was cut short
+            segment.path.unlink(missing_ok=True)
+        self._sending.unlink(missing_ok=True)
+        if there:
+            log.info("%s: %d spans on disk were stored already (the last run stopped while removing "
+                     "their files); removed", self.name, sum(s.spans for s in there))
+        gone = {id(segment) for segment in there}
+        return [segment for segment in segments if id(segment) not in gone]
 
     def abandon(self) -> int:
         items = self.drain()
@@ -132,6 +178,7 @@ class PersistentBatchQueue(BoundedBatchQueue):
 
     def _load(self, item: Any) -> SpanBatch | None:
         if not isinstance(item, _Segment):
+            self._taken_memory = True
             return item  # type: ignore[no-any-return]
         try:
             table = read_arrow(item.path, SCHEMA, item.spans)
@@ -148,10 +195,32 @@ class PersistentBatchQueue(BoundedBatchQueue):
         log.error("%s: dropped %d spans: %s does not read back (%s); moved to %s",
                   self.name, item.spans, item.path.name, exc, aside)
 
+    def begin(self) -> str:
+        """The token of what take() returned; recorded with its files before the first try."""
+        names = [segment.path.name for segment in self._taken]
+        replay, self._replay = self._replay, None
+        if replay is not None and replay[0] == names and not self._taken_memory:
+            return replay[1]  # as the earlier run sent it (sending.json is there still)
+        token = super().begin()
+        if not names or self._taken_memory:  # no record: its batches in memory would not be in it
+            self._sending.unlink(missing_ok=True)
+            return token
+        try:
+            write_file(self._sending, json.dumps({"files": names, "token": token}).encode(), self.fsync)
+        except OSError as exc:
+            self._sending.unlink(missing_ok=True)
+            if count := self._record_failures.tally():
+                log.error("%s: could not record %d insert(s) in %s (%s); a restart during one may "
+                          "store its spans twice", self.name, count, self._sending, exc.strerror or exc)
+        return token
+
     def commit(self) -> None:
         for segment in self._taken:
             segment.path.unlink(missing_ok=True)
+        if self._taken and not self._taken_memory:  # after the files: see the module doc
+            self._sending.unlink(missing_ok=True)
         self._taken.clear()
+        self._taken_memory = False
 
 
 def lock_directory(directory: Path, what: str) -> int:
@@ -173,10 +242,22 @@ def lock_directory(directory: Path, what: str) -> int:
 def write_arrow(path: Path, table: pa.Table, options: pa.ipc.IpcWriteOptions, fsync: bool) -> None:
     """``table`` as an Arrow IPC file at ``path``, whole or not at all: written under a temporary
     name (``.tmp``, which a start removes) and renamed. Raises OSError."""
-    temporary = path.with_name(path.name + ".tmp")
-    try:
+    def write(temporary: Path) -> None:
         with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as writer:
             writer.write_table(table)
+
+    _write_whole(path, write, fsync)
+
+
+def write_file(path: Path, data: bytes, fsync: bool) -> None:
+    """``data`` at ``path``, whole or not at all (as ``write_arrow``). Raises OSError."""
+    _write_whole(path, lambda temporary: temporary.write_bytes(data), fsync)
+
+
+def _write_whole(path: Path, write: Callable[[Path], object], fsync: bool) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        write(temporary)
         if fsync:
             _fsync(temporary)
         os.replace(temporary, path)

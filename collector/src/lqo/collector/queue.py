@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import deque
 from typing import Any
 
@@ -30,6 +31,10 @@ class BoundedBatchQueue:
         self._spans = 0
         self._bytes = 0
         self._closed = False
+        # Items at the head that the next take() returns together whatever the bounds: what an
+        # earlier run was sending when it stopped (a persistent queue), to be sent again as it was.
+        self._fixed_head = 0
+        self.fixed = False  # the last take() returned such a group: send it as it is, adding nothing
         self._cond = threading.Condition()
         self._size_gauge = telemetry.queue_size.labels(name)
         telemetry.queue_capacity.labels(name).set(max_spans)
@@ -95,9 +100,14 @@ class BoundedBatchQueue:
                 self._cond.wait(wait)
             out: list[Any] = []
             spans = nbytes = 0
+            fixed, self._fixed_head = self._fixed_head, 0
+            self.fixed = bool(fixed)
             while self._items:
                 head = self._items[0]
-                if out and (spans + len(head) > max_spans or nbytes + head.approx_bytes > max_bytes):
+                if fixed:
+                    if len(out) == fixed:
+                        break
+                elif out and (spans + len(head) > max_spans or nbytes + head.approx_bytes > max_bytes):
                     break
                 self._items.popleft()
                 out.append(head)
@@ -109,6 +119,13 @@ class BoundedBatchQueue:
                 self._size_gauge.set(self._spans)
                 self._cond.notify_all()
         return [batch for item in out if (batch := self._load(item)) is not None]
+
+    def begin(self) -> str:
+        """The token of the insert(s) of what :meth:`take` returned (``SpanBatch.insert_token``),
+        the same for every try of it: a store that got it once stores it once. Here, in memory,
+        it covers the tries while the collector runs; a persistent queue keeps it with the batches
+        for the tries after a restart."""
+        return uuid.uuid4().hex
 
     def commit(self) -> None:
         """What :meth:`take` returned is written or given up on (a persistent queue forgets it)."""

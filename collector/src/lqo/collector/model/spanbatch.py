@@ -161,6 +161,10 @@ class SpanBatch:
     # is never mutated in place (processors return new batches), so this cannot go stale.
     _attrs: tuple[np.ndarray, pa.Array, pa.Array] | None = field(default=None, repr=False)
     _codes: tuple[np.ndarray, list[str]] | None = field(default=None, repr=False)
+    # Names this batch's insert (ClickHouse's insert_deduplication_token): set by the exporter
+    # helper on what it sends, the same for every try of the same spans, so a store that got
+    # them once stores them once. None: not sent yet, or no token.
+    insert_token: str | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return self.table.num_rows

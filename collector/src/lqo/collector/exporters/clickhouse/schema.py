@@ -21,8 +21,9 @@ from string import Template
 _DDL = files("lqo.collector.exporters.clickhouse") / "ddl"
 
 
-# Inserts into the evaluations table whose tokens a non-replicated table remembers, so that rows
-# sent again are stored once: a writer sends about one insert a second, so this covers minutes.
+# Inserts whose tokens (insert_deduplication_token) a non-replicated table remembers, so that rows
+# sent again are stored once: the span exporter and the evaluations writer each send about one
+# insert a second, so this covers minutes; a batch sent again is the first a restart sends.
 DEDUP_WINDOW = 1000
 
 
@@ -112,11 +113,13 @@ class SchemaSpec:
                 "traces_table.sql",
                 engine=self._engine("MergeTree"),
                 ttl=ttl_expr(self.ttl_seconds, "toDateTime(Timestamp)"),
+                dedup_window=str(DEDUP_WINDOW),
             ),
             self._render(
                 "traces_id_ts_table.sql",
                 engine=self._engine("AggregatingMergeTree"),
                 ttl=ttl_expr(self.ttl_seconds, "toDateTime(Start)"),
+                dedup_window=str(DEDUP_WINDOW),
             ),
             self._render("traces_id_ts_mv.sql"),
         ]
@@ -137,11 +140,13 @@ class SchemaSpec:
                 "genai_table.sql",
                 engine=self._engine("MergeTree"),
                 ttl=ttl_expr(self.ttl_seconds, "toDateTime(Timestamp)"),
+                dedup_window=str(DEDUP_WINDOW),
             ),
             self.rollup_table: self._render(
                 "rollup_table.sql",
                 engine=self._engine("AggregatingMergeTree"),
                 ttl=ttl_expr(self.rollup_ttl_seconds, "Minute"),
+                dedup_window=str(DEDUP_WINDOW),
             ),
             self.evaluations_table: self._render(
                 "evaluations_table.sql",
@@ -193,10 +198,16 @@ class SchemaSpec:
         return ([f"ALTER TABLE {name}{on_cluster} MODIFY QUERY {select}"] if query else []) + [
             self.comment_statement(view, self.view_version(select))]
 
-    def dedup_window_statement(self) -> str:
-        """The evaluations table of an older version remembers the tokens of its inserts too."""
+    def token_tables(self) -> list[str]:
+        """The tables that remember their last inserts' tokens: the spans table, and every table
+        written with it (its views' targets) or by the collector with tokens (evaluations)."""
+        return [self.table, self.lookup_table] + (
+            [self.genai_table, self.rollup_table, self.evaluations_table] if self.genai else [])
+
+    def dedup_window_statement(self, table: str) -> str:
+        """A table of an older version remembers the tokens of its inserts too."""
         on_cluster = f" ON CLUSTER {quote_ident(self.cluster_name)}" if self.cluster_name else ""
-        return (f"ALTER TABLE {quote_ident(self.database)}.{quote_ident(self.evaluations_table)}{on_cluster} "
+        return (f"ALTER TABLE {quote_ident(self.database)}.{quote_ident(table)}{on_cluster} "
                 f"MODIFY SETTING non_replicated_deduplication_window = {DEDUP_WINDOW}")
 
     def comment_statement(self, table: str, comment: str) -> str:

@@ -47,4 +47,4 @@ CREATE TABLE IF NOT EXISTS $database.$genai_table $on_cluster (
 PARTITION BY toDate(Timestamp)
 ORDER BY (ServiceName, RequestModel, toDateTime(Timestamp), Timestamp)
 $ttl
-SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_deduplication_window = $dedup_window

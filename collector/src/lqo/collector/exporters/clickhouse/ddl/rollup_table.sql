@@ -30,4 +30,4 @@ CREATE TABLE IF NOT EXISTS $database.$rollup_table $on_cluster (
 PARTITION BY toYYYYMM(Minute)
 ORDER BY (ServiceName, Provider, Operation, RequestModel, Minute)
 $ttl
-SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_deduplication_window = $dedup_window

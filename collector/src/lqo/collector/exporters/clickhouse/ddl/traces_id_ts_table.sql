@@ -7,4 +7,4 @@ CREATE TABLE IF NOT EXISTS $database.$lookup_table $on_cluster (
 PARTITION BY toStartOfWeek(Start)
 ORDER BY (TraceId)
 $ttl
-SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_deduplication_window = $dedup_window

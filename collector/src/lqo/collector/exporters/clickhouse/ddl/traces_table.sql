@@ -45,4 +45,8 @@ $ttl
 -- written as Compact parts, one file instead of a file and a compression buffer per column
 -- stream (~50 here): half the insert CPU in chdb (bench/BENCHMARKS.md); merges past 128 MiB
 -- make Wide parts as usual, for column-selective reads of old data.
-SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1, min_bytes_for_wide_part = 134217728
+-- The table remembers its last inserts' tokens (insert_deduplication_token): a batch sent again, its
+-- reply lost or a kill between its insert and its removal from the sending queue on disk, is stored
+-- once. So do the tables the views below fill, or they would get the batch again whatever this one
+-- does (deduplicate_blocks_in_dependent_materialized_views).
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1, min_bytes_for_wide_part = 134217728, non_replicated_deduplication_window = $dedup_window
