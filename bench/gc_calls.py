@@ -35,18 +35,8 @@ import overhead  # the server, the SDK setup and the variants
 
 def measure(variant: str, url: str, calls: int) -> dict[str, Any]:
     import openai
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-    class Discard(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    tp = TracerProvider()
-    tp.add_span_processor(BatchSpanProcessor(Discard()))
-    mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    tp, mp = overhead.discarding_providers()
     settle = overhead.instrument(variant, tp, mp) or (lambda: None)
     client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
     for _ in range(100):  # warm-up: imports, caches, the first spans

@@ -144,6 +144,23 @@ def replay_server(long_chunks: int = 200, delay_ms: float = 0.0) -> Iterator[str
         server.wait(10)
 
 
+def discarding_providers() -> tuple[Any, Any]:
+    """The SDK setup every variant gets: a TracerProvider whose BatchSpanProcessor discards what
+    it exports, and a MeterProvider with an in-memory reader."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Discard(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    tp = TracerProvider()
+    tp.add_span_processor(BatchSpanProcessor(Discard()))
+    return tp, MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+
 def instrument(variant: str, tp: Any, mp: Any) -> Any:
     """Instruments the process; returns what finishes the variant's deferred work (or None)."""
     kwargs = {"tracer_provider": tp, "meter_provider": mp}

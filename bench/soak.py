@@ -181,6 +181,85 @@ def _memory(pid: int) -> dict[str, float]:
             "processes": len(pids), "arena_heaps": heaps}
 
 
+# Anonymous memory by the kind of mapping it lies in (``/proc/PID/smaps``), MB per sample.
+ANON_KINDS = ("brk", "glibc_arenas", "pymalloc", "stacks", "other")
+_MIB = 1 << 20
+
+
+def anon_mappings(pid: int) -> dict[int, tuple[str, int, int]]:
+    """The process's anonymous mappings, by start address: (kind, size, resident anonymous bytes).
+
+    Kinds, from each mapping's shape: ``brk`` glibc's main heap; ``glibc_arenas`` the other
+    arenas' heaps (read-write at a 64 MiB boundary, reserved to the next one); ``pymalloc``
+    Python's object arenas (1 MiB each) that stand alone; ``stacks`` threads' stacks (8 MiB behind
+    a guard page); ``other`` everything else: the embedded engine's jemalloc extents, glibc's large
+    chunks mapped alone, pyarrow's mimalloc, the engine's own maps, and Python's arenas where the
+    kernel merged them with a neighbour into one mapping (it merges adjacent anonymous mappings of
+    the same permissions). With ``PYTHONMALLOC=malloc`` Python's objects are in glibc's malloc
+    instead, and counted in ``lqo_process_memory_bytes{part="malloc_in_use"}``."""
+    rows: list[list[Any]] = []  # [start, end, perms, path, anonymous bytes]
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return {}
+    for line in text.splitlines():
+        head = line.split(None, 5)
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            lo, hi = (int(x, 16) for x in head[0].split("-"))
+            rows.append([lo, hi, head[1], head[5] if len(head) > 5 else "", 0])
+        elif line.startswith("Anonymous:") and rows:
+            rows[-1][4] = int(line.split()[1]) * 1024
+    out: dict[int, tuple[str, int, int]] = {}
+    for i, (lo, hi, perms, path, anon) in enumerate(rows):
+        if path not in ("", "[heap]") or perms != "rw-p":
+            continue
+        size = hi - lo
+        kind = "other"
+        if path == "[heap]":
+            kind = "brk"
+        elif lo % (64 * _MIB) == 0 and size < 64 * _MIB and i + 1 < len(rows) and rows[i + 1][0] == hi \
+                and rows[i + 1][2] == "---p" and rows[i + 1][1] - lo == 64 * _MIB:
+            kind = "glibc_arenas"
+        elif size == _MIB:
+            kind = "pymalloc"
+        elif size == 8 * _MIB and i and rows[i - 1][1] == lo and rows[i - 1][2] == "---p":
+            kind = "stacks"
+        out[lo] = (kind, size, anon)
+    return out
+
+
+def anon_by_kind(mappings: dict[int, tuple[str, int, int]]) -> dict[str, float]:
+    """MB of resident anonymous memory per kind of mapping (``anon_<kind>``) and their counts."""
+    out = {f"anon_{kind}": 0.0 for kind in ANON_KINDS}
+    out["anon_mappings"] = len(mappings)
+    for kind, _size, anon in mappings.values():
+        out[f"anon_{kind}"] += anon / _MIB
+    return out
+
+
+def anon_growth(before: dict[int, tuple[str, int, int]], after: dict[int, tuple[str, int, int]],
+                top: int = 10) -> dict[str, Any]:
+    """Where resident anonymous memory grew between two readings: per kind, in mappings that
+    were there before and in new ones (less what went with mappings gone), and the mappings that
+    grew most."""
+    kinds: dict[str, dict[str, float]] = {k: {"grown": 0.0, "new": 0.0, "gone": 0.0} for k in ANON_KINDS}
+    movers = []
+    for lo, (kind, size, anon) in after.items():
+        was = before.get(lo)
+        if was is None:
+            kinds[kind]["new"] += anon / _MIB
+            movers.append((anon / _MIB, kind, size, "new"))
+        else:
+            kinds[kind]["grown"] += (anon - was[2]) / _MIB
+            movers.append(((anon - was[2]) / _MIB, kind, size, "was %.1f MB" % (was[2] / _MIB)))
+    for lo, (kind, _size, anon) in before.items():
+        if lo not in after:
+            kinds[kind]["gone"] -= anon / _MIB
+    movers.sort(reverse=True)
+    return {"kinds": kinds, "top": [{"mb": round(mb, 2), "kind": kind, "size_mb": round(size / _MIB, 2), "note": note}
+                                    for mb, kind, size, note in movers[:top]]}
+
+
 def _metric(text: str, name: str, label: str = "") -> float:
     """The sum of a metric's samples (those whose labels hold ``label``)."""
     total = 0.0
@@ -190,9 +269,13 @@ def _metric(text: str, name: str, label: str = "") -> float:
     return total
 
 
+STORE_KEYS = ("store", "store_allocated", "store_metadata", "store_resident", "store_mapped")
+
+
 def _store_memory(base: str) -> dict[str, float]:
     """MB: what the embedded ClickHouse engine says it holds (its MemoryTracking), and what its
-    own allocator (jemalloc, inside chdb) has allocated and keeps resident."""
+    own allocator (jemalloc, inside chdb) has allocated, uses for its own metadata, keeps
+    resident and has mapped."""
     def ask(sql: str) -> bytes:
         body = json.dumps({"sql": sql, "format": "json"}).encode()
         request = urllib.request.Request(f"{base}/api/v1/query", data=body,
@@ -200,13 +283,15 @@ def _store_memory(base: str) -> dict[str, float]:
         with urllib.request.urlopen(request, timeout=60) as r:
             return r.read()
 
-    out = dict.fromkeys(("store", "store_allocated", "store_resident"), float("nan"))
+    out = dict.fromkeys(STORE_KEYS, float("nan"))
     try:
         tracked = ask("SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'")
         out["store"] = float(json.loads(tracked.splitlines()[0])["value"]) / 2**20
         stats = next(iter(json.loads(ask("SELECT * FROM system.jemalloc_stats").splitlines()[0]).values()))
-        if match := re.search(r"Allocated: (\d+), active: \d+, metadata: \d+.*?resident: (\d+)", stats):
-            out["store_allocated"], out["store_resident"] = (int(g) / 2**20 for g in match.groups())
+        if match := re.search(r"Allocated: (\d+), active: \d+, metadata: (\d+).*?resident: (\d+), mapped: (\d+)",
+                              stats):
+            (out["store_allocated"], out["store_metadata"], out["store_resident"],
+             out["store_mapped"]) = (int(g) / 2**20 for g in match.groups())
     except (OSError, ValueError, KeyError, IndexError, StopIteration):
         pass
     return out
@@ -265,6 +350,7 @@ def soak(minutes: float, rate: int, sample_s: float) -> dict[str, Any]:
 
     threads = [threading.Thread(target=f, daemon=True) for f in (send, scrape, dashboard)]
     samples: list[dict[str, float]] = []
+    maps: list[dict[int, tuple[str, int, int]]] = []  # the anonymous mappings at 1/3, 2/3 and the end
     t0 = time.monotonic()
     for t in threads:
         t.start()
@@ -280,12 +366,19 @@ def soak(minutes: float, rate: int, sample_s: float) -> dict[str, Any]:
                       "queue": _metric(text, "lqo_queue_size"), **_memory(proc.pid),
                       **{part: _metric(text, "lqo_process_memory_bytes", f'part="{part}"') / 2**20 for part in PARTS}}
             sample.update(_store_memory(base))
+            mappings = anon_mappings(proc.pid)
+            sample.update(anon_by_kind(mappings))
             samples.append(sample)
+            if len(maps) < 2 and sample["t"] >= minutes * 60 * (len(maps) + 1) / 3:
+                maps.append(mappings)
+            last_maps = mappings
             print(f"  {sample['t'] / 60:5.1f} min  sent {sample['sent']:>8,}  stored {sample['stored']:>10,.0f}  "
                   f"queue {sample['queue']:>7,.0f}  RSS {sample['rss']:7.1f} MB  PSS (tree) {sample['pss_tree']:7.1f} MB  "
                   f"store {sample['store']:6.1f} MB (jemalloc {sample['store_allocated']:.0f} allocated, "
                   f"{sample['store_resident']:.0f} resident)  malloc heaps {sample['arena_heaps']}  "
-                  + "  ".join(f"{part} {sample[part]:.0f}" for part in PARTS),
+                  + "  ".join(f"{part} {sample[part]:.0f}" for part in PARTS)
+                  + f"  (jemalloc mapped {sample['store_mapped']:.0f})  anon: "
+                  + "  ".join(f"{kind} {sample['anon_' + kind]:.0f}" for kind in ANON_KINDS),
                   flush=True)
     finally:
         stop.set()
@@ -297,7 +390,7 @@ def soak(minutes: float, rate: int, sample_s: float) -> dict[str, Any]:
     hours = [s["t"] / 3600 for s in after]
     spans_m = [s["sent"] / 1e6 for s in after]
     out = {"minutes": minutes, "rate_calls_per_s": rate, "processors": processors, "stats": stats, "samples": samples}
-    for key in ("rss", "pss_tree", "store", "store_allocated", "store_resident", *PARTS):
+    for key in ("rss", "pss_tree", *STORE_KEYS, *PARTS, *(f"anon_{kind}" for kind in ANON_KINDS)):
         ys = [s[key] for s in after]
         # merges and collections make single samples jump by 100 MB: the medians of the run's
         # thirds say more than its ends
@@ -305,6 +398,9 @@ def soak(minutes: float, rate: int, sample_s: float) -> dict[str, Any]:
                   for i in range(3)]
         out[key] = {"warm": ys[0], "end": ys[-1], "min": min(ys), "max": max(ys), "thirds": thirds,
                     "mb_per_hour": _slope(hours, ys), "mb_per_million_spans": _slope(spans_m, ys)}
+    if len(maps) == 2:  # single readings: a merge moves them by 100 MB; a lead, not a measure
+        out["anon_growth"] = {"first_to_second_third": anon_growth(maps[0], maps[1]),
+                              "second_third_to_end": anon_growth(maps[1], last_maps)}
     return out
 
 
@@ -321,12 +417,20 @@ def main() -> int:
     print("medians of each third; range and least-squares slope after the warm-up (the first third):")
     for key, label in (("rss", "RSS (collector)"), ("pss_tree", "PSS (collector and its workers)"),
                        ("store", "ClickHouse engine (MemoryTracking)"),
-                       ("store_allocated", "its jemalloc, allocated"), ("store_resident", "its jemalloc, resident"),
-                       *((part, f"lqo_process_memory_bytes {part}") for part in PARTS)):
+                       ("store_allocated", "its jemalloc, allocated"), ("store_metadata", "its jemalloc, metadata"),
+                       ("store_resident", "its jemalloc, resident"), ("store_mapped", "its jemalloc, mapped"),
+                       *((part, f"lqo_process_memory_bytes {part}") for part in PARTS),
+                       *((f"anon_{kind}", f"anonymous, {kind} mappings") for kind in ANON_KINDS)):
         r = res[key]
         print(f"  {label:34} medians of the thirds {' · '.join(f'{m:.1f}' for m in r['thirds'])} MB  "
               f"range {r['min']:.1f}–{r['max']:.1f}  slope {r['mb_per_hour']:+7.1f} MB/hour  "
               f"{r['mb_per_million_spans']:+7.1f} MB per million spans")
+    for span, growth in res.get("anon_growth", {}).items():
+        print(f"anonymous memory, {span.replace('_', ' ')} (two single readings), MB: " + "  ".join(
+            f"{kind} {g['grown']:+.1f} grown {g['new']:+.1f} new {g['gone']:+.1f} gone"
+            for kind, g in growth["kinds"].items()))
+        for m in growth["top"][:5]:
+            print(f"    {m['mb']:+7.2f} MB in a {m['size_mb']:.2f} MB {m['kind']} mapping ({m['note']})")
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
     return 0
