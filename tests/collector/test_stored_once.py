@@ -40,12 +40,13 @@ def _record(directory: Path) -> dict[str, Any]:
 def test_an_insert_is_recorded_with_its_files_and_token_until_the_store_has_it(tmp_path):
     queue = _filled(tmp_path, _batches(3))
     queue.take(max_spans=80, max_bytes=1 << 30, wait=0)  # two batches' worth
-    token = queue.begin()
-    assert _record(tmp_path) == {"files": _files(tmp_path)[:2], "token": token}
+    token, rows = queue.begin(1000)
+    assert rows == 1000
+    assert _record(tmp_path) == {"files": _files(tmp_path)[:2], "token": token, "rows": 1000}
     queue.commit()
     assert not (tmp_path / "sending.json").exists() and len(_files(tmp_path)) == 1
     queue.take(**_ALL)
-    assert queue.begin() != token  # a new insert, a new token
+    assert queue.begin(1000)[0] != token  # a new insert, a new token
     queue.commit()
     assert _files(tmp_path) == [] and not (tmp_path / "sending.json").exists()
 
@@ -54,7 +55,7 @@ def test_after_a_kill_the_insert_in_progress_goes_again_as_it_went(tmp_path):
     batches = _batches(4)
     queue = _filled(tmp_path, batches)
     queue.take(max_spans=80, max_bytes=1 << 30, wait=0)
-    token = queue.begin()  # ... the store takes the insert; a kill comes before commit()
+    token, _ = queue.begin(50)  # ... the store takes its inserts; a kill comes before commit()
     queue.close()
     queue.abandon()
 
@@ -62,11 +63,11 @@ def test_after_a_kill_the_insert_in_progress_goes_again_as_it_went(tmp_path):
     again.open()
     first = again.take(max_spans=40, max_bytes=1 << 30, wait=0)  # the same two, whatever the bounds
     assert again.fixed and _same(first, batches[:2])
-    assert again.begin() == token
+    assert again.begin(1000) == (token, 50)  # cut as before, whatever max_rows is now
     again.commit()
     rest = again.take(**_ALL)
     assert not again.fixed and _same(rest, batches[2:])
-    assert again.begin() != token
+    assert again.begin(1000)[0] != token
 
 
 def test_an_insert_whose_files_were_partly_removed_was_stored_and_the_rest_of_them_go(tmp_path, caplog):
@@ -74,7 +75,7 @@ def test_an_insert_whose_files_were_partly_removed_was_stored_and_the_rest_of_th
     batches = _batches(4)
     queue = _filled(tmp_path, batches)
     queue.take(max_spans=120, max_bytes=1 << 30, wait=0)
-    queue.begin()
+    queue.begin(1000)
     os.unlink(tmp_path / _files(tmp_path)[0])  # commit() cut short by a kill after its first file
     queue.close()
     queue.abandon()
@@ -91,7 +92,7 @@ def test_a_record_that_does_not_read_back_costs_only_the_guarantee(tmp_path, cap
     batches = _batches(2)
     queue = _filled(tmp_path, batches)
     queue.take(**_ALL)
-    token = queue.begin()
+    token, _ = queue.begin(1000)
     queue.close()
     queue.abandon()
     (tmp_path / "sending.json").write_text('{"files": ["torn')
@@ -100,7 +101,7 @@ def test_a_record_that_does_not_read_back_costs_only_the_guarantee(tmp_path, cap
     again.open()
     assert "does not read back" in caplog.text and "may be stored twice" in caplog.text
     assert _same(again.take(**_ALL), batches)  # every span is sent, with a new token
-    assert again.begin() != token
+    assert again.begin(1000)[0] != token
 
 
 def test_an_insert_with_batches_kept_in_memory_has_no_record(tmp_path):
@@ -114,7 +115,7 @@ def test_an_insert_with_batches_kept_in_memory_has_no_record(tmp_path):
     (tmp_path / "away").rename(directory)
     got = queue.take(**_ALL)
     assert _same(got, [first, second])
-    queue.begin()  # a record would name one file of two: none at all
+    queue.begin(1000)  # a record would name one file of two: none at all
     assert not (directory / "sending.json").exists()
     queue.commit()
     assert _files(directory) == []
@@ -242,7 +243,7 @@ if not len(queue):  # the first run: two batches queued, sent, and a kill before
     for i in range(2):
         queue.put(decode_protobuf(make_request(40, seed=i).SerializeToString()).batch, timeout=1)
 batch = SpanBatch.concat(queue.take(max_spans=10_000, max_bytes=1 << 30, wait=0))
-batch.insert_token = queue.begin() + "-0-" + str(len(batch))
+batch.insert_token = queue.begin(10_000)[0] + "-0-" + str(len(batch))
 assert exporter.export(batch).status.name == "SUCCESS"
 if queue.fixed:
     queue.commit()
@@ -270,5 +271,5 @@ def test_nothing_taken_nothing_recorded(tmp_path):
     queue = _queue(tmp_path)
     queue.open()
     assert not queue.fixed
-    assert queue.begin()  # nothing taken: a token, and no record
+    assert queue.begin(1000)[0]  # nothing taken: a token, and no record
     assert not (tmp_path / "sending.json").exists()

@@ -117,18 +117,17 @@ class QueuedExporter:
                 more = self.queue.take(cfg.max_rows - total, cfg.max_bytes, wait=remaining)
                 parts.extend(more)
                 total += sum(len(p) for p in more)
-            if not self._send(SpanBatch.concat(parts), self.queue.begin()):
+            if not self._send(SpanBatch.concat(parts), *self.queue.begin(cfg.max_rows)):
                 return  # shutdown: what is left stays on disk
             self.queue.commit()
 
-    def _send(self, batch: SpanBatch, token: str) -> bool:
+    def _send(self, batch: SpanBatch, token: str, rows: int) -> bool:
         """False when shutdown interrupted the retries of a persistent queue's batch (it stays
         on disk, whole, and goes again at the next start with the same tokens: the parts of it
-        already written are not stored twice). ``token`` names the batch; each insert of it gets
-        a token of its own made from it, the same at every try."""
-        cfg = self.batch_config
-        for offset in range(0, len(batch), cfg.max_rows):
-            part = batch.slice(offset, cfg.max_rows)
+        already written are not stored twice). ``token`` names the batch; it goes in inserts of
+        ``rows`` rows, each with a token of its own made from it, the same at every try."""
+        for offset in range(0, len(batch), rows):
+            part = batch.slice(offset, rows)
             part.insert_token = f"{token}-{offset}-{len(part)}"
             if not self._send_with_retry(part):
                 return False

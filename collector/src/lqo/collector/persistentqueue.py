@@ -8,9 +8,10 @@ given up on. A collector stopped while the store is down — or killed — finds
 next start and sends them first.
 
 Each insert is stored once, even when it is sent again: before the first try, the files it is
-made of and its token (``SpanBatch.insert_token``, ClickHouse's ``insert_deduplication_token``)
-are written to ``sending.json``, which goes after the files once the store has the insert. A
-start that finds it sends those files first, together as before and with the same token, so a
+made of, its token (``SpanBatch.insert_token``, ClickHouse's ``insert_deduplication_token``)
+and how many rows go in each insert are written to ``sending.json``, which goes after the files once the store has the insert. A
+start that finds it sends those files first, together and cut into inserts as before, with the
+same tokens, so a
 store that had them already (the kill came between the insert and the files' removal) stores
 nothing again; where some of them are gone already (the kill came during the removal), the
 store had them, and the rest go too. Only an insert that mixes in batches kept in memory (their
@@ -87,7 +88,7 @@ class PersistentBatchQueue(BoundedBatchQueue):
         self._lock_fd: int | None = None
         self._taken: list[_Segment] = []
         self._taken_memory = False  # the last take() returned a batch kept in memory (no file)
-        self._replay: tuple[list[str], str] | None = None  # (files, token) an earlier run was sending
+        self._replay: tuple[list[str], str, int] | None = None  # (files, token, rows) an earlier run was sending
         self._sending = directory / _SENDING
         self._write_failures = LogEvery(WRITE_FAILURE_LOG_INTERVAL_S)
         self._record_failures = LogEvery(WRITE_FAILURE_LOG_INTERVAL_S)
@@ -121,7 +122,9 @@ class PersistentBatchQueue(BoundedBatchQueue):
         them if some are gone already (the store had the insert: the rest go too)."""
         try:
             record = json.loads(self._sending.read_text(encoding="utf-8"))
-            names, token = [str(n) for n in record["files"]], str(record["token"])
+            names, token, rows = [str(n) for n in record["files"]], str(record["token"]), int(record["rows"])
+            if rows < 1:
+                raise ValueError(f"rows {rows}")
         except FileNotFoundError:
             return segments
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -132,7 +135,7 @@ class PersistentBatchQueue(BoundedBatchQueue):
         by_name = {segment.path.name: segment for segment in segments}
         there = [by_name[name] for name in names if name in by_name]
         if names and len(there) == len(names):
-            self._replay = (names, token)
+            self._replay = (names, token, rows)
             first = set(names)
             return there + [segment for segment in segments if segment.path.name not in first]
         for segment in there:  # the insert went through; its files' removal was cut short
@@ -195,24 +198,25 @@ class PersistentBatchQueue(BoundedBatchQueue):
         log.error("%s: dropped %d spans: %s does not read back (%s); moved to %s",
                   self.name, item.spans, item.path.name, exc, aside)
 
-    def begin(self) -> str:
-        """The token of what take() returned; recorded with its files before the first try."""
+    def begin(self, max_rows: int) -> tuple[str, int]:
+        """As in memory; recorded with the files before the first try."""
         names = [segment.path.name for segment in self._taken]
         replay, self._replay = self._replay, None
         if replay is not None and replay[0] == names and not self._taken_memory:
-            return replay[1]  # as the earlier run sent it (sending.json is there still)
-        token = super().begin()
+            return replay[1], replay[2]  # as the earlier run sent it (sending.json is there still)
+        token, rows = super().begin(max_rows)
         if not names or self._taken_memory:  # no record: its batches in memory would not be in it
             self._sending.unlink(missing_ok=True)
-            return token
+            return token, rows
         try:
-            write_file(self._sending, json.dumps({"files": names, "token": token}).encode(), self.fsync)
+            write_file(self._sending, json.dumps({"files": names, "token": token, "rows": rows}).encode(),
+                       self.fsync)
         except OSError as exc:
             self._sending.unlink(missing_ok=True)
             if count := self._record_failures.tally():
                 log.error("%s: could not record %d insert(s) in %s (%s); a restart during one may "
                           "store its spans twice", self.name, count, self._sending, exc.strerror or exc)
-        return token
+        return token, rows
 
     def commit(self) -> None:
         for segment in self._taken:

@@ -120,12 +120,13 @@ class BoundedBatchQueue:
                 self._cond.notify_all()
         return [batch for item in out if (batch := self._load(item)) is not None]
 
-    def begin(self) -> str:
-        """The token of the insert(s) of what :meth:`take` returned (``SpanBatch.insert_token``),
-        the same for every try of it: a store that got it once stores it once. Here, in memory,
-        it covers the tries while the collector runs; a persistent queue keeps it with the batches
-        for the tries after a restart."""
-        return uuid.uuid4().hex
+    def begin(self, max_rows: int) -> tuple[str, int]:
+        """(the token, rows per insert) for the insert(s) of what :meth:`take` returned, to be sent
+        in inserts of up to ``max_rows`` rows. The token names them (``SpanBatch.insert_token``),
+        the same for every try: a store that got one once stores it once. Here, in memory, it
+        covers the tries while the collector runs; a persistent queue keeps both with the batches
+        for the tries after a restart (where ``max_rows`` may have changed)."""
+        return uuid.uuid4().hex, max_rows
 
     def commit(self) -> None:
         """What :meth:`take` returned is written or given up on (a persistent queue forgets it)."""
