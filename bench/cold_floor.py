@@ -62,7 +62,7 @@ def floor(request: Any) -> None:
     _queue.append(_Record(ctx, request))
 
 
-def _stats(ns: list[int]) -> tuple[float, float]:
+def _stats(ns: list[float]) -> tuple[float, float]:
     return statistics.median(ns) / 1e3, statistics.quantiles(ns, n=10)[-1] / 1e3
 
 
@@ -96,54 +96,39 @@ def measure_floor(calls: int, wait_s: float, spin_us: float) -> dict[str, tuple[
 
 
 def measure_lqo(calls: int, url: str) -> dict[str, tuple[float, float]]:
-    """lqo's own time before and after the client's send, each call against one without lqo."""
+    """lqo's own time before and after the client's send (``overhead.SendClock``), each call
+    against one without lqo."""
     import openai
 
     from lqo.instrumentation.httpx import HttpxGenAIInstrumentor
 
     tp, mp = overhead.discarding_providers()
     client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
-    cls = next(c for c in type(client._client).__mro__ if "send" in c.__dict__)
-    raw = cls.__dict__["send"]
-    below_at = [0, 0]  # when the client's own send began and returned
-
-    def below(c: Any, *args: Any, **kwargs: Any) -> Any:
-        below_at[0] = _now()
-        try:
-            return raw(c, *args, **kwargs)
-        finally:
-            below_at[1] = _now()
-
-    cls.send = below  # lqo wraps this one
+    clock = overhead.SendClock(type(client._client))  # its lower layer before lqo's send
     inst = HttpxGenAIInstrumentor()
     inst.instrument(defer=True, tracer_provider=tp, meter_provider=mp)
-    sends = {True: cls.__dict__["send"], False: below}
-    times: dict[bool, tuple[list[int], list[int]]] = {True: ([], []), False: ([], [])}
+    lqo_on = overhead.switch(inst)
+    parts: dict[bool, tuple[list[float], list[float]]] = {True: ([], []), False: ([], [])}
     try:
         for i in range(calls * 2):
             on = bool(i % 2)
-            inner = sends[on]
-
-            def above(c: Any, *args: Any, inner: Any = inner, on: bool = on, **kwargs: Any) -> Any:
-                t0 = _now()
-                response = inner(c, *args, **kwargs)
-                t1 = _now()
-                times[on][0].append(below_at[0] - t0)
-                times[on][1].append(t1 - below_at[1])
-                return response
-
-            cls.send = above
-            client.chat.completions.create(**overhead.ARGS)
+            lqo_on(on)
+            clock.before, clock.after = parts[on]
+            with clock:
+                client.chat.completions.create(**overhead.ARGS)
         inst.flush()
     finally:
+        lqo_on(True)
         inst.uninstrument()
-        cls.send = raw
-    (on_pre, on_post), (off_pre, off_post) = times[True], times[False]
     skip = min(20, calls // 10)  # the first calls warm the SDK up
-    return {"lqo, before the send": _stats([a - b for a, b in zip(on_pre[skip:], off_pre[skip:], strict=True)]),
-            "lqo, after the send": _stats([a - b for a, b in zip(on_post[skip:], off_post[skip:], strict=True)]),
-            "lqo, both": _stats([a + b - c - d for a, b, c, d in zip(on_pre[skip:], on_post[skip:], off_pre[skip:],
-                                                                      off_post[skip:], strict=True)])}
+    (on_pre, on_post), (off_pre, off_post) = ([x[skip:] for x in parts[on]] for on in (True, False))
+
+    def added(*pairs: tuple[list[float], list[float]]) -> tuple[float, float]:  # (with lqo, without), s
+        return _stats([1e9 * sum(w[i] - o[i] for w, o in pairs) for i in range(len(pairs[0][0]))])
+
+    return {"lqo, before the send": added((on_pre, off_pre)),
+            "lqo, after the send": added((on_post, off_post)),
+            "lqo, both": added((on_pre, off_pre), (on_post, off_post))}
 
 
 def main() -> int:

@@ -266,13 +266,32 @@ def _timed_stream_class(base: type) -> type:
     return Timed
 
 
+def switch(inst: Any) -> Any:
+    """``on(bool)``: an instrumented process's lqo ``send`` in place, or the one it replaced. The
+    telemetry thread, tracer and instruments live on (re-instrumenting each block made a new
+    thread and SDK instruments each time)."""
+    sends = list(inst._sends)  # (class, the send lqo replaced or None if inherited, lqo's send)
+
+    def on(enabled: bool) -> None:
+        for owner, original, ours in sends:
+            if enabled:
+                owner.send = ours
+            elif original is None:
+                delattr(owner, "send")
+            else:
+                owner.send = original
+
+    return on
+
+
 class SendClock:
     """Times, per call, the part of ``Client.send`` that is not the client's own send.
 
     Two timing layers around the HTTP client's ``send``: one below lqo's (installed before the
     first ``instrument()``, so lqo wraps it) and one above, put on for each block. Per call,
     above minus below is the time spent in between: lqo's own call path, paired call by call
-    and free of the server's and the client's noise. With lqo off the same difference is the
+    and free of the server's and the client's noise (``between``; ``before`` and ``after``: its
+    parts before and after the client's own send). With lqo off the same difference is the
     layers' own cost, subtracted in the report.
 
     Streamed responses get two such layers around the byte stream the SDK reads: one under
@@ -285,8 +304,10 @@ class SendClock:
         self.cls = next(c for c in client_class.__mro__ if "send" in c.__dict__)
         raw = self.cls.__dict__["send"]
         timed = _timed_stream_class(sys.modules[self.cls.__module__.split(".")[0]].SyncByteStream)
-        self.below_ns = 0
+        self._below_at = (0, 0)  # when the client's own send began and returned (ns)
         self.between: list[float] = []
+        self.before: list[float] = []
+        self.after: list[float] = []
         self.per_chunk: list[float] = []
         self._next: Any = None
         self._stream: list[Any] = [None, None]  # the latest stream's layers: (ns in next, chunks)
@@ -307,14 +328,18 @@ class SendClock:
                     response.stream = timed(response.stream, lambda ns, n: layer_done(state, 0, ns, n))
                 return response
             finally:
-                self.below_ns = time.perf_counter_ns() - t0
+                self._below_at = (t0, time.perf_counter_ns())
 
         def above(client: Any, *args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter_ns()
             try:  # bound as the class would bind it (a wrapt proxy needs the instance)
                 response = self._next.__get__(client, type(client))(*args, **kwargs)
             finally:
-                self.between.append((time.perf_counter_ns() - t0 - self.below_ns) / 1e9)
+                t1 = time.perf_counter_ns()
+                b0, b1 = self._below_at
+                self.before.append((b0 - t0) / 1e9)
+                self.after.append((t1 - b1) / 1e9)
+                self.between.append((t1 - t0 - (b1 - b0)) / 1e9)
             if not response.is_closed:
                 state = self._stream
                 response.stream = timed(response.stream, lambda ns, n: layer_done(state, 1, ns, n))
@@ -410,19 +435,7 @@ def worker(variant: str, url: str, block: int) -> None:
         inst = HttpxGenAIInstrumentor()
         inst.instrument(defer=True, tracer_provider=tp, meter_provider=mp)
         settle = inst.flush
-        sends = list(inst._sends)  # (class, the send lqo replaced or None if inherited, lqo's send)
-
-        def lqo_on(on: bool) -> None:
-            """lqo's send in place, or the one it replaced: telemetry thread, tracer and instruments
-            live on (re-instrumenting each block made a new thread and SDK instruments each time)."""
-            for owner, original, ours in sends:
-                if on:
-                    owner.send = ours
-                elif original is None:
-                    delattr(owner, "send")
-                else:
-                    owner.send = original
-
+        lqo_on = switch(inst)
         lqo_on(False)
     else:
         settle = instrument(variant, tp, mp) or (lambda: None)

@@ -134,18 +134,17 @@ class PersistentBatchQueue(BoundedBatchQueue):
             return segments
         by_name = {segment.path.name: segment for segment in segments}
         there = [by_name[name] for name in names if name in by_name]
+        rest = [segment for segment in segments if segment.path.name not in set(names)]
         if names and len(there) == len(names):
             self._replay = (names, token, rows)
-            first = set(names)
-            return there + [segment for segment in segments if segment.path.name not in first]
+            return there + rest
         for segment in there:  # the insert went through; its files' removal was cut short
             segment.path.unlink(missing_ok=True)
         self._sending.unlink(missing_ok=True)
         if there:
             log.info("%s: %d spans on disk were stored already (the last run stopped while removing "
                      "their files); removed", self.name, sum(s.spans for s in there))
-        gone = {id(segment) for segment in there}
-        return [segment for segment in segments if id(segment) not in gone]
+        return rest
 
     def abandon(self) -> int:
         items = self.drain()
@@ -221,7 +220,7 @@ class PersistentBatchQueue(BoundedBatchQueue):
     def commit(self) -> None:
         for segment in self._taken:
             segment.path.unlink(missing_ok=True)
-        if self._taken and not self._taken_memory:  # after the files: see the module doc
+        if self._taken:  # after the files: see the module doc
             self._sending.unlink(missing_ok=True)
         self._taken.clear()
         self._taken_memory = False

@@ -121,12 +121,13 @@ class ClickHouseExporter:
             for statement in spec.base_statements() + (spec.genai_table_statements() if spec.genai else []):
                 self.backend.execute(statement)
             self._remember_tokens(tables)
+            updated = False
             if spec.genai:
                 self._add_lacking_columns(missing)
                 for statement in spec.genai_view_statements():
                     self.backend.execute(statement)
-                self._update_views(present)
-            if c.endpoint.startswith("embedded://"):
+                updated = self._update_views(present)
+            if c.endpoint.startswith("embedded://") and (updated or any(v in missing for v in self._views())):
                 self._reload_views()
             if spec.genai and spec.genai_view in missing and spec.table not in missing:
                 # views new to a store that holds spans already: copy those in, marked as pending
@@ -192,19 +193,27 @@ class ClickHouseExporter:
         if older:
             log.info("%s now store a batch sent twice once", ", ".join(older))
 
-    def _update_views(self, before: dict[str, str]) -> None:
+    def _update_views(self, before: dict[str, str]) -> bool:
         """A GenAI view whose comment names another SELECT (an older version's) runs this one's
         from now on (ALTER … MODIFY QUERY: rows already written stay as they are); a view just
-        made only gets its comment. ``before``: the views there before the start, their comments."""
+        made only gets its comment. ``before``: the views there before the start, their comments.
+        True if any view was altered."""
         assert self.backend is not None
         spec = self.schema
+        altered = False
         for view, _target, select in spec.genai_views():
             if before.get(view) == spec.view_version(select):
                 continue
             for statement in spec.update_view_statements(view, select, query=view in before):
                 self.backend.execute(statement)
+            altered = True
             if view in before:
                 log.info("updated the view %s to this version's SELECT", view)
+        return altered
+
+    def _views(self) -> list[str]:
+        spec = self.schema
+        return [spec.view] + ([view for view, _, _ in spec.genai_views()] if spec.genai else [])
 
     def _reload_views(self) -> None:
         """The embedded engine's views as a restart loads them (DETACH, ATTACH). The engine
@@ -212,13 +221,12 @@ class ClickHouseExporter:
         token) from the view as it holds it; a view made or altered by this start, held as the
         statement left it, names the same rows otherwise than after a restart, and a batch sent
         again after a kill would then be stored twice by the views (tests/collector/
-        test_stored_once.py). The collector is the embedded store's only writer, and no insert
-        runs yet: nothing passes a view while it is detached."""
+        test_stored_once.py). So after a start that made or altered one, the views are loaded
+        again. The collector is the embedded store's only writer, and no insert runs yet:
+        nothing passes a view while it is detached."""
         assert self.backend is not None
-        spec = self.schema
-        views = [spec.view] + ([view for view, _, _ in spec.genai_views()] if spec.genai else [])
-        for view in views:
-            name = f"{quote_ident(spec.database)}.{quote_ident(view)}"
+        for view in self._views():
+            name = f"{quote_ident(self.schema.database)}.{quote_ident(view)}"
             self.backend.execute(f"DETACH TABLE {name}")
             self.backend.execute(f"ATTACH TABLE {name}")
 
