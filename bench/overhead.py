@@ -144,9 +144,10 @@ def replay_server(long_chunks: int = 200, delay_ms: float = 0.0) -> Iterator[str
         server.wait(10)
 
 
-def discarding_providers() -> tuple[Any, Any]:
+def discarding_providers(exported: list[int] | None = None) -> tuple[Any, Any]:
     """The SDK setup every variant gets: a TracerProvider whose BatchSpanProcessor discards what
-    it exports, and a MeterProvider with an in-memory reader."""
+    it exports (counting the spans in ``exported[0]`` when given), and a MeterProvider with an
+    in-memory reader."""
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import TracerProvider
@@ -154,6 +155,8 @@ def discarding_providers() -> tuple[Any, Any]:
 
     class Discard(SpanExporter):
         def export(self, spans: Any) -> SpanExportResult:
+            if exported is not None:
+                exported[0] += len(spans)
             return SpanExportResult.SUCCESS
 
     tp = TracerProvider()
@@ -410,21 +413,9 @@ def _telemetry_clock() -> Any:
 def worker(variant: str, url: str, block: int) -> None:
     """One variant, instrumented once. Runs a block per line on stdin; "done" prints the samples."""
     import openai
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     exported = [0]
-
-    class Discard(SpanExporter):
-        def export(self, spans: Any) -> SpanExportResult:
-            exported[0] += len(spans)
-            return SpanExportResult.SUCCESS
-
-    tp = TracerProvider()
-    tp.add_span_processor(BatchSpanProcessor(Discard()))
-    mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    tp, mp = discarding_providers(exported)
     base_variant = variant.split("#", 1)[0]
     toggle = base_variant == "lqo-toggle"
     client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
@@ -545,6 +536,16 @@ CAPTURE_ENV = {"OTEL_SEMCONV_STABILITY_OPT_IN": "gen_ai_latest_experimental",
                "TRACELOOP_TRACE_CONTENT": "true"}
 
 
+def close_workers(procs: Any) -> None:
+    """Closes each worker process's stdin (its signal to end) and waits for it; kills a stuck one."""
+    for p in procs:
+        p.stdin.close()
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def run(url: str, variants: list[str], calls: int, block: int, capture: bool = False) -> dict[str, Any]:
     """Interleaves the variants' processes block by block; returns medians (µs) and counts."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -572,12 +573,7 @@ def run(url: str, variants: list[str], calls: int, block: int, capture: bool = F
             p.stdin.flush()  # type: ignore[union-attr]
             out[v] = json.loads(p.stdout.readline())  # type: ignore[union-attr]
     finally:
-        for p in procs.values():
-            p.stdin.close()  # type: ignore[union-attr]
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        close_workers(procs.values())
     for v in variants:  # a toggled variant's calls with the instrumentation off: its own baseline
         if out[v].get("off"):
             out[f"{v}:off"] = {**out[v], "samples": out[v]["off"]}
