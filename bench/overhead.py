@@ -69,6 +69,13 @@ to a background thread still competes for the GIL with the caller. ``--server-de
 provider's think time before each response, the common case for LLM calls.
 
     .venv/bin/python bench/overhead.py --calls 3000
+
+``--paired`` runs ``bench/overhead_paired.py`` instead (its own options): each instrumented call
+paired with an uninstrumented one beside it in the same process, every variant switched on and
+off call by call, the medians of the differences with confidence intervals. It resolves a few
+µs where comparing processes or blocks of calls cannot (the A/A noise above):
+
+    .venv/bin/python bench/overhead.py --paired --rounds 600
 """
 
 from __future__ import annotations
@@ -410,6 +417,24 @@ def _telemetry_clock() -> Any:
     return 0.0
 
 
+def gc_clock() -> list[float]:
+    """Seconds of garbage collection run on this thread from now on, in ``[0]`` (CPython collects on
+    whichever thread's allocation crosses the threshold: objects an instrumentation keeps past
+    the call make the application's thread collect more often, and each collection longer)."""
+    calling_thread = threading.get_ident()
+    gc_s = [0.0, 0.0]  # total, start of the running collection
+
+    def clock(phase: str, info: Any) -> None:
+        if threading.get_ident() == calling_thread:
+            if phase == "start":
+                gc_s[1] = time.perf_counter()
+            else:
+                gc_s[0] += time.perf_counter() - gc_s[1]
+
+    gc.callbacks.append(clock)
+    return gc_s
+
+
 def worker(variant: str, url: str, block: int) -> None:
     """One variant, instrumented once. Runs a block per line on stdin; "done" prints the samples."""
     import openai
@@ -459,20 +484,7 @@ def worker(variant: str, url: str, block: int) -> None:
         return {k: {"wall": [], "cpu": [], "proc": [], "block": [], "gc": [], "between": [], "per_chunk": [],
                     "wrap": [], "telemetry": []} for k in KINDS}
 
-    # Garbage collection run on the calling thread (CPython collects on whichever thread's
-    # allocation crosses the threshold): objects an instrumentation keeps past the call make
-    # the application's thread collect more often, and each collection longer.
-    calling_thread = threading.get_ident()
-    gc_s = [0.0, 0.0]  # total, start of the running collection
-
-    def gc_clock(phase: str, info: Any) -> None:
-        if threading.get_ident() == calling_thread:
-            if phase == "start":
-                gc_s[1] = time.perf_counter()
-            else:
-                gc_s[0] += time.perf_counter() - gc_s[1]
-
-    gc.callbacks.append(gc_clock)
+    gc_s = gc_clock()
 
     samples, off_samples = new_samples(), new_samples()
     chunks: dict[str, int] = {}
@@ -759,6 +771,11 @@ def report(res: dict[str, Any], variants: list[str]) -> str:
 
 
 def main() -> None:
+    if "--paired" in sys.argv[1:]:  # each instrumented call paired with a plain one: bench/overhead_paired.py
+        sys.argv.remove("--paired")
+        import overhead_paired
+
+        return overhead_paired.main()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=3000, help="non-streaming calls per variant (streams: a quarter)")
     parser.add_argument("--block", type=int, default=40, help="calls per variant before switching")

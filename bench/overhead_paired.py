@@ -127,22 +127,23 @@ def worker(variant: str, url: str, seed: int, plain: int) -> None:
         "long": lambda: read(client.chat.completions.create(**overhead.STREAM_ARGS, user=overhead.LONG_MARKER)),
     }
     rng = random.Random(seed)
-    samples: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": [], "deferred": [], "on_first": []} for k in KINDS}
+    samples: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": [], "gc": [], "deferred": [], "on_first": []} for k in KINDS}
     chunks: dict[str, int] = {}
     on_calls = 0
+    gc_s = overhead.gc_clock()  # the calling thread's collections
     stream_first = rng.random() < 0.5
 
     def pair(kind: str, order: tuple[bool, bool], keep: bool) -> None:
         nonlocal on_calls
         fn = calls[kind]
-        got: dict[bool, tuple[float, float]] = {}
+        got: dict[bool, tuple[float, float, float]] = {}
         d0 = overhead._telemetry_clock()
         for enabled in order:
             on(enabled)
-            t0, c0 = time.perf_counter(), time.thread_time()
+            g0, t0, c0 = gc_s[0], time.perf_counter(), time.thread_time()
             n = fn()
             c1, t1 = time.thread_time(), time.perf_counter()
-            got[enabled] = (t1 - t0, c1 - c0)
+            got[enabled] = (t1 - t0, c1 - c0, gc_s[0] - g0)
             chunks[kind] = n
         on(False)
         settle()  # lqo's telemetry of the instrumented call, outside both calls' time
@@ -151,6 +152,7 @@ def worker(variant: str, url: str, seed: int, plain: int) -> None:
             s = samples[kind]
             s["wall"].append(got[True][0] - got[False][0])
             s["cpu"].append(got[True][1] - got[False][1])
+            s["gc"].append(got[True][2] - got[False][2])
             s["deferred"].append(overhead._telemetry_clock() - d0)
             s["on_first"].append(order[0])
 
@@ -237,6 +239,7 @@ def summarize(out: dict[str, Any]) -> dict[str, Any]:
                for name, kind, xs in (("call_wall", "plain", s["plain"]["wall"]), ("call_cpu", "plain", s["plain"]["cpu"]),
                                       ("chunk_wall", "short", per_chunk["wall"]),
                                       ("chunk_cpu", "short", per_chunk["cpu"]))}
+        row["gc_call"] = statistics.fmean(s["plain"]["gc"]) * 1e6
         row["deferred_call"] = statistics.median(s["plain"]["deferred"]) * 1e6
         row["deferred_chunk"] = statistics.median(per_chunk["deferred"]) * 1e6
         res[v] = row
@@ -257,15 +260,15 @@ def report(res: dict[str, Any]) -> str:
         "",
         "added µs, instrumented call minus the plain call beside it: the two orders' medians averaged",
         "[95% CI] and their means averaged",
-        "wall = the caller's latency; cpu = the calling thread's CPU; deferred = lqo's telemetry thread's",
-        "CPU for the call, run after it (median)",
+        "wall = the caller's latency; cpu = the calling thread's CPU; gc = garbage collection on the",
+        "calling thread (mean); deferred = lqo's telemetry thread's CPU for the call, run after it (median)",
         "",
         f"{'':12} {'per call, wall':>34} {'per call, cpu':>34} {'per chunk, wall':>34} {'per chunk, cpu':>34}"
-        f" {'deferred call':>14} {'chunk':>7}",
+        f" {'gc call':>8} {'deferred call':>14} {'chunk':>7}",
     ]
     for v, r in rows.items():
         lines.append(f"{v:12} {cell(r['call_wall']):>34} {cell(r['call_cpu']):>34} {cell(r['chunk_wall']):>34} "
-                     f"{cell(r['chunk_cpu']):>34} {r['deferred_call']:14.1f} {r['deferred_chunk']:7.2f}")
+                     f"{cell(r['chunk_cpu']):>34} {r['gc_call']:8.2f} {r['deferred_call']:14.1f} {r['deferred_chunk']:7.2f}")
     if "lqo" in rows:
         lines.append("")
         for peer in ("openai-v2", "openllmetry"):

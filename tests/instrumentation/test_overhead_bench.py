@@ -1,5 +1,6 @@
-"""bench/overhead_paired.py: its estimator, and a short run of the real thing (each variant's
-switch must take: one span per instrumented call, none for the plain call beside it)."""
+"""bench/overhead_paired.py (``bench/overhead.py --paired``): its estimator, and a short run of
+the real thing (each variant's switch must take: one span per instrumented call, none for the
+plain call beside it)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import overhead_paired  # bench/ is on sys.path (conftest)
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "overhead_paired.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "overhead.py"  # --paired: overhead_paired.py
 
 
 def test_the_estimate_cancels_which_call_of_a_pair_went_first() -> None:
@@ -38,7 +39,7 @@ def test_one_order_only_is_refused() -> None:
 
 
 def test_a_short_run_switches_every_variant_on_and_off() -> None:
-    out = subprocess.run([sys.executable, str(BENCH), "--rounds", "6", "--turn", "3", "--warmup", "1", "--json"],
+    out = subprocess.run([sys.executable, str(BENCH), "--paired", "--rounds", "6", "--turn", "3", "--warmup", "1", "--json"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout[out.stdout.index("\n{") + 1:])
@@ -52,4 +53,5 @@ def test_a_short_run_switches_every_variant_on_and_off() -> None:
     for row in rows.values():
         for key in ("call_wall", "call_cpu", "chunk_wall", "chunk_cpu"):
             assert len(row[key]) == 4 and all(math.isfinite(x) for x in row[key])
+        assert math.isfinite(row["gc_call"])
     assert "lqo / openai-v2" in out.stdout and "the switches took" in out.stdout
