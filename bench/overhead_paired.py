@@ -4,7 +4,7 @@
 calls. On this 2-core VM two processes of the same code differ by up to ~20 µs per call at the
 median, and blocks of ~25 ms catch the machine's slow and fast moments unevenly, so a block's
 on/off difference moves by tens of µs from run to run. Here every instrumented call is paired
-with an uninstrumented one made right beside it, in the same process, in a random order: what
+with an uninstrumented one made right beside it, in the same process: what
 the two calls have in common (the machine's moment, the process's layout, the server) cancels,
 and the median of the differences comes with a confidence interval.
 
@@ -24,12 +24,14 @@ real ``openai`` SDK, the OpenTelemetry SDK (``BatchSpanProcessor`` into a discar
                would stack OpenLLMetry's wrappers)
 
 Each round makes ``--plain`` pairs of chat completions, then a pair of the short stream and one
-of the long stream, each read to its end; each pair's two calls in a random order (the streams'
-two pairs in the same one), timed as wall time (the latency the caller sees) and as CPU of the
-calling thread. Per call is the chat completions' difference; per chunk is, round by round,
-(long pair's difference − short pair's) / (extra events). The processes take turns every
-``--turn`` rounds. Which call of a pair goes first moves the difference by up to hundreds of µs
-(see ``balanced``), so the figure is the mean of the two orders' medians.
+of the long stream, each read to its end. A pair's two calls go in either order, as many pairs
+each way: the chat completions' orders are a shuffle of halves, the streams' alternate round by
+round (both stream pairs of a round in the same order). Each call is timed as wall time (the
+latency the caller sees), as CPU of the calling thread, and by the garbage collection run on
+that thread. Per call is the chat completions' difference; per chunk is, round by round, (long
+pair's difference − short pair's) / (extra events). The processes take turns every ``--turn``
+rounds. Which call of a pair goes first moves the difference by up to hundreds of µs (see
+``balanced``), so the figure is the mean of the two orders' medians.
 
 lqo does its telemetry (the SDK span, parsing, metrics) on its own thread. After each pair that
 work is finished (lqo's ``flush()``) outside the timed calls, so it lands in no call's latency,
@@ -41,8 +43,8 @@ their work inside the call, so their latency is their whole cost.
 Every run checks that the switch took: the spans exported must be exactly one per instrumented
 call (none for a call with the instrumentation off).
 
-    .venv/bin/python bench/overhead_paired.py --rounds 600
-    .venv/bin/python bench/overhead_paired.py --rounds 300 --server-delay-ms 20
+    .venv/bin/python bench/overhead.py --paired --rounds 1000
+    .venv/bin/python bench/overhead.py --paired --rounds 300 --server-delay-ms 20
 """
 
 from __future__ import annotations
@@ -298,7 +300,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker, args.url, args.seed, args.plain)
+    if args.rounds < 2 or args.plain < 2 or args.turn < 1 or args.warmup < 0:
+        parser.error("--rounds and --plain need at least 2 (a pair each way), --turn at least 1")
     variants = args.variants.split(",")
+    if unknown := [v for v in variants if v not in VARIANTS]:
+        parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     with overhead.replay_server(args.long_chunks, args.server_delay_ms) as url:
         print(f"server {url} (delay {args.server_delay_ms} ms); variants {', '.join(variants)}, "
               f"{args.rounds} rounds in turns of {args.turn}", file=sys.stderr)
