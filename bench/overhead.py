@@ -75,7 +75,7 @@ paired with an uninstrumented one beside it in the same process, every variant s
 off call by call, the medians of the differences with confidence intervals. It resolves a few
 µs where comparing processes or blocks of calls cannot (the A/A noise above):
 
-    .venv/bin/python bench/overhead.py --paired --rounds 600
+    .venv/bin/python bench/overhead.py --paired --rounds 1000
 """
 
 from __future__ import annotations

@@ -134,7 +134,8 @@ class PersistentBatchQueue(BoundedBatchQueue):
             return segments
         by_name = {segment.path.name: segment for segment in segments}
         there = [by_name[name] for name in names if name in by_name]
-        rest = [segment for segment in segments if segment.path.name not in set(names)]
+        recorded = set(names)
+        rest = [segment for segment in segments if segment.path.name not in recorded]
         if names and len(there) == len(names):
             self._replay = (names, token, rows)
             return there + rest
