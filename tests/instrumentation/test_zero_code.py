@@ -185,6 +185,25 @@ def test_lqo_instrument_usage() -> None:
     assert out.returncode == 2 and b"usage: lqo-instrument" in out.stderr
 
 
+def test_lqo_instrument_names_a_program_it_cannot_run(tmp_path: Path) -> None:
+    """The shell's message and status, not a traceback (``opentelemetry-instrument`` passes None
+    to exec): a command not on PATH, a script named without ``python``, one not executable."""
+    script = tmp_path / "app.py"
+    script.write_text("print('ran')\n")
+    hint = "; a script runs as: lqo-instrument python "
+    for command, status, said in [("no-such-program-lqo", 127, "command not found"),
+                                  ("app.py", 127, f"command not found{hint}app.py"),
+                                  ("./app.py", 126, f"Permission denied (not executable){hint}./app.py")]:
+        out = subprocess.run([str(BIN / "lqo-instrument"), command, "--flag"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=60)
+        assert (out.returncode, out.stdout, out.stderr) == (status, "", f"lqo-instrument: {command}: {said}\n")
+    script.chmod(0o755)
+    script.write_text(f"#!{sys.executable}\nprint('ran')\n")
+    ran = subprocess.run([str(BIN / "lqo-instrument"), "./app.py"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "OTEL_TRACES_EXPORTER": "none"})
+    assert (ran.returncode, ran.stdout) == (0, "ran\n"), ran
+
+
 def test_plain_opentelemetry_instrument_finds_the_instrumentor() -> None:
     with ReplayServer(_exchanges()) as srv:
         out = subprocess.run(

@@ -7,6 +7,8 @@ collector (``http://127.0.0.1:4318``) and message content on the span, unless th
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 
 from . import apply_defaults
@@ -21,16 +23,33 @@ OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_ONLY.
 """
 
 
+def _which(command: str) -> str:
+    """``shutil.which``, but a program that is not there (or cannot be run) ends the run with
+    the shell's message and status, where ``opentelemetry-instrument`` passes None to exec."""
+    found = shutil.which(command)
+    if found is not None:
+        return found
+    script = os.path.isfile(command)
+    if script and os.sep in command:
+        reason, status = "Permission denied (not executable)", 126
+    else:
+        reason, status = "command not found", 127
+    hint = f"; a script runs as: lqo-instrument python {command}" if script else ""
+    print(f"lqo-instrument: {command}: {reason}{hint}", file=sys.stderr)
+    raise SystemExit(status)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, end="", file=sys.stderr if not args else sys.stdout)
         raise SystemExit(2 if not args else 0)
     apply_defaults()
-    from opentelemetry.instrumentation.auto_instrumentation import run
+    from opentelemetry.instrumentation import auto_instrumentation
 
+    auto_instrumentation.which = _which  # its run() looks the command up with it
     sys.argv = ["lqo-instrument", *args]
-    run()
+    auto_instrumentation.run()
 
 
 if __name__ == "__main__":
