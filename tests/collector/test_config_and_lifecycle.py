@@ -95,6 +95,20 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path):
     assert out.returncode == 2 and "does not exist" in out.stderr
 
 
+def test_reading_where_nothing_was_stored_says_so_and_makes_no_store(tmp_path):
+    """``lqo query``/``report``/``erase`` run away from the collector (another directory, no
+    --config): a clear error naming the directory they looked in, and no empty store left there."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(BASE.format(endpoint="embedded://./store"))
+    for args in (["query", "SELECT 1"], ["report"], ["erase", "--user", "ann", "--yes"]):
+        out = subprocess.run([LQO, *args, "--config", str(cfg)], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 1 and out.stdout == "", out
+        assert out.stderr.startswith(f"lqo {args[0]}: no store at {tmp_path / 'store'}") and "Traceback" not in out.stderr
+        assert f"run lqo {args[0]} where the collector runs" in out.stderr
+    assert not (tmp_path / "store").exists()
+
+
 def test_query_refuses_writes_and_table_functions(collector):
     for sql, word in [("DROP TABLE otel_traces", "read-only"),
                       ("SELECT 1; DROP TABLE otel_traces", "one statement"),

@@ -121,11 +121,13 @@ def _print_read(built: BuiltConfig, sql: str, fmt: str, command: str, empty: str
     collector that holds an embedded store, else straight to it (a server, or an embedded store
     no collector holds). ``empty``: said on stderr when a table answer has no rows."""
     from lqo.collector.exporters.clickhouse.backends import StoreError
-    from lqo.collector.query import QueryRefused, check_read_only
+    from lqo.collector.query import QueryRefused, check_read_only, run_query
 
     store = next(iter(_stores(built, command).values()))
     try:
-        output = _read_store(built, store, check_read_only(sql), fmt)
+        sql = check_read_only(sql)
+        output, _ = _on_store(built, store, "/api/v1/query", {"sql": sql, "format": fmt}, f"lqo {command}",
+                              lambda backend: run_query(backend, sql, fmt))
     except (QueryRefused, StoreError, QueryFailed) as exc:
         print(f"lqo {command}: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
@@ -134,14 +136,6 @@ def _print_read(built: BuiltConfig, sql: str, fmt: str, command: str, empty: str
     if empty and fmt == "table" and not output.strip():
         print(f"lqo {command}: {empty}", file=sys.stderr)
     return 0
-
-
-def _read_store(built: BuiltConfig, store: Any, sql: str, fmt: str) -> bytes:
-    from lqo.collector.query import run_query
-
-    answer, _ = _on_store(built, store, "/api/v1/query", {"sql": sql, "format": fmt}, "lqo query",
-                          lambda backend: run_query(backend, sql, fmt))
-    return answer
 
 
 def _on_store(built: BuiltConfig, store: Any, path: str, payload: dict[str, Any], command: str,
@@ -155,6 +149,12 @@ def _on_store(built: BuiltConfig, store: Any, path: str, payload: dict[str, Any]
         answer = _via_collector(built, path, payload, command, timeout or 60)
         if answer is not None:
             return answer, True
+        directory = os.path.abspath(store.endpoint.removeprefix("embedded://"))
+        if not os.path.isdir(directory):  # read where nothing was stored: say so, and make no store there
+            raise QueryFailed(
+                f"no store at {directory}, and no collector that holds one answered: run {command} "
+                "where the collector runs (a relative embedded:// path is read from the working "
+                "directory) or with its --config")
     backend = open_backend(store.endpoint, store.resolved_username(), store.resolved_password(),
                            max(store.timeout, timeout or 0))
     try:
