@@ -53,7 +53,15 @@ def test_env_substitution_with_types_and_defaults():
         (BASE.format(endpoint="ftp://x"),
          "exporters.clickhouse.endpoint: use embedded://PATH for the built-in store"),
         (BASE.format(endpoint="embedded://x").replace("endpoint:", "endpont: x\n    endpoint:"),
-         "exporters.clickhouse.endpont: unknown key; valid keys here are: batch, cluster_name"),
+         "exporters.clickhouse.endpont: unknown key; did you mean 'endpoint'? valid keys here are: batch, cluster_name"),
+        # in an optional section, and in a list's items: the section's keys, not a pointer to the docs
+        (BASE.format(endpoint="embedded://x").replace("      grpc:", "      grpc:\n        endpoit: h:1"),
+         "receivers.otlp.protocols.grpc.endpoit: unknown key; did you mean 'endpoint'? valid keys here are: "
+         "auth, endpoint, max_recv_msg_size, tls, workers"),
+        (BASE.format(endpoint="embedded://x").replace("exporters:\n", "processors:\n  filter: {drop: [{nme: x}]}\n"
+                                                      "exporters:\n").replace("      exporters:", "      processors: "
+                                                                               "[filter]\n      exporters:"),
+         "processors.filter.drop.0.nme: unknown key; valid keys here are: attributes, genai, service_name, span_kind"),
         (BASE.format(endpoint="embedded://x\n    batch:\n      max_rows: -1"),
          "exporters.clickhouse.batch.max_rows: Input should be greater than 0 (got -1)"),
         (BASE.format(endpoint="embedded://x").replace("exporters: [clickhouse]", "exporters: [kafka]"),

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from difflib import get_close_matches
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -190,8 +191,12 @@ def format_validation_error(prefix: str, exc: ValidationError, model: type[BaseM
         key = f"{prefix}.{loc}" if loc else prefix
         if err["type"] == "extra_forbidden":
             parent = _model_at(model, err["loc"][:-1])
-            allowed = ", ".join(sorted(parent.model_fields)) if parent else "see docs/configuration.md"
-            lines.append(f"{key}: unknown key; valid keys here are: {allowed}")
+            if parent is None:
+                lines.append(f"{key}: unknown key (docs/configuration.md lists the settings)")
+                continue
+            near = get_close_matches(str(err["loc"][-1]), parent.model_fields, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            lines.append(f"{key}: unknown key; {hint}valid keys here are: {', '.join(sorted(parent.model_fields))}")
         elif err["type"] == "missing":
             lines.append(f"{key}: required but not set")
         else:
@@ -212,13 +217,26 @@ _SECRET_KEYS = frozenset({"password", "token", "tokens"})
 
 
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The settings model at ``loc``: through optional sections (``X | None``), mappings of
+    sections (``dict[str, X]``, whose keys are names, not settings) and lists of them."""
     current: Any = model
     for part in loc:
-        field = getattr(current, "model_fields", {}).get(part)
+        if get_origin(current) in (dict, list):
+            current = get_args(current)[-1]
+            continue
+        current = _section(current)
+        field = current.model_fields.get(part) if current is not None else None
         if field is None:
             return None
         current = field.annotation
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+    return _section(current)
+
+
+def _section(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [m for arg in get_args(annotation) if get_origin(arg) not in (dict, list) and (m := _section(arg))]
+    return models[0] if len(models) == 1 else None
 
 
 def validate_section(prefix: str, model: type[BaseModel], raw: Any) -> Any:
