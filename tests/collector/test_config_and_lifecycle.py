@@ -149,6 +149,9 @@ def test_sigterm_flushes_everything_accepted(make_collector):
     restarted = c.start()
     assert restarted.query("SELECT count() AS c FROM otel_traces") == [{"c": 500}]
     assert "shutting down" in c.log()
+    # the start says where to send and what runs
+    assert (f"collector ready: OTLP/gRPC 127.0.0.1:{c.grpc_port}, OTLP/HTTP 127.0.0.1:{c.http_port}; metrics and "
+            f"health on 127.0.0.1:{c.metrics_port}; processors: none; exporters: clickhouse\n") in c.log()
 
 
 def test_lqo_schema_prints_the_configured_ddl(tmp_path):

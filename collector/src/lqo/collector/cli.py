@@ -56,7 +56,7 @@ def _via_collector(built: BuiltConfig, path: str, payload: dict[str, Any], comma
     embedded store); None if none is running. Over TLS and with the token when the collector's
     HTTP server asks for them (both from the config)."""
     from lqo.collector.extensions.bearertokenauth import BearerTokenAuthConfig, client_header
-    from lqo.collector.http_server import split_endpoint
+    from lqo.collector.http_server import join_endpoint, split_endpoint
     from lqo.collector.tls import pinned_client_context
 
     for receiver_id, receiver in built.components["receivers"].items():
@@ -81,7 +81,7 @@ def _via_collector(built: BuiltConfig, path: str, payload: dict[str, Any], comma
             raise QueryFailed(f"{key}: cannot prepare the request to the collector: {exc}") from None
         scheme = "https" if context else "http"
         request = urllib.request.Request(
-            f"{scheme}://{host if ':' not in host else f'[{host}]'}:{port}{path}",
+            f"{scheme}://{join_endpoint(host, port)}{path}",
             data=json.dumps(payload).encode(),
             headers=headers,
         )

@@ -63,6 +63,7 @@ class Exporter(Protocol):
 
 class Receiver(Protocol):
     def start(self, pipeline: Pipeline) -> None: ...
+    def listening(self) -> list[str]: ...  # once started: "OTLP/gRPC 127.0.0.1:4317", for the log
     def shutdown(self) -> None: ...
 
 

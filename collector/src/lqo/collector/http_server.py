@@ -32,10 +32,16 @@ def split_endpoint(endpoint: str, key: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def join_endpoint(host: str, port: int) -> str:
+    """(host, port) → ``host:port``, an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class ThreadedServer:
     def __init__(self, app: ASGIApp, host: str, port: int, name: str,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.name = name
+        self.host = host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -27,7 +27,7 @@ from lqo.collector.exporters.clickhouse.backends import Backend
 from lqo.collector.exporters.clickhouse.factory import ClickHouseExporter
 from lqo.collector.exporters.clickhouse.schema import SchemaSpec
 from lqo.collector.extensions.file_storage import resolve_storage
-from lqo.collector.http_server import ThreadedServer, split_endpoint
+from lqo.collector.http_server import ThreadedServer, join_endpoint, split_endpoint
 from lqo.collector.pipeline import NamedProcessor, Pipeline
 from lqo.collector.query import build_query_router
 from lqo.collector.receivers.ingest import RefusedRequests
@@ -316,7 +316,11 @@ class Collector:
             self.shutdown()
             raise
         self._ready = True
-        log.info("collector ready")
+        listening = [where for receiver in self.receivers for where in receiver.listening()]
+        log.info("collector ready: %s; metrics and health on %s; processors: %s; exporters: %s",
+                 ", ".join(listening), join_endpoint(self.admin.host, self.admin.port),
+                 ", ".join(p.component_id for p in self.pipeline.processors) or "none",
+                 ", ".join(e.exporter_id for e in self.exporters))
 
     def shutdown(self) -> None:
         if self._stopped.is_set():

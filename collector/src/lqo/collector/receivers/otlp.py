@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from lqo.collector.components import ComponentContext, Factory, ServerAuthenticator, register
 from lqo.collector.config import ByteSize, StrictModel
-from lqo.collector.http_server import ThreadedServer, split_endpoint
+from lqo.collector.http_server import ThreadedServer, join_endpoint, split_endpoint
 from lqo.collector.pipeline import Pipeline
 from lqo.collector.receivers.ingest import Ingest
 from lqo.collector.receivers.otlp_grpc import OtlpGrpcServer
@@ -151,6 +151,15 @@ class OtlpReceiver:
         except Exception:
             self.shutdown()
             raise
+
+    def listening(self) -> list[str]:
+        """What a client can send to, once started: ``OTLP/gRPC 127.0.0.1:4317 (TLS)``."""
+        protocols = self.config.protocols
+        return [f"{name} {join_endpoint(split_endpoint(proto.endpoint, 'endpoint')[0], server.port)}"
+                + (" (TLS)" if self.tls[key] else "")
+                for key, name, proto, server in (("grpc", "OTLP/gRPC", protocols.grpc, self.grpc),
+                                                 ("http", "OTLP/HTTP", protocols.http, self.http))
+                if proto is not None and server is not None]
 
     def shutdown(self) -> None:
         if self.grpc is not None:
