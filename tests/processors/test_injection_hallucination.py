@@ -148,6 +148,16 @@ def test_self_contradiction_and_refusal() -> None:
     assert _score(refusal) < _score("It was painted by Claude Monet in 1901.")
 
 
+@pytest.mark.parametrize("answer", ["Sure.", "Certainly!", "Okay, thanks!", "Hello! Happy to help.",
+                                    "Sure, let me help with that.", "Of course. Glad to help!"])
+def test_pleasantries_are_not_claims(answer: str) -> None:
+    """A chat answer's "Sure." makes no claim: once a capitalised name and all unsupported terms, flagged."""
+    found = signals(answer, Grounding.of("Call me back tomorrow about my order."))
+    assert (found.entities, found.terms) == (0, 0) and found.score() < 0.1
+    claim = "It was completed in 1925 in Lyon."  # and beside a claim, it neither hides nor adds one
+    assert _score(f"{answer} {claim}") == pytest.approx(_score(claim)) and _score(claim) > 0.7
+
+
 def test_a_long_fully_grounded_answer_is_not_flagged() -> None:
     answer = ("The Eiffel Tower is a wrought-iron lattice tower in Paris, France. Gustave Eiffel's company "
               "designed it, and it was completed in 1889. The tower is 330 metres tall.")

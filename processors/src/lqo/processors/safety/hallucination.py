@@ -44,6 +44,12 @@ from lqo.processors.safety.evaluation import CheckConfig, CheckProcessor, TextCa
 from lqo.processors.safety.folding import Folded
 
 STOP_WORDS = frozenset(["a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves", "yes", "one", "ones", "also", "well", "known", "named", "called", "first", "started", "based", "answer", "question", "following", "however"])
+# What a chat answer says around its claims, not a claim: "Sure.", "Certainly! …", "Happy to help."
+# ("Sure" as a sentence's first word was an unsupported name, and a one-word answer all
+# unsupported terms: flagged.)
+STOP_WORDS |= frozenset(["sure", "certainly", "absolutely", "definitely", "course", "ok", "okay", "alright", "great",
+                         "thanks", "thank", "hello", "hi", "hey", "sorry", "please", "welcome", "glad", "happy",
+                         "help", "let", "indeed"])
 # Words of at most 64 characters (a longer run, an id or an encoded blob, is taken in pieces):
 # their stems are cached, and distinct 200k-character "words" would keep GBs alive.
 _WORD = re.compile(r"[^\W_]{1,64}(?:['’][^\W_]{1,64})?", re.UNICODE)
