@@ -92,6 +92,13 @@ def test_units():
         parse_duration("soon")
 
 
+def test_cli_says_its_version():
+    from lqo.collector.version import __version__
+
+    out = subprocess.run([LQO, "--version"], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, f"lqo {__version__}\n")
+
+
 def test_cli_reports_config_errors_with_exit_code_2(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(BASE.format(endpoint="ftp://x"))

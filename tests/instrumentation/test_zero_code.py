@@ -183,6 +183,12 @@ def test_calls_are_reported_by_user_and_conversation(make_collector: Any) -> Non
 def test_lqo_instrument_usage() -> None:
     out = subprocess.run([str(BIN / "lqo-instrument")], capture_output=True, timeout=60)
     assert out.returncode == 2 and b"usage: lqo-instrument" in out.stderr
+    from opentelemetry.instrumentation.version import __version__ as otel
+
+    from lqo.distro.version import __version__
+    version = subprocess.run([str(BIN / "lqo-instrument"), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith(f"lqo-instrument {__version__} (")
+    assert f"opentelemetry-instrumentation {otel})" in version.stdout  # the distro's version, and upstream's
 
 
 def test_lqo_instrument_names_a_program_it_cannot_run(tmp_path: Path) -> None:

@@ -234,7 +234,10 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lqo.collector.version import __version__
+
     parser = argparse.ArgumentParser(prog="lqo", description="LLM Quality Observer")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     col = sub.add_parser("collector", help="run the collector (OTLP in, ClickHouse out)")

@@ -44,6 +44,14 @@ def main(argv: list[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, end="", file=sys.stderr if not args else sys.stdout)
         raise SystemExit(2 if not args else 0)
+    if args[0] == "--version":  # this distro's, not opentelemetry-instrument's alone
+        from opentelemetry.instrumentation.version import __version__ as otel
+
+        from lqo.instrumentation.httpx.version import __version__ as httpx
+
+        from .version import __version__
+        print(f"lqo-instrument {__version__} (lqo-instrumentation-httpx {httpx}, opentelemetry-instrumentation {otel})")
+        raise SystemExit(0)
     apply_defaults()
     from opentelemetry.instrumentation import auto_instrumentation
 
