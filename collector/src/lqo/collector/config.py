@@ -221,22 +221,27 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     sections (``dict[str, X]``, whose keys are names, not settings) and lists of them."""
     current: Any = model
     for part in loc:
-        if get_origin(current) in (dict, list):
+        current = _required(current)
+        if get_origin(current) in (dict, list):  # ``part`` is a name or an index
             current = get_args(current)[-1]
             continue
-        current = _section(current)
-        field = current.model_fields.get(part) if current is not None else None
+        field = current.model_fields.get(part) if _is_model(current) else None
         if field is None:
             return None
         current = field.annotation
-    return _section(current)
+    current = _required(current)
+    return current if _is_model(current) else None
 
 
-def _section(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    models = [m for arg in get_args(annotation) if get_origin(arg) not in (dict, list) and (m := _section(arg))]
-    return models[0] if len(models) == 1 else None
+def _required(annotation: Any) -> Any:
+    """``X | None`` → ``X``; anything else as it is."""
+    args = get_args(annotation)
+    rest = [a for a in args if a is not type(None)]
+    return rest[0] if len(rest) == 1 and len(args) == 2 else annotation
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def validate_section(prefix: str, model: type[BaseModel], raw: Any) -> Any:
